@@ -1,0 +1,282 @@
+//! Configuration: embedded defaults, then an optional TOML file, then `ONAIR_<SECTION>_<KEY>`
+//! environment variables, in that order. Every key has an environment variable, derived from its
+//! place in the file, so the two can never drift apart.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration. See docs/configuration.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP: pages, signalling, API.
+    pub http: Http,
+    /// WebRTC media sockets.
+    pub media: Media,
+    /// Room limits and timings.
+    pub rooms: Rooms,
+    /// Access control (the auth issue fills this in).
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Address for HTTP and WebSocket signalling.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// Local IP for the media sockets.
+    pub bind: IpAddr,
+    /// The one UDP port for all WebRTC media; ICE-TCP listens on the same number.
+    pub port: u16,
+    /// Addresses put in ICE candidates. Empty means the bind address (which must then be a
+    /// concrete address). Behind NAT, the public address.
+    pub public_ips: Vec<IpAddr>,
+    /// Offer a passive ICE-TCP candidate on `port` for clients whose UDP is blocked.
+    pub ice_tcp: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rooms {
+    pub max_participants: usize,
+    pub max_tracks_per_participant: usize,
+    pub max_tracks_per_room: usize,
+    /// Seconds a participant whose WebSocket dropped keeps its place and its media.
+    pub reconnect_grace_secs: u64,
+    /// Largest data channel message relayed, bytes.
+    pub max_data_bytes: usize,
+    /// Largest signalling message accepted, bytes.
+    pub max_signal_bytes: usize,
+    /// Keyframe requests for one layer closer than this are merged, milliseconds.
+    pub keyframe_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Secret for signing access tokens. Not enforced yet; printed redacted.
+    pub token_secret: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: Http::default(),
+            media: Media::default(),
+            rooms: Rooms::default(),
+            auth: Auth::default(),
+        }
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        }
+    }
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Media {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 50000,
+            public_ips: Vec::new(),
+            ice_tcp: true,
+        }
+    }
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        let d = sfu::SfuConfig::default();
+        Rooms {
+            max_participants: d.max_participants_per_room,
+            max_tracks_per_participant: d.max_tracks_per_participant,
+            max_tracks_per_room: d.max_tracks_per_room,
+            reconnect_grace_secs: d.reconnect_grace.as_secs(),
+            max_data_bytes: d.max_data_bytes,
+            max_signal_bytes: d.max_signal_bytes,
+            keyframe_interval_ms: d.keyframe_min_interval.as_millis() as u64,
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            token_secret: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let base = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<Config>(&text)
+                    .with_context(|| format!("in {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        let config = base.with_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `ONAIR_<SECTION>_<KEY>` overrides read through `get`.
+    pub fn with_env(self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let mut value = toml::Value::try_from(&self)?;
+        let Some(sections) = value.as_table_mut() else {
+            bail!("config is not a table");
+        };
+        for (section, keys) in sections.iter_mut() {
+            let Some(keys) = keys.as_table_mut() else {
+                continue;
+            };
+            for (key, v) in keys.iter_mut() {
+                let var = format!("ONAIR_{}_{}", section, key).to_uppercase();
+                if let Some(text) = get(&var) {
+                    *v = parse_env_value(&text, v)
+                        .with_context(|| format!("{var}={text:?}"))?;
+                }
+            }
+        }
+        value
+            .try_into()
+            .context("environment overrides do not fit the configuration")
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.media.public_ips.is_empty() && self.media.bind.is_unspecified() {
+            bail!(
+                "media.bind is {} but media.public_ips is empty: set the address clients reach \
+                 (ONAIR_MEDIA_PUBLIC_IPS='[\"203.0.113.7\"]')",
+                self.media.bind
+            );
+        }
+        if self.media.port == 0 {
+            bail!("media.port must not be 0: clients need a fixed port through firewalls");
+        }
+        Ok(())
+    }
+
+    /// Addresses advertised in ICE candidates.
+    pub fn advertised_ips(&self) -> Vec<IpAddr> {
+        if self.media.public_ips.is_empty() {
+            vec![self.media.bind]
+        } else {
+            self.media.public_ips.clone()
+        }
+    }
+
+    /// The SFU's settings.
+    pub fn sfu(&self) -> sfu::SfuConfig {
+        let r = &self.rooms;
+        sfu::SfuConfig {
+            max_participants_per_room: r.max_participants,
+            max_tracks_per_participant: r.max_tracks_per_participant,
+            max_tracks_per_room: r.max_tracks_per_room,
+            max_data_bytes: r.max_data_bytes,
+            max_signal_bytes: r.max_signal_bytes,
+            reconnect_grace: std::time::Duration::from_secs(r.reconnect_grace_secs),
+            keyframe_min_interval: std::time::Duration::from_millis(r.keyframe_interval_ms),
+            ..sfu::SfuConfig::default()
+        }
+    }
+
+    /// The effective configuration as TOML, secrets replaced.
+    pub fn redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        if !c.auth.token_secret.is_empty() {
+            c.auth.token_secret = "<redacted>".into();
+        }
+        toml::to_string(&c).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+
+    /// What a production deployment must change, one line each.
+    pub fn production_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.advertised_ips().iter().all(|ip| ip.is_loopback()) {
+            w.push(
+                "media is only reachable on loopback: set media.bind/media.public_ips to the \
+                 server's public address for remote clients"
+                    .to_owned(),
+            );
+        }
+        w.push("no TLS: browsers need HTTPS for camera access anywhere but localhost (put a TLS proxy in front)".to_owned());
+        if self.auth.token_secret.is_empty() {
+            w.push("auth is off: anyone who can reach this server can join any room".to_owned());
+        }
+        w
+    }
+}
+
+/// Parses an environment value as the TOML type of the key it replaces, so that
+/// `ONAIR_MEDIA_PORT=5000` is a number and `ONAIR_HTTP_LISTEN=0.0.0.0:80` a string.
+fn parse_env_value(text: &str, current: &toml::Value) -> anyhow::Result<toml::Value> {
+    if current.is_str() {
+        return Ok(toml::Value::String(text.to_owned()));
+    }
+    let doc: toml::Table = toml::from_str(&format!("v = {text}"))?;
+    doc.get("v").cloned().context("no value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_every_kind_of_key() {
+        let env = |k: &str| match k {
+            "ONAIR_HTTP_LISTEN" => Some("0.0.0.0:9000".to_owned()),
+            "ONAIR_MEDIA_PORT" => Some("40000".to_owned()),
+            "ONAIR_MEDIA_ICE_TCP" => Some("false".to_owned()),
+            "ONAIR_MEDIA_PUBLIC_IPS" => Some(r#"["192.0.2.1"]"#.to_owned()),
+            "ONAIR_ROOMS_RECONNECT_GRACE_SECS" => Some("3".to_owned()),
+            _ => None,
+        };
+        let c = Config::default().with_env(env).unwrap();
+        assert_eq!(c.http.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(c.media.port, 40000);
+        assert!(!c.media.ice_tcp);
+        assert_eq!(c.media.public_ips, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.rooms.reconnect_grace_secs, 3);
+    }
+
+    #[test]
+    fn bad_env_values_are_named() {
+        let env = |k: &str| (k == "ONAIR_MEDIA_PORT").then(|| "lots".to_owned());
+        let e = Config::default().with_env(env).unwrap_err();
+        assert!(format!("{e:#}").contains("ONAIR_MEDIA_PORT"), "{e:#}");
+    }
+
+    #[test]
+    fn files_with_unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("[http]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").is_err());
+        let c: Config = toml::from_str("[rooms]\nmax_participants = 3\n").unwrap();
+        assert_eq!(c.rooms.max_participants, 3);
+        assert_eq!(c.http.listen.port(), 8080);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let mut c = Config::default();
+        c.auth.token_secret = "hunter2".into();
+        let t = c.redacted_toml();
+        assert!(!t.contains("hunter2"));
+        assert!(t.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,95 @@
+//! HTTP: pages, the `/rtc` signalling WebSocket, and a small JSON API.
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sfu::signal::decode;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::media_loop::{Command, MediaHandle, ToConn};
+use crate::web;
+
+/// Frames above this are refused by the WebSocket layer itself (close code 1009). Below it,
+/// frames above `max_signal_bytes` get an `error` reply and the socket stays open.
+const WS_HARD_LIMIT: usize = 16 * 1024 * 1024;
+
+pub fn router(media: MediaHandle) -> Router {
+    let mut r = Router::new()
+        .route("/rtc", get(rtc))
+        .route("/api/rooms", get(rooms))
+        .route("/healthz", get(|| async { "ok\n" }));
+    for (path, ctype, body) in web::FILES {
+        r = r.route(
+            path,
+            get(move || async move { ([(header::CONTENT_TYPE, *ctype), (header::CACHE_CONTROL, "no-cache")], *body) }),
+        );
+    }
+    r.with_state(media)
+}
+
+async fn rooms(State(media): State<MediaHandle>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if media.tx.send(Command::Status(tx)).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}
+
+async fn rtc(ws: WebSocketUpgrade, State(media): State<MediaHandle>) -> Response {
+    ws.max_message_size(WS_HARD_LIMIT)
+        .max_frame_size(WS_HARD_LIMIT)
+        .on_upgrade(move |socket| signalling(socket, media))
+}
+
+/// One signalling connection: frames in are decoded and handed to the media loop; messages
+/// out come from it.
+async fn signalling(mut socket: WebSocket, media: MediaHandle) {
+    let conn = media.new_conn();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    if media.tx.send(Command::Connect(conn, tx)).is_err() {
+        return;
+    }
+    debug!(conn = conn.0, "signalling connected");
+    loop {
+        tokio::select! {
+            out = rx.recv() => match out {
+                Some(ToConn::Text(t)) => {
+                    if socket.send(Message::Text(t.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ToConn::Close) | None => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+            frame = socket.recv() => {
+                let bytes = match frame {
+                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                let cmd = match decode(&bytes, media.max_signal_bytes) {
+                    Ok(msg) => Command::Message(conn, msg),
+                    Err(e) => {
+                        debug!(conn = conn.0, "bad signalling frame: {e}");
+                        Command::BadFrame(conn, e.code(), e.to_string())
+                    }
+                };
+                if media.tx.send(cmd).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = media.tx.send(Command::Disconnect(conn));
+    debug!(conn = conn.0, "signalling closed");
+}

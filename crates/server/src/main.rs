@@ -1,0 +1,124 @@
+//! `onair`: one binary that carries live audio and video.
+
+mod config;
+mod http;
+mod media_loop;
+mod web;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// onair: a real-time media server (WebRTC SFU with WebSocket signalling).
+///
+/// Every configuration key is also an environment variable: `[media] port` is
+/// `ONAIR_MEDIA_PORT`. Logs follow RUST_LOG (default `info`).
+#[derive(Parser)]
+#[command(name = "onair", version)]
+struct Cli {
+    /// TOML configuration file (see docs/configuration.md).
+    #[arg(long, short, global = true, env = "ONAIR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the default).
+    Serve,
+    /// Print the effective configuration, secrets redacted.
+    Config,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::Config => {
+            print!("{}", config.redacted_toml());
+            Ok(())
+        }
+        Cmd::Serve => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let (media, media_task) = media_loop::start(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    info!(
+        "onair {} — media on udp/{} (ICE-TCP {})",
+        env!("CARGO_PKG_VERSION"),
+        config.media.port,
+        if config.media.ice_tcp { "on" } else { "off" }
+    );
+    println!("onair is running:");
+    println!("  home       http://{http_addr}/");
+    println!("  room       http://{http_addr}/room.html?room=demo");
+    println!("  signalling ws://{http_addr}/rtc");
+    for w in config.production_warnings() {
+        warn!("production: {w}");
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = http::router(media.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+
+    shutdown_signal().await;
+    info!("stopping");
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    if media.tx.send(media_loop::Command::Shutdown(done_tx)).is_ok() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), done_rx).await;
+    }
+    // Give signalling tasks a moment to deliver `bye` and close frames.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
+    media_task.abort();
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

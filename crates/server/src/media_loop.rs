@@ -1,0 +1,321 @@
+//! The one task that owns the SFU: it reads the UDP socket and ICE-TCP connections, takes
+//! commands from signalling connections, keeps time, and carries out what the SFU outputs.
+//! Everything media-related happens here, on one task, so the SFU needs no locks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sfu::signal::{ClientMessage, ErrorCode};
+use sfu::str0m::net::{Protocol, TcpType};
+use sfu::str0m::Candidate;
+use sfu::{ConnId, Output, Sfu};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+
+/// What a signalling connection's task receives.
+#[derive(Debug)]
+pub enum ToConn {
+    /// A JSON text frame.
+    Text(String),
+    /// Close the socket.
+    Close,
+}
+
+/// Commands into the media loop.
+pub enum Command {
+    Connect(ConnId, mpsc::UnboundedSender<ToConn>),
+    Message(ConnId, ClientMessage),
+    BadFrame(ConnId, ErrorCode, String),
+    Disconnect(ConnId),
+    TcpOpen(SocketAddr, mpsc::Sender<Vec<u8>>),
+    TcpFrame(SocketAddr, Vec<u8>),
+    TcpClosed(SocketAddr),
+    Status(oneshot::Sender<Status>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A snapshot for the HTTP API and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub rooms: Vec<RoomStatus>,
+    pub peers: usize,
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    pub keyframe_requests: u64,
+    pub data_relayed: u64,
+    pub unclaimed_datagrams: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomStatus {
+    pub name: String,
+    pub participants: usize,
+}
+
+/// Handle for sending commands.
+#[derive(Clone)]
+pub struct MediaHandle {
+    pub tx: mpsc::UnboundedSender<Command>,
+    pub next_conn: Arc<std::sync::atomic::AtomicU64>,
+    pub max_signal_bytes: usize,
+}
+
+impl MediaHandle {
+    pub fn new_conn(&self) -> ConnId {
+        ConnId(
+            self.next_conn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}
+
+/// Binds the media sockets and starts the loop.
+pub async fn start(config: &Config) -> anyhow::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
+    let bind = SocketAddr::new(config.media.bind, config.media.port);
+    let udp = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding UDP {bind}: {e}"))?;
+    let tcp = if config.media.ice_tcp {
+        Some(
+            TcpListener::bind(bind)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding ICE-TCP {bind}: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let port = udp.local_addr()?.port();
+    let mut candidates = Vec::new();
+    for ip in config.advertised_ips() {
+        let addr = SocketAddr::new(ip, port);
+        candidates.push(Candidate::host(addr, "udp")?);
+        if tcp.is_some() {
+            candidates.push(
+                Candidate::builder()
+                    .tcp()
+                    .host(addr)
+                    .tcptype(TcpType::Passive)
+                    .build()?,
+            );
+        }
+    }
+    let advertised = SocketAddr::new(config.advertised_ips()[0], port);
+    let seed = random_seed();
+    let sfu = Sfu::new(config.sfu(), candidates, seed, Instant::now());
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Some(listener) = tcp {
+        tokio::spawn(accept_tcp(listener, tx.clone()));
+    }
+    let handle = MediaHandle {
+        tx,
+        next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        max_signal_bytes: config.rooms.max_signal_bytes,
+    };
+    let task = tokio::spawn(run(sfu, udp, advertised, rx));
+    Ok((handle, task))
+}
+
+/// Seeds the SFU's generator (resume tokens) from the OS, through std's randomly keyed hasher.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+struct Loop {
+    sfu: Sfu,
+    udp: UdpSocket,
+    local: SocketAddr,
+    conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+async fn run(sfu: Sfu, udp: UdpSocket, local: SocketAddr, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let mut l = Loop {
+        sfu,
+        udp,
+        local,
+        conns: HashMap::new(),
+        tcp: HashMap::new(),
+        shutdown: None,
+    };
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let deadline = l.flush().await;
+        if let Some(done) = l.shutdown.take() {
+            let _ = done.send(());
+            return;
+        }
+        let now = Instant::now();
+        if deadline <= now {
+            l.sfu.handle_timeout(now);
+            continue;
+        }
+        tokio::select! {
+            r = l.udp.recv_from(&mut buf) => match r {
+                Ok((n, source)) => {
+                    l.sfu.handle_receive(Instant::now(), Protocol::Udp, source, l.local, &buf[..n]);
+                }
+                // ICMP port unreachable from a vanished peer shows up here on Linux; harmless.
+                Err(e) => debug!("udp recv: {e}"),
+            },
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => l.command(cmd),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                l.sfu.handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+impl Loop {
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Connect(conn, tx) => {
+                self.conns.insert(conn, tx);
+                self.sfu.connect(conn);
+            }
+            Command::Message(conn, msg) => self.sfu.handle_signal(now, conn, msg),
+            Command::BadFrame(conn, code, text) => self.sfu.reply_error(conn, code, text),
+            Command::Disconnect(conn) => {
+                self.conns.remove(&conn);
+                self.sfu.disconnect(now, conn);
+            }
+            Command::TcpOpen(addr, tx) => {
+                self.tcp.insert(addr, tx);
+            }
+            Command::TcpFrame(source, data) => {
+                self.sfu
+                    .handle_receive(now, Protocol::Tcp, source, self.local, &data);
+            }
+            Command::TcpClosed(addr) => {
+                self.tcp.remove(&addr);
+            }
+            Command::Status(reply) => {
+                let s = self.sfu.stats();
+                let _ = reply.send(Status {
+                    rooms: self
+                        .sfu
+                        .rooms()
+                        .into_iter()
+                        .map(|(name, participants)| RoomStatus { name, participants })
+                        .collect(),
+                    peers: self.sfu.peer_count(),
+                    rtp_in: s.rtp_in,
+                    rtp_out: s.rtp_out,
+                    keyframe_requests: s.keyframe_requests,
+                    data_relayed: s.data_relayed,
+                    unclaimed_datagrams: s.unclaimed,
+                });
+            }
+            Command::Shutdown(done) => {
+                info!("shutting down: telling peers");
+                self.sfu.shutdown(now);
+                self.shutdown = Some(done);
+            }
+        }
+    }
+
+    /// Carries out everything the SFU has queued; returns its next deadline.
+    async fn flush(&mut self) -> Instant {
+        loop {
+            match self.sfu.poll_output() {
+                Output::Transmit(t) => match t.proto {
+                    Protocol::Udp => {
+                        if let Err(e) = self.udp.try_send_to(&t.contents, t.destination) {
+                            if e.kind() == std::io::ErrorKind::WouldBlock {
+                                let _ = self.udp.send_to(&t.contents, t.destination).await;
+                            } else {
+                                debug!("udp send to {}: {e}", t.destination);
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(tx) = self.tcp.get(&t.destination) {
+                            // A full queue means the client is not reading: drop, like UDP would.
+                            let _ = tx.try_send(t.contents.to_vec());
+                        }
+                    }
+                },
+                Output::Signal(conn, msg) => {
+                    if let Some(tx) = self.conns.get(&conn) {
+                        let _ = tx.send(ToConn::Text(msg.to_json()));
+                    }
+                }
+                Output::Close(conn) => {
+                    if let Some(tx) = self.conns.remove(&conn) {
+                        let _ = tx.send(ToConn::Close);
+                    }
+                }
+                Output::Timeout(t) => return t,
+            }
+        }
+    }
+}
+
+/// ICE-TCP (RFC 6544, passive): each accepted connection carries RFC 4571 frames, a 16-bit
+/// length before each STUN/DTLS/RTP packet.
+async fn accept_tcp(listener: TcpListener, tx: mpsc::UnboundedSender<Command>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                tokio::spawn(tcp_conn(stream, addr, tx.clone()));
+            }
+            Err(e) => {
+                warn!("ICE-TCP accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn tcp_conn(stream: TcpStream, addr: SocketAddr, tx: mpsc::UnboundedSender<Command>) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    if tx.send(Command::TcpOpen(addr, out_tx)).is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(pkt) = out_rx.recv().await {
+            let Ok(len) = u16::try_from(pkt.len()) else {
+                continue;
+            };
+            if wr.write_all(&len.to_be_bytes()).await.is_err() || wr.write_all(&pkt).await.is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut len = [0u8; 2];
+    loop {
+        if rd.read_exact(&mut len).await.is_err() {
+            break;
+        }
+        let mut frame = vec![0u8; u16::from_be_bytes(len) as usize];
+        if rd.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        if tx.send(Command::TcpFrame(addr, frame)).is_err() {
+            break;
+        }
+    }
+    writer.abort();
+    let _ = tx.send(Command::TcpClosed(addr));
+}

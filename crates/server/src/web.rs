@@ -1,0 +1,11 @@
+//! The browser SDK and pages, embedded in the binary so `onair` serves them from anywhere.
+
+/// (path, content type, body) for every file under `web/`.
+pub const FILES: &[(&str, &str, &str)] = &[
+    ("/", "text/html; charset=utf-8", include_str!("../../../web/index.html")),
+    ("/index.html", "text/html; charset=utf-8", include_str!("../../../web/index.html")),
+    ("/room.html", "text/html; charset=utf-8", include_str!("../../../web/room.html")),
+    ("/room.js", "text/javascript; charset=utf-8", include_str!("../../../web/room.js")),
+    ("/onair.js", "text/javascript; charset=utf-8", include_str!("../../../web/onair.js")),
+    ("/style.css", "text/css; charset=utf-8", include_str!("../../../web/style.css")),
+];

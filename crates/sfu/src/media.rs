@@ -1,0 +1,438 @@
+//! Events from peer connections: incoming tracks, RTP to forward, keyframe requests, data
+//! channel messages. This is the hot path: no depacketizing, and the payload of a forwarded
+//! packet is shared (`Arc<[u8]>`) between all subscribers, never copied.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaKind, Mid};
+use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::{Event, IceConnectionState};
+use tracing::{debug, info, warn};
+
+use crate::codec::is_keyframe_start;
+use crate::forward::{LayerInfo, Verdict, choose_layer};
+use crate::ids::{PeerId, TrackId};
+use crate::sfu::{Layer, Sfu, Track};
+use crate::signal::{ErrorCode, PcKind, ServerMessage, TrackKind, TrackSource};
+
+impl Track {
+    /// Expected height of each layer: the declared height for the top one, halved per step down
+    /// (Chrome's default simulcast scaling, which the SDK also uses).
+    fn layer_infos(&self, now: Instant, inactive_after: Duration) -> Vec<LayerInfo> {
+        let top = self.height.unwrap_or(720);
+        let n = self.layers.len();
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerInfo {
+                height: top >> (n - 1 - i).min(8),
+                active: l.last_seen.is_some_and(|t| now < t + inactive_after),
+            })
+            .collect()
+    }
+
+    pub(crate) fn choose_layer(
+        &self,
+        now: Instant,
+        max_height: Option<u32>,
+        inactive_after: Duration,
+    ) -> usize {
+        choose_layer(&self.layer_infos(now, inactive_after), max_height)
+    }
+}
+
+impl Sfu {
+    /// Handles events drained from peers until none are left (handling one may cause others).
+    pub(crate) fn process_events(&mut self) {
+        while let Some((peer, event)) = self.events.pop_front() {
+            self.handle_event(peer, event);
+        }
+    }
+
+    fn handle_event(&mut self, peer_id: PeerId, event: Event) {
+        let Some(peer) = self.peers.get(&peer_id) else {
+            return;
+        };
+        let (owner, kind) = (peer.owner, peer.kind);
+        match event {
+            Event::RtpPacket(pkt) if kind == PcKind::Publisher => self.on_rtp(peer_id, pkt),
+            Event::MediaAdded(m) if kind == PcKind::Publisher => self.on_media_added(peer_id, m),
+            Event::MediaChanged(m) if kind == PcKind::Publisher => {
+                if matches!(m.direction, Direction::Inactive | Direction::SendOnly) {
+                    let track = self
+                        .participants
+                        .get(&owner)
+                        .and_then(|p| p.published.get(&m.mid).copied());
+                    if let Some(t) = track {
+                        self.unpublish(t);
+                    }
+                }
+            }
+            Event::KeyframeRequest(req) if kind == PcKind::Subscriber => {
+                self.on_subscriber_keyframe_request(peer_id, req)
+            }
+            Event::ChannelOpen(id, label) => {
+                debug!(participant = %owner, label, "data channel open");
+                if let Some(p) = self.participants.get_mut(&owner) {
+                    p.channels.insert(id, label);
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let Some(p) = self.participants.get_mut(&owner) {
+                    p.channels.remove(&id);
+                }
+            }
+            Event::ChannelData(d) => self.relay_data(owner, d.id, &d.data),
+            Event::IceConnectionStateChange(s) => {
+                debug!(participant = %owner, pc = ?kind, "ICE {s:?}");
+                if s == IceConnectionState::Disconnected {
+                    info!(participant = %owner, pc = ?kind, "ICE disconnected");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_media_added(&mut self, peer_id: PeerId, m: MediaAdded) {
+        let Some(owner) = self.peers.get(&peer_id).map(|p| p.owner) else {
+            return;
+        };
+        if m.direction != Direction::RecvOnly {
+            return; // only what the client sends to us is a published track
+        }
+        let tid = TrackId(self.next_id());
+        let Some(p) = self.participants.get_mut(&owner) else {
+            return;
+        };
+        let meta = p.publish_meta.remove(&m.mid.to_string());
+        let kind = match m.kind {
+            MediaKind::Audio => TrackKind::Audio,
+            MediaKind::Video => TrackKind::Video,
+        };
+        let rids: Vec<_> = m
+            .simulcast
+            .map(|s| s.recv.iter().map(|l| l.rid).collect())
+            .unwrap_or_default();
+        // The SDK lists RIDs lowest first; keep its order when it matches what was negotiated.
+        let rids = match meta.as_ref().and_then(|m| m.simulcast.clone()) {
+            Some(declared) if declared.len() == rids.len() => {
+                declared.iter().map(|r| str0m::media::Rid::from(r.as_str())).collect()
+            }
+            _ => rids,
+        };
+        let layers = (0..rids.len().max(1)).map(|_| Layer::default()).collect();
+        p.published.insert(m.mid, tid);
+        debug!(participant = %owner, track = %tid, mid = %m.mid, ?kind, "track added");
+        self.tracks.insert(
+            tid,
+            Track {
+                id: tid,
+                owner,
+                peer: peer_id,
+                mid: m.mid,
+                kind,
+                source: meta.as_ref().map_or(
+                    match kind {
+                        TrackKind::Audio => TrackSource::Microphone,
+                        TrackKind::Video => TrackSource::Camera,
+                    },
+                    |m| m.source,
+                ),
+                muted: false,
+                codec: None,
+                width: meta.as_ref().and_then(|m| m.width),
+                height: meta.as_ref().and_then(|m| m.height),
+                rids,
+                layers,
+                downstream: Vec::new(),
+            },
+        );
+    }
+
+    fn on_rtp(&mut self, peer_id: PeerId, pkt: RtpPacket) {
+        self.stats.rtp_in += 1;
+        let now = self.now;
+        let ssrc = pkt.header.ssrc;
+        let Some((tid, layer)) = self.resolve_ssrc(peer_id, ssrc) else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        if let Some(l) = track.layers.get_mut(layer) {
+            l.last_seen = Some(now);
+        }
+        if track.codec.is_none() {
+            let pt = pkt.header.payload_type;
+            let Some(params) = self
+                .peers
+                .get(&peer_id)
+                .and_then(|p| p.rtc.codec_config().params().iter().find(|p| p.pt() == pt).copied())
+            else {
+                return;
+            };
+            track.codec = Some(params);
+            self.announce(tid);
+            return;
+        }
+        let codec = track.codec.map(|c| c.spec().codec);
+        let key = codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload));
+        let video = track.kind == TrackKind::Video;
+        let infos = track.layer_infos(now, self.config.layer_inactive_after);
+        let mut keyframe_wanted: Vec<usize> = Vec::new();
+        let pt_in = pkt.header.payload_type;
+        let in_params = self.peers.get(&peer_id).and_then(|p| {
+            p.rtc.codec_config().params().iter().find(|p| p.pt() == pt_in).copied()
+        });
+
+        for down in &mut track.downstream {
+            if infos.len() > 1 && down.fwd.set_target(choose_layer(&infos, down.max_height)) {
+                keyframe_wanted.push(down.fwd.target());
+            }
+            let verdict = down.fwd.on_packet(
+                layer,
+                ssrc,
+                *pkt.seq_no,
+                pkt.header.timestamp,
+                pkt.timestamp,
+                key,
+            );
+            let (seq, time) = match verdict {
+                Verdict::Forward { seq, time } => (seq, time),
+                Verdict::Drop => continue,
+                Verdict::WaitKeyframe(l) => {
+                    keyframe_wanted.push(l);
+                    continue;
+                }
+            };
+            let Some(sub) = self.peers.get_mut(&down.peer) else {
+                continue;
+            };
+            let pt = match down.pts.iter().find(|(i, _)| *i == pt_in) {
+                Some((_, o)) => *o,
+                None => {
+                    let params = in_params
+                        .and_then(|p| sub.rtc.codec_config().match_params(p))
+                        .map(|p| p.pt());
+                    down.pts.push((pt_in, params));
+                    params
+                }
+            };
+            let Some(pt) = pt else { continue };
+            let mut direct = sub.rtc.direct_api();
+            let Some(tx) = direct.stream_tx_by_mid(down.mid, None) else {
+                continue; // not yet set up by str0m
+            };
+            let mut ext = pkt.header.ext_vals.clone();
+            // These name the publisher's m-line and layer; the subscriber's m-line has its own.
+            ext.mid = None;
+            ext.rid = None;
+            ext.rid_repair = None;
+            tx.write_rtp(
+                RtpWrite::new(pt, seq.into(), time, pkt.timestamp, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(ext)
+                    .nackable(video),
+            );
+            drop(direct);
+            self.stats.rtp_out += 1;
+            // str0m's invariant: drain after each mutation. Inline, because `self.drain`
+            // would need `self` while `track` is borrowed.
+            loop {
+                match sub.rtc.poll_output() {
+                    Ok(str0m::Output::Timeout(t)) => {
+                        sub.timeout = t;
+                        break;
+                    }
+                    Ok(str0m::Output::Transmit(t)) => {
+                        self.out.push_back(crate::sfu::Output::Transmit(t))
+                    }
+                    Ok(str0m::Output::Event(e)) => self.events.push_back((down.peer, e)),
+                    Err(e) => {
+                        warn!(peer = down.peer.0, "subscriber failed: {e}");
+                        sub.rtc.disconnect();
+                        break;
+                    }
+                }
+            }
+        }
+        keyframe_wanted.sort_unstable();
+        keyframe_wanted.dedup();
+        for l in keyframe_wanted {
+            self.request_keyframe(tid, l);
+        }
+    }
+
+    /// Which track and layer an SSRC of a publisher belongs to; learnt once per SSRC.
+    fn resolve_ssrc(&mut self, peer_id: PeerId, ssrc: str0m::rtp::Ssrc) -> Option<(TrackId, usize)> {
+        let peer = self.peers.get_mut(&peer_id)?;
+        if let Some(found) = peer.ssrcs.get(&ssrc) {
+            return Some(*found);
+        }
+        let (mid, rid) = {
+            let mut direct = peer.rtc.direct_api();
+            let rx = direct.stream_rx(&ssrc)?;
+            (rx.mid(), rx.rid())
+        };
+        let tid = *self.participants.get(&peer.owner)?.published.get(&mid)?;
+        let track = self.tracks.get(&tid)?;
+        let layer = match rid {
+            Some(rid) => track.rids.iter().position(|r| *r == rid)?,
+            None => 0,
+        };
+        peer.ssrcs.insert(ssrc, (tid, layer));
+        Some((tid, layer))
+    }
+
+    /// The first packet told the codec: the room learns of the track, auto-subscribers get it.
+    fn announce(&mut self, tid: TrackId) {
+        let Some(info) = self.track_info(tid) else {
+            return;
+        };
+        let owner = info.participant_id;
+        let Some(room) = self.participants.get(&owner).map(|p| p.room.clone()) else {
+            return;
+        };
+        info!(track = %tid, participant = %owner, codec = ?info.codec, "track published");
+        self.broadcast(&room, owner, &ServerMessage::TrackPublished { track: info });
+        let auto: Vec<_> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.participants.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| *p != owner && self.participants.get(p).is_some_and(|p| p.auto_subscribe))
+            .collect();
+        for pid in auto {
+            self.add_sub(pid, tid, None);
+            self.negotiate(pid);
+        }
+    }
+
+    fn on_subscriber_keyframe_request(&mut self, peer_id: PeerId, req: KeyframeRequest) {
+        let Some(owner) = self.peers.get(&peer_id).map(|p| p.owner) else {
+            return;
+        };
+        let Some(tid) = self
+            .participants
+            .get(&owner)
+            .and_then(|p| p.sub_mids.get(&req.mid).copied())
+        else {
+            return;
+        };
+        let layer = self.tracks.get(&tid).and_then(|t| {
+            t.downstream
+                .iter()
+                .find(|d| d.subscriber == owner)
+                .map(|d| d.fwd.current().unwrap_or(d.fwd.target()))
+        });
+        if let Some(layer) = layer {
+            self.request_keyframe(tid, layer);
+        }
+    }
+
+    /// Asks a track's publisher for a keyframe on one layer, through the throttle.
+    pub(crate) fn request_keyframe(&mut self, tid: TrackId, layer: usize) {
+        let min = self.config.keyframe_min_interval;
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let Some(l) = track.layers.get_mut(layer) else {
+            return;
+        };
+        if l.keyframes.request(self.now, min) {
+            self.send_keyframe_request(tid, layer);
+        }
+    }
+
+    /// Sends the merged keyframe requests that fell due.
+    pub(crate) fn poll_keyframe_requests(&mut self, now: Instant) {
+        let min = self.config.keyframe_min_interval;
+        let mut due = Vec::new();
+        for t in self.tracks.values_mut() {
+            for (i, l) in t.layers.iter_mut().enumerate() {
+                if l.keyframes.poll(now, min) {
+                    due.push((t.id, i));
+                }
+            }
+        }
+        for (tid, layer) in due {
+            self.send_keyframe_request(tid, layer);
+        }
+        self.process_events();
+    }
+
+    fn send_keyframe_request(&mut self, tid: TrackId, layer: usize) {
+        let Some(track) = self.tracks.get(&tid) else {
+            return;
+        };
+        let (peer_id, mid): (PeerId, Mid) = (track.peer, track.mid);
+        let rid = track.rids.get(layer).copied();
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let mut direct = peer.rtc.direct_api();
+        let Some(rx) = direct.stream_rx_by_mid(mid, rid) else {
+            return; // nothing received on that layer yet
+        };
+        rx.request_keyframe(KeyframeRequestKind::Pli);
+        drop(direct);
+        self.stats.keyframe_requests += 1;
+        self.drain(peer_id);
+    }
+
+    /// Relays a data channel message to everyone else in the room on the channel of the same
+    /// label, stamped with the sender's identity.
+    fn relay_data(&mut self, from: crate::ids::ParticipantId, channel: str0m::channel::ChannelId, data: &[u8]) {
+        let Some(p) = self.participants.get(&from) else {
+            return;
+        };
+        let Some(label) = p.channels.get(&channel).cloned() else {
+            return;
+        };
+        if data.len() > self.config.max_data_bytes {
+            let msg = format!(
+                "a {} byte message on '{label}' was not relayed: the limit is {} bytes",
+                data.len(),
+                self.config.max_data_bytes
+            );
+            self.send(from, ServerMessage::error(ErrorCode::DataTooLarge, msg));
+            return;
+        }
+        let envelope = serde_json::json!({
+            "from": from,
+            "name": p.name,
+            "data": String::from_utf8_lossy(data),
+        })
+        .to_string();
+        let room = p.room.clone();
+        let others: Vec<_> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.participants.clone())
+            .unwrap_or_default();
+        for pid in others.into_iter().filter(|p| *p != from) {
+            let Some(p) = self.participants.get(&pid) else {
+                continue;
+            };
+            let Some(cid) = p
+                .channels
+                .iter()
+                .find(|(_, l)| **l == label)
+                .map(|(id, _)| *id)
+            else {
+                continue;
+            };
+            let peer_id = p.publisher;
+            let Some(peer) = self.peers.get_mut(&peer_id) else {
+                continue;
+            };
+            if let Some(mut ch) = peer.rtc.channel(cid)
+                && ch.write(false, envelope.as_bytes()).is_ok()
+            {
+                self.stats.data_relayed += 1;
+            }
+            self.drain(peer_id);
+        }
+    }
+}

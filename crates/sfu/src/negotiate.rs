@@ -1,0 +1,181 @@
+//! The subscriber connection: the server offers, one offer in flight at a time.
+//!
+//! Subscriptions change at any moment (tracks published, unpublished, (un)subscribed); the
+//! changes accumulate in `Participant::subs` and go out as one offer when none is in flight.
+//! When the answer comes, the m-lines it accepted start forwarding and the next batch goes out.
+
+use std::collections::HashMap;
+
+use str0m::media::{Direction, MediaKind};
+
+use crate::forward::Forwarder;
+use crate::ids::{ParticipantId, TrackId};
+use crate::sdp::restrict_payload_types;
+use crate::sfu::{Down, Sfu};
+use crate::signal::{OfferTrack, ServerMessage, TrackInfo, TrackKind};
+
+impl Sfu {
+    /// Sends a subscriber offer for whatever changed, unless one is in flight or the client is
+    /// away (the changes wait; `resume` calls this again).
+    pub(crate) fn negotiate(&mut self, pid: ParticipantId) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        if p.sub_pending.is_some() || p.conn.is_none() {
+            return;
+        }
+        // Subscriptions dropped before they had an m-line need no negotiation.
+        p.subs.retain(|_, s| s.want || s.mid.is_some());
+        let Some(peer) = self.peers.get_mut(&p.subscriber) else {
+            return;
+        };
+        // First decide, then talk to str0m: its SdpApi holds the Rtc borrowed.
+        let mut adds = Vec::new();
+        let mut stops = Vec::new();
+        for (tid, sub) in p.subs.iter_mut() {
+            let track = self.tracks.get(tid);
+            let gone = track.is_none() || !sub.want;
+            if gone {
+                if sub.negotiated && !sub.stopping && let Some(mid) = sub.mid {
+                    stops.push(mid);
+                    sub.stopping = true;
+                }
+                continue;
+            }
+            let Some(track) = track else { continue };
+            if sub.mid.is_some() {
+                continue;
+            }
+            let Some(codec) = track.codec else {
+                continue; // announced only once its codec is known
+            };
+            let kind = match track.kind {
+                TrackKind::Audio => MediaKind::Audio,
+                TrackKind::Video => MediaKind::Video,
+            };
+            // Offer only the publisher's codec (and its RTX) on this m-line.
+            let pts: Vec<u8> = peer
+                .rtc
+                .codec_config()
+                .match_params(codec)
+                .map(|local| std::iter::once(*local.pt()).chain(local.resend().map(|r| *r)).collect())
+                .unwrap_or_default();
+            adds.push((*tid, kind, track.owner, pts));
+        }
+        let mut api = peer.rtc.sdp_api();
+        for mid in stops {
+            api.stop_media(mid);
+        }
+        let mut keep: HashMap<String, Vec<u8>> = HashMap::new();
+        for (tid, kind, owner, pts) in adds {
+            let mid = api.add_media(
+                kind,
+                Direction::SendOnly,
+                Some(owner.to_string()),
+                Some(tid.to_string()),
+                None,
+            );
+            if let Some(sub) = p.subs.get_mut(&tid) {
+                sub.mid = Some(mid);
+                sub.negotiated = false;
+            }
+            p.sub_mids.insert(mid, tid);
+            if !pts.is_empty() {
+                keep.insert(mid.to_string(), pts);
+            }
+        }
+        if std::mem::take(&mut p.sub_restart_ice) {
+            api.ice_restart(true);
+        }
+        if !api.has_changes() {
+            return;
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        let sdp = restrict_payload_types(&offer.to_sdp_string(), &keep);
+        let tracks = p
+            .subs
+            .iter()
+            .filter(|(_, s)| s.want && !s.stopping)
+            .filter_map(|(tid, s)| {
+                let owner = self.tracks.get(tid)?.owner;
+                Some(OfferTrack {
+                    mid: s.mid?.to_string(),
+                    track_id: *tid,
+                    participant_id: owner,
+                })
+            })
+            .collect();
+        let msg = ServerMessage::Offer { sdp, tracks };
+        p.sub_pending = Some((pending, msg.clone()));
+        let peer_id = p.subscriber;
+        self.send(pid, msg);
+        self.drain(peer_id);
+    }
+
+    /// The client accepted the in-flight offer: new m-lines start forwarding, stopped ones go.
+    pub(crate) fn answer_accepted(&mut self, pid: ParticipantId) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let peer_id = p.subscriber;
+        let mut started: Vec<(TrackId, str0m::media::Mid, Option<u32>)> = Vec::new();
+        let mut stopped = Vec::new();
+        for (tid, sub) in p.subs.iter_mut() {
+            let Some(mid) = sub.mid else { continue };
+            if sub.stopping {
+                stopped.push((*tid, mid));
+            } else if !sub.negotiated {
+                sub.negotiated = true;
+                if sub.want {
+                    started.push((*tid, mid, sub.max_height));
+                }
+            }
+        }
+        for (tid, mid) in stopped {
+            p.subs.remove(&tid);
+            p.sub_mids.remove(&mid);
+        }
+        for (tid, mid, max_height) in started {
+            let Some(track) = self.tracks.get_mut(&tid) else {
+                continue;
+            };
+            let (needs_keyframe, clock) = match track.kind {
+                TrackKind::Audio => (false, 48_000),
+                TrackKind::Video => (true, 90_000),
+            };
+            let clock = track.codec.map_or(clock, |c| c.spec().clock_rate.get());
+            let target = track.choose_layer(self.now, max_height, self.config.layer_inactive_after);
+            track.downstream.push(Down {
+                subscriber: pid,
+                peer: peer_id,
+                mid,
+                max_height,
+                fwd: Forwarder::new(needs_keyframe, clock, target),
+                pts: Vec::new(),
+            });
+            if needs_keyframe {
+                // A new subscriber needs a keyframe to show anything: ask at once.
+                self.request_keyframe(tid, target);
+            }
+        }
+    }
+
+    /// The track as others see it, once announced.
+    pub(crate) fn track_info(&self, tid: TrackId) -> Option<TrackInfo> {
+        let t = self.tracks.get(&tid)?;
+        let codec = t.codec?;
+        Some(TrackInfo {
+            id: t.id,
+            participant_id: t.owner,
+            kind: t.kind,
+            source: t.source,
+            muted: t.muted,
+            codec: Some(codec.spec().codec.to_string()),
+            simulcast: t.rids.iter().map(|r| r.to_string()).collect(),
+            width: t.width,
+            height: t.height,
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! Narrowing the server's own subscriber offers to the codec each track actually carries.
+//!
+//! str0m offers every configured codec on every m-line. A subscriber must never be offered a
+//! codec it will not get (its browser would pick a preference the SFU cannot honour), so before
+//! an offer leaves, each track's m-line keeps only the payload types of the publisher's codec
+//! and its RTX. The answer then negotiates exactly that codec or rejects the m-line.
+
+use std::collections::HashMap;
+
+/// Rewrites `sdp` so that the m-line with mid `M` lists only the payload types in `keep[M]`.
+/// m-lines not in `keep` are left alone.
+pub fn restrict_payload_types(sdp: &str, keep: &HashMap<String, Vec<u8>>) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    let mut section: Vec<&str> = Vec::new();
+    for line in sdp.split("\r\n").filter(|l| !l.is_empty()) {
+        if line.starts_with("m=") && !section.is_empty() {
+            flush(&mut out, &section, keep);
+            section.clear();
+        }
+        section.push(line);
+    }
+    flush(&mut out, &section, keep);
+    out
+}
+
+fn flush(out: &mut String, section: &[&str], keep: &HashMap<String, Vec<u8>>) {
+    let mid = section.iter().find_map(|l| l.strip_prefix("a=mid:"));
+    let pts = mid.and_then(|m| keep.get(m.trim()));
+    for line in section {
+        let kept = match pts {
+            None => Some((*line).to_owned()),
+            Some(pts) => filter_line(line, pts),
+        };
+        if let Some(l) = kept {
+            out.push_str(&l);
+            out.push_str("\r\n");
+        }
+    }
+}
+
+fn filter_line(line: &str, pts: &[u8]) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("m=") {
+        // m=<media> <port> <proto> <fmt> ...
+        let mut parts = rest.split(' ');
+        let head: Vec<&str> = parts.by_ref().take(3).collect();
+        let fmts: Vec<&str> = parts
+            .filter(|f| f.parse::<u8>().is_ok_and(|pt| pts.contains(&pt)))
+            .collect();
+        return Some(format!("m={} {}", head.join(" "), fmts.join(" ")));
+    }
+    for prefix in ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"] {
+        if let Some(rest) = line.strip_prefix(prefix) {
+            let pt = rest.split([' ', ':']).next().unwrap_or("");
+            if pt == "*" {
+                return Some(line.to_owned());
+            }
+            return pt
+                .parse::<u8>()
+                .ok()
+                .filter(|pt| pts.contains(pt))
+                .map(|_| line.to_owned());
+        }
+    }
+    Some(line.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE 0 1\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n\
+        a=fmtp:111 minptime=10\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=mid:1\r\na=rtpmap:96 VP8/90000\r\n\
+        a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=rtpmap:97 rtx/90000\r\n\
+        a=fmtp:97 apt=96\r\na=rtpmap:98 H264/90000\r\na=fmtp:98 packetization-mode=1\r\n\
+        a=rtpmap:99 rtx/90000\r\na=fmtp:99 apt=98\r\na=ssrc:1 cname:x\r\n";
+
+    #[test]
+    fn keeps_only_the_listed_payload_types_of_listed_mids() {
+        let keep = HashMap::from([("1".to_string(), vec![98, 99])]);
+        let out = restrict_payload_types(OFFER, &keep);
+        assert!(out.contains("m=video 9 UDP/TLS/RTP/SAVPF 98 99\r\n"), "{out}");
+        assert!(!out.contains("VP8"));
+        assert!(!out.contains("a=rtcp-fb:96"));
+        assert!(!out.contains("apt=96"));
+        assert!(out.contains("a=fmtp:99 apt=98"));
+        assert!(out.contains("a=ssrc:1 cname:x"));
+        // The audio section is untouched.
+        assert!(out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\n"));
+        assert!(out.contains("a=rtpmap:0 PCMU/8000"));
+        assert!(out.starts_with("v=0\r\n"));
+    }
+
+    #[test]
+    fn nothing_to_keep_changes_nothing() {
+        assert_eq!(restrict_payload_types(OFFER, &HashMap::new()), OFFER);
+    }
+}

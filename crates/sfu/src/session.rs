@@ -1,0 +1,532 @@
+//! Signalling: what each client message does to rooms, participants and peer connections.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::{Candidate, Rtc};
+use tracing::{debug, info};
+
+use crate::ids::{ConnId, ParticipantId, PeerId, RoomName, TrackId};
+use crate::sfu::{Output, Participant, Peer, Room, Sfu, Sub};
+use crate::signal::{
+    ClientMessage, ErrorCode, LeaveReason, Limits, ParticipantInfo, PcKind, ServerMessage,
+    SubscribeTrack, TrackInfo,
+};
+
+impl Sfu {
+    /// One decoded message from a signalling connection.
+    pub fn handle_signal(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
+        self.now = now;
+        let Some(bound) = self.conns.get(&conn).copied() else {
+            return;
+        };
+        match (bound, msg) {
+            (
+                None,
+                ClientMessage::Join {
+                    room,
+                    name,
+                    auto_subscribe,
+                    resume,
+                    ..
+                },
+            ) => match resume {
+                Some(token) => self.resume(conn, &token),
+                None => self.join(conn, &room, &name, auto_subscribe),
+            },
+            (Some(_), ClientMessage::Join { .. }) => {
+                self.reply_error(conn, ErrorCode::AlreadyJoined, "this socket already joined")
+            }
+            (_, ClientMessage::Ping) => self.out.push_back(Output::Signal(conn, ServerMessage::Pong)),
+            (None, _) => self.reply_error(conn, ErrorCode::NotJoined, "send join first"),
+            (Some(pid), msg) => self.handle_participant_message(pid, conn, msg),
+        }
+        self.process_events();
+    }
+
+    /// A frame that could not be decoded: the error goes back on the same socket.
+    pub fn reply_error(&mut self, conn: ConnId, code: ErrorCode, message: impl Into<String>) {
+        self.out
+            .push_back(Output::Signal(conn, ServerMessage::error(code, message)));
+    }
+
+    fn handle_participant_message(&mut self, pid: ParticipantId, conn: ConnId, msg: ClientMessage) {
+        match msg {
+            ClientMessage::Join { .. } | ClientMessage::Ping => {}
+            ClientMessage::Offer { sdp, tracks } => self.publisher_offer(pid, conn, &sdp, tracks),
+            ClientMessage::Answer { sdp } => self.subscriber_answer(pid, conn, &sdp),
+            ClientMessage::Candidate { pc, candidate, .. } => {
+                self.remote_candidate(pid, conn, pc, candidate.as_deref())
+            }
+            ClientMessage::Subscribe { tracks } => self.subscribe(pid, conn, &tracks),
+            ClientMessage::Unsubscribe { track_ids } => {
+                for t in track_ids {
+                    self.unsubscribe(pid, t);
+                }
+                self.negotiate(pid);
+            }
+            ClientMessage::Mute { track_id, muted } => self.mute(pid, conn, track_id, muted),
+            ClientMessage::Unpublish { track_id } => {
+                if self.tracks.get(&track_id).is_some_and(|t| t.owner == pid) {
+                    self.unpublish(track_id);
+                } else {
+                    self.reply_error(conn, ErrorCode::BadRequest, format!("{track_id} is not yours"));
+                }
+            }
+            ClientMessage::RestartIce => {
+                if let Some(p) = self.participants.get_mut(&pid) {
+                    p.sub_restart_ice = true;
+                }
+                self.negotiate(pid);
+            }
+            ClientMessage::Leave => {
+                info!(participant = %pid, "left");
+                self.conns.remove(&conn);
+                self.remove_participant(pid, LeaveReason::Left);
+                self.out.push_back(Output::Signal(
+                    conn,
+                    ServerMessage::Bye {
+                        reason: LeaveReason::Left,
+                    },
+                ));
+                self.out.push_back(Output::Close(conn));
+            }
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, room: &str, name: &str, auto_subscribe: bool) {
+        let room = match RoomName::parse(room) {
+            Ok(r) => r,
+            Err(e) => return self.reply_error(conn, ErrorCode::BadRequest, e),
+        };
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 {
+            return self.reply_error(conn, ErrorCode::BadRequest, "name must be 1-64 characters");
+        }
+        let count = self.rooms.get(&room).map_or(0, |r| r.participants.len());
+        if count >= self.config.max_participants_per_room {
+            return self.reply_error(
+                conn,
+                ErrorCode::RoomFull,
+                format!(
+                    "room '{room}' has {count} participants, the limit is {}",
+                    self.config.max_participants_per_room
+                ),
+            );
+        }
+        let pid = ParticipantId(self.next_id());
+        let publisher = self.new_peer(pid, PcKind::Publisher);
+        let subscriber = self.new_peer(pid, PcKind::Subscriber);
+        let resume_token = format!("{:016x}{:016x}", self.rng.u64(..), self.rng.u64(..));
+        self.participants.insert(
+            pid,
+            Participant {
+                id: pid,
+                name: name.to_owned(),
+                room: room.clone(),
+                conn: Some(conn),
+                conn_lost_at: None,
+                resume_token,
+                auto_subscribe,
+                publisher,
+                subscriber,
+                publish_meta: HashMap::new(),
+                published: HashMap::new(),
+                subs: BTreeMap::new(),
+                sub_mids: HashMap::new(),
+                sub_pending: None,
+                sub_restart_ice: false,
+                channels: HashMap::new(),
+            },
+        );
+        self.conns.insert(conn, Some(pid));
+        self.rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room {
+                participants: Vec::new(),
+            })
+            .participants
+            .push(pid);
+        info!(participant = %pid, %room, name, "joined");
+
+        self.send_joined(pid);
+        let info = self.participant_info(pid);
+        self.broadcast(&room, pid, &ServerMessage::ParticipantJoined { participant: info });
+        if auto_subscribe {
+            let existing: Vec<TrackId> = self.room_tracks(&room).filter(|t| t.1 != pid).map(|t| t.0).collect();
+            for t in existing {
+                self.add_sub(pid, t, None);
+            }
+            self.negotiate(pid);
+        }
+    }
+
+    fn resume(&mut self, conn: ConnId, token: &str) {
+        let found = self
+            .participants
+            .values()
+            .find(|p| p.resume_token == token)
+            .map(|p| (p.id, p.conn));
+        let Some((pid, old)) = found else {
+            return self.reply_error(conn, ErrorCode::ResumeFailed, "unknown or expired resume token");
+        };
+        if let Some(old) = old {
+            // The old socket is half-dead from the client's point of view: it moved on.
+            self.conns.remove(&old);
+            self.out.push_back(Output::Close(old));
+        }
+        if let Some(p) = self.participants.get_mut(&pid) {
+            p.conn = Some(conn);
+            p.conn_lost_at = None;
+        }
+        self.conns.insert(conn, Some(pid));
+        info!(participant = %pid, "resumed");
+        self.send_joined(pid);
+        // An offer that was in flight when the socket dropped may never have arrived.
+        let pending = self
+            .participants
+            .get(&pid)
+            .and_then(|p| p.sub_pending.as_ref().map(|(_, m)| m.clone()));
+        match pending {
+            Some(m) => self.send(pid, m),
+            None => self.negotiate(pid),
+        }
+    }
+
+    fn send_joined(&mut self, pid: ParticipantId) {
+        let Some(p) = self.participants.get(&pid) else {
+            return;
+        };
+        let room = p.room.clone();
+        let token = p.resume_token.clone();
+        let others: Vec<ParticipantId> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.participants.iter().copied().filter(|o| *o != pid).collect())
+            .unwrap_or_default();
+        let participants = others.into_iter().map(|o| self.participant_info(o)).collect();
+        let msg = ServerMessage::Joined {
+            room: room.to_string(),
+            participant_id: pid,
+            resume_token: token,
+            participants,
+            ice_servers: self.config.ice_servers.clone(),
+            limits: Limits {
+                max_data_bytes: self.config.max_data_bytes,
+                max_signal_bytes: self.config.max_signal_bytes,
+                max_tracks_per_participant: self.config.max_tracks_per_participant,
+            },
+        };
+        self.send(pid, msg);
+    }
+
+    pub(crate) fn participant_info(&self, pid: ParticipantId) -> ParticipantInfo {
+        let p = &self.participants[&pid];
+        let mut tracks: Vec<TrackInfo> = p
+            .published
+            .values()
+            .filter_map(|t| self.track_info(*t))
+            .collect();
+        tracks.sort_by_key(|t| t.id);
+        ParticipantInfo {
+            id: pid,
+            name: p.name.clone(),
+            tracks,
+        }
+    }
+
+    /// Announced tracks of a room, with their owners.
+    pub(crate) fn room_tracks<'a>(
+        &'a self,
+        room: &'a RoomName,
+    ) -> impl Iterator<Item = (TrackId, ParticipantId)> + 'a {
+        self.tracks
+            .values()
+            .filter(move |t| t.codec.is_some() && self.participants.get(&t.owner).is_some_and(|p| &p.room == room))
+            .map(|t| (t.id, t.owner))
+    }
+
+    pub(crate) fn new_peer(&mut self, owner: ParticipantId, kind: PcKind) -> PeerId {
+        let id = PeerId(self.next_id());
+        let mut rtc = Rtc::builder()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_pcmu(true, false)
+            .enable_pcma(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .enable_vp9(true)
+            .enable_av1(true)
+            .build(self.now);
+        for c in &self.local_candidates {
+            rtc.add_local_candidate(c.clone());
+        }
+        self.peers.insert(
+            id,
+            Peer {
+                rtc,
+                owner,
+                kind,
+                timeout: self.now,
+                ssrcs: HashMap::new(),
+            },
+        );
+        self.drain(id);
+        id
+    }
+
+    fn publisher_offer(
+        &mut self,
+        pid: ParticipantId,
+        conn: ConnId,
+        sdp: &str,
+        tracks: Vec<crate::signal::PublishTrack>,
+    ) {
+        let offer = match SdpOffer::from_sdp_string(sdp) {
+            Ok(o) => o,
+            Err(e) => return self.reply_error(conn, ErrorCode::BadSdp, format!("offer: {e}")),
+        };
+        let Some(p) = self.participants.get(&pid) else {
+            return;
+        };
+        let new_tracks = tracks
+            .iter()
+            .filter(|t| !p.published.keys().any(|m| m.to_string() == t.mid))
+            .count();
+        let mine = p.published.len() + new_tracks;
+        let room = p.room.clone();
+        let in_room = self.room_tracks(&room).count() + new_tracks;
+        if mine > self.config.max_tracks_per_participant {
+            return self.reply_error(
+                conn,
+                ErrorCode::TooManyTracks,
+                format!(
+                    "{mine} tracks, the limit per participant is {}",
+                    self.config.max_tracks_per_participant
+                ),
+            );
+        }
+        if in_room > self.config.max_tracks_per_room {
+            return self.reply_error(
+                conn,
+                ErrorCode::TooManyTracks,
+                format!("{in_room} tracks in the room, the limit is {}", self.config.max_tracks_per_room),
+            );
+        }
+        let peer_id = p.publisher;
+        if let Some(p) = self.participants.get_mut(&pid) {
+            for t in tracks {
+                p.publish_meta.insert(t.mid.clone(), t);
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let answer = peer.rtc.sdp_api().accept_offer(offer);
+        self.drain(peer_id);
+        match answer {
+            Ok(a) => self.send(pid, ServerMessage::Answer { sdp: a.to_sdp_string() }),
+            Err(e) => self.reply_error(conn, ErrorCode::BadSdp, format!("offer not accepted: {e}")),
+        }
+    }
+
+    fn subscriber_answer(&mut self, pid: ParticipantId, conn: ConnId, sdp: &str) {
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(a) => a,
+            Err(e) => return self.reply_error(conn, ErrorCode::BadSdp, format!("answer: {e}")),
+        };
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let Some((pending, _)) = p.sub_pending.take() else {
+            return self.reply_error(conn, ErrorCode::BadRequest, "no offer is waiting for an answer");
+        };
+        let peer_id = p.subscriber;
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let accepted = peer.rtc.sdp_api().accept_answer(pending, answer);
+        self.drain(peer_id);
+        if let Err(e) = accepted {
+            // The subscriber connection is now out of step with the client; only a fresh join
+            // recovers from that.
+            return self.reply_error(conn, ErrorCode::BadSdp, format!("answer not accepted: {e}"));
+        }
+        self.answer_accepted(pid);
+        self.negotiate(pid);
+    }
+
+    fn remote_candidate(&mut self, pid: ParticipantId, conn: ConnId, pc: PcKind, cand: Option<&str>) {
+        let Some(cand) = cand.map(str::trim).filter(|c| !c.is_empty()) else {
+            return; // end of candidates: str0m needs no signal for it
+        };
+        let cand = match Candidate::from_sdp_string(cand.strip_prefix("a=").unwrap_or(cand)) {
+            Ok(c) => c,
+            Err(e) => return self.reply_error(conn, ErrorCode::BadRequest, format!("candidate: {e}")),
+        };
+        let Some(p) = self.participants.get(&pid) else {
+            return;
+        };
+        let peer_id = match pc {
+            PcKind::Publisher => p.publisher,
+            PcKind::Subscriber => p.subscriber,
+        };
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            peer.rtc.add_remote_candidate(cand);
+            self.drain(peer_id);
+        }
+    }
+
+    fn subscribe(&mut self, pid: ParticipantId, conn: ConnId, tracks: &[SubscribeTrack]) {
+        let Some(room) = self.participants.get(&pid).map(|p| p.room.clone()) else {
+            return;
+        };
+        for t in tracks {
+            let ok = self.tracks.get(&t.track_id).is_some_and(|tr| {
+                tr.owner != pid && self.participants.get(&tr.owner).is_some_and(|o| o.room == room)
+            });
+            if !ok {
+                self.reply_error(
+                    conn,
+                    ErrorCode::BadRequest,
+                    format!("{} is not a track of another participant in this room", t.track_id),
+                );
+                continue;
+            }
+            self.add_sub(pid, t.track_id, t.max_height);
+        }
+        self.negotiate(pid);
+    }
+
+    /// Adds or updates a subscription. Negotiation follows separately.
+    pub(crate) fn add_sub(&mut self, pid: ParticipantId, track: TrackId, max_height: Option<u32>) {
+        let Some(p) = self.participants.get_mut(&pid) else {
+            return;
+        };
+        let sub = p.subs.entry(track).or_insert(Sub {
+            want: true,
+            max_height,
+            mid: None,
+            negotiated: false,
+            stopping: false,
+        });
+        sub.want = true;
+        sub.max_height = max_height;
+        if let Some(t) = self.tracks.get_mut(&track) {
+            for d in t.downstream.iter_mut().filter(|d| d.subscriber == pid) {
+                d.max_height = max_height;
+            }
+        }
+    }
+
+    pub(crate) fn unsubscribe(&mut self, pid: ParticipantId, track: TrackId) {
+        if let Some(sub) = self
+            .participants
+            .get_mut(&pid)
+            .and_then(|p| p.subs.get_mut(&track))
+        {
+            sub.want = false;
+        }
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.downstream.retain(|d| d.subscriber != pid);
+        }
+    }
+
+    fn mute(&mut self, pid: ParticipantId, conn: ConnId, track: TrackId, muted: bool) {
+        let Some(t) = self.tracks.get_mut(&track).filter(|t| t.owner == pid) else {
+            return self.reply_error(conn, ErrorCode::BadRequest, format!("{track} is not yours"));
+        };
+        t.muted = muted;
+        let announced = t.codec.is_some();
+        let Some(room) = self.participants.get(&pid).map(|p| p.room.clone()) else {
+            return;
+        };
+        if announced {
+            let msg = ServerMessage::TrackMuted {
+                participant_id: pid,
+                track_id: track,
+                muted,
+            };
+            self.broadcast(&room, pid, &msg);
+        }
+    }
+
+    /// Removes a published track: subscribers stop receiving it and renegotiate.
+    pub(crate) fn unpublish(&mut self, track: TrackId) {
+        let Some(t) = self.tracks.remove(&track) else {
+            return;
+        };
+        debug!(%track, "unpublished");
+        if let Some(p) = self.participants.get_mut(&t.owner) {
+            p.published.remove(&t.mid);
+            if let Some(peer) = self.peers.get_mut(&t.peer) {
+                peer.ssrcs.retain(|_, (tid, _)| *tid != track);
+            }
+        }
+        let Some(room) = self.participants.get(&t.owner).map(|p| p.room.clone()) else {
+            return;
+        };
+        if t.codec.is_some() {
+            let msg = ServerMessage::TrackUnpublished {
+                participant_id: t.owner,
+                track_id: track,
+            };
+            self.broadcast(&room, t.owner, &msg);
+        }
+        let subscribers: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.subs.contains_key(&track))
+            .map(|p| p.id)
+            .collect();
+        for s in subscribers {
+            self.unsubscribe(s, track);
+            self.negotiate(s);
+        }
+    }
+
+    /// Takes a participant out of its room and frees everything it held.
+    pub(crate) fn remove_participant(&mut self, pid: ParticipantId, reason: LeaveReason) {
+        let Some(p) = self.participants.get(&pid) else {
+            return;
+        };
+        let own: Vec<TrackId> = p.published.values().copied().collect();
+        let subs: Vec<TrackId> = p.subs.keys().copied().collect();
+        let (room, peers) = (p.room.clone(), [p.publisher, p.subscriber]);
+        for t in own {
+            self.unpublish(t);
+        }
+        for t in subs {
+            if let Some(tr) = self.tracks.get_mut(&t) {
+                tr.downstream.retain(|d| d.subscriber != pid);
+            }
+        }
+        for id in peers {
+            if let Some(mut peer) = self.peers.remove(&id) {
+                peer.rtc.disconnect();
+            }
+        }
+        self.by_addr.retain(|_, id| !peers.contains(id));
+        self.events.retain(|(id, _)| !peers.contains(id));
+        if let Some(p) = self.participants.remove(&pid)
+            && let Some(c) = p.conn
+        {
+            self.conns.insert(c, None);
+        }
+        let empty = self.rooms.get_mut(&room).is_some_and(|r| {
+            r.participants.retain(|x| *x != pid);
+            r.participants.is_empty()
+        });
+        if empty {
+            self.rooms.remove(&room);
+            info!(%room, "room closed");
+        }
+        let msg = ServerMessage::ParticipantLeft {
+            participant_id: pid,
+            reason,
+        };
+        self.broadcast(&room, pid, &msg);
+    }
+}

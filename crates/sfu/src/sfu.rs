@@ -1,0 +1,427 @@
+//! The SFU's state and its sans-IO surface: inputs in, outputs polled.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use str0m::change::SdpPendingOffer;
+use str0m::channel::ChannelId;
+use str0m::media::Mid;
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::media::Rid;
+use str0m::rtp::Ssrc;
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+use tracing::{debug, warn};
+
+use crate::config::SfuConfig;
+use crate::forward::Forwarder;
+use crate::ids::{ConnId, ParticipantId, PeerId, RoomName, TrackId};
+use crate::keyframe::KeyframeThrottle;
+use crate::signal::{LeaveReason, PcKind, PublishTrack, ServerMessage, TrackKind, TrackSource};
+
+/// What the SFU asks its driver to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send a datagram (or, for TCP, one RFC 4571 frame).
+    Transmit(Transmit),
+    /// Send a signalling message on a connection.
+    Signal(ConnId, ServerMessage),
+    /// Close a signalling connection (after the messages queued before this).
+    Close(ConnId),
+    /// Nothing more to do until this time, or until the next input.
+    Timeout(Instant),
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SfuStats {
+    /// RTP packets received from publishers.
+    pub rtp_in: u64,
+    /// RTP packets handed to subscribers' connections.
+    pub rtp_out: u64,
+    /// Datagrams no peer claimed.
+    pub unclaimed: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// Data channel messages relayed (counted once per receiver).
+    pub data_relayed: u64,
+}
+
+/// A selective forwarding unit: rooms of participants, each with a publisher and a subscriber
+/// peer connection, RTP forwarded between them. See the crate docs for the run loop.
+pub struct Sfu {
+    pub(crate) config: SfuConfig,
+    pub(crate) local_candidates: Vec<Candidate>,
+    pub(crate) rng: fastrand::Rng,
+    pub(crate) next_id: u64,
+    pub(crate) rooms: HashMap<RoomName, Room>,
+    pub(crate) participants: HashMap<ParticipantId, Participant>,
+    pub(crate) conns: HashMap<ConnId, Option<ParticipantId>>,
+    pub(crate) peers: HashMap<PeerId, Peer>,
+    pub(crate) tracks: HashMap<TrackId, Track>,
+    /// Where a datagram from an address went last: most packets skip the scan over all peers.
+    pub(crate) by_addr: HashMap<(Protocol, std::net::SocketAddr), PeerId>,
+    pub(crate) out: VecDeque<Output>,
+    /// Events drained from peers, handled after the mutation that caused them.
+    pub(crate) events: VecDeque<(PeerId, Event)>,
+    pub(crate) now: Instant,
+    pub(crate) stats: SfuStats,
+}
+
+pub(crate) struct Room {
+    pub participants: Vec<ParticipantId>,
+}
+
+pub(crate) struct Participant {
+    pub id: ParticipantId,
+    pub name: String,
+    pub room: RoomName,
+    pub conn: Option<ConnId>,
+    /// When the signalling socket dropped; the grace period runs from here.
+    pub conn_lost_at: Option<Instant>,
+    pub resume_token: String,
+    pub auto_subscribe: bool,
+    pub publisher: PeerId,
+    pub subscriber: PeerId,
+    /// Descriptions from the latest offer, by mid, for m-lines not yet published.
+    pub publish_meta: HashMap<String, PublishTrack>,
+    /// Own tracks by their mid on the publisher connection.
+    pub published: HashMap<Mid, TrackId>,
+    /// Others' tracks this participant receives or wants.
+    pub subs: BTreeMap<TrackId, Sub>,
+    pub sub_mids: HashMap<Mid, TrackId>,
+    /// The subscriber offer in flight, and the message that carried it (resent on resume).
+    pub sub_pending: Option<(SdpPendingOffer, ServerMessage)>,
+    pub sub_restart_ice: bool,
+    pub channels: HashMap<ChannelId, String>,
+}
+
+/// One of the participant's subscriptions.
+pub(crate) struct Sub {
+    /// False once unsubscribed or unpublished; the m-line is then stopped.
+    pub want: bool,
+    pub max_height: Option<u32>,
+    pub mid: Option<Mid>,
+    /// The m-line is in an accepted answer.
+    pub negotiated: bool,
+    /// A stop of the m-line is being negotiated.
+    pub stopping: bool,
+}
+
+pub(crate) struct Peer {
+    pub rtc: Rtc,
+    pub owner: ParticipantId,
+    pub kind: PcKind,
+    pub timeout: Instant,
+    /// Publisher connections: which track and layer an incoming SSRC belongs to.
+    pub ssrcs: HashMap<Ssrc, (TrackId, usize)>,
+}
+
+pub(crate) struct Track {
+    pub id: TrackId,
+    pub owner: ParticipantId,
+    pub peer: PeerId,
+    pub mid: Mid,
+    pub kind: TrackKind,
+    pub source: TrackSource,
+    pub muted: bool,
+    /// Known from the first packet; the track is announced then.
+    pub codec: Option<str0m::format::PayloadParams>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Simulcast RIDs, lowest first; empty when not simulcast.
+    pub rids: Vec<Rid>,
+    pub layers: Vec<Layer>,
+    pub downstream: Vec<Down>,
+}
+
+#[derive(Default)]
+pub(crate) struct Layer {
+    pub last_seen: Option<Instant>,
+    pub keyframes: KeyframeThrottle,
+}
+
+/// One subscriber's leg of a track.
+pub(crate) struct Down {
+    pub subscriber: ParticipantId,
+    pub peer: PeerId,
+    pub mid: Mid,
+    pub max_height: Option<u32>,
+    pub fwd: Forwarder,
+    /// Publisher payload type → subscriber payload type, filled as codecs appear.
+    pub pts: Vec<(str0m::media::Pt, Option<str0m::media::Pt>)>,
+}
+
+impl Sfu {
+    /// A new SFU. `local_candidates` are the addresses every peer connection offers (the UDP
+    /// media socket, the ICE-TCP listener). `seed` makes ids and tokens reproducible in tests;
+    /// the server seeds from the OS.
+    pub fn new(config: SfuConfig, local_candidates: Vec<Candidate>, seed: u64, now: Instant) -> Sfu {
+        Sfu {
+            config,
+            local_candidates,
+            rng: fastrand::Rng::with_seed(seed),
+            next_id: 1,
+            rooms: HashMap::new(),
+            participants: HashMap::new(),
+            conns: HashMap::new(),
+            peers: HashMap::new(),
+            tracks: HashMap::new(),
+            by_addr: HashMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            now,
+            stats: SfuStats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SfuStats {
+        self.stats
+    }
+
+    /// Rooms and their participant counts.
+    pub fn rooms(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.participants.len()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Number of live peer connections.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub(crate) fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A signalling connection opened.
+    pub fn connect(&mut self, conn: ConnId) {
+        self.conns.insert(conn, None);
+    }
+
+    /// A signalling connection closed (by the client or the network). Its participant keeps its
+    /// place for the grace period.
+    pub fn disconnect(&mut self, now: Instant, conn: ConnId) {
+        self.now = now;
+        let Some(Some(pid)) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(p) = self.participants.get_mut(&pid)
+            && p.conn == Some(conn)
+        {
+            debug!(participant = %pid, "signalling lost; grace period starts");
+            p.conn = None;
+            p.conn_lost_at = Some(now);
+        }
+    }
+
+    /// A datagram (or a TCP frame) arrived. Returns false when no peer connection claimed it.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: std::net::SocketAddr,
+        destination: std::net::SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        self.now = now;
+        let Ok(contents) = data.try_into() else {
+            self.stats.unclaimed += 1;
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        let key = (proto, source);
+        let cached = self
+            .by_addr
+            .get(&key)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+        let found = cached.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, p)| p.rtc.accepts(&input))
+                .map(|(id, _)| *id)
+        });
+        let Some(peer_id) = found else {
+            self.stats.unclaimed += 1;
+            return false;
+        };
+        if cached.is_none() {
+            self.by_addr.insert(key, peer_id);
+        }
+        self.feed(peer_id, input);
+        self.process_events();
+        true
+    }
+
+    /// Time passed: drives every peer whose deadline came, grace periods and merged keyframe
+    /// requests.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.feed(id, Input::Timeout(now));
+        }
+        self.process_events();
+        self.poll_keyframe_requests(now);
+        self.reap(now);
+    }
+
+    /// The next thing to do: drain until it yields `Timeout`.
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        Output::Timeout(self.next_deadline())
+    }
+
+    fn next_deadline(&self) -> Instant {
+        // A linear scan: fine for hundreds of peers per core; a timer wheel replaces it when the
+        // benchmark says so.
+        let far = self.now + std::time::Duration::from_secs(1);
+        let peers = self.peers.values().map(|p| p.timeout);
+        let grace = self
+            .participants
+            .values()
+            .filter_map(|p| p.conn_lost_at.map(|t| t + self.config.reconnect_grace));
+        let kf = self.tracks.values().flat_map(|t| {
+            t.layers
+                .iter()
+                .filter_map(|l| l.keyframes.due(self.config.keyframe_min_interval))
+        });
+        peers.chain(grace).chain(kf).fold(far, Instant::min)
+    }
+
+    /// Tells every client the server is going away and closes every peer connection.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.now = now;
+        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        for pid in ids {
+            if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn) {
+                self.out.push_back(Output::Signal(
+                    conn,
+                    ServerMessage::Bye {
+                        reason: LeaveReason::ServerShutdown,
+                    },
+                ));
+                self.out.push_back(Output::Close(conn));
+            }
+            self.remove_participant(pid, LeaveReason::ServerShutdown);
+        }
+    }
+
+    /// Feeds one input to one peer and drains it. The drain collects events for
+    /// [`Self::process_events`] and transmits for [`Self::poll_output`].
+    pub(crate) fn feed(&mut self, id: PeerId, input: Input) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = peer.rtc.handle_input(input) {
+            warn!(peer = id.0, participant = %peer.owner, "peer failed: {e}");
+            peer.rtc.disconnect();
+        }
+        self.drain(id);
+    }
+
+    /// Polls a peer until it yields its next timeout (str0m's rule: every mutation is followed
+    /// by a full drain before the next).
+    pub(crate) fn drain(&mut self, id: PeerId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        loop {
+            match peer.rtc.poll_output() {
+                Ok(RtcOutput::Timeout(t)) => {
+                    peer.timeout = t;
+                    break;
+                }
+                Ok(RtcOutput::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                Ok(RtcOutput::Event(e)) => self.events.push_back((id, e)),
+                Err(e) => {
+                    warn!(peer = id.0, participant = %peer.owner, "peer failed: {e}");
+                    peer.rtc.disconnect();
+                    // A dead peer stays in the map until `reap` removes its participant; give it a
+                    // deadline that does not spin the loop.
+                    peer.timeout = self.now + std::time::Duration::from_secs(1);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Removes participants whose grace period ran out or whose connections died.
+    fn reap(&mut self, now: Instant) {
+        let grace = self.config.reconnect_grace;
+        let gone: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| {
+                let expired = p.conn_lost_at.is_some_and(|t| now >= t + grace);
+                let dead = [p.publisher, p.subscriber]
+                    .iter()
+                    .any(|id| self.peers.get(id).is_none_or(|peer| !peer.rtc.is_alive()));
+                expired || dead
+            })
+            .map(|p| p.id)
+            .collect();
+        for pid in gone {
+            debug!(participant = %pid, "removed: timeout");
+            if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn) {
+                self.out.push_back(Output::Signal(
+                    conn,
+                    ServerMessage::Bye {
+                        reason: LeaveReason::Timeout,
+                    },
+                ));
+                self.out.push_back(Output::Close(conn));
+                self.conns.remove(&conn);
+            }
+            self.remove_participant(pid, LeaveReason::Timeout);
+        }
+    }
+
+    pub(crate) fn send(&mut self, pid: ParticipantId, msg: ServerMessage) {
+        if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn) {
+            self.out.push_back(Output::Signal(conn, msg));
+        }
+    }
+
+    pub(crate) fn broadcast(&mut self, room: &RoomName, except: ParticipantId, msg: &ServerMessage) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        for pid in &r.participants {
+            if *pid == except {
+                continue;
+            }
+            if let Some(conn) = self.participants.get(pid).and_then(|p| p.conn) {
+                self.out.push_back(Output::Signal(conn, msg.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,1159 @@
+// onair browser SDK: joins a room of an onair server over its WebSocket signalling (/rtc).
+// Plain ES module, no dependencies. Protocol: docs/signalling.md. Reference: docs/sdk.md.
+//
+// Each participant has two RTCPeerConnections to the server: `publisher`, where this client
+// always offers (its own tracks and the `chat`/`lossy` data channels), and `subscriber`, where
+// the server always offers (everyone else's tracks). Neither side ever has two offers in flight
+// on one connection, so there is no glare to resolve.
+
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+const RECONNECT_BUDGET_MS = 20_000;
+const JOIN_TIMEOUT_MS = 10_000;
+// Longer than the reconnect budget: an offer sent just before the socket dropped is re-sent
+// after a resume and still gets its answer.
+const ANSWER_TIMEOUT_MS = 30_000;
+const PING_INTERVAL_MS = 15_000;
+const SILENCE_LIMIT_MS = 45_000;
+const ICE_RESTART_MIN_INTERVAL_MS = 5_000;
+
+/** Error with the server's (or the SDK's) error code. */
+export class OnairError extends Error {
+  constructor(code, message) {
+    super(message || code);
+    this.name = 'OnairError';
+    this.code = code;
+  }
+}
+
+function defaultUrl() {
+  const proto = globalThis.location?.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${globalThis.location?.host}/rtc`;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A room session. Create with `await Room.connect(url, opts)`, or `new Room(url, opts)`, add
+ * listeners, then `await room.join()` (that way no event can fire before a listener exists). */
+export class Room extends EventTarget {
+  /**
+   * @param {string} [url] WebSocket URL of /rtc; defaults to ws(s)://location.host/rtc
+   * @param {object} opts {room, name, token, autoSubscribe = true, iceServers, leaveOnPageHide = true}
+   */
+  constructor(url, opts = {}) {
+    super();
+    if (url && typeof url === 'object') {
+      opts = url;
+      url = undefined;
+    }
+    if (!opts.room) throw new OnairError('bad_request', 'room is required');
+    if (!opts.name) throw new OnairError('bad_request', 'name is required');
+    this.url = url || defaultUrl();
+    this.options = { autoSubscribe: true, leaveOnPageHide: true, ...opts };
+    this.roomName = opts.room;
+    this.name = opts.name;
+    /** 'new' | 'connecting' | 'connected' | 'reconnecting' | 'closed' */
+    this.state = 'new';
+    this.participantId = null;
+    this.resumeToken = null;
+    this.limits = {};
+    this.iceServers = [];
+    /** Everyone else: participant id → {id, name, tracks: Map<trackId, RemoteTrack>} */
+    this.participants = new Map();
+    /** Everyone else's tracks: track id → RemoteTrack (the server's track object plus
+     * `mediaTrack`, `stream`, `mid` and `subscribed` once it is received). */
+    this.tracks = new Map();
+    /** This client's published tracks: source → LocalTrack. */
+    this.localTracks = new Map();
+    /** @type {RTCPeerConnection|null} */
+    this.publisher = null;
+    /** @type {RTCPeerConnection|null} */
+    this.subscriber = null;
+    this.channels = { chat: null, lossy: null };
+
+    this._ws = null;
+    this._outbox = [];
+    this._joinWaiter = null;
+    this._byeReason = null;
+    this._lastHeard = 0;
+    this._pingTimer = null;
+    // Publisher negotiation: one offer in flight, later changes wait for the next round.
+    this._pubWaiters = [];
+    this._pubBusy = false;
+    this._pubIceRestart = false;
+    this._pubAnswer = null;
+    this._pendingOffer = null;
+    // Subscriber: server offers, handled one after another.
+    this._subChain = Promise.resolve();
+    this._subMids = new Map(); // mid → {track_id, participant_id} from the server's latest offer
+    this._midTrack = new Map(); // mid → track id delivered to the app on that mid
+    this._lastIceRestart = { publisher: 0, subscriber: 0 };
+    this._chatQueue = [];
+    this._stats = { snap: null, result: null, at: 0 };
+    this._onPageHide = () => {
+      if (this.state === 'connected' && this._ws?.readyState === WebSocket.OPEN) {
+        this._ws.send(JSON.stringify({ type: 'leave' }));
+      }
+    };
+  }
+
+  /** Connect and join in one step. `url` may be omitted: `Room.connect({room, name})`. */
+  static async connect(url, opts = {}) {
+    const room = new Room(url, opts);
+    await room.join();
+    return room;
+  }
+
+  // ---------------------------------------------------------------- events
+
+  /** Add a listener that receives the event's detail; returns a function that removes it. */
+  on(type, fn) {
+    const listener = (ev) => fn(ev.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  once(type, fn) {
+    const listener = (ev) => fn(ev.detail);
+    this.addEventListener(type, listener, { once: true });
+    return () => this.removeEventListener(type, listener);
+  }
+
+  _emit(type, detail) {
+    try {
+      this.dispatchEvent(new CustomEvent(type, { detail }));
+    } catch (e) {
+      console.error(`onair: a '${type}' listener threw`, e);
+    }
+  }
+
+  _fail(message, error) {
+    console.warn('onair:', message, error || '');
+    this._emit('error', { code: 'client', message, error });
+  }
+
+  // ---------------------------------------------------------------- joining
+
+  /** Open the signalling socket and join. Resolves once `joined` has arrived and both peer
+   * connections exist; media and the data channels come up in the background. */
+  async join() {
+    if (this.state !== 'new') throw new OnairError('already_joined', `room is ${this.state}`);
+    this.state = 'connecting';
+    let joined;
+    try {
+      const ws = await this._openSocket(JOIN_TIMEOUT_MS);
+      joined = await this._sendJoin(ws, null);
+    } catch (e) {
+      this.state = 'closed';
+      this._ws?.close();
+      this._ws = null;
+      throw e;
+    }
+    this._onJoined(joined);
+    return this;
+  }
+
+  _openSocket(timeoutMs) {
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      const timer = setTimeout(() => {
+        ws.onopen = ws.onclose = ws.onerror = null;
+        ws.close();
+        reject(new OnairError('connect_timeout', `no WebSocket to ${this.url}`));
+      }, timeoutMs);
+      ws.onerror = () => {};
+      ws.onclose = (ev) => {
+        clearTimeout(timer);
+        reject(new OnairError('connect_failed', `WebSocket to ${this.url} closed (${ev.code})`));
+      };
+      ws.onopen = () => {
+        clearTimeout(timer);
+        this._ws = ws;
+        this._lastHeard = Date.now();
+        ws.onmessage = (ev) => this._onSocketMessage(ws, ev);
+        ws.onclose = (ev) => this._onSocketClose(ws, ev);
+        resolve(ws);
+      };
+    });
+  }
+
+  _sendJoin(ws, resume) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._joinWaiter = null;
+        reject(new OnairError('join_timeout', 'no answer to join'));
+      }, JOIN_TIMEOUT_MS);
+      this._joinWaiter = {
+        ws,
+        resolve: (msg) => { clearTimeout(timer); this._joinWaiter = null; resolve(msg); },
+        reject: (err) => { clearTimeout(timer); this._joinWaiter = null; reject(err); },
+      };
+      const msg = {
+        type: 'join',
+        room: this.roomName,
+        name: this.name,
+        token: this.options.token ?? null,
+        auto_subscribe: this.options.autoSubscribe !== false,
+      };
+      if (resume) msg.resume = resume;
+      ws.send(JSON.stringify(msg));
+    });
+  }
+
+  _onJoined(msg) {
+    this.state = 'connected';
+    this.participantId = msg.participant_id;
+    this.resumeToken = msg.resume_token;
+    this.limits = msg.limits || {};
+    if (msg.room) this.roomName = msg.room;
+    this.iceServers = this.options.iceServers || msg.ice_servers || [];
+    for (const p of msg.participants || []) this._addParticipant(p, false);
+    this._createPeerConnections();
+    this._startPing();
+    if (this.options.leaveOnPageHide && globalThis.addEventListener) {
+      globalThis.addEventListener('pagehide', this._onPageHide);
+    }
+    // The publisher connection exists even with nothing to publish: the data channels live there.
+    this._negotiate().catch((e) => this._fail('first publisher negotiation failed', e));
+  }
+
+  // ---------------------------------------------------------------- socket
+
+  _send(msg) {
+    if (this.state === 'closed') return;
+    if (this.state === 'connected' && this._ws?.readyState === WebSocket.OPEN) {
+      this._ws.send(JSON.stringify(msg));
+    } else {
+      this._outbox.push(msg);
+    }
+  }
+
+  _onSocketMessage(ws, ev) {
+    if (ws !== this._ws) return;
+    this._lastHeard = Date.now();
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch {
+      this._fail('server sent a frame that is not JSON');
+      return;
+    }
+    if (!msg || typeof msg.type !== 'string') return;
+    try {
+      this._handle(msg);
+    } catch (e) {
+      this._fail(`handling '${msg.type}' failed`, e);
+    }
+  }
+
+  _handle(msg) {
+    switch (msg.type) {
+      case 'joined':
+        if (this._joinWaiter) this._joinWaiter.resolve(msg);
+        break;
+      case 'error': {
+        const err = new OnairError(msg.code, msg.message);
+        if (this._joinWaiter) {
+          this._joinWaiter.reject(err);
+        } else if (this._pubAnswer && ['bad_sdp', 'too_many_tracks'].includes(msg.code)) {
+          // The offer in flight was rejected whole.
+          this._pubAnswer.reject(err);
+        } else {
+          this._emit('error', { code: msg.code, message: msg.message });
+        }
+        break;
+      }
+      case 'answer':
+        if (this._pubAnswer) this._pubAnswer.resolve(msg);
+        break;
+      case 'offer':
+        this._subChain = this._subChain
+          .then(() => this._onServerOffer(msg))
+          .catch((e) => this._fail('applying the server offer failed', e));
+        break;
+      case 'participant_joined':
+        this._addParticipant(msg.participant, true);
+        break;
+      case 'participant_left':
+        if (msg.participant_id === this.participantId) {
+          this._close(msg.reason || 'removed');
+        } else {
+          this._removeParticipant(msg.participant_id, msg.reason);
+        }
+        break;
+      case 'track_published':
+        this._onTrackPublished(msg.track);
+        break;
+      case 'track_unpublished':
+        this._onTrackUnpublished(msg.participant_id, msg.track_id);
+        break;
+      case 'track_muted':
+        this._onTrackMuted(msg);
+        break;
+      case 'ping':
+        this._send({ type: 'pong' });
+        break;
+      case 'pong':
+        break;
+      case 'bye':
+        this._byeReason = msg.reason || 'bye';
+        // The server closes the socket; make sure it goes even if it does not.
+        setTimeout(() => { if (this._ws) this._dropSocket(this._ws); }, 2000);
+        break;
+      default:
+        break; // unknown types are ignored, like unknown fields
+    }
+  }
+
+  _onSocketClose(ws, ev) {
+    if (ws !== this._ws) return;
+    this._ws = null;
+    if (this._joinWaiter && this._joinWaiter.ws === ws) {
+      this._joinWaiter.reject(new OnairError('connect_failed', `socket closed (${ev?.code})`));
+    }
+    if (this.state === 'closed' || this.state === 'connecting' || this.state === 'reconnecting') return;
+    if (this._byeReason) {
+      this._close(this._byeReason);
+      return;
+    }
+    this._reconnect();
+  }
+
+  /** Forget a socket at once (closing a dead TCP connection can take long). */
+  _dropSocket(ws) {
+    ws.onmessage = ws.onclose = ws.onerror = null;
+    try { ws.close(); } catch { /* already closed */ }
+    this._onSocketClose(ws, { code: 4000 });
+  }
+
+  _startPing() {
+    clearInterval(this._pingTimer);
+    this._pingTimer = setInterval(() => {
+      if (this.state !== 'connected' || !this._ws) return;
+      if (Date.now() - this._lastHeard > SILENCE_LIMIT_MS) {
+        this._dropSocket(this._ws);
+        return;
+      }
+      this._send({ type: 'ping' });
+    }, PING_INTERVAL_MS);
+  }
+
+  async _reconnect() {
+    this.state = 'reconnecting';
+    this._emit('reconnecting', {});
+    const deadline = Date.now() + RECONNECT_BUDGET_MS;
+    let delay = 250;
+    let lastError = null;
+    while (this.state === 'reconnecting') {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      await sleep(Math.min(delay, left));
+      delay = Math.min(delay * 2, 5000);
+      if (this.state !== 'reconnecting') return;
+      try {
+        const ws = await this._openSocket(Math.max(1000, Math.min(5000, deadline - Date.now())));
+        const joined = await this._sendJoin(ws, this.resumeToken);
+        this._onResumed(joined);
+        return;
+      } catch (e) {
+        lastError = e;
+        if (this._ws) {
+          const ws = this._ws;
+          ws.onmessage = ws.onclose = ws.onerror = null;
+          ws.close();
+          this._ws = null;
+        }
+        // The server answered: resuming is impossible, trying again will not help.
+        if (e.code === 'resume_failed' || e.code === 'room_full' || e.code === 'bad_request') {
+          this._close(e.code);
+          return;
+        }
+      }
+    }
+    if (this.state === 'reconnecting') this._close(lastError?.code === 'connect_failed' ? 'unreachable' : 'timeout');
+  }
+
+  _onResumed(msg) {
+    if (msg.participant_id !== this.participantId) {
+      // A new identity means new peer connections on the server: this session is over.
+      this._close('resume_failed');
+      return;
+    }
+    this.state = 'connected';
+    this.resumeToken = msg.resume_token || this.resumeToken;
+    this.limits = msg.limits || this.limits;
+    // Bring the room state up to date with what happened while away.
+    const now = new Map((msg.participants || []).map((p) => [p.id, p]));
+    for (const id of [...this.participants.keys()]) {
+      if (!now.has(id)) this._removeParticipant(id, 'left');
+    }
+    for (const p of now.values()) {
+      if (!this.participants.has(p.id)) {
+        this._addParticipant(p, true);
+        continue;
+      }
+      const known = this.participants.get(p.id);
+      const ids = new Set((p.tracks || []).map((t) => t.id));
+      for (const tid of [...known.tracks.keys()]) {
+        if (!ids.has(tid)) this._onTrackUnpublished(p.id, tid);
+      }
+      for (const t of p.tracks || []) {
+        const have = known.tracks.get(t.id);
+        if (!have) this._onTrackPublished(t);
+        else if (have.muted !== t.muted) this._onTrackMuted({ participant_id: p.id, track_id: t.id, muted: t.muted });
+      }
+    }
+    // Re-send what waited, and the publisher offer whose answer may have been lost.
+    const queued = this._outbox.splice(0).filter((m) => m.type !== 'offer');
+    if (this._pendingOffer) this._ws.send(JSON.stringify(this._pendingOffer));
+    for (const m of queued) this._ws.send(JSON.stringify(m));
+    this._emit('reconnected', {});
+  }
+
+  // ---------------------------------------------------------------- room state
+
+  _addParticipant(p, announce) {
+    if (!p || this.participants.has(p.id)) return;
+    const part = { id: p.id, name: p.name, tracks: new Map() };
+    this.participants.set(p.id, part);
+    if (announce) this._emit('participant_joined', { participantId: p.id, participant: part });
+    for (const t of p.tracks || []) this._onTrackPublished({ ...t, participant_id: t.participant_id || p.id }, announce);
+  }
+
+  _removeParticipant(id, reason) {
+    const part = this.participants.get(id);
+    if (!part) return;
+    for (const tid of [...part.tracks.keys()]) this._onTrackUnpublished(id, tid, false);
+    this.participants.delete(id);
+    this._emit('participant_left', { participantId: id, participant: part, reason: reason || 'left' });
+  }
+
+  _onTrackPublished(t, announce = true) {
+    if (!t) return;
+    if (t.participant_id === this.participantId) {
+      // Our own track: learn the id the server gave it.
+      const local = this.localTracks.get(t.source);
+      if (local && !local.id) this._setLocalId(local, t.id);
+      return;
+    }
+    const part = this.participants.get(t.participant_id);
+    if (!part) return;
+    let track = this.tracks.get(t.id);
+    if (track) {
+      Object.assign(track, t);
+    } else {
+      track = { ...t, mediaTrack: null, stream: null, mid: null, subscribed: false, pending: false };
+      this.tracks.set(t.id, track);
+    }
+    part.tracks.set(t.id, track);
+    if (announce) this._emit('track_published', { participantId: t.participant_id, trackId: t.id, track });
+    // Media may have arrived before the description did.
+    if (track.pending) this._deliverTrack(track);
+  }
+
+  _onTrackUnpublished(participantId, trackId, announce = true) {
+    const track = this.tracks.get(trackId);
+    this.tracks.delete(trackId);
+    this.participants.get(participantId)?.tracks.delete(trackId);
+    if (track?.mid != null && this._midTrack.get(track.mid) === trackId) this._midTrack.delete(track.mid);
+    if (track) {
+      track.subscribed = false;
+      this._emit('track_unpublished', { participantId, trackId, track });
+    } else if (announce) {
+      this._emit('track_unpublished', { participantId, trackId, track: null });
+    }
+  }
+
+  _onTrackMuted(msg) {
+    if (msg.participant_id === this.participantId) return;
+    const track = this.tracks.get(msg.track_id);
+    if (track) track.muted = !!msg.muted;
+    this._emit('track_muted', {
+      participantId: msg.participant_id,
+      trackId: msg.track_id,
+      muted: !!msg.muted,
+      track: track || null,
+    });
+  }
+
+  // ---------------------------------------------------------------- peer connections
+
+  _createPeerConnections() {
+    const config = { iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+    this.publisher = new RTCPeerConnection(config);
+    this.subscriber = new RTCPeerConnection(config);
+    for (const [role, pc] of [['publisher', this.publisher], ['subscriber', this.subscriber]]) {
+      pc.onicecandidate = (ev) => {
+        const c = ev.candidate;
+        // An empty candidate string ends one generation; the null event after it ends all.
+        if (c && !c.candidate) return;
+        this._send({ type: 'candidate', pc: role, candidate: c ? c.candidate : null, sdp_mid: c ? c.sdpMid : null });
+      };
+      pc.onconnectionstatechange = () => {
+        this._emit('connection_state', { pc: role, state: pc.connectionState });
+        if (pc.connectionState === 'failed') this._restartIceOf(role);
+      };
+      pc.ondatachannel = (ev) => this._adoptChannel(ev.channel);
+    }
+    this.subscriber.ontrack = (ev) => {
+      const mid = ev.transceiver?.mid;
+      const entry = mid != null ? this._subMids.get(mid) : null;
+      if (entry) this._bindMid(mid, entry, ev.transceiver);
+    };
+    const chat = this.publisher.createDataChannel('chat');
+    const lossy = this.publisher.createDataChannel('lossy', { ordered: false, maxRetransmits: 0 });
+    this._adoptChannel(chat);
+    this._adoptChannel(lossy);
+  }
+
+  _adoptChannel(ch) {
+    if (ch.label !== 'chat' && ch.label !== 'lossy') return;
+    const label = ch.label;
+    if (!this.channels[label] || this.channels[label].readyState === 'closed') this.channels[label] = ch;
+    ch.onopen = () => {
+      if (label === 'chat') {
+        for (const text of this._chatQueue.splice(0)) ch.send(text);
+      }
+      this._emit('channel_open', { channel: label });
+    };
+    ch.onmessage = (ev) => {
+      if (typeof ev.data !== 'string') return;
+      let m;
+      try {
+        m = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      const detail = { from: m.from, name: m.name, data: m.data, channel: label };
+      if (label === 'chat') this._emit('chat', detail);
+      this._emit('data', detail);
+    };
+  }
+
+  // ---------------------------------------------------------------- subscriber (server offers)
+
+  async _onServerOffer(msg) {
+    const pc = this.subscriber;
+    if (!pc || this.state === 'closed') return;
+    const mids = new Map();
+    for (const t of msg.tracks || []) mids.set(String(t.mid), t);
+    this._subMids = mids; // ontrack, fired inside setRemoteDescription, reads this
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this._send({ type: 'answer', sdp: pc.localDescription.sdp });
+    // ontrack does not fire when an m-line is reused for another track or when a listed m-line
+    // was already receiving, so compare every mid with what the app was given.
+    for (const [mid, trackId] of [...this._midTrack]) {
+      const entry = mids.get(mid);
+      if (!entry || entry.track_id !== trackId) this._unbindMid(mid);
+    }
+    for (const tr of pc.getTransceivers()) {
+      if (tr.mid == null) continue;
+      const entry = mids.get(tr.mid);
+      if (entry && this._midTrack.get(tr.mid) !== entry.track_id) this._bindMid(tr.mid, entry, tr);
+    }
+  }
+
+  _bindMid(mid, entry, transceiver) {
+    if (this._midTrack.get(mid) === entry.track_id) return;
+    if (this._midTrack.has(mid)) this._unbindMid(mid);
+    this._midTrack.set(mid, entry.track_id);
+    let track = this.tracks.get(entry.track_id);
+    if (!track) {
+      // The offer came before the track's description: keep it and deliver when it comes.
+      track = {
+        id: entry.track_id,
+        participant_id: entry.participant_id,
+        kind: transceiver.receiver.track.kind,
+        source: null,
+        muted: false,
+        mediaTrack: null,
+        stream: null,
+        mid: null,
+        subscribed: false,
+        pending: true,
+      };
+      this.tracks.set(entry.track_id, track);
+    }
+    track.mid = mid;
+    track.mediaTrack = transceiver.receiver.track;
+    track.receiver = transceiver.receiver;
+    track.stream = new MediaStream([track.mediaTrack]);
+    track.pending = true;
+    if (this.participants.get(track.participant_id)?.tracks.has(track.id)) this._deliverTrack(track);
+  }
+
+  _deliverTrack(track) {
+    if (!track.mediaTrack) return;
+    track.pending = false;
+    track.subscribed = true;
+    this._emit('track', {
+      participantId: track.participant_id,
+      trackId: track.id,
+      track: track.mediaTrack,
+      stream: track.stream,
+      kind: track.kind,
+      source: track.source,
+      info: track,
+    });
+  }
+
+  _unbindMid(mid) {
+    const trackId = this._midTrack.get(mid);
+    this._midTrack.delete(mid);
+    const track = this.tracks.get(trackId);
+    if (!track || track.mid !== mid) return;
+    const wasSubscribed = track.subscribed;
+    track.mid = null;
+    track.mediaTrack = null;
+    track.receiver = null;
+    track.stream = null;
+    track.subscribed = false;
+    track.pending = false;
+    if (!this.participants.get(track.participant_id)?.tracks.has(trackId)) {
+      this.tracks.delete(trackId); // a placeholder that never got its description
+    } else if (wasSubscribed) {
+      this._emit('track_unsubscribed', { participantId: track.participant_id, trackId, track });
+    }
+  }
+
+  // ---------------------------------------------------------------- publisher (client offers)
+
+  /** Queue a publisher renegotiation; resolves when an answer covering it has been applied. */
+  _negotiate(iceRestart = false) {
+    return new Promise((resolve, reject) => {
+      if (this.state === 'closed' || !this.publisher) {
+        reject(new OnairError('closed', 'room is closed'));
+        return;
+      }
+      if (iceRestart) this._pubIceRestart = true;
+      this._pubWaiters.push({ resolve, reject });
+      if (!this._pubBusy) this._pubLoop();
+    });
+  }
+
+  async _pubLoop() {
+    this._pubBusy = true;
+    try {
+      while (this._pubWaiters.length) {
+        const waiters = this._pubWaiters.splice(0);
+        const iceRestart = this._pubIceRestart;
+        this._pubIceRestart = false;
+        try {
+          if (this.state === 'closed') throw new OnairError('closed', 'room is closed');
+          await this._pubRound(iceRestart);
+          for (const w of waiters) w.resolve();
+        } catch (e) {
+          for (const w of waiters) w.reject(e);
+        }
+      }
+    } finally {
+      this._pubBusy = false;
+    }
+  }
+
+  async _pubRound(iceRestart) {
+    const pc = this.publisher;
+    const offer = await pc.createOffer(iceRestart ? { iceRestart: true } : {});
+    await pc.setLocalDescription(offer);
+    const answered = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new OnairError('answer_timeout', 'no answer to the publisher offer')), ANSWER_TIMEOUT_MS);
+      this._pubAnswer = {
+        resolve: (m) => { clearTimeout(timer); resolve(m); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      };
+    });
+    this._pendingOffer = { type: 'offer', sdp: pc.localDescription.sdp, tracks: this._describeTracks() };
+    this._send(this._pendingOffer);
+    let answer;
+    try {
+      answer = await answered;
+    } catch (e) {
+      if (pc.signalingState === 'have-local-offer') {
+        await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+      }
+      throw e;
+    } finally {
+      this._pubAnswer = null;
+      this._pendingOffer = null;
+    }
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+    // Not in the protocol today, but cheap to honour: an answer that names the track ids.
+    for (const t of answer.tracks || []) {
+      const local = [...this.localTracks.values()].find((l) => l.mid === String(t.mid));
+      if (local && t.track_id && !local.id) this._setLocalId(local, t.track_id);
+    }
+  }
+
+  _describeTracks() {
+    const tracks = [];
+    for (const local of this.localTracks.values()) {
+      const mid = local.transceiver.mid;
+      if (mid == null || local.transceiver.currentDirection === 'stopped') continue;
+      local.mid = mid;
+      const entry = { mid, source: local.source };
+      if (local.kind === 'video') {
+        const s = local.track.getSettings ? local.track.getSettings() : {};
+        entry.width = s.width || local.width || null;
+        entry.height = s.height || local.height || null;
+        if (local.simulcast) entry.simulcast = SIMULCAST_LAYERS.map((l) => l.rid);
+      }
+      tracks.push(entry);
+    }
+    return tracks;
+  }
+
+  _setLocalId(local, id) {
+    local.id = id;
+    if (local.muted) this._send({ type: 'mute', track_id: id, muted: true });
+    this._emit('local_track_published', { trackId: id, source: local.source, track: local });
+  }
+
+  /**
+   * Publish a MediaStreamTrack under a source name (camera, microphone, screen, screen_audio).
+   * @returns {Promise<LocalTrack>} resolved once the server's answer has been applied.
+   */
+  async publishTrack(track, { source, simulcast = false, width, height } = {}) {
+    if (this.state === 'closed' || !this.publisher) throw new OnairError('closed', 'not in a room');
+    source = source || (track.kind === 'audio' ? 'microphone' : 'camera');
+    if (this.localTracks.has(source)) throw new OnairError('already_published', `${source} is already published`);
+    const max = this.limits.max_tracks_per_participant;
+    if (max && this.localTracks.size >= max) {
+      throw new OnairError('too_many_tracks', `at most ${max} tracks per participant`);
+    }
+    const init = { direction: 'sendonly', streams: [this._localStream()] };
+    const useSimulcast = simulcast && track.kind === 'video';
+    if (useSimulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+    const transceiver = this.publisher.addTransceiver(track, init);
+    const local = {
+      id: null,
+      source,
+      kind: track.kind,
+      track,
+      transceiver,
+      sender: transceiver.sender,
+      mid: null,
+      muted: false,
+      simulcast: useSimulcast,
+      width,
+      height,
+    };
+    this.localTracks.set(source, local);
+    track.addEventListener('ended', local.onEnded = () => {
+      if (this.localTracks.get(source) === local) this.unpublish(local).catch(() => {});
+    });
+    try {
+      await this._negotiate();
+    } catch (e) {
+      this._dropLocal(local);
+      this._negotiate().catch(() => {});
+      throw e;
+    }
+    return local;
+  }
+
+  _localStream() {
+    if (!this._stream) this._stream = new MediaStream();
+    return this._stream;
+  }
+
+  _dropLocal(local) {
+    if (this.localTracks.get(local.source) === local) this.localTracks.delete(local.source);
+    local.track.removeEventListener('ended', local.onEnded);
+    local.track.stop();
+    try {
+      if (this.publisher && this.publisher.signalingState !== 'closed') this.publisher.removeTrack(local.sender);
+    } catch { /* already removed */ }
+  }
+
+  /** Camera with simulcast (three layers, q/h/f) by default. */
+  async publishCamera({ simulcast = true, width = 1280, height = 720, frameRate, deviceId } = {}) {
+    const video = { width: { ideal: width }, height: { ideal: height } };
+    if (frameRate) video.frameRate = { ideal: frameRate };
+    if (deviceId) video.deviceId = { exact: deviceId };
+    const media = await navigator.mediaDevices.getUserMedia({ video });
+    const track = media.getVideoTracks()[0];
+    try {
+      return await this.publishTrack(track, { source: 'camera', simulcast, width, height });
+    } catch (e) {
+      track.stop();
+      throw e;
+    }
+  }
+
+  async publishMicrophone({ deviceId, echoCancellation = true, noiseSuppression = true, autoGainControl = true } = {}) {
+    const audio = { echoCancellation, noiseSuppression, autoGainControl };
+    if (deviceId) audio.deviceId = { exact: deviceId };
+    const media = await navigator.mediaDevices.getUserMedia({ audio });
+    const track = media.getAudioTracks()[0];
+    try {
+      return await this.publishTrack(track, { source: 'microphone' });
+    } catch (e) {
+      track.stop();
+      throw e;
+    }
+  }
+
+  /** Screen share: a second video track with source "screen" (and "screen_audio" when the user
+   * shares audio too). Stopping the share in the browser's UI unpublishes it. */
+  async publishScreen({ audio = false, frameRate = 15 } = {}) {
+    const media = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: frameRate } }, audio });
+    const [video] = media.getVideoTracks();
+    const [sound] = media.getAudioTracks();
+    if ('contentHint' in video) video.contentHint = 'detail';
+    let screen;
+    try {
+      const s = video.getSettings();
+      screen = await this.publishTrack(video, { source: 'screen', width: s.width, height: s.height });
+      if (sound) {
+        const audioTrack = await this.publishTrack(sound, { source: 'screen_audio' });
+        screen.audio = audioTrack;
+        // Both go together: ending the video ends the share.
+        video.addEventListener('ended', () => {
+          if (this.localTracks.get('screen_audio') === audioTrack) this.unpublish(audioTrack).catch(() => {});
+        });
+      }
+    } catch (e) {
+      media.getTracks().forEach((t) => t.stop());
+      throw e;
+    }
+    return screen;
+  }
+
+  _local(ref) {
+    if (ref && typeof ref === 'object') return this.localTracks.get(ref.source) === ref ? ref : null;
+    for (const local of this.localTracks.values()) {
+      if (local.id === ref || local.source === ref) return local;
+    }
+    return null;
+  }
+
+  /** Stop publishing. `ref`: the LocalTrack, its server track id, or its source name. */
+  async unpublish(ref) {
+    const local = this._local(ref);
+    if (!local) return;
+    if (local.id) this._send({ type: 'unpublish', track_id: local.id });
+    this._dropLocal(local);
+    this._emit('local_track_unpublished', { trackId: local.id, source: local.source, track: local });
+    if (this.state !== 'closed') await this._negotiate();
+  }
+
+  /** Mute or unmute a published track: it stops sending media (track.enabled = false) and the
+   * room is told with `mute`. */
+  setMuted(ref, muted) {
+    const local = this._local(ref);
+    if (!local) throw new OnairError('bad_request', `no published track ${ref}`);
+    local.muted = !!muted;
+    local.track.enabled = !muted;
+    if (local.id) this._send({ type: 'mute', track_id: local.id, muted: !!muted });
+    this._emit('local_track_muted', { trackId: local.id, source: local.source, muted: !!muted, track: local });
+  }
+
+  // ---------------------------------------------------------------- subscriptions
+
+  /** Subscribe to tracks: ids, or `{track_id, max_height}` objects. */
+  subscribe(tracks) {
+    const list = (Array.isArray(tracks) ? tracks : [tracks]).map((t) => {
+      if (typeof t === 'string') return { track_id: t };
+      const entry = { track_id: t.track_id ?? t.trackId ?? t.id };
+      const h = t.max_height ?? t.maxHeight;
+      if (h != null) entry.max_height = h;
+      return entry;
+    });
+    if (list.length) this._send({ type: 'subscribe', tracks: list });
+  }
+
+  unsubscribe(trackIds) {
+    const ids = Array.isArray(trackIds) ? trackIds : [trackIds];
+    if (ids.length) this._send({ type: 'unsubscribe', track_ids: ids });
+  }
+
+  /** Cap the simulcast layer forwarded for a track (e.g. 180 for a small tile). */
+  setMaxHeight(trackId, maxHeight) {
+    this.subscribe([{ track_id: trackId, max_height: maxHeight }]);
+  }
+
+  // ---------------------------------------------------------------- data
+
+  /** Send text on the reliable `chat` channel (queued until it opens). */
+  sendChat(text) {
+    text = String(text);
+    this._checkSize(text);
+    const ch = this.channels.chat;
+    if (ch && ch.readyState === 'open') ch.send(text);
+    else if (this.state !== 'closed') this._chatQueue.push(text);
+  }
+
+  /** Send text on the `lossy` channel; dropped (returns false) when it is not open. */
+  sendLossy(text) {
+    text = String(text);
+    this._checkSize(text);
+    const ch = this.channels.lossy;
+    if (!ch || ch.readyState !== 'open') return false;
+    ch.send(text);
+    return true;
+  }
+
+  _checkSize(text) {
+    const max = this.limits.max_data_bytes;
+    if (max && new TextEncoder().encode(text).length > max) {
+      throw new OnairError('data_too_large', `message over ${max} bytes`);
+    }
+  }
+
+  // ---------------------------------------------------------------- ICE, leaving
+
+  /** Restart ICE on both connections. */
+  restartIce() {
+    this._restartIceOf('publisher', true);
+    this._restartIceOf('subscriber', true);
+  }
+
+  _restartIceOf(role, force = false) {
+    if (this.state === 'closed') return;
+    const now = Date.now();
+    if (!force && now - this._lastIceRestart[role] < ICE_RESTART_MIN_INTERVAL_MS) return;
+    this._lastIceRestart[role] = now;
+    if (role === 'publisher') this._negotiate(true).catch((e) => this._fail('publisher ICE restart failed', e));
+    else this._send({ type: 'restart_ice' });
+  }
+
+  /** Leave the room: tell the server, stop local media, close everything. */
+  leave() {
+    if (this.state === 'closed') return;
+    if (this._ws?.readyState === WebSocket.OPEN && this.state === 'connected') {
+      this._ws.send(JSON.stringify({ type: 'leave' }));
+    }
+    this._close('left');
+  }
+
+  _close(reason) {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    clearInterval(this._pingTimer);
+    globalThis.removeEventListener?.('pagehide', this._onPageHide);
+    if (this._joinWaiter) this._joinWaiter.reject(new OnairError('closed', reason));
+    if (this._pubAnswer) this._pubAnswer.reject(new OnairError('closed', reason));
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) {
+      ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000); } catch { /* closed */ }
+    }
+    for (const local of [...this.localTracks.values()]) {
+      local.track.removeEventListener('ended', local.onEnded);
+      local.track.stop();
+    }
+    this.localTracks.clear();
+    this._outbox = [];
+    this._chatQueue = [];
+    this.publisher?.close();
+    this.subscriber?.close();
+    this._emit('disconnected', { reason });
+  }
+
+  // ---------------------------------------------------------------- stats
+
+  /**
+   * Per-track and per-connection figures from two getStats() snapshots: the previous call's and
+   * this one's (the first call takes two, `interval` ms apart). See docs/sdk.md for the fields.
+   */
+  async stats({ interval = 1000 } = {}) {
+    const now = performance.now();
+    if (this._stats.result && now - this._stats.at < 250) return this._stats.result;
+    let prev = this._stats.snap;
+    if (!prev || now - prev.time > 30_000) {
+      prev = await this._snapshot();
+      await sleep(interval);
+    }
+    const cur = await this._snapshot();
+    const result = this._computeStats(prev, cur);
+    this._stats = { snap: cur, result, at: performance.now() };
+    return result;
+  }
+
+  async _snapshot() {
+    const get = async (pc) => (pc && pc.signalingState !== 'closed' ? await pc.getStats() : null);
+    const [publisher, subscriber] = await Promise.all([get(this.publisher), get(this.subscriber)]);
+    return { time: performance.now(), publisher, subscriber };
+  }
+
+  _computeStats(prev, cur) {
+    const out = {
+      timestamp: Date.now(),
+      interval_ms: Math.round(cur.time - prev.time),
+      connections: {
+        publisher: connectionStats(this.publisher, cur.publisher, prev.publisher),
+        subscriber: connectionStats(this.subscriber, cur.subscriber, prev.subscriber),
+      },
+      tracks: [],
+    };
+    // Incoming: one inbound-rtp per received m-line.
+    if (cur.subscriber) {
+      const byMediaTrack = new Map();
+      for (const t of this.tracks.values()) if (t.mediaTrack) byMediaTrack.set(t.mediaTrack.id, t);
+      for (const s of cur.subscriber.values()) {
+        if (s.type !== 'inbound-rtp') continue;
+        const info = byMediaTrack.get(s.trackIdentifier) || (s.mid != null ? this.tracks.get(this._midTrack.get(s.mid)) : null);
+        const p = prev.subscriber?.get(s.id);
+        const dt = p ? (s.timestamp - p.timestamp) / 1000 : 0;
+        const lost = delta(s, p, 'packetsLost');
+        const got = delta(s, p, 'packetsReceived');
+        out.tracks.push({
+          direction: 'in',
+          track_id: info?.id ?? null,
+          participant_id: info?.participant_id ?? null,
+          source: info?.source ?? null,
+          kind: s.kind,
+          mid: s.mid ?? info?.mid ?? null,
+          codec: codecOf(cur.subscriber, s),
+          bitrate_kbps: rate(delta(s, p, 'bytesReceived'), dt),
+          packets_received: s.packetsReceived ?? 0,
+          packets_lost: s.packetsLost ?? 0,
+          loss_pct: pct(lost, lost + got),
+          jitter_ms: s.jitter != null ? round(s.jitter * 1000) : null,
+          rtt_ms: out.connections.subscriber?.rtt_ms ?? null,
+          frames_decoded: s.framesDecoded ?? null,
+          frames_dropped: s.framesDropped ?? null,
+          fps: s.framesPerSecond ?? (dt > 0 && s.framesDecoded != null ? round(delta(s, p, 'framesDecoded') / dt) : null),
+          width: s.frameWidth ?? null,
+          height: s.frameHeight ?? null,
+          freeze_count: s.freezeCount ?? null,
+          nack_count: s.nackCount ?? null,
+          pli_count: s.pliCount ?? null,
+          audio_level: s.audioLevel ?? null,
+          total_audio_energy: s.totalAudioEnergy ?? null,
+        });
+      }
+    }
+    // Outgoing: one outbound-rtp per layer; a simulcast track is the sum of its layers.
+    if (cur.publisher) {
+      const groups = new Map();
+      for (const s of cur.publisher.values()) {
+        if (s.type !== 'outbound-rtp') continue;
+        const key = s.mid ?? s.mediaSourceId ?? s.id;
+        if (!groups.has(key)) groups.set(key, []);
+        groups.get(key).push(s);
+      }
+      const remoteInbound = new Map();
+      for (const s of cur.publisher.values()) if (s.type === 'remote-inbound-rtp') remoteInbound.set(s.localId, s);
+      for (const layers of groups.values()) {
+        const first = layers[0];
+        const local = [...this.localTracks.values()].find((l) => (first.mid != null && l.transceiver.mid === first.mid)
+          || cur.publisher.get(first.mediaSourceId)?.trackIdentifier === l.track.id);
+        let bytes = 0, dt = 0, lost = 0, sent = 0, rtt = null, jitter = null;
+        const detail = [];
+        for (const s of layers) {
+          const p = prev.publisher?.get(s.id);
+          const ldt = p ? (s.timestamp - p.timestamp) / 1000 : 0;
+          dt = Math.max(dt, ldt);
+          const b = delta(s, p, 'bytesSent');
+          bytes += b;
+          sent += delta(s, p, 'packetsSent');
+          const ri = remoteInbound.get(s.id);
+          const pri = ri && prev.publisher?.get(ri.id);
+          if (ri) {
+            lost += delta(ri, pri, 'packetsLost');
+            if (ri.roundTripTime != null) rtt = Math.max(rtt ?? 0, ri.roundTripTime * 1000);
+            if (ri.jitter != null) jitter = Math.max(jitter ?? 0, ri.jitter * 1000);
+          }
+          detail.push({
+            rid: s.rid ?? null,
+            active: s.active ?? null,
+            bitrate_kbps: rate(b, ldt),
+            width: s.frameWidth ?? null,
+            height: s.frameHeight ?? null,
+            fps: s.framesPerSecond ?? null,
+            quality_limitation: s.qualityLimitationReason ?? null,
+          });
+        }
+        detail.sort((a, b) => (a.height ?? 0) - (b.height ?? 0));
+        const top = detail.filter((l) => l.height).pop() || detail[detail.length - 1];
+        out.tracks.push({
+          direction: 'out',
+          track_id: local?.id ?? null,
+          participant_id: this.participantId,
+          source: local?.source ?? null,
+          kind: first.kind,
+          mid: first.mid ?? local?.mid ?? null,
+          codec: codecOf(cur.publisher, first),
+          bitrate_kbps: rate(bytes, dt),
+          packets_sent: layers.reduce((n, s) => n + (s.packetsSent ?? 0), 0),
+          loss_pct: pct(lost, sent),
+          jitter_ms: jitter != null ? round(jitter) : null,
+          rtt_ms: rtt != null ? round(rtt) : out.connections.publisher?.rtt_ms ?? null,
+          fps: top?.fps ?? null,
+          width: top?.width ?? null,
+          height: top?.height ?? null,
+          muted: local?.muted ?? null,
+          layers: layers.length > 1 ? detail : undefined,
+        });
+      }
+    }
+    return out;
+  }
+}
+
+function delta(s, p, key) {
+  if (!s || s[key] == null) return 0;
+  return Math.max(0, s[key] - (p?.[key] ?? s[key]));
+}
+
+function rate(bytes, seconds) {
+  return seconds > 0 ? round((bytes * 8) / seconds / 1000) : null;
+}
+
+function pct(part, whole) {
+  return whole > 0 ? round((part / whole) * 100, 2) : 0;
+}
+
+function round(x, digits = 1) {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+function codecOf(report, s) {
+  const c = s.codecId && report.get(s.codecId);
+  return c ? c.mimeType.replace(/^(audio|video)\//, '') : null;
+}
+
+function connectionStats(pc, cur, prev) {
+  if (!pc || !cur) return null;
+  let pair = null;
+  for (const s of cur.values()) {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = cur.get(s.selectedCandidatePairId) || pair;
+  }
+  if (!pair) {
+    for (const s of cur.values()) {
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    }
+  }
+  const local = pair && cur.get(pair.localCandidateId);
+  const remote = pair && cur.get(pair.remoteCandidateId);
+  const p = pair && prev?.get(pair.id);
+  const dt = p ? (pair.timestamp - p.timestamp) / 1000 : 0;
+  return {
+    state: pc.connectionState,
+    ice_state: pc.iceConnectionState,
+    rtt_ms: pair?.currentRoundTripTime != null ? round(pair.currentRoundTripTime * 1000) : null,
+    bitrate_in_kbps: pair ? rate(delta(pair, p, 'bytesReceived'), dt) : null,
+    bitrate_out_kbps: pair ? rate(delta(pair, p, 'bytesSent'), dt) : null,
+    available_outgoing_kbps: pair?.availableOutgoingBitrate != null ? round(pair.availableOutgoingBitrate / 1000) : null,
+    local_candidate_type: local?.candidateType ?? null,
+    remote_candidate_type: remote?.candidateType ?? null,
+    protocol: local?.protocol ?? remote?.protocol ?? null,
+    relay_protocol: local?.relayProtocol ?? null,
+    local_address: local ? `${local.address ?? local.ip}:${local.port}` : null,
+    remote_address: remote ? `${remote.address ?? remote.ip}:${remote.port}` : null,
+  };
+}
