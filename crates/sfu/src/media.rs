@@ -2,7 +2,13 @@
 //! channel messages. This is the hot path: no depacketizing, and the payload of a forwarded
 //! packet is shared (`Arc<[u8]>`) between all subscribers, never copied.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use str0m::format::PayloadParams;
+use str0m::media::Pt;
+use str0m::rtp::{ExtensionValues, Ssrc};
 
 use str0m::media::{Direction, KeyframeRequest, KeyframeRequestKind, MediaAdded, MediaKind, Mid};
 use str0m::rtp::{RtpPacket, RtpWrite};
@@ -12,8 +18,96 @@ use tracing::{debug, info, warn};
 use crate::codec::is_keyframe_start;
 use crate::forward::{LayerInfo, Verdict, choose_layer};
 use crate::ids::{PeerId, TrackId};
-use crate::sfu::{Layer, Sfu, Track};
+use crate::sfu::{Down, Layer, Output, Peer, Sfu, Track};
 use crate::signal::{ErrorCode, PcKind, ServerMessage, TrackKind, TrackSource};
+
+/// Packets kept per video track for replay when a subscriber's epoch starts late (about one
+/// second of a three-layer simulcast at typical rates).
+const RECENT_PACKETS: usize = 256;
+
+/// A forwarded packet as kept in a track's recent-packet cache.
+pub(crate) struct Cached {
+    layer: usize,
+    ssrc: Ssrc,
+    seq: u64,
+    time: u32,
+    arrival: Instant,
+    key: bool,
+    pt: Pt,
+    marker: bool,
+    ext: ExtensionValues,
+    payload: Arc<[u8]>,
+}
+
+/// What writing to subscriber legs needs of the SFU, borrowed apart from the track being
+/// forwarded.
+struct Legs<'a> {
+    peers: &'a mut BTreeMap<PeerId, Peer>,
+    out: &'a mut VecDeque<Output>,
+    events: &'a mut VecDeque<(PeerId, Event)>,
+    in_params: Option<PayloadParams>,
+    video: bool,
+    sent: u64,
+}
+
+impl Legs<'_> {
+    /// Runs one packet through one subscriber's forwarder and, if it passes, writes it to the
+    /// subscriber's connection and drains that connection.
+    fn forward(&mut self, down: &mut Down, c: &Cached) -> Verdict {
+        let verdict = down.fwd.on_packet(c.layer, c.ssrc, c.seq, c.time, c.arrival, c.key);
+        let Verdict::Forward { seq, time } = verdict else {
+            return verdict;
+        };
+        let Some(sub) = self.peers.get_mut(&down.peer) else {
+            return verdict;
+        };
+        let pt = match down.pts.iter().find(|(i, _)| *i == c.pt) {
+            Some((_, o)) => *o,
+            None => {
+                let params = self
+                    .in_params
+                    .and_then(|p| sub.rtc.codec_config().match_params(p))
+                    .map(|p| p.pt());
+                down.pts.push((c.pt, params));
+                params
+            }
+        };
+        let Some(pt) = pt else { return verdict };
+        let mut direct = sub.rtc.direct_api();
+        let Some(tx) = direct.stream_tx_by_mid(down.mid, None) else {
+            return verdict; // not yet set up by str0m
+        };
+        let mut ext = c.ext.clone();
+        // These name the publisher's m-line and layer; the subscriber's m-line has its own.
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), time, c.arrival, c.payload.clone())
+                .marker(c.marker)
+                .ext_vals(ext)
+                .nackable(self.video),
+        );
+        self.sent += 1;
+        // str0m's invariant: a full drain after each mutation.
+        loop {
+            match sub.rtc.poll_output() {
+                Ok(str0m::Output::Timeout(t)) => {
+                    sub.timeout = t;
+                    break;
+                }
+                Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                Ok(str0m::Output::Event(e)) => self.events.push_back((down.peer, e)),
+                Err(e) => {
+                    warn!(peer = down.peer.0, "subscriber failed: {e}");
+                    sub.rtc.disconnect();
+                    break;
+                }
+            }
+        }
+        verdict
+    }
+}
 
 impl Track {
     /// Expected height of each layer: the declared height for the top one, halved per step down
@@ -145,6 +239,7 @@ impl Sfu {
                 rids,
                 layers,
                 downstream: Vec::new(),
+                recent: VecDeque::new(),
             },
         );
     }
@@ -176,85 +271,65 @@ impl Sfu {
             return;
         }
         let codec = track.codec.map(|c| c.spec().codec);
-        let key = codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload));
         let video = track.kind == TrackKind::Video;
         let infos = track.layer_infos(now, self.config.layer_inactive_after);
-        let mut keyframe_wanted: Vec<usize> = Vec::new();
         let pt_in = pkt.header.payload_type;
         let in_params = self.peers.get(&peer_id).and_then(|p| {
             p.rtc.codec_config().params().iter().find(|p| p.pt() == pt_in).copied()
         });
-
-        for down in &mut track.downstream {
+        let packet = Cached {
+            layer,
+            ssrc,
+            seq: *pkt.seq_no,
+            time: pkt.header.timestamp,
+            arrival: pkt.timestamp,
+            key: codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload)),
+            pt: pt_in,
+            marker: pkt.header.marker,
+            ext: pkt.header.ext_vals,
+            payload: pkt.payload,
+        };
+        let mut keyframe_wanted: Vec<usize> = Vec::new();
+        let mut legs = Legs {
+            peers: &mut self.peers,
+            out: &mut self.out,
+            events: &mut self.events,
+            in_params,
+            video,
+            sent: 0,
+        };
+        let Track {
+            downstream, recent, ..
+        } = track;
+        for down in downstream.iter_mut() {
             if infos.len() > 1 && down.fwd.set_target(choose_layer(&infos, down.max_height)) {
                 keyframe_wanted.push(down.fwd.target());
             }
-            let verdict = down.fwd.on_packet(
-                layer,
-                ssrc,
-                *pkt.seq_no,
-                pkt.header.timestamp,
-                pkt.timestamp,
-                key,
-            );
-            let (seq, time) = match verdict {
-                Verdict::Forward { seq, time } => (seq, time),
-                Verdict::Drop => continue,
-                Verdict::WaitKeyframe(l) => {
-                    keyframe_wanted.push(l);
-                    continue;
-                }
-            };
-            let Some(sub) = self.peers.get_mut(&down.peer) else {
-                continue;
-            };
-            let pt = match down.pts.iter().find(|(i, _)| *i == pt_in) {
-                Some((_, o)) => *o,
-                None => {
-                    let params = in_params
-                        .and_then(|p| sub.rtc.codec_config().match_params(p))
-                        .map(|p| p.pt());
-                    down.pts.push((pt_in, params));
-                    params
-                }
-            };
-            let Some(pt) = pt else { continue };
-            let mut direct = sub.rtc.direct_api();
-            let Some(tx) = direct.stream_tx_by_mid(down.mid, None) else {
-                continue; // not yet set up by str0m
-            };
-            let mut ext = pkt.header.ext_vals.clone();
-            // These name the publisher's m-line and layer; the subscriber's m-line has its own.
-            ext.mid = None;
-            ext.rid = None;
-            ext.rid_repair = None;
-            tx.write_rtp(
-                RtpWrite::new(pt, seq.into(), time, pkt.timestamp, pkt.payload.clone())
-                    .marker(pkt.header.marker)
-                    .ext_vals(ext)
-                    .nackable(video),
-            );
-            drop(direct);
-            self.stats.rtp_out += 1;
-            // str0m's invariant: drain after each mutation. Inline, because `self.drain`
-            // would need `self` while `track` is borrowed.
-            loop {
-                match sub.rtc.poll_output() {
-                    Ok(str0m::Output::Timeout(t)) => {
-                        sub.timeout = t;
-                        break;
-                    }
-                    Ok(str0m::Output::Transmit(t)) => {
-                        self.out.push_back(crate::sfu::Output::Transmit(t))
-                    }
-                    Ok(str0m::Output::Event(e)) => self.events.push_back((down.peer, e)),
-                    Err(e) => {
-                        warn!(peer = down.peer.0, "subscriber failed: {e}");
-                        sub.rtc.disconnect();
-                        break;
+            let epoch = down.fwd.switches;
+            match legs.forward(down, &packet) {
+                Verdict::Forward { .. } if video && down.fwd.switches != epoch => {
+                    // A new epoch began at this keyframe. Packets after it that arrived earlier
+                    // (the keyframe's first packet was late, repaired by NACK) were dropped for
+                    // this subscriber: replay them from the cache, in order.
+                    let mut later: Vec<&Cached> = recent
+                        .iter()
+                        .filter(|c| c.layer == layer && c.ssrc == ssrc && c.seq > packet.seq)
+                        .collect();
+                    later.sort_by_key(|c| c.seq);
+                    for c in later {
+                        legs.forward(down, c);
                     }
                 }
+                Verdict::WaitKeyframe(l) => keyframe_wanted.push(l),
+                _ => {}
             }
+        }
+        self.stats.rtp_out += legs.sent;
+        if video {
+            if recent.len() >= RECENT_PACKETS {
+                recent.pop_front();
+            }
+            recent.push_back(packet);
         }
         keyframe_wanted.sort_unstable();
         keyframe_wanted.dedup();

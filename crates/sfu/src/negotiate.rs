@@ -147,6 +147,12 @@ impl Sfu {
             };
             let clock = track.codec.map_or(clock, |c| c.spec().clock_rate.get());
             let target = track.choose_layer(self.now, max_height, self.config.layer_inactive_after);
+            if let Some(peer) = self.peers.get_mut(&peer_id) {
+                let mut direct = peer.rtc.direct_api();
+                if let Some(tx) = direct.stream_tx_by_mid(mid, None) {
+                    tx.set_rtx_cache(1024, std::time::Duration::from_secs(3), None);
+                }
+            }
             track.downstream.push(Down {
                 subscriber: pid,
                 peer: peer_id,

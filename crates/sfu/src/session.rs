@@ -132,7 +132,7 @@ impl Sfu {
                 publisher,
                 subscriber,
                 publish_meta: HashMap::new(),
-                published: HashMap::new(),
+                published: BTreeMap::new(),
                 subs: BTreeMap::new(),
                 sub_mids: HashMap::new(),
                 sub_pending: None,

@@ -53,11 +53,11 @@ pub struct Sfu {
     pub(crate) local_candidates: Vec<Candidate>,
     pub(crate) rng: fastrand::Rng,
     pub(crate) next_id: u64,
-    pub(crate) rooms: HashMap<RoomName, Room>,
-    pub(crate) participants: HashMap<ParticipantId, Participant>,
-    pub(crate) conns: HashMap<ConnId, Option<ParticipantId>>,
-    pub(crate) peers: HashMap<PeerId, Peer>,
-    pub(crate) tracks: HashMap<TrackId, Track>,
+    pub(crate) rooms: BTreeMap<RoomName, Room>,
+    pub(crate) participants: BTreeMap<ParticipantId, Participant>,
+    pub(crate) conns: BTreeMap<ConnId, Option<ParticipantId>>,
+    pub(crate) peers: BTreeMap<PeerId, Peer>,
+    pub(crate) tracks: BTreeMap<TrackId, Track>,
     /// Where a datagram from an address went last: most packets skip the scan over all peers.
     pub(crate) by_addr: HashMap<(Protocol, std::net::SocketAddr), PeerId>,
     pub(crate) out: VecDeque<Output>,
@@ -85,7 +85,7 @@ pub(crate) struct Participant {
     /// Descriptions from the latest offer, by mid, for m-lines not yet published.
     pub publish_meta: HashMap<String, PublishTrack>,
     /// Own tracks by their mid on the publisher connection.
-    pub published: HashMap<Mid, TrackId>,
+    pub published: BTreeMap<Mid, TrackId>,
     /// Others' tracks this participant receives or wants.
     pub subs: BTreeMap<TrackId, Sub>,
     pub sub_mids: HashMap<Mid, TrackId>,
@@ -132,6 +132,8 @@ pub(crate) struct Track {
     pub rids: Vec<Rid>,
     pub layers: Vec<Layer>,
     pub downstream: Vec<Down>,
+    /// Recent video packets, for subscribers whose epoch starts late.
+    pub recent: VecDeque<crate::media::Cached>,
 }
 
 #[derive(Default)]
@@ -161,11 +163,11 @@ impl Sfu {
             local_candidates,
             rng: fastrand::Rng::with_seed(seed),
             next_id: 1,
-            rooms: HashMap::new(),
-            participants: HashMap::new(),
-            conns: HashMap::new(),
-            peers: HashMap::new(),
-            tracks: HashMap::new(),
+            rooms: BTreeMap::new(),
+            participants: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            tracks: BTreeMap::new(),
             by_addr: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -193,6 +195,16 @@ impl Sfu {
             .collect();
         v.sort();
         v
+    }
+
+    /// Number of published tracks.
+    pub fn track_count(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Number of participants in all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
     }
 
     /// Number of live peer connections.

@@ -1,0 +1,35 @@
+//! The emulated path between one client and the SFU.
+
+use std::time::Duration;
+
+/// Loss in each direction and a one-way delay. Loss is drawn from the scenario's seeded
+/// generator, so a seed gives the same drops every run.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// Probability (0–1) that a datagram from the client to the SFU is lost.
+    pub up_loss: f64,
+    /// Probability (0–1) that a datagram from the SFU to the client is lost.
+    pub down_loss: f64,
+    /// One-way delay.
+    pub delay: Duration,
+}
+
+impl Link {
+    /// A clean link with 10 ms one-way delay.
+    pub fn clean() -> Link {
+        Link {
+            up_loss: 0.0,
+            down_loss: 0.0,
+            delay: Duration::from_millis(10),
+        }
+    }
+
+    /// The same loss in both directions.
+    pub fn lossy(loss: f64) -> Link {
+        Link {
+            up_loss: loss,
+            down_loss: loss,
+            ..Link::clean()
+        }
+    }
+}

@@ -1,0 +1,427 @@
+#!/usr/bin/env node
+// End-to-end test of an onair room with four headless Chromium participants.
+//
+// Starts the server binary (ONAIR_BIN, default ../../target/release/onair), opens
+// /room.html?room=e2e&name=P1..P4&autojoin=1 in four browser contexts and checks that everyone
+// sees and hears everyone, that chat arrives, that a leave and a crashed tab are noticed, and
+// that the server exits 0 on SIGTERM. Runs itself inside shared/tools/netns-run (a network
+// namespace with loopback only) unless it already is in one. See README.md.
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const OVERALL_TIMEOUT_MS = 120_000;
+const GRACE_SECS = 3;
+const NAMES = ['P1', 'P2', 'P3', 'P4'];
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+];
+
+// ------------------------------------------------------------------ network namespace
+
+/** True when this process sees no network interface but loopback. */
+function loopbackOnly() {
+  try {
+    const lines = fs.readFileSync('/proc/self/net/dev', 'utf8').split('\n').slice(2);
+    return lines.map((l) => l.split(':')[0].trim()).filter(Boolean).every((n) => n === 'lo');
+  } catch {
+    return false;
+  }
+}
+
+function findNetnsRun() {
+  const candidates = [
+    process.env.NETNS_RUN,
+    path.resolve(HERE, '../../../shared/tools/netns-run'), // repo/tests/e2e → shared beside repo
+    path.resolve(HERE, '../../shared/tools/netns-run'), // shared inside the repo
+  ].filter(Boolean);
+  return candidates.find((p) => fs.existsSync(p)) || null;
+}
+
+if (!loopbackOnly()) {
+  if (process.env.ONAIR_E2E_ALLOW_HOST_NET === '1') {
+    console.log('# warning: not in a loopback-only namespace (ONAIR_E2E_ALLOW_HOST_NET=1)');
+  } else {
+    const netnsRun = findNetnsRun();
+    if (!netnsRun) {
+      console.error('error: not in a loopback-only network namespace and netns-run not found; '
+        + 'set NETNS_RUN=/path/to/shared/tools/netns-run');
+      process.exit(2);
+    }
+    console.log(`# re-running inside ${netnsRun}`);
+    const child = spawn(netnsRun, [process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+      stdio: 'inherit',
+    });
+    const guard = setTimeout(() => child.kill('SIGKILL'), OVERALL_TIMEOUT_MS + 15_000);
+    child.on('exit', (code, signal) => {
+      clearTimeout(guard);
+      process.exit(code ?? (signal ? 1 : 0));
+    });
+    for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
+    await new Promise(() => {}); // wait for the child
+  }
+}
+
+const { chromium } = await import('playwright-core');
+
+// ------------------------------------------------------------------ results
+
+const results = [];
+let server = null;
+let serverExit = null;
+let browser = null;
+const logPath = path.join(os.tmpdir(), `onair-e2e-${process.pid}.log`);
+
+function check(name, ok, info = '') {
+  results.push({ name, ok });
+  console.log(`${ok ? 'ok' : 'not ok'} - ${name}${info ? ` (${info})` : ''}`);
+  return ok;
+}
+
+function figure(text) {
+  console.log(`# ${text}`);
+}
+
+function summary() {
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  console.log(`${passed} passed, ${failed} failed`);
+  return failed;
+}
+
+function serverLogTail(lines = 60) {
+  try {
+    const text = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n');
+    return text.slice(-lines).join('\n');
+  } catch {
+    return '(no server log)';
+  }
+}
+
+async function finish(code) {
+  if (code !== 0) {
+    console.log(`# server log (${logPath}), last lines:`);
+    console.log(serverLogTail().replace(/^/gm, '#   '));
+  }
+  if (server && serverExit === null) server.kill('SIGKILL');
+  if (browser) await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
+  process.exit(code);
+}
+
+const overall = setTimeout(() => {
+  check('whole test within 120 s', false);
+  summary();
+  finish(1);
+}, OVERALL_TIMEOUT_MS);
+
+process.on('exit', () => {
+  if (server && serverExit === null) server.kill('SIGKILL');
+});
+
+// ------------------------------------------------------------------ helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A port number free for both UDP and TCP (WebRTC media and ICE-TCP share it). */
+async function freeMediaPort() {
+  for (let i = 0; i < 20; i++) {
+    const udp = dgram.createSocket('udp4');
+    const port = await new Promise((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(0, '127.0.0.1', () => resolve(udp.address().port));
+    });
+    const tcpFree = await new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    udp.close();
+    if (tcpFree) return port;
+  }
+  throw new Error('no free media port');
+}
+
+/** Poll `fn` until it returns a truthy value or `timeoutMs` passes; returns the last value. */
+async function waitFor(fn, timeoutMs, intervalMs = 100) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+    } catch (e) {
+      last = undefined;
+      if (Date.now() >= end) throw e;
+    }
+    if (last || Date.now() >= end) return last;
+    await sleep(intervalMs);
+  }
+}
+
+// Runs in every page before its scripts: notes when each remote video shows its first frame.
+function initScript() {
+  window.__e2e = { firstFrame: {} };
+  const note = (ev) => {
+    const v = ev.target;
+    if (v instanceof HTMLVideoElement && v.dataset.trackId && v.videoWidth > 0
+        && !(v.dataset.trackId in window.__e2e.firstFrame)) {
+      window.__e2e.firstFrame[v.dataset.trackId] = performance.now();
+    }
+  };
+  document.addEventListener('resize', note, true);
+  document.addEventListener('loadeddata', note, true);
+}
+
+/** The camera tiles of a page: name, participant id, video track id, size, clock. */
+function tilesOf(page) {
+  return page.evaluate(() => [...document.querySelectorAll('.tile[data-participant-id][data-source="camera"]')].map((t) => {
+    const v = t.querySelector('video');
+    const s = v?.srcObject;
+    return {
+      name: t.dataset.name,
+      pid: t.dataset.participantId,
+      trackId: v?.dataset.trackId || null,
+      width: v?.videoWidth || 0,
+      height: v?.videoHeight || 0,
+      time: v?.currentTime || 0,
+      hasAudio: !!s?.getAudioTracks().length,
+    };
+  }));
+}
+
+/** inbound-rtp figures for each camera tile's video and audio, read from the subscriber pc. */
+function inboundOf(page) {
+  return page.evaluate(async () => {
+    const pc = window.onairRoom?.subscriber;
+    const out = {};
+    if (!pc) return out;
+    for (const t of document.querySelectorAll('.tile[data-participant-id][data-source="camera"]')) {
+      const s = t.querySelector('video')?.srcObject;
+      const vt = s?.getVideoTracks()[0];
+      const at = s?.getAudioTracks()[0];
+      const rec = {};
+      for (const r of pc.getReceivers()) {
+        if (!r.track || (r.track !== vt && r.track !== at)) continue;
+        (await r.getStats()).forEach((x) => {
+          if (x.type !== 'inbound-rtp') return;
+          if (x.kind === 'video') {
+            Object.assign(rec, { framesDecoded: x.framesDecoded ?? 0, fps: x.framesPerSecond ?? 0,
+              frameWidth: x.frameWidth ?? 0, frameHeight: x.frameHeight ?? 0,
+              videoLost: x.packetsLost ?? 0, videoReceived: x.packetsReceived ?? 0 });
+          } else {
+            Object.assign(rec, { energy: x.totalAudioEnergy ?? 0, level: x.audioLevel ?? 0,
+              audioLost: x.packetsLost ?? 0, audioReceived: x.packetsReceived ?? 0 });
+          }
+        });
+      }
+      out[t.dataset.name] = rec;
+    }
+    return out;
+  });
+}
+
+const namesWithTile = (page) => page.evaluate(() => [...new Set(
+  [...document.querySelectorAll('.tile[data-participant-id]')].map((t) => t.dataset.name))]);
+
+// ------------------------------------------------------------------ the test
+
+async function main() {
+  const bin = path.resolve(HERE, process.env.ONAIR_BIN || '../../target/release/onair');
+  if (!fs.existsSync(bin)) {
+    console.error(`error: server binary ${bin} not found (build it: cargo build --release, or set ONAIR_BIN)`);
+    return 2;
+  }
+  const httpPort = await freeTcpPort();
+  const mediaPort = await freeMediaPort();
+  const base = `http://127.0.0.1:${httpPort}`;
+  figure(`server ${bin}, http ${httpPort}, media ${mediaPort}, log ${logPath}`);
+
+  // (a) the server, and HTTP answering
+  const log = fs.openSync(logPath, 'w');
+  server = spawn(bin, [], {
+    env: {
+      ...process.env,
+      ONAIR_ROOMS_RECONNECT_GRACE_SECS: String(GRACE_SECS),
+      ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
+      ONAIR_MEDIA_PORT: String(mediaPort),
+    },
+    stdio: ['ignore', log, log],
+  });
+  const exited = new Promise((resolve) => server.on('exit', (code, signal) => {
+    serverExit = { code, signal };
+    resolve(serverExit);
+  }));
+  const t0 = Date.now();
+  const up = await waitFor(async () => {
+    if (serverExit) return 'exited';
+    const res = await fetch(`${base}/room.html`).catch(() => null);
+    return res && res.status === 200 ? 'up' : null;
+  }, 15_000, 200);
+  if (!check('server serves /room.html', up === 'up', up === 'exited' ? `server exited: ${JSON.stringify(serverExit)}` : `${Date.now() - t0} ms`)) return 1;
+
+  // (b) four participants, each in its own browser context
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const pageErrors = [];
+  const peers = [];
+  for (const name of NAMES) {
+    const context = await browser.newContext({ viewport: { width: 960, height: 600 } });
+    const page = await context.newPage();
+    await page.addInitScript(initScript);
+    page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error' && !/favicon/.test(m.text())) console.log(`# ${name} console error: ${m.text()}`);
+    });
+    peers.push({ name, context, page, crashed: false });
+  }
+  await Promise.all(peers.map(async (p) => {
+    p.opened = Date.now();
+    await p.page.goto(`${base}/room.html?room=e2e&name=${p.name}&autojoin=1`);
+  }));
+
+  // (c) everyone plays the other three: video frames and audio energy
+  const joined = await Promise.all(peers.map((p) => waitFor(() => p.page.evaluate(
+    () => window.onairRoom?.state === 'connected' && window.onairRoom.participantId), 15_000)));
+  peers.forEach((p, i) => { p.pid = joined[i]; });
+  check('all four joined', joined.every(Boolean), peers.map((p) => `${p.name}=${p.pid}`).join(' '));
+
+  const mediaOk = await Promise.all(peers.map(async (p) => {
+    const others = NAMES.filter((n) => n !== p.name);
+    const tiles = await waitFor(async () => {
+      const t = await tilesOf(p.page);
+      const ready = others.every((n) => t.some((x) => x.name === n && x.trackId && x.width > 0 && x.hasAudio));
+      return ready ? t : null;
+    }, 45_000, 250);
+    p.readyAt = Date.now();
+    if (!tiles) {
+      const seen = await tilesOf(p.page).catch(() => []);
+      return check(`${p.name} shows video+audio of ${others.join(',')}`, false, `saw ${JSON.stringify(seen)}`);
+    }
+    check(`${p.name} shows video+audio of ${others.join(',')}`, true);
+    const first = await p.page.evaluate(() => window.__e2e.firstFrame);
+    const ttff = tiles.filter((t) => others.includes(t.name)).map((t) => `${t.name} ${first[t.trackId] != null ? Math.round(first[t.trackId]) : '?'} ms`);
+    figure(`${p.name}: first decoded frame after page load: ${ttff.join(', ')}; all three after ${p.readyAt - p.opened} ms`);
+    return true;
+  }));
+  if (!mediaOk.every(Boolean)) return 1;
+
+  // Playing: currentTime advances, framesDecoded grows, audio has energy.
+  const before = await Promise.all(peers.map((p) => Promise.all([tilesOf(p.page), inboundOf(p.page)])));
+  await sleep(2000);
+  for (const [i, p] of peers.entries()) {
+    const others = NAMES.filter((n) => n !== p.name);
+    const [tiles1, in1] = before[i];
+    const energyReady = await waitFor(async () => {
+      const s = await inboundOf(p.page);
+      return others.every((n) => (s[n]?.energy ?? 0) > 0 || (s[n]?.level ?? 0) > 0) ? s : null;
+    }, 10_000, 500);
+    const [tiles2, in2] = await Promise.all([tilesOf(p.page), inboundOf(p.page)]);
+    for (const n of others) {
+      const a = tiles1.find((t) => t.name === n);
+      const b = tiles2.find((t) => t.name === n);
+      const va = in1[n] || {};
+      const vb = in2[n] || {};
+      check(`${p.name} plays ${n}`, a && b && b.time > a.time && vb.framesDecoded > (va.framesDecoded ?? 0),
+        `${b?.width}x${b?.height}, currentTime ${a?.time.toFixed(2)}→${b?.time.toFixed(2)}, framesDecoded ${va.framesDecoded}→${vb.framesDecoded}, ${vb.fps ?? '?'} fps`);
+      const e = (energyReady || in2)[n] || {};
+      check(`${p.name} hears ${n}`, (e.energy ?? 0) > 0 || (e.level ?? 0) > 0,
+        `totalAudioEnergy ${(e.energy ?? 0).toFixed(4)}, audioLevel ${(e.level ?? 0).toFixed(4)}, packets ${e.audioReceived ?? 0}`);
+    }
+  }
+
+  // Figures from the SDK's stats helper.
+  for (const p of peers) {
+    const s = await p.page.evaluate(() => window.onairRoom.stats()).catch((e) => ({ error: e.message }));
+    if (s.error) {
+      figure(`${p.name}: stats() failed: ${s.error}`);
+      continue;
+    }
+    const sub = s.connections.subscriber || {};
+    const pub = s.connections.publisher || {};
+    const inVideo = s.tracks.filter((t) => t.direction === 'in' && t.kind === 'video');
+    const out = s.tracks.filter((t) => t.direction === 'out');
+    figure(`${p.name}: in ${sub.bitrate_in_kbps} kbit/s via ${sub.local_candidate_type}/${sub.remote_candidate_type} ${sub.protocol}, RTT ${sub.rtt_ms} ms; `
+      + `out ${pub.bitrate_out_kbps} kbit/s via ${pub.local_candidate_type}/${pub.remote_candidate_type} ${pub.protocol}`);
+    figure(`${p.name}: received video ${inVideo.map((t) => `${t.track_id} ${t.width}x${t.height}@${t.fps} ${t.bitrate_kbps}k loss ${t.loss_pct}% jitter ${t.jitter_ms} ms`).join('; ')}`);
+    figure(`${p.name}: sent ${out.map((t) => `${t.source} ${t.bitrate_kbps}k${t.layers ? ` [${t.layers.map((l) => `${l.rid} ${l.height || 0}p ${l.bitrate_kbps}k`).join(', ')}]` : ''}`).join('; ')}`);
+  }
+
+  // (d) chat from P1 reaches P2..P4 with P1's name
+  const text = `hello from P1 ${Math.random().toString(36).slice(2, 8)}`;
+  const [p1, p2, p3, p4] = peers;
+  await p1.page.fill('#chat-input', text);
+  const sentAt = Date.now();
+  await p1.page.press('#chat-input', 'Enter');
+  await Promise.all([p2, p3, p4].map(async (p) => {
+    const got = await waitFor(() => p.page.evaluate((t) => [...document.querySelectorAll('.chat-line')]
+      .some((l) => l.querySelector('.chat-name')?.textContent === 'P1' && l.textContent.includes(t)), text), 5000);
+    check(`${p.name} got P1's chat line`, !!got, got ? `${Date.now() - sentAt} ms` : 'not within 5 s');
+  }));
+
+  // (e) P4 leaves with the button: gone from P1..P3 within 5 s
+  const leftAt = Date.now();
+  await p4.page.click('#leave');
+  await Promise.all([p1, p2, p3].map(async (p) => {
+    const gone = await waitFor(async () => !(await namesWithTile(p.page)).includes('P4'), 5000);
+    check(`${p.name} drops P4 after leave`, !!gone, gone ? `${Date.now() - leftAt} ms` : 'still there after 5 s');
+  }));
+
+  // (f) P3's renderer crashes (no leave is sent): gone from P1, P2 within 15 s
+  const crashedAt = Date.now();
+  p3.page.on('crash', () => { p3.crashed = true; });
+  const cdp = await p3.context.newCDPSession(p3.page);
+  await Promise.race([cdp.send('Page.crash').catch(() => {}), sleep(2000)]);
+  if (!await waitFor(() => p3.crashed, 3000)) {
+    await p3.page.goto('chrome://crash', { timeout: 3000 }).catch(() => {});
+  }
+  if (!p3.crashed) {
+    figure('P3: the renderer did not crash; closing its context instead');
+    await p3.context.close();
+  }
+  await Promise.all([p1, p2].map(async (p) => {
+    const gone = await waitFor(async () => !(await namesWithTile(p.page)).includes('P3'), 15_000, 200);
+    check(`${p.name} drops P3 after its tab died`, !!gone, gone ? `${Date.now() - crashedAt} ms (grace ${GRACE_SECS} s)` : 'still there after 15 s');
+  }));
+
+  check('no uncaught page errors', pageErrors.length === 0, pageErrors.join(' | '));
+
+  // (g) SIGTERM: the server exits 0
+  const termAt = Date.now();
+  server.kill('SIGTERM');
+  const exit = await Promise.race([exited, sleep(10_000).then(() => null)]);
+  check('server exits 0 on SIGTERM', exit?.code === 0,
+    exit ? `code ${exit.code}, signal ${exit.signal}, ${Date.now() - termAt} ms` : 'still running after 10 s');
+  const told = await Promise.all([p1, p2].map((p) => p.page.textContent('#status').catch(() => '?')));
+  figure(`after shutdown, P1/P2 status: ${told.join(' / ')}`);
+  return 0;
+}
+
+let code;
+try {
+  code = await main();
+} catch (e) {
+  check(`no exception (${e.message.split('\n')[0]})`, false);
+  console.log(e.stack);
+  code = 1;
+}
+clearTimeout(overall);
+const failed = summary();
+await finish(code === 2 ? 2 : failed || code ? 1 : 0);
