@@ -19,7 +19,9 @@ fn frames_are_recovered_under_five_percent_loss_both_ways() {
     let (mut expected, mut delivered) = (0usize, 0usize);
     for seed in [1, 2, 3] {
         let mut s = Scenario::new(SfuConfig::default(), seed);
-        let publisher = s.add_client("pub", Link::lossy(0.05));
+        // Connections are set up on clean links (a lost DTLS flight costs a second of backoff,
+        // which is not what this test is about), then every link turns lossy.
+        let publisher = s.add_client("pub", Link::clean());
         s.clients[publisher].publish = Some(Publish {
             video: true,
             audio: true,
@@ -28,17 +30,21 @@ fn frames_are_recovered_under_five_percent_loss_both_ways() {
         s.join(publisher, "loss");
         let subs: Vec<usize> = (0..3)
             .map(|i| {
-                let c = s.add_client(&format!("sub{i}"), Link::lossy(0.05));
+                let c = s.add_client(&format!("sub{i}"), Link::clean());
                 s.join(c, "loss");
                 c
             })
             .collect();
 
-        s.run_for(Duration::from_secs(8));
+        s.run_for(Duration::from_secs(1));
+        for c in &mut s.clients {
+            c.link = Link::lossy(0.05);
+        }
+        s.run_for(Duration::from_secs(7));
         s.clients[publisher].stop_media_at = Some(s.now);
         // Let retransmissions of the last frames finish.
         s.run_for(Duration::from_secs(2));
-        assert!(s.dropped > 200, "the links must lose packets ({})", s.dropped);
+        assert!(s.dropped > 120, "the links must lose packets ({})", s.dropped);
 
         let last_sent = 8 * 30 - 1;
         for &c in &subs {
@@ -46,12 +52,20 @@ fn frames_are_recovered_under_five_percent_loss_both_ways() {
             let video: Vec<_> = client.frames.iter().filter(|f| f.video).collect();
             let first = video.iter().position(|f| f.key).expect("a keyframe arrived");
             let from = video[first].number;
-            assert!(from < 60, "seed {seed} {}: first keyframe only at frame {from}", client.name);
+            let head: Vec<_> = video.iter().take(6).map(|f| (f.number, f.key, f.contiguous)).collect();
+            assert!(from < 35, "seed {seed} {}: first keyframe only at frame {from}: {head:?}", client.name);
             let got = video[first..].iter().map(|f| f.number).collect::<Vec<_>>();
             assert!(got.windows(2).all(|w| w[1] > w[0]), "frames in order");
             let want = (last_sent - from + 1) as usize;
             let per = got.len() as f64 / want as f64;
-            assert!(per >= 0.985, "seed {seed} {}: {} of {want} frames", client.name, got.len());
+            let gaps: Vec<_> = got.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+            let head: Vec<_> = video.iter().take(4).map(|f| (f.number, f.key, f.contiguous)).collect();
+            assert!(
+                per >= 0.985,
+                "seed {seed} {}: {} of {want} frames; gaps {gaps:?}; first {head:?}",
+                client.name,
+                got.len()
+            );
             expected += want;
             delivered += got.len();
             let audio = client.frames.iter().filter(|f| !f.video).count();

@@ -464,6 +464,13 @@ impl Client {
                 } else {
                     return;
                 };
+                if video && !m.contiguous {
+                    // As a browser does: a frame after a gap cannot be decoded, ask for a
+                    // keyframe. (Inside the drain loop, where str0m allows mutations.)
+                    if let Some(mut w) = self.subscriber.writer(m.mid) {
+                        let _ = w.request_keyframe(None, sfu::str0m::media::KeyframeRequestKind::Pli);
+                    }
+                }
                 self.frames.push(ReceivedFrame {
                     track: self.sub_tracks.get(&m.mid).copied(),
                     at: now,
