@@ -38,6 +38,11 @@ impl KeyframeThrottle {
         }
     }
 
+    /// A keyframe arrived on this layer: it answers every request waiting in the throttle.
+    pub fn satisfied(&mut self) {
+        self.pending = false;
+    }
+
     /// Called at timeouts: true when a collapsed request should be sent now.
     pub fn poll(&mut self, now: Instant, min_interval: Duration) -> bool {
         if self.due(min_interval).is_some_and(|d| d <= now) {
@@ -67,5 +72,17 @@ mod tests {
         assert_eq!(k.due(w), None);
         assert!(!k.poll(t0 + w * 3, w));
         assert!(k.request(t0 + w * 3, w));
+    }
+
+    #[test]
+    fn a_keyframe_cancels_merged_requests() {
+        let t0 = Instant::now();
+        let w = Duration::from_millis(500);
+        let mut k = KeyframeThrottle::default();
+        assert!(k.request(t0, w));
+        assert!(!k.request(t0 + Duration::from_millis(30), w));
+        k.satisfied();
+        assert_eq!(k.due(w), None);
+        assert!(!k.poll(t0 + w, w));
     }
 }

@@ -120,7 +120,13 @@ impl Track {
             .enumerate()
             .map(|(i, l)| LayerInfo {
                 height: top >> (n - 1 - i).min(8),
-                active: l.last_seen.is_some_and(|t| now < t + inactive_after),
+                // A layer never seen counts as active for a while after the track's first
+                // packet: the layers of one frame arrive one after the other, and choosing
+                // among the first arrivals only would switch down and back up at once.
+                active: match l.last_seen {
+                    Some(t) => now < t + inactive_after,
+                    None => self.first_packet.is_none_or(|t| now < t + inactive_after),
+                },
             })
             .collect()
     }
@@ -240,6 +246,7 @@ impl Sfu {
                 layers,
                 downstream: Vec::new(),
                 recent: VecDeque::new(),
+                first_packet: None,
             },
         );
     }
@@ -257,6 +264,7 @@ impl Sfu {
         if let Some(l) = track.layers.get_mut(layer) {
             l.last_seen = Some(now);
         }
+        track.first_packet.get_or_insert(now);
         if track.codec.is_none() {
             let pt = pkt.header.payload_type;
             let Some(params) = self
@@ -289,6 +297,11 @@ impl Sfu {
             ext: pkt.header.ext_vals,
             payload: pkt.payload,
         };
+        if packet.key
+            && let Some(l) = track.layers.get_mut(layer)
+        {
+            l.keyframes.satisfied();
+        }
         let mut keyframe_wanted: Vec<usize> = Vec::new();
         let mut legs = Legs {
             peers: &mut self.peers,

@@ -134,6 +134,7 @@ pub(crate) struct Track {
     pub downstream: Vec<Down>,
     /// Recent video packets, for subscribers whose epoch starts late.
     pub recent: VecDeque<crate::media::Cached>,
+    pub first_packet: Option<Instant>,
 }
 
 #[derive(Default)]
