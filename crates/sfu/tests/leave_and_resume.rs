@@ -1,0 +1,139 @@
+//! Leaving frees everything; a dropped signalling socket keeps the participant (and its media)
+//! for the grace period, and `resume` takes the place back; past the grace period it is removed.
+
+use std::time::Duration;
+
+use sfu::SfuConfig;
+use sfu::signal::{ClientMessage, LeaveReason, ServerMessage};
+use testkit::{Link, Publish, Scenario};
+
+const AV: Publish = Publish {
+    video: true,
+    audio: true,
+    simulcast: false,
+};
+
+fn three_in_a_room(grace: Duration) -> Scenario {
+    let config = SfuConfig {
+        reconnect_grace: grace,
+        ..SfuConfig::default()
+    };
+    let mut s = Scenario::new(config, 11);
+    for name in ["a", "b", "c"] {
+        let i = s.add_client(name, Link::clean());
+        s.clients[i].publish = Some(AV);
+        s.join(i, "room");
+    }
+    s.run_for(Duration::from_secs(2));
+    s
+}
+
+fn left(s: &Scenario, observer: usize) -> Vec<(String, LeaveReason)> {
+    s.clients[observer]
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::ParticipantLeft {
+                participant_id,
+                reason,
+            } => Some((participant_id.to_string(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn everyone_leaving_frees_rooms_tracks_and_peers() {
+    let mut s = three_in_a_room(Duration::from_secs(20));
+    assert_eq!(s.sfu.participant_count(), 3);
+    assert_eq!(s.sfu.track_count(), 6);
+    assert_eq!(s.sfu.peer_count(), 6);
+    // Everyone receives the other two's audio and video.
+    for c in &s.clients {
+        let tracks: std::collections::HashSet<_> = c.frames.iter().filter_map(|f| f.track).collect();
+        assert_eq!(tracks.len(), 4, "{} receives {} tracks", c.name, tracks.len());
+    }
+
+    s.signal(0, ClientMessage::Leave);
+    s.run_for(Duration::from_millis(500));
+    let a = s.clients[0].participant_id.unwrap().to_string();
+    assert_eq!(left(&s, 1), vec![(a.clone(), LeaveReason::Left)]);
+    assert_eq!(left(&s, 2), vec![(a, LeaveReason::Left)]);
+    assert_eq!(s.sfu.track_count(), 4);
+    assert_eq!(s.sfu.peer_count(), 4);
+    assert!(
+        s.clients[1].messages.iter().any(|m| matches!(m, ServerMessage::TrackUnpublished { .. })),
+        "others are told the tracks went away"
+    );
+
+    s.signal(1, ClientMessage::Leave);
+    s.signal(2, ClientMessage::Leave);
+    s.run_for(Duration::from_millis(500));
+    assert_eq!(s.sfu.participant_count(), 0);
+    assert_eq!(s.sfu.track_count(), 0);
+    assert_eq!(s.sfu.peer_count(), 0);
+    assert!(s.sfu.rooms().is_empty());
+}
+
+#[test]
+fn dropped_socket_keeps_media_until_grace_ends() {
+    let mut s = three_in_a_room(Duration::from_secs(3));
+    let before = s.clients[1].frames.len();
+    s.drop_socket(0);
+    s.run_for(Duration::from_secs(2));
+    assert_eq!(s.sfu.participant_count(), 3, "still there within the grace period");
+    let from_a = |s: &Scenario| s.clients[1].frames.len();
+    assert!(from_a(&s) > before + 100, "media kept flowing while the socket was away");
+    assert!(left(&s, 1).is_empty());
+
+    s.run_for(Duration::from_secs(2));
+    let a = s.clients[0].participant_id.unwrap().to_string();
+    assert_eq!(left(&s, 1), vec![(a, LeaveReason::Timeout)]);
+    assert_eq!(s.sfu.participant_count(), 2);
+    assert_eq!(s.sfu.peer_count(), 4);
+}
+
+#[test]
+fn resume_within_grace_takes_the_place_back() {
+    let mut s = three_in_a_room(Duration::from_secs(3));
+    let id = s.clients[0].participant_id;
+    let token = s.clients[0].resume_token.clone().unwrap();
+    s.drop_socket(0);
+    s.run_for(Duration::from_secs(2));
+
+    // A new socket for the same client.
+    let conn = sfu::ConnId(9999);
+    s.clients[0].conn = conn;
+    s.sfu.connect(conn);
+    s.clients[0].online = true;
+    s.signal(
+        0,
+        ClientMessage::Join {
+            room: "room".into(),
+            name: "a".into(),
+            token: None,
+            auto_subscribe: true,
+            resume: Some(token),
+        },
+    );
+    s.run_for(Duration::from_secs(3));
+    assert_eq!(s.clients[0].participant_id, id, "same participant after resume");
+    assert_eq!(s.sfu.participant_count(), 3);
+    assert!(left(&s, 1).is_empty(), "nobody saw a leave");
+
+    // An unknown token is refused with a clear error.
+    s.signal(
+        1,
+        ClientMessage::Join {
+            room: "room".into(),
+            name: "x".into(),
+            token: None,
+            auto_subscribe: true,
+            resume: Some("nope".into()),
+        },
+    );
+    assert!(s.clients[1].messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::Error { code: sfu::signal::ErrorCode::AlreadyJoined, .. }
+    )));
+}
