@@ -756,7 +756,6 @@ export class Room extends EventTarget {
       await this._negotiate();
     } catch (e) {
       this._dropLocal(local);
-      this._negotiate().catch(() => {});
       throw e;
     }
     return local;
@@ -771,8 +770,11 @@ export class Room extends EventTarget {
     if (this.localTracks.get(local.source) === local) this.localTracks.delete(local.source);
     local.track.removeEventListener('ended', local.onEnded);
     local.track.stop();
+    if (!this.publisher || this.publisher.signalingState === 'closed') return;
     try {
-      if (this.publisher && this.publisher.signalingState !== 'closed') this.publisher.removeTrack(local.sender);
+      // The m-line stays, inactive, in later offers and out of their `tracks`. (Stopping a
+      // transceiver whose offer was rolled back confuses Chrome's later offers.)
+      this.publisher.removeTrack(local.sender);
     } catch { /* already removed */ }
   }
 
@@ -1051,6 +1053,7 @@ export class Room extends EventTarget {
         const first = layers[0];
         const local = [...this.localTracks.values()].find((l) => (first.mid != null && l.transceiver.mid === first.mid)
           || cur.publisher.get(first.mediaSourceId)?.trackIdentifier === l.track.id);
+        if (!local) continue; // an unpublished track's sender lingers in the stats
         let bytes = 0, dt = 0, lost = 0, sent = 0, rtt = null, jitter = null;
         const detail = [];
         for (const s of layers) {

@@ -324,11 +324,10 @@ async function main() {
   if (!mediaOk.every(Boolean)) return 1;
 
   // Playing: currentTime advances, framesDecoded grows, audio has energy.
-  const before = await Promise.all(peers.map((p) => Promise.all([tilesOf(p.page), inboundOf(p.page)])));
-  await sleep(2000);
-  for (const [i, p] of peers.entries()) {
+  await Promise.all(peers.map(async (p) => {
     const others = NAMES.filter((n) => n !== p.name);
-    const [tiles1, in1] = before[i];
+    const [tiles1, in1] = await Promise.all([tilesOf(p.page), inboundOf(p.page)]);
+    await sleep(2000);
     const energyReady = await waitFor(async () => {
       const s = await inboundOf(p.page);
       return others.every((n) => (s[n]?.energy ?? 0) > 0 || (s[n]?.level ?? 0) > 0) ? s : null;
@@ -340,12 +339,13 @@ async function main() {
       const va = in1[n] || {};
       const vb = in2[n] || {};
       check(`${p.name} plays ${n}`, a && b && b.time > a.time && vb.framesDecoded > (va.framesDecoded ?? 0),
-        `${b?.width}x${b?.height}, currentTime ${a?.time.toFixed(2)}→${b?.time.toFixed(2)}, framesDecoded ${va.framesDecoded}→${vb.framesDecoded}, ${vb.fps ?? '?'} fps`);
+        `${b?.width}x${b?.height}, currentTime ${a?.time.toFixed(2)}→${b?.time.toFixed(2)}, `
+        + `framesDecoded ${va.framesDecoded}→${vb.framesDecoded}, ${vb.fps ?? '?'} fps`);
       const e = (energyReady || in2)[n] || {};
       check(`${p.name} hears ${n}`, (e.energy ?? 0) > 0 || (e.level ?? 0) > 0,
         `totalAudioEnergy ${(e.energy ?? 0).toFixed(4)}, audioLevel ${(e.level ?? 0).toFixed(4)}, packets ${e.audioReceived ?? 0}`);
     }
-  }
+  }));
 
   // Figures from the SDK's stats helper.
   for (const p of peers) {
@@ -392,7 +392,9 @@ async function main() {
   if (!await waitFor(() => p3.crashed, 3000)) {
     await p3.page.goto('chrome://crash', { timeout: 3000 }).catch(() => {});
   }
-  if (!p3.crashed) {
+  if (p3.crashed) {
+    figure('P3: renderer crashed');
+  } else {
     figure('P3: the renderer did not crash; closing its context instead');
     await p3.context.close();
   }
@@ -400,6 +402,14 @@ async function main() {
     const gone = await waitFor(async () => !(await namesWithTile(p.page)).includes('P3'), 15_000, 200);
     check(`${p.name} drops P3 after its tab died`, !!gone, gone ? `${Date.now() - crashedAt} ms (grace ${GRACE_SECS} s)` : 'still there after 15 s');
   }));
+
+  // The two left must still be in the call, each with the other's tile.
+  for (const [p, other] of [[p1, 'P2'], [p2, 'P1']]) {
+    const state = await p.page.evaluate(() => window.onairRoom?.state).catch(() => null);
+    const names = await namesWithTile(p.page).catch(() => []);
+    check(`${p.name} still in the call with ${other}`, state === 'connected' && names.includes(other),
+      `state ${state}, tiles ${names.join(',') || 'none'}`);
+  }
 
   check('no uncaught page errors', pageErrors.length === 0, pageErrors.join(' | '));
 

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration. See docs/configuration.md.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP: pages, signalling, API.
@@ -59,22 +59,11 @@ pub struct Rooms {
     pub keyframe_interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     /// Secret for signing access tokens. Not enforced yet; printed redacted.
     pub token_secret: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            http: Http::default(),
-            media: Media::default(),
-            rooms: Rooms::default(),
-            auth: Auth::default(),
-        }
-    }
 }
 
 impl Default for Http {
@@ -111,14 +100,6 @@ impl Default for Rooms {
     }
 }
 
-impl Default for Auth {
-    fn default() -> Self {
-        Auth {
-            token_secret: String::new(),
-        }
-    }
-}
-
 impl Config {
     /// Defaults, then the file (if any), then the environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
@@ -126,8 +107,7 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                toml::from_str::<Config>(&text)
-                    .with_context(|| format!("in {}", path.display()))?
+                toml::from_str::<Config>(&text).with_context(|| format!("in {}", path.display()))?
             }
             None => Config::default(),
         };
@@ -149,8 +129,7 @@ impl Config {
             for (key, v) in keys.iter_mut() {
                 let var = format!("ONAIR_{}_{}", section, key).to_uppercase();
                 if let Some(text) = get(&var) {
-                    *v = parse_env_value(&text, v)
-                        .with_context(|| format!("{var}={text:?}"))?;
+                    *v = parse_env_value(&text, v).with_context(|| format!("{var}={text:?}"))?;
                 }
             }
         }
@@ -252,7 +231,10 @@ mod tests {
         assert_eq!(c.http.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(c.media.port, 40000);
         assert!(!c.media.ice_tcp);
-        assert_eq!(c.media.public_ips, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            c.media.public_ips,
+            vec!["192.0.2.1".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(c.rooms.reconnect_grace_secs, 3);
     }
 

@@ -1,8 +1,8 @@
 //! HTTP: pages, the `/rtc` signalling WebSocket, and a small JSON API.
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,7 +25,15 @@ pub fn router(media: MediaHandle) -> Router {
     for (path, ctype, body) in web::FILES {
         r = r.route(
             path,
-            get(move || async move { ([(header::CONTENT_TYPE, *ctype), (header::CACHE_CONTROL, "no-cache")], *body) }),
+            get(move || async move {
+                (
+                    [
+                        (header::CONTENT_TYPE, *ctype),
+                        (header::CACHE_CONTROL, "no-cache"),
+                    ],
+                    *body,
+                )
+            }),
         );
     }
     r.with_state(media)

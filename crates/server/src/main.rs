@@ -91,7 +91,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     info!("stopping");
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    if media.tx.send(media_loop::Command::Shutdown(done_tx)).is_ok() {
+    if media
+        .tx
+        .send(media_loop::Command::Shutdown(done_tx))
+        .is_ok()
+    {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), done_rx).await;
     }
     // Give signalling tasks a moment to deliver `bye` and close frames.
@@ -107,13 +111,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sfu::signal::{ClientMessage, ErrorCode};
-use sfu::str0m::net::{Protocol, TcpType};
 use sfu::str0m::Candidate;
+use sfu::str0m::net::{Protocol, TcpType};
 use sfu::{ConnId, Output, Sfu};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -143,7 +143,12 @@ struct Loop {
     shutdown: Option<oneshot::Sender<()>>,
 }
 
-async fn run(sfu: Sfu, udp: UdpSocket, local: SocketAddr, mut rx: mpsc::UnboundedReceiver<Command>) {
+async fn run(
+    sfu: Sfu,
+    udp: UdpSocket,
+    local: SocketAddr,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+) {
     let mut l = Loop {
         sfu,
         udp,

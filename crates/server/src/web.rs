@@ -2,10 +2,34 @@
 
 /// (path, content type, body) for every file under `web/`.
 pub const FILES: &[(&str, &str, &str)] = &[
-    ("/", "text/html; charset=utf-8", include_str!("../../../web/index.html")),
-    ("/index.html", "text/html; charset=utf-8", include_str!("../../../web/index.html")),
-    ("/room.html", "text/html; charset=utf-8", include_str!("../../../web/room.html")),
-    ("/room.js", "text/javascript; charset=utf-8", include_str!("../../../web/room.js")),
-    ("/onair.js", "text/javascript; charset=utf-8", include_str!("../../../web/onair.js")),
-    ("/style.css", "text/css; charset=utf-8", include_str!("../../../web/style.css")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../../web/index.html"),
+    ),
+    (
+        "/index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../web/index.html"),
+    ),
+    (
+        "/room.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../web/room.html"),
+    ),
+    (
+        "/room.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/room.js"),
+    ),
+    (
+        "/onair.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/onair.js"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../web/style.css"),
+    ),
 ];

@@ -262,8 +262,14 @@ mod tests {
         assert_eq!(seq, s1 + 2, "sequence continues across the switch");
         assert!(time > t1, "timestamps move forward across the switch");
         // The old layer is now dropped, and so is a late packet of the new one from before.
-        assert_eq!(f.on_packet(0, lo, 104, 9000, ms(t0, 70), true), Verdict::Drop);
-        assert_eq!(f.on_packet(1, hi, 501, 9000, ms(t0, 70), false), Verdict::Drop);
+        assert_eq!(
+            f.on_packet(0, lo, 104, 9000, ms(t0, 70), true),
+            Verdict::Drop
+        );
+        assert_eq!(
+            f.on_packet(1, hi, 501, 9000, ms(t0, 70), false),
+            Verdict::Drop
+        );
         assert_eq!(f.current(), Some(1));
         assert_eq!(f.switches, 2);
     }

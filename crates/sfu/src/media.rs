@@ -54,7 +54,9 @@ impl Legs<'_> {
     /// Runs one packet through one subscriber's forwarder and, if it passes, writes it to the
     /// subscriber's connection and drains that connection.
     fn forward(&mut self, down: &mut Down, c: &Cached) -> Verdict {
-        let verdict = down.fwd.on_packet(c.layer, c.ssrc, c.seq, c.time, c.arrival, c.key);
+        let verdict = down
+            .fwd
+            .on_packet(c.layer, c.ssrc, c.seq, c.time, c.arrival, c.key);
         let Verdict::Forward { seq, time } = verdict else {
             return verdict;
         };
@@ -215,9 +217,10 @@ impl Sfu {
             .unwrap_or_default();
         // The SDK lists RIDs lowest first; keep its order when it matches what was negotiated.
         let rids = match meta.as_ref().and_then(|m| m.simulcast.clone()) {
-            Some(declared) if declared.len() == rids.len() => {
-                declared.iter().map(|r| str0m::media::Rid::from(r.as_str())).collect()
-            }
+            Some(declared) if declared.len() == rids.len() => declared
+                .iter()
+                .map(|r| str0m::media::Rid::from(r.as_str()))
+                .collect(),
             _ => rids,
         };
         let layers = (0..rids.len().max(1)).map(|_| Layer::default()).collect();
@@ -267,11 +270,14 @@ impl Sfu {
         track.first_packet.get_or_insert(now);
         if track.codec.is_none() {
             let pt = pkt.header.payload_type;
-            let Some(params) = self
-                .peers
-                .get(&peer_id)
-                .and_then(|p| p.rtc.codec_config().params().iter().find(|p| p.pt() == pt).copied())
-            else {
+            let Some(params) = self.peers.get(&peer_id).and_then(|p| {
+                p.rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.pt() == pt)
+                    .copied()
+            }) else {
                 return;
             };
             track.codec = Some(params);
@@ -283,7 +289,12 @@ impl Sfu {
         let infos = track.layer_infos(now, self.config.layer_inactive_after);
         let pt_in = pkt.header.payload_type;
         let in_params = self.peers.get(&peer_id).and_then(|p| {
-            p.rtc.codec_config().params().iter().find(|p| p.pt() == pt_in).copied()
+            p.rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.pt() == pt_in)
+                .copied()
         });
         let packet = Cached {
             layer,
@@ -352,7 +363,11 @@ impl Sfu {
     }
 
     /// Which track and layer an SSRC of a publisher belongs to; learnt once per SSRC.
-    fn resolve_ssrc(&mut self, peer_id: PeerId, ssrc: str0m::rtp::Ssrc) -> Option<(TrackId, usize)> {
+    fn resolve_ssrc(
+        &mut self,
+        peer_id: PeerId,
+        ssrc: str0m::rtp::Ssrc,
+    ) -> Option<(TrackId, usize)> {
         let peer = self.peers.get_mut(&peer_id)?;
         if let Some(found) = peer.ssrcs.get(&ssrc) {
             return Some(*found);
@@ -459,19 +474,22 @@ impl Sfu {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        let mut direct = peer.rtc.direct_api();
-        let Some(rx) = direct.stream_rx_by_mid(mid, rid) else {
-            return; // nothing received on that layer yet
-        };
-        rx.request_keyframe(KeyframeRequestKind::Pli);
-        drop(direct);
+        match peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+            Some(rx) => rx.request_keyframe(KeyframeRequestKind::Pli),
+            None => return, // nothing received on that layer yet
+        }
         self.stats.keyframe_requests += 1;
         self.drain(peer_id);
     }
 
     /// Relays a data channel message to everyone else in the room on the channel of the same
     /// label, stamped with the sender's identity.
-    fn relay_data(&mut self, from: crate::ids::ParticipantId, channel: str0m::channel::ChannelId, data: &[u8]) {
+    fn relay_data(
+        &mut self,
+        from: crate::ids::ParticipantId,
+        channel: str0m::channel::ChannelId,
+        data: &[u8],
+    ) {
         let Some(p) = self.participants.get(&from) else {
             return;
         };

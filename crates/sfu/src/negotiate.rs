@@ -36,7 +36,10 @@ impl Sfu {
             let track = self.tracks.get(tid);
             let gone = track.is_none() || !sub.want;
             if gone {
-                if sub.negotiated && !sub.stopping && let Some(mid) = sub.mid {
+                if sub.negotiated
+                    && !sub.stopping
+                    && let Some(mid) = sub.mid
+                {
                     stops.push(mid);
                     sub.stopping = true;
                 }
@@ -58,7 +61,11 @@ impl Sfu {
                 .rtc
                 .codec_config()
                 .match_params(codec)
-                .map(|local| std::iter::once(*local.pt()).chain(local.resend().map(|r| *r)).collect())
+                .map(|local| {
+                    std::iter::once(*local.pt())
+                        .chain(local.resend().map(|r| *r))
+                        .collect()
+                })
                 .unwrap_or_default();
             adds.push((*tid, kind, track.owner, pts));
         }

@@ -81,7 +81,10 @@ mod tests {
     fn keeps_only_the_listed_payload_types_of_listed_mids() {
         let keep = HashMap::from([("1".to_string(), vec![98, 99])]);
         let out = restrict_payload_types(OFFER, &keep);
-        assert!(out.contains("m=video 9 UDP/TLS/RTP/SAVPF 98 99\r\n"), "{out}");
+        assert!(
+            out.contains("m=video 9 UDP/TLS/RTP/SAVPF 98 99\r\n"),
+            "{out}"
+        );
         assert!(!out.contains("VP8"));
         assert!(!out.contains("a=rtcp-fb:96"));
         assert!(!out.contains("apt=96"));

@@ -38,7 +38,9 @@ impl Sfu {
             (Some(_), ClientMessage::Join { .. }) => {
                 self.reply_error(conn, ErrorCode::AlreadyJoined, "this socket already joined")
             }
-            (_, ClientMessage::Ping) => self.out.push_back(Output::Signal(conn, ServerMessage::Pong)),
+            (_, ClientMessage::Ping) => self
+                .out
+                .push_back(Output::Signal(conn, ServerMessage::Pong)),
             (None, _) => self.reply_error(conn, ErrorCode::NotJoined, "send join first"),
             (Some(pid), msg) => self.handle_participant_message(pid, conn, msg),
         }
@@ -71,7 +73,11 @@ impl Sfu {
                 if self.tracks.get(&track_id).is_some_and(|t| t.owner == pid) {
                     self.unpublish(track_id);
                 } else {
-                    self.reply_error(conn, ErrorCode::BadRequest, format!("{track_id} is not yours"));
+                    self.reply_error(
+                        conn,
+                        ErrorCode::BadRequest,
+                        format!("{track_id} is not yours"),
+                    );
                 }
             }
             ClientMessage::RestartIce => {
@@ -152,9 +158,17 @@ impl Sfu {
 
         self.send_joined(pid);
         let info = self.participant_info(pid);
-        self.broadcast(&room, pid, &ServerMessage::ParticipantJoined { participant: info });
+        self.broadcast(
+            &room,
+            pid,
+            &ServerMessage::ParticipantJoined { participant: info },
+        );
         if auto_subscribe {
-            let existing: Vec<TrackId> = self.room_tracks(&room).filter(|t| t.1 != pid).map(|t| t.0).collect();
+            let existing: Vec<TrackId> = self
+                .room_tracks(&room)
+                .filter(|t| t.1 != pid)
+                .map(|t| t.0)
+                .collect();
             for t in existing {
                 self.add_sub(pid, t, None);
             }
@@ -169,7 +183,11 @@ impl Sfu {
             .find(|p| p.resume_token == token)
             .map(|p| (p.id, p.conn));
         let Some((pid, old)) = found else {
-            return self.reply_error(conn, ErrorCode::ResumeFailed, "unknown or expired resume token");
+            return self.reply_error(
+                conn,
+                ErrorCode::ResumeFailed,
+                "unknown or expired resume token",
+            );
         };
         if let Some(old) = old {
             // The old socket is half-dead from the client's point of view: it moved on.
@@ -203,9 +221,18 @@ impl Sfu {
         let others: Vec<ParticipantId> = self
             .rooms
             .get(&room)
-            .map(|r| r.participants.iter().copied().filter(|o| *o != pid).collect())
+            .map(|r| {
+                r.participants
+                    .iter()
+                    .copied()
+                    .filter(|o| *o != pid)
+                    .collect()
+            })
             .unwrap_or_default();
-        let participants = others.into_iter().map(|o| self.participant_info(o)).collect();
+        let participants = others
+            .into_iter()
+            .map(|o| self.participant_info(o))
+            .collect();
         let msg = ServerMessage::Joined {
             room: room.to_string(),
             participant_id: pid,
@@ -243,7 +270,13 @@ impl Sfu {
     ) -> impl Iterator<Item = (TrackId, ParticipantId)> + 'a {
         self.tracks
             .values()
-            .filter(move |t| t.codec.is_some() && self.participants.get(&t.owner).is_some_and(|p| &p.room == room))
+            .filter(move |t| {
+                t.codec.is_some()
+                    && self
+                        .participants
+                        .get(&t.owner)
+                        .is_some_and(|p| &p.room == room)
+            })
             .map(|t| (t.id, t.owner))
     }
 
@@ -312,7 +345,10 @@ impl Sfu {
             return self.reply_error(
                 conn,
                 ErrorCode::TooManyTracks,
-                format!("{in_room} tracks in the room, the limit is {}", self.config.max_tracks_per_room),
+                format!(
+                    "{in_room} tracks in the room, the limit is {}",
+                    self.config.max_tracks_per_room
+                ),
             );
         }
         let peer_id = p.publisher;
@@ -327,7 +363,12 @@ impl Sfu {
         let answer = peer.rtc.sdp_api().accept_offer(offer);
         self.drain(peer_id);
         match answer {
-            Ok(a) => self.send(pid, ServerMessage::Answer { sdp: a.to_sdp_string() }),
+            Ok(a) => self.send(
+                pid,
+                ServerMessage::Answer {
+                    sdp: a.to_sdp_string(),
+                },
+            ),
             Err(e) => self.reply_error(conn, ErrorCode::BadSdp, format!("offer not accepted: {e}")),
         }
     }
@@ -341,7 +382,11 @@ impl Sfu {
             return;
         };
         let Some((pending, _)) = p.sub_pending.take() else {
-            return self.reply_error(conn, ErrorCode::BadRequest, "no offer is waiting for an answer");
+            return self.reply_error(
+                conn,
+                ErrorCode::BadRequest,
+                "no offer is waiting for an answer",
+            );
         };
         let peer_id = p.subscriber;
         let Some(peer) = self.peers.get_mut(&peer_id) else {
@@ -358,13 +403,21 @@ impl Sfu {
         self.negotiate(pid);
     }
 
-    fn remote_candidate(&mut self, pid: ParticipantId, conn: ConnId, pc: PcKind, cand: Option<&str>) {
+    fn remote_candidate(
+        &mut self,
+        pid: ParticipantId,
+        conn: ConnId,
+        pc: PcKind,
+        cand: Option<&str>,
+    ) {
         let Some(cand) = cand.map(str::trim).filter(|c| !c.is_empty()) else {
             return; // end of candidates: str0m needs no signal for it
         };
         let cand = match Candidate::from_sdp_string(cand.strip_prefix("a=").unwrap_or(cand)) {
             Ok(c) => c,
-            Err(e) => return self.reply_error(conn, ErrorCode::BadRequest, format!("candidate: {e}")),
+            Err(e) => {
+                return self.reply_error(conn, ErrorCode::BadRequest, format!("candidate: {e}"));
+            }
         };
         let Some(p) = self.participants.get(&pid) else {
             return;
@@ -385,13 +438,20 @@ impl Sfu {
         };
         for t in tracks {
             let ok = self.tracks.get(&t.track_id).is_some_and(|tr| {
-                tr.owner != pid && self.participants.get(&tr.owner).is_some_and(|o| o.room == room)
+                tr.owner != pid
+                    && self
+                        .participants
+                        .get(&tr.owner)
+                        .is_some_and(|o| o.room == room)
             });
             if !ok {
                 self.reply_error(
                     conn,
                     ErrorCode::BadRequest,
-                    format!("{} is not a track of another participant in this room", t.track_id),
+                    format!(
+                        "{} is not a track of another participant in this room",
+                        t.track_id
+                    ),
                 );
                 continue;
             }

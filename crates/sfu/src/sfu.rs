@@ -6,8 +6,8 @@ use std::time::Instant;
 use str0m::change::SdpPendingOffer;
 use str0m::channel::ChannelId;
 use str0m::media::Mid;
-use str0m::net::{Protocol, Receive, Transmit};
 use str0m::media::Rid;
+use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 use tracing::{debug, warn};
@@ -158,7 +158,12 @@ impl Sfu {
     /// A new SFU. `local_candidates` are the addresses every peer connection offers (the UDP
     /// media socket, the ICE-TCP listener). `seed` makes ids and tokens reproducible in tests;
     /// the server seeds from the OS.
-    pub fn new(config: SfuConfig, local_candidates: Vec<Candidate>, seed: u64, now: Instant) -> Sfu {
+    pub fn new(
+        config: SfuConfig,
+        local_candidates: Vec<Candidate>,
+        seed: u64,
+        now: Instant,
+    ) -> Sfu {
         Sfu {
             config,
             local_candidates,
@@ -424,7 +429,12 @@ impl Sfu {
         }
     }
 
-    pub(crate) fn broadcast(&mut self, room: &RoomName, except: ParticipantId, msg: &ServerMessage) {
+    pub(crate) fn broadcast(
+        &mut self,
+        room: &RoomName,
+        except: ParticipantId,
+        msg: &ServerMessage,
+    ) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };

@@ -42,7 +42,7 @@ pub enum TrackKind {
 }
 
 /// A message from a client.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     /// Enter a room (or take one's place back with `resume`).
@@ -120,7 +120,7 @@ fn yes() -> bool {
 }
 
 /// A client's description of one m-line it sends on.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublishTrack {
     /// The transceiver's mid.
     pub mid: String,
@@ -138,7 +138,7 @@ pub struct PublishTrack {
 }
 
 /// One track in a `subscribe`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscribeTrack {
     /// The track.
     pub track_id: TrackId,
@@ -148,7 +148,7 @@ pub struct SubscribeTrack {
 }
 
 /// A message to a client.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// The join succeeded.
@@ -228,7 +228,7 @@ pub enum ServerMessage {
 }
 
 /// A participant as others see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
     /// Id.
     pub id: ParticipantId,
@@ -239,7 +239,7 @@ pub struct ParticipantInfo {
 }
 
 /// A published track as others see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackInfo {
     /// Id.
     pub id: TrackId,
@@ -262,7 +262,7 @@ pub struct TrackInfo {
 }
 
 /// One m-line of a subscriber offer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OfferTrack {
     /// The m-line's mid.
     pub mid: String,
@@ -273,20 +273,20 @@ pub struct OfferTrack {
 }
 
 /// An `RTCIceServer`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IceServer {
     /// `stun:`/`turn:` URLs.
     pub urls: Vec<String>,
     /// TURN username.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// TURN credential.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
 
 /// Limits told to a client at join.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     /// Largest data channel message relayed.
     pub max_data_bytes: usize,
@@ -297,7 +297,7 @@ pub struct Limits {
 }
 
 /// Why a participant left or a socket is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaveReason {
     /// It sent `leave`.
@@ -311,7 +311,7 @@ pub enum LeaveReason {
 }
 
 /// Stable error codes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Not JSON, or not a known message.

@@ -50,8 +50,15 @@ fn everyone_leaving_frees_rooms_tracks_and_peers() {
     assert_eq!(s.sfu.peer_count(), 6);
     // Everyone receives the other two's audio and video.
     for c in &s.clients {
-        let tracks: std::collections::HashSet<_> = c.frames.iter().filter_map(|f| f.track).collect();
-        assert_eq!(tracks.len(), 4, "{} receives {} tracks", c.name, tracks.len());
+        let tracks: std::collections::HashSet<_> =
+            c.frames.iter().filter_map(|f| f.track).collect();
+        assert_eq!(
+            tracks.len(),
+            4,
+            "{} receives {} tracks",
+            c.name,
+            tracks.len()
+        );
     }
 
     s.signal(0, ClientMessage::Leave);
@@ -62,7 +69,10 @@ fn everyone_leaving_frees_rooms_tracks_and_peers() {
     assert_eq!(s.sfu.track_count(), 4);
     assert_eq!(s.sfu.peer_count(), 4);
     assert!(
-        s.clients[1].messages.iter().any(|m| matches!(m, ServerMessage::TrackUnpublished { .. })),
+        s.clients[1]
+            .messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::TrackUnpublished { .. })),
         "others are told the tracks went away"
     );
 
@@ -81,9 +91,16 @@ fn dropped_socket_keeps_media_until_grace_ends() {
     let before = s.clients[1].frames.len();
     s.drop_socket(0);
     s.run_for(Duration::from_secs(2));
-    assert_eq!(s.sfu.participant_count(), 3, "still there within the grace period");
+    assert_eq!(
+        s.sfu.participant_count(),
+        3,
+        "still there within the grace period"
+    );
     let from_a = |s: &Scenario| s.clients[1].frames.len();
-    assert!(from_a(&s) > before + 100, "media kept flowing while the socket was away");
+    assert!(
+        from_a(&s) > before + 100,
+        "media kept flowing while the socket was away"
+    );
     assert!(left(&s, 1).is_empty());
 
     s.run_for(Duration::from_secs(2));
@@ -117,7 +134,10 @@ fn resume_within_grace_takes_the_place_back() {
         },
     );
     s.run_for(Duration::from_secs(3));
-    assert_eq!(s.clients[0].participant_id, id, "same participant after resume");
+    assert_eq!(
+        s.clients[0].participant_id, id,
+        "same participant after resume"
+    );
     assert_eq!(s.sfu.participant_count(), 3);
     assert!(left(&s, 1).is_empty(), "nobody saw a leave");
 
@@ -134,6 +154,9 @@ fn resume_within_grace_takes_the_place_back() {
     );
     assert!(s.clients[1].messages.iter().any(|m| matches!(
         m,
-        ServerMessage::Error { code: sfu::signal::ErrorCode::AlreadyJoined, .. }
+        ServerMessage::Error {
+            code: sfu::signal::ErrorCode::AlreadyJoined,
+            ..
+        }
     )));
 }

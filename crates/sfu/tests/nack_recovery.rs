@@ -44,22 +44,41 @@ fn frames_are_recovered_under_five_percent_loss_both_ways() {
         s.clients[publisher].stop_media_at = Some(s.now);
         // Let retransmissions of the last frames finish.
         s.run_for(Duration::from_secs(2));
-        assert!(s.dropped > 120, "the links must lose packets ({})", s.dropped);
+        assert!(
+            s.dropped > 120,
+            "the links must lose packets ({})",
+            s.dropped
+        );
 
         let last_sent = 8 * 30 - 1;
         for &c in &subs {
             let client = &s.clients[c];
             let video: Vec<_> = client.frames.iter().filter(|f| f.video).collect();
-            let first = video.iter().position(|f| f.key).expect("a keyframe arrived");
+            let first = video
+                .iter()
+                .position(|f| f.key)
+                .expect("a keyframe arrived");
             let from = video[first].number;
-            let head: Vec<_> = video.iter().take(6).map(|f| (f.number, f.key, f.contiguous)).collect();
-            assert!(from < 35, "seed {seed} {}: first keyframe only at frame {from}: {head:?}", client.name);
+            let head: Vec<_> = video
+                .iter()
+                .take(6)
+                .map(|f| (f.number, f.key, f.contiguous))
+                .collect();
+            assert!(
+                from < 35,
+                "seed {seed} {}: first keyframe only at frame {from}: {head:?}",
+                client.name
+            );
             let got = video[first..].iter().map(|f| f.number).collect::<Vec<_>>();
             assert!(got.windows(2).all(|w| w[1] > w[0]), "frames in order");
             let want = (last_sent - from + 1) as usize;
             let per = got.len() as f64 / want as f64;
             let gaps: Vec<_> = got.windows(2).filter(|w| w[1] != w[0] + 1).collect();
-            let head: Vec<_> = video.iter().take(4).map(|f| (f.number, f.key, f.contiguous)).collect();
+            let head: Vec<_> = video
+                .iter()
+                .take(4)
+                .map(|f| (f.number, f.key, f.contiguous))
+                .collect();
             assert!(
                 per >= 0.985,
                 "seed {seed} {}: {} of {want} frames; gaps {gaps:?}; first {head:?}",
@@ -73,5 +92,8 @@ fn frames_are_recovered_under_five_percent_loss_both_ways() {
         }
     }
     let ratio = delivered as f64 / expected as f64;
-    assert!(ratio >= 0.995, "{delivered} of {expected} frames delivered ({ratio:.4})");
+    assert!(
+        ratio >= 0.995,
+        "{delivered} of {expected} frames delivered ({ratio:.4})"
+    );
 }

@@ -53,7 +53,10 @@ fn layer_switches_only_at_keyframes_and_stream_stays_continuous() {
     let layers: Vec<u8> = runs.iter().map(|r| r.0).collect();
     assert_eq!(layers, vec![2, 0, 2, 1], "layer sequence: {runs:?}");
     for (layer, first, key) in &runs {
-        assert!(key, "layer {layer} started at frame {first} without a keyframe: {runs:?}");
+        assert!(
+            key,
+            "layer {layer} started at frame {first} without a keyframe: {runs:?}"
+        );
     }
     assert!(
         frames.iter().all(|f| f.contiguous),
@@ -66,9 +69,17 @@ fn layer_switches_only_at_keyframes_and_stream_stays_continuous() {
         let next = w[1].number == w[0].number + 1;
         let same_frame_new_layer =
             w[1].number == w[0].number && w[1].key && w[1].layer != w[0].layer;
-        assert!(next || same_frame_new_layer, "frames skipped at a switch: {:?} {:?}", w[0], w[1]);
+        assert!(
+            next || same_frame_new_layer,
+            "frames skipped at a switch: {:?} {:?}",
+            w[0],
+            w[1]
+        );
     }
     // Each switch cost one keyframe on the new layer, not a stream of them.
     let sent = s.clients[p].keyframes_sent;
-    assert!(sent.iter().all(|&k| k <= 3), "keyframes per layer: {sent:?}");
+    assert!(
+        sent.iter().all(|&k| k <= 3),
+        "keyframes per layer: {sent:?}"
+    );
 }

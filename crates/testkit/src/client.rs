@@ -117,6 +117,18 @@ impl Client {
     pub(crate) fn new(name: &str, conn: ConnId, ip: IpAddr, link: Link, now: Instant) -> Client {
         let pub_addr = SocketAddr::new(ip, 40000);
         let sub_addr = SocketAddr::new(ip, 40001);
+        Client::with_addrs(name, conn, pub_addr, sub_addr, link, now)
+    }
+
+    /// A client whose two connections use the given local addresses (real sockets).
+    pub fn with_addrs(
+        name: &str,
+        conn: ConnId,
+        pub_addr: SocketAddr,
+        sub_addr: SocketAddr,
+        link: Link,
+        now: Instant,
+    ) -> Client {
         Client {
             name: name.to_owned(),
             conn,
@@ -151,7 +163,8 @@ impl Client {
         }
     }
 
-    pub(crate) fn join_message(&self, room: &str) -> ClientMessage {
+    /// The `join` this client sends.
+    pub fn join_message(&self, room: &str) -> ClientMessage {
         ClientMessage::Join {
             room: room.to_owned(),
             name: self.name.clone(),
@@ -161,11 +174,13 @@ impl Client {
         }
     }
 
-    pub(crate) fn owns(&self, addr: SocketAddr) -> bool {
+    /// Whether `addr` is one of this client's connections.
+    pub fn owns(&self, addr: SocketAddr) -> bool {
         addr == self.pub_addr || addr == self.sub_addr
     }
 
-    pub(crate) fn deadline(&self) -> Instant {
+    /// When the client next needs `tick`.
+    pub fn deadline(&self) -> Instant {
         let mut t = self.pub_deadline.min(self.sub_deadline);
         for m in [self.next_video, self.next_audio].into_iter().flatten() {
             t = t.min(m);
@@ -173,9 +188,9 @@ impl Client {
         t
     }
 
-    pub(crate) fn take_outputs(
-        &mut self,
-    ) -> (Vec<(SocketAddr, SocketAddr, Vec<u8>)>, Vec<ClientMessage>) {
+    /// Datagrams (from, to, bytes) and signalling messages to send.
+    #[allow(clippy::type_complexity)]
+    pub fn take_outputs(&mut self) -> (Vec<(SocketAddr, SocketAddr, Vec<u8>)>, Vec<ClientMessage>) {
         (
             std::mem::take(&mut self.out_packets),
             std::mem::take(&mut self.out_signals),
@@ -201,8 +216,11 @@ impl Client {
             .collect()
     }
 
-    pub(crate) fn receive(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-        let Ok(contents) = data.try_into() else { return };
+    /// A datagram arrived for one of the client's connections.
+    pub fn receive(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
         let input = Input::Receive(
             now,
             Receive {
@@ -223,7 +241,8 @@ impl Client {
         }
     }
 
-    pub(crate) fn tick(&mut self, now: Instant) {
+    /// Time passed: timeouts and media production.
+    pub fn tick(&mut self, now: Instant) {
         if self.pub_deadline <= now && self.publisher.handle_input(Input::Timeout(now)).is_ok() {
             self.drain(now, true);
         }
@@ -276,7 +295,9 @@ impl Client {
             let shift = if p.simulcast { 2 - i.min(2) } else { 0 };
             let size = if key { 4000 } else { 1500 } >> shift;
             frame.resize(size.max(16), 0xab);
-            let Some(w) = self.publisher.writer(mid) else { return };
+            let Some(w) = self.publisher.writer(mid) else {
+                return;
+            };
             let w = match rid {
                 Some(r) => w.rid(r),
                 None => w,
@@ -300,14 +321,18 @@ impl Client {
         self.audio_no += 1;
         let mut frame = vec![0xfc];
         frame.extend_from_slice(&n.to_be_bytes());
-        let time = MediaTime::new(n as u64 * 960, sfu::str0m::media::Frequency::FORTY_EIGHT_KHZ);
+        let time = MediaTime::new(
+            n as u64 * 960,
+            sfu::str0m::media::Frequency::FORTY_EIGHT_KHZ,
+        );
         if let Some(w) = self.publisher.writer(mid) {
             let _ = w.write(pt, now, time, frame);
         }
         self.drain(now, true);
     }
 
-    pub(crate) fn on_signal(&mut self, now: Instant, msg: ServerMessage) {
+    /// A signalling message from the server.
+    pub fn on_signal(&mut self, now: Instant, msg: ServerMessage) {
         match msg {
             ServerMessage::Joined {
                 participant_id,
@@ -328,7 +353,12 @@ impl Client {
                 else {
                     return;
                 };
-                if self.publisher.sdp_api().accept_answer(pending, answer).is_ok() {
+                if self
+                    .publisher
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .is_ok()
+                {
                     self.drain(now, true);
                     if self.video_mid.is_some() {
                         self.next_video = Some(now);
@@ -340,7 +370,8 @@ impl Client {
             }
             ServerMessage::Offer { sdp, tracks } => {
                 for t in tracks {
-                    self.sub_tracks.insert(Mid::from(t.mid.as_str()), t.track_id);
+                    self.sub_tracks
+                        .insert(Mid::from(t.mid.as_str()), t.track_id);
                 }
                 let Ok(offer) = SdpOffer::from_sdp_string(&sdp) else {
                     return;
@@ -380,7 +411,8 @@ impl Client {
                     }
                     s
                 });
-                let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
+                let mid =
+                    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
                 self.video_mid = Some(mid);
                 tracks.push(PublishTrack {
                     mid: mid.to_string(),
@@ -468,7 +500,8 @@ impl Client {
                     // As a browser does: a frame after a gap cannot be decoded, ask for a
                     // keyframe. (Inside the drain loop, where str0m allows mutations.)
                     if let Some(mut w) = self.subscriber.writer(m.mid) {
-                        let _ = w.request_keyframe(None, sfu::str0m::media::KeyframeRequestKind::Pli);
+                        let _ =
+                            w.request_keyframe(None, sfu::str0m::media::KeyframeRequestKind::Pli);
                     }
                 }
                 self.frames.push(ReceivedFrame {

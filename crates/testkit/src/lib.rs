@@ -10,6 +10,8 @@
 
 mod client;
 mod link;
+pub mod live;
+pub mod server;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -129,7 +131,9 @@ impl Scenario {
     fn step(&mut self) {
         let now = self.now;
         while self.wire.peek().is_some_and(|Reverse(p)| p.at <= now) {
-            let Some(Reverse(p)) = self.wire.pop() else { break };
+            let Some(Reverse(p)) = self.wire.pop() else {
+                break;
+            };
             if p.to == SFU_ADDR {
                 self.sfu
                     .handle_receive(now, Protocol::Udp, p.from, p.to, &p.data);

@@ -1,0 +1,89 @@
+//! Starts the `onair` binary on free loopback ports for a test, and stops it (SIGTERM, then
+//! kill) when dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::live::free_port;
+
+/// A running onair.
+pub struct TestServer {
+    child: Option<Child>,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Media (UDP and ICE-TCP) port.
+    pub media_port: u16,
+}
+
+impl TestServer {
+    /// Starts `bin` with extra `ONAIR_…` settings and waits until HTTP answers.
+    pub fn start(bin: &str, env: &[(&str, &str)]) -> TestServer {
+        let http_port = free_port();
+        let mut media_port = free_port();
+        while media_port == http_port {
+            media_port = free_port();
+        }
+        let mut cmd = Command::new(bin);
+        cmd.env("ONAIR_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("ONAIR_MEDIA_PORT", media_port.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("onair starts");
+        let server = TestServer {
+            child: Some(child),
+            http_port,
+            media_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err() {
+            assert!(Instant::now() < deadline, "onair did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// The signalling URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/rtc", self.http_port)
+    }
+
+    /// The process id, for reading its CPU time and memory.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
