@@ -488,9 +488,11 @@ export class Room extends EventTarget {
   // ---------------------------------------------------------------- peer connections
 
   _createPeerConnections() {
-    const config = { iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
-    this.publisher = new RTCPeerConnection(config);
-    this.subscriber = new RTCPeerConnection(config);
+    const config = { iceServers: this.iceServers, rtcpMuxPolicy: 'require' };
+    this.publisher = new RTCPeerConnection({ ...config, bundlePolicy: 'max-bundle' });
+    // The server's offers decide bundling here. With max-bundle Chrome refuses an offer without a
+    // BUNDLE group, which is what an offer whose m-lines are all stopped looks like.
+    this.subscriber = new RTCPeerConnection({ ...config, bundlePolicy: 'balanced' });
     for (const [role, pc] of [['publisher', this.publisher], ['subscriber', this.subscriber]]) {
       pc.onicecandidate = (ev) => {
         const c = ev.candidate;

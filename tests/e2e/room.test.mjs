@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -278,6 +279,30 @@ async function main() {
   }, 15_000, 200);
   if (!check('server serves /room.html', up === 'up', up === 'exited' ? `server exited: ${JSON.stringify(serverExit)}` : `${Date.now() - t0} ms`)) return 1;
 
+  // Pages from the server, or (ONAIR_E2E_WEB=dir) from a directory, talking to the server's /rtc:
+  // a way to try SDK changes without rebuilding the binary that embeds web/.
+  let pageBase = base;
+  let pageQuery = '';
+  if (process.env.ONAIR_E2E_WEB) {
+    const dir = path.resolve(process.env.ONAIR_E2E_WEB);
+    const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+    const web = http.createServer((req, res) => {
+      const rel = new URL(req.url, 'http://x').pathname.replace(/^\/$/, '/index.html');
+      const file = path.join(dir, path.normalize(rel));
+      if (!file.startsWith(dir) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': types[path.extname(file)] || 'application/octet-stream' });
+      res.end(fs.readFileSync(file));
+    });
+    await new Promise((resolve) => web.listen(0, '127.0.0.1', resolve));
+    web.unref();
+    pageBase = `http://127.0.0.1:${web.address().port}`;
+    pageQuery = `&url=${encodeURIComponent(`ws://127.0.0.1:${httpPort}/rtc`)}`;
+    figure(`pages from ${dir} at ${pageBase}`);
+  }
+
   // (b) four participants, each in its own browser context
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   const pageErrors = [];
@@ -288,13 +313,15 @@ async function main() {
     await page.addInitScript(initScript);
     page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
     page.on('console', (m) => {
-      if (m.type() === 'error' && !/favicon/.test(m.text())) console.log(`# ${name} console error: ${m.text()}`);
+      if ((m.type() === 'error' || m.type() === 'warning') && !/favicon/.test(m.text())) {
+        console.log(`# ${name} console ${m.type()}: ${m.text()}`);
+      }
     });
     peers.push({ name, context, page, crashed: false });
   }
   await Promise.all(peers.map(async (p) => {
     p.opened = Date.now();
-    await p.page.goto(`${base}/room.html?room=e2e&name=${p.name}&autojoin=1`);
+    await p.page.goto(`${pageBase}/room.html?room=e2e&name=${p.name}&autojoin=1${pageQuery}`);
   }));
 
   // (c) everyone plays the other three: video frames and audio energy

@@ -17,6 +17,11 @@ use crate::web;
 /// frames above `max_signal_bytes` get an `error` reply and the socket stays open.
 const WS_HARD_LIMIT: usize = 16 * 1024 * 1024;
 
+/// A socket silent this long is treated as dropped (a vanished network sends no FIN). The SDK
+/// pings every 10 s; the server pings too, so any client's pongs count.
+const WS_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+const WS_PING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub fn router(media: MediaHandle) -> Router {
     let mut r = Router::new()
         .route("/rtc", get(rtc))
@@ -65,8 +70,19 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle) {
         return;
     }
     debug!(conn = conn.0, "signalling connected");
+    let mut last_heard = tokio::time::Instant::now();
+    let mut ping = tokio::time::interval(WS_PING_EVERY);
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if last_heard.elapsed() > WS_IDLE {
+                    debug!(conn = conn.0, "signalling silent for {WS_IDLE:?}: dropping");
+                    break;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
             out = rx.recv() => match out {
                 Some(ToConn::Text(t)) => {
                     if socket.send(Message::Text(t.into())).await.is_err() {
@@ -79,6 +95,7 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle) {
                 }
             },
             frame = socket.recv() => {
+                last_heard = tokio::time::Instant::now();
                 let bytes = match frame {
                     Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
                     Some(Ok(Message::Binary(b))) => b.to_vec(),

@@ -185,6 +185,9 @@ impl Sfu {
                 }
             }
             Event::ChannelData(d) => self.relay_data(owner, d.id, &d.data),
+            Event::Closed => {
+                info!(participant = %owner, pc = ?kind, "peer connection closed by the remote side");
+            }
             Event::IceConnectionStateChange(s) => {
                 debug!(participant = %owner, pc = ?kind, "ICE {s:?}");
                 if s == IceConnectionState::Disconnected {

@@ -160,3 +160,24 @@ fn resume_within_grace_takes_the_place_back() {
         }
     )));
 }
+
+#[test]
+fn a_vanished_participant_is_removed_and_the_others_stay() {
+    let mut s = three_in_a_room(Duration::from_secs(3));
+    // Client c's tab dies: its socket closes and its network goes silent.
+    s.clients[2].link = Link::lossy(1.0);
+    s.drop_socket(2);
+    s.run_for(Duration::from_secs(8));
+    let c = s.clients[2].participant_id.unwrap().to_string();
+    assert_eq!(left(&s, 0), vec![(c.clone(), LeaveReason::Timeout)]);
+    assert_eq!(left(&s, 1), vec![(c, LeaveReason::Timeout)]);
+    assert_eq!(s.sfu.participant_count(), 2);
+    assert_eq!(s.sfu.peer_count(), 4);
+    // a and b still receive each other.
+    let before = s.clients[0].frames.len();
+    s.run_for(Duration::from_secs(2));
+    assert!(
+        s.clients[0].frames.len() > before + 100,
+        "media still flows between the others"
+    );
+}

@@ -99,6 +99,8 @@ pub struct Client {
     pub messages: Vec<ServerMessage>,
     /// Data channel messages received.
     pub data: Vec<String>,
+    /// Every SDP offer the server sent on the subscriber connection.
+    pub offers: Vec<String>,
     out_packets: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
     out_signals: Vec<ClientMessage>,
 }
@@ -158,6 +160,7 @@ impl Client {
             frames: Vec::new(),
             messages: Vec::new(),
             data: Vec::new(),
+            offers: Vec::new(),
             out_packets: Vec::new(),
             out_signals: Vec::new(),
         }
@@ -369,6 +372,7 @@ impl Client {
                 }
             }
             ServerMessage::Offer { sdp, tracks } => {
+                self.offers.push(sdp.clone());
                 for t in tracks {
                     self.sub_tracks
                         .insert(Mid::from(t.mid.as_str()), t.track_id);

@@ -1,0 +1,146 @@
+//! `onair-bench`: load against a running onair binary, figures printed as JSON.
+//!
+//! Scenario `fanout`: one Rust test peer publishes synthetic VP8 (30 fps, ~0.4 Mbit/s) and Opus
+//! to N subscribing test peers over loopback. Reported: time from `join` to the first complete
+//! video frame for each subscriber, the server's CPU seconds (from /proc) while all are
+//! connected, RTP packets it forwarded per CPU-second, and its resident memory per subscriber.
+//!
+//! Run inside the loopback-only namespace:
+//! `../shared/tools/netns-run target/release/onair-bench fanout 50 target/release/onair`
+
+use std::time::{Duration, Instant};
+
+use testkit::Publish;
+use testkit::live::{LiveOptions, spawn};
+use testkit::server::TestServer;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: onair-bench fanout N PATH_TO_ONAIR [SECONDS]";
+    if args.len() < 4 || args[1] != "fanout" {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    }
+    let n: usize = args[2].parse().unwrap_or_else(|_| {
+        eprintln!("{usage}");
+        std::process::exit(2)
+    });
+    let secs: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);
+    fanout(n, &args[3], Duration::from_secs(secs));
+}
+
+/// (utime + stime) in seconds, and VmRSS in KiB, of a process.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+fn rtp_out(http_port: u16) -> u64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", http_port)) else {
+        return 0;
+    };
+    let _ = s.write_all(b"GET /api/rooms HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    let json = body.split("\r\n\r\n").nth(1).unwrap_or("{}");
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v["rtp_out"].as_u64())
+        .unwrap_or(0)
+}
+
+fn fanout(n: usize, bin: &str, measure: Duration) {
+    let server = TestServer::start(bin, &[("ONAIR_ROOMS_MAX_PARTICIPANTS", "1000")]);
+    let pid = server.pid();
+    let (_, rss_idle) = proc_usage(pid);
+    let setup = Duration::from_secs(2) + Duration::from_millis(40 * n as u64);
+    let stay = setup + measure + Duration::from_secs(2);
+    let publisher = spawn(LiveOptions {
+        url: server.ws_url(),
+        room: "bench".into(),
+        name: "publisher".into(),
+        publish: Some(Publish {
+            video: true,
+            audio: true,
+            simulcast: false,
+        }),
+        chat: None,
+        stay: stay + Duration::from_secs(1),
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let joined_at = Instant::now();
+    let subs: Vec<_> = (0..n)
+        .map(|i| {
+            let h = spawn(LiveOptions {
+                url: server.ws_url(),
+                room: "bench".into(),
+                name: format!("sub{i}"),
+                publish: None,
+                chat: None,
+                stay,
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            (Instant::now(), h)
+        })
+        .collect();
+    std::thread::sleep(setup.saturating_sub(joined_at.elapsed()));
+    let (cpu0, _) = proc_usage(pid);
+    let out0 = rtp_out(server.http_port);
+    let t0 = Instant::now();
+    std::thread::sleep(measure);
+    let (cpu1, rss) = proc_usage(pid);
+    let out1 = rtp_out(server.http_port);
+    let wall = t0.elapsed().as_secs_f64();
+
+    let mut first_frame_ms = Vec::new();
+    let mut frames = Vec::new();
+    for (started, h) in subs {
+        let Ok(Ok(c)) = h.join() else { continue };
+        if let Some(f) = c.frames.iter().find(|f| f.video) {
+            first_frame_ms.push(f.at.duration_since(started).as_secs_f64() * 1000.0);
+        }
+        frames.push(c.frames.iter().filter(|f| f.video).count());
+    }
+    let _ = publisher.join();
+    first_frame_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        first_frame_ms
+            .get(((first_frame_ms.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let cpu = cpu1 - cpu0;
+    let forwarded = out1.saturating_sub(out0);
+    let report = serde_json::json!({
+        "scenario": "fanout",
+        "subscribers": n,
+        "subscribers_with_video": first_frame_ms.len(),
+        "measure_seconds": wall,
+        "server_cpu_seconds": cpu,
+        "server_cpu_percent_of_one_core": 100.0 * cpu / wall,
+        "rtp_forwarded": forwarded,
+        "rtp_forwarded_per_cpu_second": if cpu > 0.0 { forwarded as f64 / cpu } else { f64::NAN },
+        "rss_idle_kib": rss_idle,
+        "rss_kib": rss,
+        "rss_per_subscriber_kib": (rss.saturating_sub(rss_idle)) as f64 / n as f64,
+        "first_video_frame_ms": {"p50": pct(0.5), "p90": pct(0.9), "max": pct(1.0)},
+        "video_frames_per_subscriber_min": frames.iter().min(),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    let _ = server.stop();
+}
