@@ -1080,6 +1080,9 @@ export class Room extends EventTarget {
             height: s.frameHeight ?? null,
             fps: s.framesPerSecond ?? null,
             quality_limitation: s.qualityLimitationReason ?? null,
+            key_frames: s.keyFramesEncoded ?? null,
+            pli_count: s.pliCount ?? null,
+            nack_count: s.nackCount ?? null,
           });
         }
         detail.sort((a, b) => (a.height ?? 0) - (b.height ?? 0));

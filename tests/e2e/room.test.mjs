@@ -319,10 +319,16 @@ async function main() {
     });
     peers.push({ name, context, page, crashed: false });
   }
-  await Promise.all(peers.map(async (p) => {
+  const open = async (p) => {
     p.opened = Date.now();
     await p.page.goto(`${pageBase}/room.html?room=e2e&name=${p.name}&autojoin=1${pageQuery}`);
-  }));
+  };
+  // P3 goes first and publishes before the others come, so its tracks hold the first m-lines
+  // (the BUNDLE tag) of everyone's subscriber connection; its crash in (f) then exercises the
+  // server's renegotiation when those go away. The other three join at once.
+  await open(peers[2]);
+  await waitFor(() => peers[2].page.evaluate(() => window.onairRoom?.localTracks.size >= 2), 15_000);
+  await Promise.all(peers.filter((p) => p.name !== 'P3').map(open));
 
   // (c) everyone plays the other three: video frames and audio energy
   const joined = await Promise.all(peers.map((p) => waitFor(() => p.page.evaluate(
@@ -345,7 +351,8 @@ async function main() {
     check(`${p.name} shows video+audio of ${others.join(',')}`, true);
     const first = await p.page.evaluate(() => window.__e2e.firstFrame);
     const ttff = tiles.filter((t) => others.includes(t.name)).map((t) => `${t.name} ${first[t.trackId] != null ? Math.round(first[t.trackId]) : '?'} ms`);
-    figure(`${p.name}: first decoded frame after page load: ${ttff.join(', ')}; all three after ${p.readyAt - p.opened} ms`);
+    const note = p.name === 'P3' ? ' (P3 loaded first and waited for the others)' : '';
+    figure(`${p.name}: first decoded frame after page load: ${ttff.join(', ')}; all three after ${p.readyAt - p.opened} ms${note}`);
     return true;
   }));
   if (!mediaOk.every(Boolean)) return 1;
@@ -388,7 +395,7 @@ async function main() {
     figure(`${p.name}: in ${sub.bitrate_in_kbps} kbit/s via ${sub.local_candidate_type}/${sub.remote_candidate_type} ${sub.protocol}, RTT ${sub.rtt_ms} ms; `
       + `out ${pub.bitrate_out_kbps} kbit/s via ${pub.local_candidate_type}/${pub.remote_candidate_type} ${pub.protocol}`);
     figure(`${p.name}: received video ${inVideo.map((t) => `${t.track_id} ${t.width}x${t.height}@${t.fps} ${t.bitrate_kbps}k loss ${t.loss_pct}% jitter ${t.jitter_ms} ms`).join('; ')}`);
-    figure(`${p.name}: sent ${out.map((t) => `${t.source} ${t.bitrate_kbps}k${t.layers ? ` [${t.layers.map((l) => `${l.rid} ${l.height || 0}p ${l.bitrate_kbps}k`).join(', ')}]` : ''}`).join('; ')}`);
+    figure(`${p.name}: sent ${out.map((t) => `${t.source} ${t.bitrate_kbps}k${t.layers ? ` [${t.layers.map((l) => `${l.rid} ${l.height || 0}p ${l.bitrate_kbps}k ${l.key_frames ?? '?'} keyframes ${l.pli_count ?? '?'} PLIs`).join(', ')}]` : ''}`).join('; ')}`);
   }
 
   // (d) chat from P1 reaches P2..P4 with P1's name
