@@ -65,6 +65,18 @@ impl Forwarder {
         }
     }
 
+    /// Continues the numbering of an earlier forwarder on the same m-line (a reused m-line must
+    /// not jump backwards in sequence numbers on its SSRC).
+    pub fn continuing(mut self, last_out: Option<(u64, u32, Instant)>) -> Self {
+        self.last_out = last_out;
+        self
+    }
+
+    /// The last sequence number and timestamp sent, and when.
+    pub fn last_out(&self) -> Option<(u64, u32, Instant)> {
+        self.last_out
+    }
+
     /// The layer wanted.
     pub fn target(&self) -> usize {
         self.target

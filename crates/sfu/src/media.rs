@@ -400,7 +400,11 @@ impl Sfu {
             return;
         };
         info!(track = %tid, participant = %owner, codec = ?info.codec, "track published");
-        self.broadcast(&room, owner, &ServerMessage::TrackPublished { track: info });
+        let msg = ServerMessage::TrackPublished { track: info };
+        // The publisher hears of its own track too: that is how it learns the track's id (for
+        // `mute` and `unpublish`).
+        self.send(owner, msg.clone());
+        self.broadcast(&room, owner, &msg);
         let auto: Vec<_> = self
             .rooms
             .get(&room)

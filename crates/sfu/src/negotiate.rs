@@ -11,7 +11,7 @@ use str0m::media::{Direction, MediaKind};
 use crate::forward::Forwarder;
 use crate::ids::{ParticipantId, TrackId};
 use crate::sdp::restrict_payload_types;
-use crate::sfu::{Down, Sfu};
+use crate::sfu::{Down, FreeMid, Sfu};
 use crate::signal::{OfferTrack, ServerMessage, TrackInfo, TrackKind};
 
 impl Sfu {
@@ -30,6 +30,11 @@ impl Sfu {
             return;
         };
         // First decide, then talk to str0m: its SdpApi holds the Rtc borrowed.
+        //
+        // A track that goes away leaves its m-line *inactive* rather than stopped: a stopped
+        // m-line leaves the BUNDLE group, and when it was the group's first one Chrome tears
+        // down the transport (DTLS close) and the whole subscriber connection with it. Inactive
+        // m-lines are reused for the next track of the same kind and codec.
         let mut adds = Vec::new();
         let mut stops = Vec::new();
         for (tid, sub) in p.subs.iter_mut() {
@@ -52,10 +57,6 @@ impl Sfu {
             let Some(codec) = track.codec else {
                 continue; // announced only once its codec is known
             };
-            let kind = match track.kind {
-                TrackKind::Audio => MediaKind::Audio,
-                TrackKind::Video => MediaKind::Video,
-            };
             // Offer only the publisher's codec (and its RTX) on this m-line.
             let pts: Vec<u8> = peer
                 .rtc
@@ -67,21 +68,43 @@ impl Sfu {
                         .collect()
                 })
                 .unwrap_or_default();
-            adds.push((*tid, kind, track.owner, pts));
+            let spec = Some(codec.spec());
+            sub.media = Some((track.kind, spec));
+            let reuse = p
+                .free_mids
+                .iter()
+                .position(|f| f.kind == track.kind && f.codec == spec)
+                .map(|i| p.free_mids.remove(i));
+            if let Some(free) = &reuse {
+                sub.last_out = free.last_out;
+            }
+            adds.push((*tid, track.kind, track.owner, pts, reuse.map(|f| f.mid)));
         }
         let mut api = peer.rtc.sdp_api();
         for mid in stops {
-            api.stop_media(mid);
+            api.set_direction(mid, Direction::Inactive);
         }
         let mut keep: HashMap<String, Vec<u8>> = HashMap::new();
-        for (tid, kind, owner, pts) in adds {
-            let mid = api.add_media(
-                kind,
-                Direction::SendOnly,
-                Some(owner.to_string()),
-                Some(tid.to_string()),
-                None,
-            );
+        for (tid, kind, owner, pts, reuse) in adds {
+            let mid = match reuse {
+                Some(mid) => {
+                    api.set_direction(mid, Direction::SendOnly);
+                    mid
+                }
+                None => {
+                    let kind = match kind {
+                        TrackKind::Audio => MediaKind::Audio,
+                        TrackKind::Video => MediaKind::Video,
+                    };
+                    api.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(owner.to_string()),
+                        Some(tid.to_string()),
+                        None,
+                    )
+                }
+            };
             if let Some(sub) = p.subs.get_mut(&tid) {
                 sub.mid = Some(mid);
                 sub.negotiated = false;
@@ -127,7 +150,7 @@ impl Sfu {
             return;
         };
         let peer_id = p.subscriber;
-        let mut started: Vec<(TrackId, str0m::media::Mid, Option<u32>)> = Vec::new();
+        let mut started = Vec::new();
         let mut stopped = Vec::new();
         for (tid, sub) in p.subs.iter_mut() {
             let Some(mid) = sub.mid else { continue };
@@ -136,15 +159,24 @@ impl Sfu {
             } else if !sub.negotiated {
                 sub.negotiated = true;
                 if sub.want {
-                    started.push((*tid, mid, sub.max_height));
+                    started.push((*tid, mid, sub.max_height, sub.last_out));
                 }
             }
         }
         for (tid, mid) in stopped {
-            p.subs.remove(&tid);
             p.sub_mids.remove(&mid);
+            if let Some(sub) = p.subs.remove(&tid)
+                && let Some((kind, codec)) = sub.media
+            {
+                p.free_mids.push(FreeMid {
+                    mid,
+                    kind,
+                    codec,
+                    last_out: sub.last_out,
+                });
+            }
         }
-        for (tid, mid, max_height) in started {
+        for (tid, mid, max_height, last_out) in started {
             let Some(track) = self.tracks.get_mut(&tid) else {
                 continue;
             };
@@ -165,7 +197,7 @@ impl Sfu {
                 peer: peer_id,
                 mid,
                 max_height,
-                fwd: Forwarder::new(needs_keyframe, clock, target),
+                fwd: Forwarder::new(needs_keyframe, clock, target).continuing(last_out),
                 pts: Vec::new(),
             });
             if needs_keyframe {

@@ -143,6 +143,7 @@ impl Sfu {
                 sub_mids: HashMap::new(),
                 sub_pending: None,
                 sub_restart_ice: false,
+                free_mids: Vec::new(),
                 channels: HashMap::new(),
             },
         );
@@ -471,6 +472,8 @@ impl Sfu {
             mid: None,
             negotiated: false,
             stopping: false,
+            last_out: None,
+            media: None,
         });
         sub.want = true;
         sub.max_height = max_height;
@@ -482,15 +485,20 @@ impl Sfu {
     }
 
     pub(crate) fn unsubscribe(&mut self, pid: ParticipantId, track: TrackId) {
+        let mut last_out = None;
+        if let Some(t) = self.tracks.get_mut(&track) {
+            if let Some(d) = t.downstream.iter().find(|d| d.subscriber == pid) {
+                last_out = d.fwd.last_out();
+            }
+            t.downstream.retain(|d| d.subscriber != pid);
+        }
         if let Some(sub) = self
             .participants
             .get_mut(&pid)
             .and_then(|p| p.subs.get_mut(&track))
         {
             sub.want = false;
-        }
-        if let Some(t) = self.tracks.get_mut(&track) {
-            t.downstream.retain(|d| d.subscriber != pid);
+            sub.last_out = last_out.or(sub.last_out);
         }
     }
 
@@ -519,6 +527,15 @@ impl Sfu {
             return;
         };
         debug!(%track, "unpublished");
+        for d in &t.downstream {
+            if let Some(sub) = self
+                .participants
+                .get_mut(&d.subscriber)
+                .and_then(|p| p.subs.get_mut(&track))
+            {
+                sub.last_out = d.fwd.last_out();
+            }
+        }
         if let Some(p) = self.participants.get_mut(&t.owner) {
             p.published.remove(&t.mid);
             if let Some(peer) = self.peers.get_mut(&t.peer) {

@@ -92,7 +92,17 @@ pub(crate) struct Participant {
     /// The subscriber offer in flight, and the message that carried it (resent on resume).
     pub sub_pending: Option<(SdpPendingOffer, ServerMessage)>,
     pub sub_restart_ice: bool,
+    /// Inactive subscriber m-lines, kept in the BUNDLE group for reuse (see negotiate.rs).
+    pub free_mids: Vec<FreeMid>,
     pub channels: HashMap<ChannelId, String>,
+}
+
+/// A subscriber m-line no longer carrying a track.
+pub(crate) struct FreeMid {
+    pub mid: Mid,
+    pub kind: TrackKind,
+    pub codec: Option<str0m::format::CodecSpec>,
+    pub last_out: Option<(u64, u32, Instant)>,
 }
 
 /// One of the participant's subscriptions.
@@ -103,8 +113,13 @@ pub(crate) struct Sub {
     pub mid: Option<Mid>,
     /// The m-line is in an accepted answer.
     pub negotiated: bool,
-    /// A stop of the m-line is being negotiated.
+    /// The m-line is being made inactive.
     pub stopping: bool,
+    /// Where the numbering on this m-line stands (kept when the track stops, or inherited when
+    /// the m-line is reused).
+    pub last_out: Option<(u64, u32, Instant)>,
+    /// Kind and codec of the m-line, once it has one.
+    pub media: Option<(TrackKind, Option<str0m::format::CodecSpec>)>,
 }
 
 pub(crate) struct Peer {
