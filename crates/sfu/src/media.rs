@@ -541,7 +541,7 @@ impl Sfu {
                 continue;
             };
             if let Some(mut ch) = peer.rtc.channel(cid)
-                && ch.write(false, envelope.as_bytes()).is_ok()
+                && ch.write(false, envelope.as_bytes()).unwrap_or(false)
             {
                 self.stats.data_relayed += 1;
             }

@@ -206,7 +206,7 @@ impl Client {
         let ok = self
             .publisher
             .channel(id)
-            .is_some_and(|mut c| c.write(false, text.as_bytes()).is_ok());
+            .is_some_and(|mut c| c.write(false, text.as_bytes()).unwrap_or(false));
         self.drain(now, true);
         ok
     }
