@@ -392,6 +392,12 @@ async function main() {
     const pub = s.connections.publisher || {};
     const inVideo = s.tracks.filter((t) => t.direction === 'in' && t.kind === 'video');
     const out = s.tracks.filter((t) => t.direction === 'out');
+    // ONAIR_E2E_EXPECT_PROTOCOL=tcp (with NETNS_BLOCK_UDP=1) proves the call rode ICE-TCP.
+    const wantProto = process.env.ONAIR_E2E_EXPECT_PROTOCOL;
+    if (wantProto) {
+      check(`${p.name} media over ${wantProto} both ways`, sub.protocol === wantProto && pub.protocol === wantProto,
+        `subscriber ${sub.protocol}, publisher ${pub.protocol}`);
+    }
     figure(`${p.name}: in ${sub.bitrate_in_kbps} kbit/s via ${sub.local_candidate_type}/${sub.remote_candidate_type} ${sub.protocol}, RTT ${sub.rtt_ms} ms; `
       + `out ${pub.bitrate_out_kbps} kbit/s via ${pub.local_candidate_type}/${pub.remote_candidate_type} ${pub.protocol}`);
     figure(`${p.name}: received video ${inVideo.map((t) => `${t.track_id} ${t.width}x${t.height}@${t.fps} ${t.bitrate_kbps}k loss ${t.loss_pct}% jitter ${t.jitter_ms} ms`).join('; ')}`);
