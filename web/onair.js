@@ -725,7 +725,7 @@ export class Room extends EventTarget {
    * Publish a MediaStreamTrack under a source name (camera, microphone, screen, screen_audio).
    * @returns {Promise<LocalTrack>} resolved once the server's answer has been applied.
    */
-  async publishTrack(track, { source, simulcast = false, width, height } = {}) {
+  async publishTrack(track, { source, simulcast = false, width, height, codec, scalabilityMode } = {}) {
     if (this.state === 'closed' || !this.publisher) throw new OnairError('closed', 'not in a room');
     source = source || (track.kind === 'audio' ? 'microphone' : 'camera');
     if (this.localTracks.has(source)) throw new OnairError('already_published', `${source} is already published`);
@@ -734,9 +734,13 @@ export class Room extends EventTarget {
       throw new OnairError('too_many_tracks', `at most ${max} tracks per participant`);
     }
     const init = { direction: 'sendonly', streams: [this._localStream()] };
-    const useSimulcast = simulcast && track.kind === 'video';
+    // SVC (one stream, several spatial layers, e.g. 'L3T3_KEY' with VP9) replaces simulcast.
+    const useSvc = Boolean(scalabilityMode) && track.kind === 'video';
+    const useSimulcast = simulcast && track.kind === 'video' && !useSvc;
     if (useSimulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+    if (useSvc) init.sendEncodings = [{ scalabilityMode }];
     const transceiver = this.publisher.addTransceiver(track, init);
+    if (codec) preferCodec(transceiver, track.kind, codec);
     const local = {
       id: null,
       source,
@@ -781,14 +785,14 @@ export class Room extends EventTarget {
   }
 
   /** Camera with simulcast (three layers, q/h/f) by default. */
-  async publishCamera({ simulcast = true, width = 1280, height = 720, frameRate, deviceId } = {}) {
+  async publishCamera({ simulcast = true, width = 1280, height = 720, frameRate, deviceId, codec, scalabilityMode } = {}) {
     const video = { width: { ideal: width }, height: { ideal: height } };
     if (frameRate) video.frameRate = { ideal: frameRate };
     if (deviceId) video.deviceId = { exact: deviceId };
     const media = await navigator.mediaDevices.getUserMedia({ video });
     const track = media.getVideoTracks()[0];
     try {
-      return await this.publishTrack(track, { source: 'camera', simulcast, width, height });
+      return await this.publishTrack(track, { source: 'camera', simulcast, width, height, codec, scalabilityMode });
     } catch (e) {
       track.stop();
       throw e;
@@ -1164,4 +1168,16 @@ function connectionStats(pc, cur, prev) {
     local_address: local ? `${local.address ?? local.ip}:${local.port}` : null,
     remote_address: remote ? `${remote.address ?? remote.ip}:${remote.port}` : null,
   };
+}
+
+/** Puts `codec` ('vp8', 'vp9', 'h264', 'av1', 'opus' …) first in the transceiver's preferences,
+ * keeping the rest (and RTX/RED/FEC) behind it, so the browser sends it if the server accepts. */
+function preferCodec(transceiver, kind, codec) {
+  const caps = globalThis.RTCRtpReceiver?.getCapabilities?.(kind);
+  if (!caps || !transceiver.setCodecPreferences) return;
+  const want = `${kind}/${codec}`.toLowerCase();
+  const first = caps.codecs.filter((c) => c.mimeType.toLowerCase() === want);
+  if (!first.length) return;
+  const rest = caps.codecs.filter((c) => c.mimeType.toLowerCase() !== want);
+  transceiver.setCodecPreferences([...first, ...rest]);
 }

@@ -72,7 +72,11 @@ async function publish(r) {
   const wantVideo = params.get('video') !== '0';
   const [mic, cam] = await Promise.allSettled([
     wantAudio ? r.publishMicrophone() : Promise.resolve(null),
-    wantVideo ? r.publishCamera({ simulcast: params.get('simulcast') !== '0' }) : Promise.resolve(null),
+    wantVideo ? r.publishCamera({
+      simulcast: params.get('simulcast') !== '0',
+      codec: params.get('codec') || undefined,
+      scalabilityMode: params.get('svc') || undefined,
+    }) : Promise.resolve(null),
   ]);
   if (mic.status === 'rejected') note(`Microphone: ${mic.reason.message}`);
   if (cam.status === 'rejected') note(`Camera: ${cam.reason.message}`);

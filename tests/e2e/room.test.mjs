@@ -302,6 +302,8 @@ async function main() {
     pageQuery = `&url=${encodeURIComponent(`ws://127.0.0.1:${httpPort}/rtc`)}`;
     figure(`pages from ${dir} at ${pageBase}`);
   }
+  // Extra room.html parameters, e.g. ONAIR_E2E_QUERY='codec=vp9&svc=L3T3_KEY'.
+  if (process.env.ONAIR_E2E_QUERY) pageQuery += `&${process.env.ONAIR_E2E_QUERY}`;
 
   // (b) four participants, each in its own browser context
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });

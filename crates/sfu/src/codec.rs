@@ -1,8 +1,8 @@
 //! What the forwarding path needs to know about codecs without depacketizing: where a
 //! keyframe starts, so a subscriber can be switched onto a layer at a point it can decode.
 
+use str0m::format::detect_h264_keyframe;
 use str0m::format::{Codec, detect_av1_keyframe, detect_h264_nalu, detect_vp8_keyframe};
-use str0m::format::{detect_h264_keyframe, detect_vp9_keyframe};
 
 const H264_SPS: u8 = 7;
 const H264_FU_A: u8 = 28;
@@ -13,7 +13,8 @@ pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
     match codec {
         // str0m's VP8 check already requires S=1 and partition 0.
         Codec::Vp8 => detect_vp8_keyframe(payload),
-        Codec::Vp9 => detect_vp9_keyframe(payload),
+        // A keyframe picture starts with its base spatial layer's first packet.
+        Codec::Vp9 => Vp9Desc::parse(payload).is_some_and(|d| d.keyframe && d.begin && d.sid == 0),
         Codec::Av1 => detect_av1_keyframe(payload),
         Codec::H264 => {
             // Chrome (and most encoders) send SPS/PPS in a STAP-A just before the IDR: switching
@@ -35,9 +36,83 @@ pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
     }
 }
 
+/// The fields of a VP9 RTP payload descriptor (RFC 9628 §4.2) that layer selection needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp9Desc {
+    /// P=0: the picture is not predicted from an earlier picture.
+    pub keyframe: bool,
+    /// B: first packet of a layer frame.
+    pub begin: bool,
+    /// E: last packet of a layer frame.
+    pub end: bool,
+    /// Spatial layer (0 without layer indices).
+    pub sid: u8,
+    /// Temporal layer (0 without layer indices).
+    pub tid: u8,
+    /// L: layer indices are present (the stream is scalable).
+    pub layered: bool,
+}
+
+impl Vp9Desc {
+    /// Parses the descriptor at the start of a VP9 RTP payload; `None` if it is cut short.
+    pub fn parse(payload: &[u8]) -> Option<Vp9Desc> {
+        let b0 = *payload.first()?;
+        let (i, p, l, b, e) = (
+            b0 & 0x80 != 0,
+            b0 & 0x40 != 0,
+            b0 & 0x20 != 0,
+            b0 & 0x08 != 0,
+            b0 & 0x04 != 0,
+        );
+        let mut idx = 1;
+        if i {
+            let pid = *payload.get(idx)?;
+            idx += if pid & 0x80 != 0 { 2 } else { 1 };
+        }
+        let (mut sid, mut tid) = (0, 0);
+        if l {
+            let layer = *payload.get(idx)?;
+            tid = layer >> 5;
+            sid = (layer >> 1) & 0x07;
+        }
+        Some(Vp9Desc {
+            keyframe: !p,
+            begin: b,
+            end: e,
+            sid,
+            tid,
+            layered: l,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vp9_descriptor_layers_and_switch_points() {
+        // I=1 (15-bit picture id), P=0, L=1, B=1, E=0; TID=2 U=0 SID=1 D=1; TL0PICIDX.
+        let d = Vp9Desc::parse(&[0xa8, 0x80, 0x01, (2 << 5) | (1 << 1) | 1, 7, 0]).unwrap();
+        assert_eq!(
+            (d.keyframe, d.begin, d.end, d.sid, d.tid, d.layered),
+            (true, true, false, 1, 2, true)
+        );
+        assert!(!is_keyframe_start(
+            Codec::Vp9,
+            &[0xa8, 0x80, 0x01, (1 << 1) | 1, 7]
+        ));
+        // The base layer's first packet of a keyframe picture.
+        assert!(is_keyframe_start(Codec::Vp9, &[0xa8, 0x80, 0x01, 0, 7]));
+        // Predicted picture (P=1).
+        assert!(!is_keyframe_start(Codec::Vp9, &[0xe8, 0x80, 0x01, 0, 7]));
+        // Truncated: no panic, no keyframe.
+        assert_eq!(Vp9Desc::parse(&[0xa0, 0x80]), None);
+        assert!(!is_keyframe_start(Codec::Vp9, &[]));
+        // Without layer indices (plain VP9): SID 0.
+        let d = Vp9Desc::parse(&[0x0c, 1, 2]).unwrap();
+        assert_eq!((d.sid, d.layered, d.begin, d.end), (0, false, true, true));
+    }
 
     #[test]
     fn vp8_keyframe_start_needs_s_bit_and_p_clear() {

@@ -10,7 +10,11 @@
 
 use std::time::Instant;
 
+use std::collections::VecDeque;
+
 use str0m::rtp::Ssrc;
+
+use crate::codec::Vp9Desc;
 
 /// What to do with one incoming packet for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +51,28 @@ pub struct Forwarder {
     last_out: Option<(u64, u32, Instant)>,
     /// Count of epochs started (layer switches and SSRC changes), for stats and tests.
     pub switches: u64,
+    /// Spatial layer selection inside one SVC stream.
+    svc: Svc,
 }
+
+/// Spatial layers of a VP9 SVC stream, thinned per subscriber. Unlike simulcast, everything
+/// arrives on one SSRC: dropping the upper layers' packets leaves holes in the sequence numbers
+/// that the rewriting must close, also for packets that arrive late (repaired by NACK).
+#[derive(Debug, Default)]
+struct Svc {
+    /// Highest spatial layer forwarded.
+    current: u8,
+    /// Highest spatial layer wanted.
+    target: u8,
+    /// Highest incoming sequence number seen in this epoch.
+    highest_in: Option<u64>,
+    /// Recent in-order decisions: incoming sequence number → outgoing one, `None` if dropped.
+    /// Packets missing when a later one arrived are given their number in advance.
+    recent: VecDeque<(u64, Option<u64>)>,
+}
+
+/// Decisions kept for packets arriving late: about a second of a three-layer stream.
+const SVC_HISTORY: usize = 512;
 
 impl Forwarder {
     /// A forwarder for a video (`needs_keyframe`) or audio track with the given RTP clock rate.
@@ -62,6 +87,7 @@ impl Forwarder {
             time_offset: 0,
             last_out: None,
             switches: 0,
+            svc: Svc::default(),
         }
     }
 
@@ -160,6 +186,119 @@ impl Forwarder {
             seq: out_seq,
             time: out_time,
         }
+    }
+}
+
+/// What to do with one packet of an SVC stream for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvcVerdict {
+    /// Send it with these numbers and marker bit.
+    Forward {
+        /// Rewritten extended sequence number.
+        seq: u64,
+        /// Rewritten RTP timestamp.
+        time: u32,
+        /// Marker: set on the last packet of the highest layer forwarded.
+        marker: bool,
+    },
+    /// Not for this subscriber.
+    Drop,
+    /// Dropped; the subscriber waits for a keyframe.
+    WaitKeyframe,
+}
+
+impl Forwarder {
+    /// Asks for a highest spatial layer. Returns true when going up, which waits for a
+    /// keyframe (Chrome's `L3T3_KEY` predicts between layers only at keyframes).
+    pub fn set_spatial_target(&mut self, sid: u8) -> bool {
+        if sid == self.svc.target {
+            return false;
+        }
+        self.svc.target = sid;
+        sid > self.svc.current
+    }
+
+    /// The highest spatial layer being forwarded.
+    pub fn spatial(&self) -> u8 {
+        self.svc.current
+    }
+
+    /// Decides about one packet of a VP9 SVC stream.
+    pub fn on_svc_packet(
+        &mut self,
+        ssrc: Ssrc,
+        seq: u64,
+        time: u32,
+        arrival: Instant,
+        desc: Vp9Desc,
+        marker: bool,
+    ) -> SvcVerdict {
+        let picture_start = desc.begin && desc.sid == 0;
+        let keyframe_start = picture_start && desc.keyframe;
+        if self.current != Some((0, ssrc)) {
+            // First packet, or the publisher's encoder restarted: begin at a keyframe.
+            if !keyframe_start {
+                return SvcVerdict::WaitKeyframe;
+            }
+            self.start_epoch(0, ssrc, seq, time, arrival);
+            self.svc.current = self.svc.target;
+            self.svc.highest_in = None;
+            self.svc.recent.clear();
+        } else if picture_start {
+            // Down at any picture; up only where the new layer is decodable.
+            if self.svc.target < self.svc.current || keyframe_start {
+                self.svc.current = self.svc.target;
+            }
+        }
+        let wanted = desc.sid <= self.svc.current;
+        let late = self.svc.highest_in.is_some_and(|h| seq <= h);
+        if late {
+            // A repaired packet: it gets the number reserved for it, if it is still wanted.
+            let reserved = self
+                .svc
+                .recent
+                .iter()
+                .rev()
+                .find(|(i, _)| *i == seq)
+                .and_then(|(_, o)| *o);
+            return match reserved {
+                Some(out) if wanted && seq >= self.epoch_first_in => SvcVerdict::Forward {
+                    seq: out,
+                    time: time.wrapping_add(self.time_offset),
+                    marker: marker || (desc.end && desc.sid == self.svc.current),
+                },
+                _ => SvcVerdict::Drop,
+            };
+        }
+        // In order. Packets skipped over are missing upstream; reserve their numbers.
+        if let Some(h) = self.svc.highest_in {
+            for missing in (h + 1)..seq.min(h + 64) {
+                self.remember(missing, Some(missing.wrapping_add(self.seq_offset)));
+            }
+        }
+        self.svc.highest_in = Some(seq);
+        if !wanted {
+            self.remember(seq, None);
+            // Close the hole: everything after moves down by one.
+            self.seq_offset = self.seq_offset.wrapping_sub(1);
+            return SvcVerdict::Drop;
+        }
+        let Verdict::Forward { seq: out, time } = self.rewrite(seq, time, arrival) else {
+            return SvcVerdict::Drop;
+        };
+        self.remember(seq, Some(out));
+        SvcVerdict::Forward {
+            seq: out,
+            time,
+            marker: marker || (desc.end && desc.sid == self.svc.current),
+        }
+    }
+
+    fn remember(&mut self, seq: u64, out: Option<u64>) {
+        if self.svc.recent.len() >= SVC_HISTORY {
+            self.svc.recent.pop_front();
+        }
+        self.svc.recent.push_back((seq, out));
     }
 }
 
@@ -284,6 +423,129 @@ mod tests {
         );
         assert_eq!(f.current(), Some(1));
         assert_eq!(f.switches, 2);
+    }
+
+    fn vp9(sid: u8, begin: bool, end: bool, keyframe: bool) -> Vp9Desc {
+        Vp9Desc {
+            keyframe,
+            begin,
+            end,
+            sid,
+            tid: 0,
+            layered: true,
+        }
+    }
+
+    #[test]
+    fn svc_drops_upper_layers_and_closes_the_sequence_holes() {
+        let t0 = Instant::now();
+        let ssrc = Ssrc::from(5);
+        let mut f = Forwarder::new(true, 90_000, 0);
+        f.set_spatial_target(0);
+        // Picture 1 (keyframe): one packet per layer, seq 10, 11, 12.
+        let a = f.on_svc_packet(ssrc, 10, 0, t0, vp9(0, true, true, true), false);
+        let b = f.on_svc_packet(ssrc, 11, 0, t0, vp9(1, true, true, true), false);
+        let c = f.on_svc_packet(ssrc, 12, 0, t0, vp9(2, true, true, true), true);
+        let SvcVerdict::Forward {
+            seq: s0, marker, ..
+        } = a
+        else {
+            panic!("{a:?}")
+        };
+        assert!(
+            marker,
+            "the base layer's end carries the marker when it is the top forwarded"
+        );
+        assert_eq!((b, c), (SvcVerdict::Drop, SvcVerdict::Drop));
+        // Picture 2: seq 13 (base) lost upstream for now, 14, 15 upper layers.
+        assert_eq!(
+            f.on_svc_packet(ssrc, 14, 3000, t0, vp9(1, true, true, false), false),
+            SvcVerdict::Drop
+        );
+        // Its repair arrives: it gets the number right after picture 1's.
+        let r = f.on_svc_packet(ssrc, 13, 3000, t0, vp9(0, true, true, false), false);
+        assert_eq!(
+            r,
+            SvcVerdict::Forward {
+                seq: s0 + 1,
+                time: 3000,
+                marker: true
+            }
+        );
+        assert_eq!(
+            f.on_svc_packet(ssrc, 15, 3000, t0, vp9(2, true, true, false), true),
+            SvcVerdict::Drop
+        );
+        // Picture 3 continues without a hole.
+        let d = f.on_svc_packet(ssrc, 16, 6000, t0, vp9(0, true, true, false), false);
+        assert_eq!(
+            d,
+            SvcVerdict::Forward {
+                seq: s0 + 2,
+                time: 6000,
+                marker: true
+            }
+        );
+
+        // Up to all layers: waits for a keyframe picture, then forwards everything.
+        assert!(f.set_spatial_target(2));
+        assert_eq!(
+            f.on_svc_packet(ssrc, 17, 6000, t0, vp9(1, true, true, false), false),
+            SvcVerdict::Drop
+        );
+        let k = f.on_svc_packet(ssrc, 18, 9000, t0, vp9(0, true, true, true), false);
+        assert_eq!(
+            k,
+            SvcVerdict::Forward {
+                seq: s0 + 3,
+                time: 9000,
+                marker: false
+            }
+        );
+        let k1 = f.on_svc_packet(ssrc, 19, 9000, t0, vp9(1, true, true, true), false);
+        let k2 = f.on_svc_packet(ssrc, 20, 9000, t0, vp9(2, true, true, true), true);
+        assert_eq!(
+            k1,
+            SvcVerdict::Forward {
+                seq: s0 + 4,
+                time: 9000,
+                marker: false
+            }
+        );
+        assert_eq!(
+            k2,
+            SvcVerdict::Forward {
+                seq: s0 + 5,
+                time: 9000,
+                marker: true
+            }
+        );
+        assert_eq!(f.spatial(), 2);
+
+        // Down again: at the next picture start, no keyframe needed.
+        assert!(!f.set_spatial_target(1));
+        let p = f.on_svc_packet(ssrc, 21, 12000, t0, vp9(0, true, true, false), false);
+        assert_eq!(
+            p,
+            SvcVerdict::Forward {
+                seq: s0 + 6,
+                time: 12000,
+                marker: false
+            }
+        );
+        let q = f.on_svc_packet(ssrc, 22, 12000, t0, vp9(1, true, true, false), false);
+        assert_eq!(
+            q,
+            SvcVerdict::Forward {
+                seq: s0 + 7,
+                time: 12000,
+                marker: true
+            }
+        );
+        assert_eq!(
+            f.on_svc_packet(ssrc, 23, 12000, t0, vp9(2, true, true, false), true),
+            SvcVerdict::Drop
+        );
     }
 
     #[test]

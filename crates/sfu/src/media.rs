@@ -15,8 +15,8 @@ use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Event, IceConnectionState};
 use tracing::{debug, info, warn};
 
-use crate::codec::is_keyframe_start;
-use crate::forward::{LayerInfo, Verdict, choose_layer};
+use crate::codec::{Vp9Desc, is_keyframe_start};
+use crate::forward::{LayerInfo, SvcVerdict, Verdict, choose_layer};
 use crate::ids::{PeerId, TrackId};
 use crate::sfu::{Down, Layer, Output, Peer, Sfu, Track};
 use crate::signal::{ErrorCode, PcKind, ServerMessage, TrackKind, TrackSource};
@@ -57,11 +57,27 @@ impl Legs<'_> {
         let verdict = down
             .fwd
             .on_packet(c.layer, c.ssrc, c.seq, c.time, c.arrival, c.key);
-        let Verdict::Forward { seq, time } = verdict else {
-            return verdict;
-        };
+        if let Verdict::Forward { seq, time } = verdict {
+            self.write(down, c, seq, time, c.marker);
+        }
+        verdict
+    }
+
+    /// The same for a packet of a VP9 SVC stream, thinned to the subscriber's spatial layer.
+    fn forward_svc(&mut self, down: &mut Down, c: &Cached, desc: Vp9Desc) -> SvcVerdict {
+        let verdict = down
+            .fwd
+            .on_svc_packet(c.ssrc, c.seq, c.time, c.arrival, desc, c.marker);
+        if let SvcVerdict::Forward { seq, time, marker } = verdict {
+            self.write(down, c, seq, time, marker);
+        }
+        verdict
+    }
+
+    /// Writes one rewritten packet to a subscriber's connection and drains that connection.
+    fn write(&mut self, down: &mut Down, c: &Cached, seq: u64, time: u32, marker: bool) {
         let Some(sub) = self.peers.get_mut(&down.peer) else {
-            return verdict;
+            return;
         };
         let pt = match down.pts.iter().find(|(i, _)| *i == c.pt) {
             Some((_, o)) => *o,
@@ -74,10 +90,10 @@ impl Legs<'_> {
                 params
             }
         };
-        let Some(pt) = pt else { return verdict };
+        let Some(pt) = pt else { return };
         let mut direct = sub.rtc.direct_api();
         let Some(tx) = direct.stream_tx_by_mid(down.mid, None) else {
-            return verdict; // not yet set up by str0m
+            return; // not yet set up by str0m
         };
         let mut ext = c.ext.clone();
         // These name the publisher's m-line and layer; the subscriber's m-line has its own.
@@ -86,7 +102,7 @@ impl Legs<'_> {
         ext.rid_repair = None;
         tx.write_rtp(
             RtpWrite::new(pt, seq.into(), time, c.arrival, c.payload.clone())
-                .marker(c.marker)
+                .marker(marker)
                 .ext_vals(ext)
                 .nackable(self.video),
         );
@@ -107,7 +123,6 @@ impl Legs<'_> {
                 }
             }
         }
-        verdict
     }
 }
 
@@ -267,6 +282,25 @@ impl Sfu {
         let Some(track) = self.tracks.get_mut(&tid) else {
             return;
         };
+        // A VP9 stream with layer indices is SVC: its spatial layers count as the track's
+        // layers (learnt as they appear), all on one SSRC.
+        let svc = match track.codec.map(|c| c.spec().codec) {
+            Some(str0m::format::Codec::Vp9) if track.rids.is_empty() => {
+                Vp9Desc::parse(&pkt.payload).filter(|d| d.layered)
+            }
+            _ => None,
+        };
+        let layer = match svc {
+            Some(d) => {
+                let sid = d.sid as usize;
+                while track.layers.len() <= sid.min(7) {
+                    track.layers.push(Layer::default());
+                    debug!(track = %tid, layers = track.layers.len(), "VP9 SVC spatial layers");
+                }
+                sid
+            }
+            None => layer,
+        };
         if let Some(l) = track.layers.get_mut(layer) {
             l.last_seen = Some(now);
         }
@@ -328,7 +362,18 @@ impl Sfu {
         let Track {
             downstream, recent, ..
         } = track;
-        for down in downstream.iter_mut() {
+        if let Some(desc) = svc {
+            for down in downstream.iter_mut() {
+                let sid = choose_layer(&infos, down.max_height) as u8;
+                if down.fwd.set_spatial_target(sid) {
+                    keyframe_wanted.push(0);
+                }
+                if legs.forward_svc(down, &packet, desc) == SvcVerdict::WaitKeyframe {
+                    keyframe_wanted.push(0);
+                }
+            }
+        }
+        for down in downstream.iter_mut().filter(|_| svc.is_none()) {
             if infos.len() > 1 && down.fwd.set_target(choose_layer(&infos, down.max_height)) {
                 keyframe_wanted.push(down.fwd.target());
             }

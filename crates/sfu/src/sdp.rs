@@ -64,6 +64,49 @@ fn filter_line(line: &str, pts: &[u8]) -> Option<String> {
     Some(line.to_owned())
 }
 
+/// Reorders each m-line's payload types in `answer` to follow their order in `offer` (matched by
+/// mid). Browsers send with the first codec of the answer, and str0m answers in its own
+/// preference order; this lets the publisher's choice (`setCodecPreferences`) stand.
+pub fn follow_offer_order(answer: &str, offer: &str) -> String {
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    for section in offer.split("\r\nm=").skip(1) {
+        let fmts: Vec<String> = section
+            .split("\r\n")
+            .next()
+            .unwrap_or("")
+            .split(' ')
+            .skip(3)
+            .map(str::to_owned)
+            .collect();
+        if let Some(mid) = section.split("\r\n").find_map(|l| l.strip_prefix("a=mid:")) {
+            order.insert(mid.trim().to_owned(), fmts);
+        }
+    }
+    let mut out = String::with_capacity(answer.len());
+    let mut parts = answer.split("\r\nm=");
+    out.push_str(parts.next().unwrap_or(""));
+    for section in parts {
+        out.push_str("\r\nm=");
+        let (mline, rest) = section.split_once("\r\n").unwrap_or((section, ""));
+        let mid = rest.split("\r\n").find_map(|l| l.strip_prefix("a=mid:"));
+        let Some(want) = mid.and_then(|m| order.get(m.trim())) else {
+            out.push_str(section);
+            continue;
+        };
+        let mut words: Vec<&str> = mline.split(' ').collect();
+        if words.len() > 3 {
+            let pos = |f: &&str| want.iter().position(|w| w == f).unwrap_or(usize::MAX);
+            words[3..].sort_by_key(pos);
+        }
+        out.push_str(&words.join(" "));
+        if !rest.is_empty() || section.contains("\r\n") {
+            out.push_str("\r\n");
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +137,20 @@ mod tests {
         assert!(out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\n"));
         assert!(out.contains("a=rtpmap:0 PCMU/8000"));
         assert!(out.starts_with("v=0\r\n"));
+    }
+
+    #[test]
+    fn answer_follows_the_offers_codec_order() {
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98 99 96 97\r\na=mid:1\r\n";
+        let answer = "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=mid:1\r\na=x\r\n";
+        let out = follow_offer_order(answer, offer);
+        assert_eq!(
+            out,
+            "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 98 99 96 97\r\na=mid:1\r\na=x\r\n"
+        );
+        // Unknown mids and sections are left alone.
+        let other = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:0\r\n";
+        assert_eq!(follow_offer_order(other, offer), other);
     }
 
     #[test]

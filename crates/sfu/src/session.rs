@@ -364,12 +364,10 @@ impl Sfu {
         let answer = peer.rtc.sdp_api().accept_offer(offer);
         self.drain(peer_id);
         match answer {
-            Ok(a) => self.send(
-                pid,
-                ServerMessage::Answer {
-                    sdp: a.to_sdp_string(),
-                },
-            ),
+            Ok(a) => {
+                let sdp = crate::sdp::follow_offer_order(&a.to_sdp_string(), sdp);
+                self.send(pid, ServerMessage::Answer { sdp })
+            }
             Err(e) => self.reply_error(conn, ErrorCode::BadSdp, format!("offer not accepted: {e}")),
         }
     }
