@@ -350,7 +350,9 @@ export class Room extends EventTarget {
   async _reconnect() {
     this.state = 'reconnecting';
     this._emit('reconnecting', {});
-    const deadline = Date.now() + RECONNECT_BUDGET_MS;
+    // The server keeps our place for `reconnect_grace_secs`; trying longer cannot help.
+    const grace = this.limits?.reconnect_grace_secs;
+    const deadline = Date.now() + (grace ? grace * 1000 : RECONNECT_BUDGET_MS);
     let delay = 250;
     let lastError = null;
     while (this.state === 'reconnecting') {

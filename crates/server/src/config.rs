@@ -149,6 +149,24 @@ impl Config {
         if self.media.port == 0 {
             bail!("media.port must not be 0: clients need a fixed port through firewalls");
         }
+        if let Some(ip) = self.media.public_ips.iter().find(|ip| ip.is_unspecified()) {
+            bail!("media.public_ips contains {ip}: list addresses clients can reach");
+        }
+        let r = &self.rooms;
+        for (key, v) in [
+            ("rooms.max_participants", r.max_participants),
+            (
+                "rooms.max_tracks_per_participant",
+                r.max_tracks_per_participant,
+            ),
+            ("rooms.max_tracks_per_room", r.max_tracks_per_room),
+            ("rooms.max_data_bytes", r.max_data_bytes),
+            ("rooms.max_signal_bytes", r.max_signal_bytes),
+        ] {
+            if v == 0 {
+                bail!("{key} must be at least 1");
+            }
+        }
         Ok(())
     }
 
@@ -195,12 +213,41 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.media.bind.is_loopback() && self.media.public_ips.iter().any(|ip| !ip.is_loopback())
+        {
+            w.push(format!(
+                "media.bind is {} but media.public_ips advertises {:?}: nothing from outside \
+                 reaches a loopback socket; bind 0.0.0.0 or the interface's address",
+                self.media.bind, self.media.public_ips
+            ));
+        }
         w.push("no TLS: browsers need HTTPS for camera access anywhere but localhost (put a TLS proxy in front)".to_owned());
         if self.auth.token_secret.is_empty() {
             w.push("auth is off: anyone who can reach this server can join any room".to_owned());
         }
         w
     }
+}
+
+/// `ONAIR_…` variables in `vars` that name no configuration key (a typo would otherwise be
+/// silently ignored). Variables the tools use (`ONAIR_CONFIG`, test settings) are not keys.
+pub fn unknown_env_vars(vars: impl Iterator<Item = String>) -> Vec<String> {
+    let Ok(toml::Value::Table(sections)) = toml::Value::try_from(Config::default()) else {
+        return Vec::new();
+    };
+    let known: Vec<String> = sections
+        .iter()
+        .flat_map(|(section, keys)| {
+            keys.as_table()
+                .into_iter()
+                .flat_map(|t| t.keys())
+                .map(move |k| format!("ONAIR_{section}_{k}").to_uppercase())
+        })
+        .collect();
+    vars.filter(|v| v.starts_with("ONAIR_"))
+        .filter(|v| v != "ONAIR_CONFIG" && !v.starts_with("ONAIR_E2E_") && v != "ONAIR_BIN")
+        .filter(|v| !known.contains(v))
+        .collect()
 }
 
 /// Parses an environment value as the TOML type of the key it replaces, so that
@@ -251,6 +298,29 @@ mod tests {
         let c: Config = toml::from_str("[rooms]\nmax_participants = 3\n").unwrap();
         assert_eq!(c.rooms.max_participants, 3);
         assert_eq!(c.http.listen.port(), 8080);
+    }
+
+    #[test]
+    fn misspelt_env_vars_are_found() {
+        let vars = [
+            "ONAIR_MEDIA_PORT",
+            "ONAIR_MEDIA_PROT",
+            "ONAIR_CONFIG",
+            "PATH",
+        ];
+        let unknown = unknown_env_vars(vars.iter().map(|s| s.to_string()));
+        assert_eq!(unknown, vec!["ONAIR_MEDIA_PROT".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut c = Config::default();
+        c.rooms.max_participants = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.media.public_ips = vec!["0.0.0.0".parse().unwrap()];
+        assert!(c.validate().is_err());
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]

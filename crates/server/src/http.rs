@@ -18,7 +18,8 @@ use crate::web;
 const WS_HARD_LIMIT: usize = 16 * 1024 * 1024;
 
 /// A socket silent this long is treated as dropped (a vanished network sends no FIN). The SDK
-/// pings every 10 s; the server pings too, so any client's pongs count.
+/// pings every 15 s and the server sends WebSocket pings every 10 s, so any live client's
+/// pongs count.
 const WS_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 const WS_PING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -44,7 +44,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Serve => {
+            use std::io::IsTerminal;
             tracing_subscriber::fmt()
+                .with_ansi(std::io::stdout().is_terminal())
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info".into()),
@@ -63,7 +65,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;
-    let http_addr = listener.local_addr()?;
+    let mut http_addr = listener.local_addr()?;
+    if http_addr.ip().is_unspecified() {
+        // Listening everywhere: show a URL that opens on this machine.
+        http_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
     info!(
         "onair {} — media on udp/{} (ICE-TCP {})",
         env!("CARGO_PKG_VERSION"),
@@ -76,6 +82,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("  signalling ws://{http_addr}/rtc");
     for w in config.production_warnings() {
         warn!("production: {w}");
+    }
+    for v in config::unknown_env_vars(std::env::vars().map(|(k, _)| k)) {
+        warn!("{v} is set but names no configuration key (see `onair config`)");
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -244,6 +244,7 @@ impl Sfu {
                 max_data_bytes: self.config.max_data_bytes,
                 max_signal_bytes: self.config.max_signal_bytes,
                 max_tracks_per_participant: self.config.max_tracks_per_participant,
+                reconnect_grace_secs: self.config.reconnect_grace.as_secs(),
             },
         };
         self.send(pid, msg);

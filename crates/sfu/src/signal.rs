@@ -294,6 +294,8 @@ pub struct Limits {
     pub max_signal_bytes: usize,
     /// Tracks one participant may publish.
     pub max_tracks_per_participant: usize,
+    /// Seconds a dropped socket may take to `resume`.
+    pub reconnect_grace_secs: u64,
 }
 
 /// Why a participant left or a socket is closed.
