@@ -126,17 +126,38 @@ impl Legs<'_> {
     }
 }
 
+/// Simulcast RIDs or SVC spatial layers per track; more are ignored.
+const MAX_LAYERS: usize = 8;
+
+/// Layer descriptions for one packet's decisions, without allocating.
+struct LayerInfos {
+    list: [LayerInfo; MAX_LAYERS],
+    len: usize,
+}
+
+impl LayerInfos {
+    fn as_slice(&self) -> &[LayerInfo] {
+        &self.list[..self.len]
+    }
+}
+
 impl Track {
     /// Expected height of each layer: the declared height for the top one, halved per step down
     /// (Chrome's default simulcast scaling, which the SDK also uses).
-    fn layer_infos(&self, now: Instant, inactive_after: Duration) -> Vec<LayerInfo> {
+    /// What the layer chooser needs, on the stack: this runs for every packet of a track.
+    fn layer_infos(&self, now: Instant, inactive_after: Duration) -> LayerInfos {
         let top = self.height.unwrap_or(720);
-        let n = self.layers.len();
-        self.layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| LayerInfo {
-                height: top >> (n - 1 - i).min(8),
+        let n = self.layers.len().min(MAX_LAYERS);
+        let mut infos = LayerInfos {
+            list: [LayerInfo {
+                height: 0,
+                active: false,
+            }; MAX_LAYERS],
+            len: n,
+        };
+        for (i, l) in self.layers.iter().take(n).enumerate() {
+            infos.list[i] = LayerInfo {
+                height: top >> (n - 1 - i),
                 // A layer never seen counts as active for a while after the track's first
                 // packet: the layers of one frame arrive one after the other, and choosing
                 // among the first arrivals only would switch down and back up at once.
@@ -144,8 +165,9 @@ impl Track {
                     Some(t) => now < t + inactive_after,
                     None => self.first_packet.is_none_or(|t| now < t + inactive_after),
                 },
-            })
-            .collect()
+            };
+        }
+        infos
     }
 
     pub(crate) fn choose_layer(
@@ -154,7 +176,7 @@ impl Track {
         max_height: Option<u32>,
         inactive_after: Duration,
     ) -> usize {
-        choose_layer(&self.layer_infos(now, inactive_after), max_height)
+        choose_layer(self.layer_infos(now, inactive_after).as_slice(), max_height)
     }
 }
 
@@ -293,7 +315,7 @@ impl Sfu {
         let layer = match svc {
             Some(d) => {
                 let sid = d.sid as usize;
-                while track.layers.len() <= sid.min(7) {
+                while track.layers.len() <= sid.min(MAX_LAYERS - 1) {
                     track.layers.push(Layer::default());
                     debug!(track = %tid, layers = track.layers.len(), "VP9 SVC spatial layers");
                 }
@@ -324,6 +346,7 @@ impl Sfu {
         let codec = track.codec.map(|c| c.spec().codec);
         let video = track.kind == TrackKind::Video;
         let infos = track.layer_infos(now, self.config.layer_inactive_after);
+        let infos = infos.as_slice();
         let pt_in = pkt.header.payload_type;
         let in_params = self.peers.get(&peer_id).and_then(|p| {
             p.rtc
@@ -364,7 +387,7 @@ impl Sfu {
         } = track;
         if let Some(desc) = svc {
             for down in downstream.iter_mut() {
-                let sid = choose_layer(&infos, down.max_height) as u8;
+                let sid = choose_layer(infos, down.max_height) as u8;
                 if down.fwd.set_spatial_target(sid) {
                     keyframe_wanted.push(0);
                 }
@@ -374,7 +397,7 @@ impl Sfu {
             }
         }
         for down in downstream.iter_mut().filter(|_| svc.is_none()) {
-            if infos.len() > 1 && down.fwd.set_target(choose_layer(&infos, down.max_height)) {
+            if infos.len() > 1 && down.fwd.set_target(choose_layer(infos, down.max_height)) {
                 keyframe_wanted.push(down.fwd.target());
             }
             let epoch = down.fwd.switches;
