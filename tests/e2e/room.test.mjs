@@ -418,6 +418,38 @@ async function main() {
     check(`${p.name} got P1's chat line`, !!got, got ? `${Date.now() - sentAt} ms` : 'not within 5 s');
   }));
 
+  // (d2) P1 mutes its microphone: the others' tiles for P1 say so; unmuting clears it.
+  for (const muted of [true, false]) {
+    const at = Date.now();
+    await p1.page.click('#mic');
+    await Promise.all([p2, p3, p4].map(async (p) => {
+      const seen = await waitFor(() => p.page.evaluate((want) => {
+        const tile = document.querySelector('.tile[data-name="P1"]:not(.screen)');
+        return tile?.dataset.audioMuted === String(want);
+      }, muted), 5000);
+      check(`${p.name} sees P1 ${muted ? 'muted' : 'unmuted'}`, !!seen, seen ? `${Date.now() - at} ms` : 'not within 5 s');
+    }));
+  }
+
+  // (d3) P2 shares its screen: a second video track, a screen tile that plays at the others.
+  const sharedAt = Date.now();
+  await p2.page.click('#screen');
+  await Promise.all([p1, p3, p4].map(async (p) => {
+    const playing = await waitFor(() => p.page.evaluate(async () => {
+      const v = document.querySelector('.tile.screen video');
+      if (!v || !v.videoWidth) return false;
+      const t0 = v.currentTime;
+      await new Promise((r) => setTimeout(r, 300));
+      return v.currentTime > t0 ? `${v.videoWidth}x${v.videoHeight}` : false;
+    }), 15_000, 300);
+    check(`${p.name} plays P2's screen share`, !!playing, playing ? `${playing}, ${Date.now() - sharedAt} ms` : 'no playing screen tile within 15 s');
+  }));
+  await p2.page.click('#screen'); // stop sharing
+  await Promise.all([p1, p3, p4].map(async (p) => {
+    const gone = await waitFor(() => p.page.evaluate(() => !document.querySelector('.tile.screen')), 5000);
+    check(`${p.name} drops P2's screen tile when sharing stops`, !!gone);
+  }));
+
   // (e) P4 leaves with the button: gone from P1..P3 within 5 s
   const leftAt = Date.now();
   await p4.page.click('#leave');
