@@ -66,3 +66,36 @@ fn three_peers_exchange_media_and_chat_over_loopback() {
     }
     assert_eq!(server.stop(), Some(0), "SIGTERM exits 0");
 }
+
+#[test]
+fn publishing_past_the_track_limit_is_refused_with_a_clear_error() {
+    let server = TestServer::start(
+        env!("CARGO_BIN_EXE_onair"),
+        &[("ONAIR_ROOMS_MAX_TRACKS_PER_PARTICIPANT", "1")],
+    );
+    let client = spawn(LiveOptions {
+        url: server.ws_url(),
+        room: "limits".into(),
+        name: "greedy".into(),
+        publish: Some(Publish {
+            video: true,
+            audio: true,
+            simulcast: false,
+        }),
+        chat: None,
+        stay: Duration::from_secs(2),
+    })
+    .join()
+    .expect("peer thread")
+    .expect("peer ran");
+    let refused = client.messages.iter().find_map(|m| match m {
+        sfu::signal::ServerMessage::Error {
+            code: sfu::signal::ErrorCode::TooManyTracks,
+            message,
+        } => Some(message.clone()),
+        _ => None,
+    });
+    let message = refused.expect("too_many_tracks error");
+    assert!(message.contains("limit per participant is 1"), "{message}");
+    assert_eq!(server.stop(), Some(0));
+}
