@@ -801,13 +801,13 @@ export class Room extends EventTarget {
     }
   }
 
-  async publishMicrophone({ deviceId, echoCancellation = true, noiseSuppression = true, autoGainControl = true } = {}) {
+  async publishMicrophone({ deviceId, echoCancellation = true, noiseSuppression = true, autoGainControl = true, codec } = {}) {
     const audio = { echoCancellation, noiseSuppression, autoGainControl };
     if (deviceId) audio.deviceId = { exact: deviceId };
     const media = await navigator.mediaDevices.getUserMedia({ audio });
     const track = media.getAudioTracks()[0];
     try {
-      return await this.publishTrack(track, { source: 'microphone' });
+      return await this.publishTrack(track, { source: 'microphone', codec });
     } catch (e) {
       track.stop();
       throw e;

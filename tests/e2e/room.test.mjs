@@ -384,8 +384,10 @@ async function main() {
   }));
 
   // Figures from the SDK's stats helper.
+  const statsOf = new Map();
   for (const p of peers) {
     const s = await p.page.evaluate(() => window.onairRoom.stats()).catch((e) => ({ error: e.message }));
+    statsOf.set(p.name, s);
     if (s.error) {
       figure(`${p.name}: stats() failed: ${s.error}`);
       continue;
@@ -394,6 +396,13 @@ async function main() {
     const pub = s.connections.publisher || {};
     const inVideo = s.tracks.filter((t) => t.direction === 'in' && t.kind === 'video');
     const out = s.tracks.filter((t) => t.direction === 'out');
+    // ONAIR_E2E_EXPECT_CODECS=H264,PCMU: every received track is in one of these codecs.
+    const wantCodecs = (process.env.ONAIR_E2E_EXPECT_CODECS || '').split(',').filter(Boolean).map((c) => c.toLowerCase());
+    if (wantCodecs.length) {
+      const got = s.tracks.filter((t) => t.direction === 'in').map((t) => t.codec || '?');
+      check(`${p.name} receives ${wantCodecs.join('/')}`, got.length > 0 && got.every((c) => wantCodecs.includes(c.toLowerCase())),
+        got.join(', '));
+    }
     // ONAIR_E2E_EXPECT_PROTOCOL=tcp (with NETNS_BLOCK_UDP=1) proves the call rode ICE-TCP.
     const wantProto = process.env.ONAIR_E2E_EXPECT_PROTOCOL;
     if (wantProto) {
@@ -404,6 +413,22 @@ async function main() {
       + `out ${pub.bitrate_out_kbps} kbit/s via ${pub.local_candidate_type}/${pub.remote_candidate_type} ${pub.protocol}`);
     figure(`${p.name}: received video ${inVideo.map((t) => `${t.track_id} ${t.width}x${t.height}@${t.fps} ${t.bitrate_kbps}k loss ${t.loss_pct}% jitter ${t.jitter_ms} ms`).join('; ')}`);
     figure(`${p.name}: sent ${out.map((t) => `${t.source} ${t.bitrate_kbps}k${t.layers ? ` [${t.layers.map((l) => `${l.rid} ${l.height || 0}p ${l.bitrate_kbps}k ${l.key_frames ?? '?'} keyframes ${l.pli_count ?? '?'} PLIs`).join(', ')}]` : ''}`).join('; ')}`);
+  }
+  // ONAIR_E2E_EXPECT_THINNED=1 (with SVC): the SFU forwards only the spatial layers a tile asks
+  // for, so what a subscriber decodes is smaller than what the publisher encodes on top.
+  if (process.env.ONAIR_E2E_EXPECT_THINNED) {
+    const sentTop = new Map();
+    for (const [name, s] of statsOf) {
+      const cam = s.tracks?.find((t) => t.direction === 'out' && t.source === 'camera');
+      if (cam) sentTop.set(cam.track_id, cam.height);
+    }
+    for (const [name, s] of statsOf) {
+      const vids = (s.tracks || []).filter((t) => t.direction === 'in' && t.kind === 'video');
+      const pairs = vids.map((t) => `${t.height}/${sentTop.get(t.track_id) ?? '?'}`);
+      check(`${name} receives thinned layers (received/sent height)`,
+        vids.length > 0 && vids.every((t) => t.height && sentTop.get(t.track_id) && t.height < sentTop.get(t.track_id)),
+        pairs.join(', '));
+    }
   }
 
   // (d) chat from P1 reaches P2..P4 with P1's name
