@@ -255,9 +255,11 @@ function removeParticipant(participantId) {
   layout();
 }
 
-/** Ask for the simulcast layer that fits the tile: fewer pixels for small tiles. */
+/** Ask for the layer that fits the tile: fewer pixels for small tiles. Simulcast and SVC
+ * tracks both have layers (an SVC track's are only known to the server), and a cap on a
+ * single-layer track changes nothing, so every video track gets one. */
 function chooseLayer(tile, track) {
-  if (!track.simulcast || !room) return;
+  if (track.kind !== 'video' || !room) return;
   const h = tile.el.clientHeight * (window.devicePixelRatio || 1);
   const want = h <= 200 ? 180 : h <= 400 ? 360 : null;
   if (tile.maxHeight === want) return;
