@@ -1,0 +1,674 @@
+//! The registry of live streams: one publisher per name, any number of readers.
+//!
+//! A stream keeps the frames since its last video keyframe (its GOP) so that a new reader
+//! starts at a picture it can decode. Frames reach readers through a bounded broadcast queue;
+//! a reader that falls a whole queue behind loses the oldest frames, waits for the next video
+//! keyframe (audio resumes at once) and the stream's `skips` counter rises. No reader can hold
+//! up the publisher or another reader: a push never waits.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+
+use crate::media::{Frame, MediaKind, TrackInfo};
+use crate::name::StreamName;
+
+/// Which protocol publishes a stream, or reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Protocol {
+    /// RTMP (FFmpeg, OBS).
+    Rtmp,
+    /// WHIP ingest / WHEP playback.
+    Whip,
+    /// WHEP playback.
+    Whep,
+    /// A room participant's published tracks.
+    Room,
+    /// RTWebSocket.
+    Rtws,
+    /// LL-HLS / HLS.
+    Hls,
+    /// Anything else (tests, tools).
+    Other,
+}
+
+/// What a second publisher of a busy name gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictPolicy {
+    /// It is refused; the first keeps the name.
+    #[default]
+    Refuse,
+    /// It takes the name over; the first is told to stop and its readers see the end.
+    Takeover,
+}
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// A second publisher of a busy name.
+    pub on_conflict: ConflictPolicy,
+    /// Frames a reader may fall behind before it skips to the next keyframe.
+    pub reader_queue: usize,
+    /// Bytes of GOP kept for new readers; a longer GOP is not cached (readers then wait for
+    /// the next keyframe).
+    pub max_gop_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            on_conflict: ConflictPolicy::Refuse,
+            reader_queue: 512,
+            max_gop_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The name is taken and the policy is to refuse.
+    #[error("stream '{name}' is already being published (over {by:?})")]
+    Busy {
+        /// The name.
+        name: StreamName,
+        /// How the current publisher publishes.
+        by: Protocol,
+    },
+}
+
+/// Something that happened to the set of streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A publisher took a name.
+    Started(StreamName, Protocol),
+    /// A publisher let go of a name (it stopped, failed, or was taken over).
+    Ended(StreamName),
+}
+
+/// What a reader receives.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// The stream's tracks: first, and again whenever the publisher changes them.
+    Tracks(Arc<[TrackInfo]>),
+    /// A frame.
+    Frame(Arc<Frame>),
+}
+
+/// A stream as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    /// Its name.
+    pub name: StreamName,
+    /// Who publishes it.
+    pub source: Protocol,
+    /// Its tracks.
+    pub tracks: Vec<TrackInfo>,
+    /// Readers attached to the hub, by protocol.
+    pub readers: BTreeMap<Protocol, usize>,
+    /// Payload bytes pushed so far.
+    pub bytes_in: u64,
+    /// Frames pushed so far.
+    pub frames_in: u64,
+    /// Times a reader fell behind and skipped to a keyframe.
+    pub skips: u64,
+    /// When publishing started.
+    #[serde(skip)]
+    pub started: Instant,
+}
+
+/// The registry. Cheap to clone; every clone is the same hub.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: HubConfig,
+    streams: Mutex<BTreeMap<StreamName, Arc<Stream>>>,
+    events: broadcast::Sender<HubEvent>,
+    next_epoch: AtomicU64,
+}
+
+struct Stream {
+    name: StreamName,
+    source: Protocol,
+    epoch: u64,
+    started: Instant,
+    state: Mutex<StreamState>,
+    kicked: AtomicBool,
+    kick: Notify,
+    skips: Arc<AtomicU64>,
+}
+
+struct StreamState {
+    tracks: Arc<[TrackInfo]>,
+    /// Since the last video keyframe; empty while not caching.
+    gop: VecDeque<Item>,
+    gop_bytes: usize,
+    tx: Option<broadcast::Sender<Item>>,
+    readers: BTreeMap<Protocol, usize>,
+    bytes_in: u64,
+    frames_in: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a hub lock leaves plain data behind, still consistent enough to
+    // serve other streams; poisoning would take every stream down with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig) -> Hub {
+        let (events, _) = broadcast::channel(256);
+        Hub {
+            shared: Arc::new(Shared {
+                config,
+                streams: Mutex::new(BTreeMap::new()),
+                events,
+                next_epoch: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Starts publishing `name`. With the takeover policy, a current publisher of the name is
+    /// told to stop ([`Publisher::kicked`]) and its readers see the end.
+    pub fn publish(
+        &self,
+        name: StreamName,
+        source: Protocol,
+        now: Instant,
+    ) -> Result<Publisher, PublishError> {
+        let mut streams = lock(&self.shared.streams);
+        if let Some(old) = streams.get(&name) {
+            match self.shared.config.on_conflict {
+                ConflictPolicy::Refuse => {
+                    return Err(PublishError::Busy {
+                        name,
+                        by: old.source,
+                    });
+                }
+                ConflictPolicy::Takeover => {
+                    old.kicked.store(true, Ordering::Release);
+                    old.kick.notify_waiters();
+                    end(old);
+                    let _ = self.shared.events.send(HubEvent::Ended(name.clone()));
+                }
+            }
+        }
+        let (tx, _) = broadcast::channel(self.shared.config.reader_queue.max(16));
+        let stream = Arc::new(Stream {
+            name: name.clone(),
+            source,
+            epoch: self.shared.next_epoch.fetch_add(1, Ordering::Relaxed),
+            started: now,
+            state: Mutex::new(StreamState {
+                tracks: Arc::from(Vec::new()),
+                gop: VecDeque::new(),
+                gop_bytes: 0,
+                tx: Some(tx),
+                readers: BTreeMap::new(),
+                bytes_in: 0,
+                frames_in: 0,
+            }),
+            kicked: AtomicBool::new(false),
+            kick: Notify::new(),
+            skips: Arc::new(AtomicU64::new(0)),
+        });
+        streams.insert(name.clone(), stream.clone());
+        drop(streams);
+        let _ = self.shared.events.send(HubEvent::Started(name, source));
+        Ok(Publisher {
+            hub: self.clone(),
+            stream,
+        })
+    }
+
+    /// Starts reading `name`: the tracks first, then the frames from the last keyframe on.
+    /// `None` when nobody publishes it.
+    pub fn subscribe(&self, name: &StreamName, proto: Protocol) -> Option<Reader> {
+        let stream = lock(&self.shared.streams).get(name)?.clone();
+        let mut st = lock(&stream.state);
+        let rx = st.tx.as_ref()?.subscribe();
+        let mut pending = VecDeque::with_capacity(st.gop.len() + 1);
+        pending.push_back(Item::Tracks(st.tracks.clone()));
+        pending.extend(st.gop.iter().cloned());
+        *st.readers.entry(proto).or_default() += 1;
+        drop(st);
+        Some(Reader {
+            stream,
+            proto,
+            rx,
+            pending,
+            waiting_keyframe: false,
+            ended: false,
+        })
+    }
+
+    /// One stream, if it is live.
+    pub fn stream(&self, name: &StreamName) -> Option<StreamInfo> {
+        lock(&self.shared.streams).get(name).map(|s| info(s))
+    }
+
+    /// Every live stream, by name.
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        lock(&self.shared.streams)
+            .values()
+            .map(|s| info(s))
+            .collect()
+    }
+
+    /// Streams starting and ending, from now on.
+    pub fn events(&self) -> broadcast::Receiver<HubEvent> {
+        self.shared.events.subscribe()
+    }
+}
+
+fn info(s: &Stream) -> StreamInfo {
+    let st = lock(&s.state);
+    StreamInfo {
+        name: s.name.clone(),
+        source: s.source,
+        tracks: st.tracks.to_vec(),
+        readers: st.readers.clone(),
+        bytes_in: st.bytes_in,
+        frames_in: st.frames_in,
+        skips: s.skips.load(Ordering::Relaxed),
+        started: s.started,
+    }
+}
+
+/// Closes a stream's queue: readers drain what is queued, then see the end.
+fn end(stream: &Stream) {
+    let mut st = lock(&stream.state);
+    st.tx = None;
+    st.gop.clear();
+    st.gop_bytes = 0;
+}
+
+/// The right to publish one name. Dropping it ends the stream.
+pub struct Publisher {
+    hub: Hub,
+    stream: Arc<Stream>,
+}
+
+impl Publisher {
+    /// The stream's name.
+    pub fn name(&self) -> &StreamName {
+        &self.stream.name
+    }
+
+    /// Sets the track list. Readers receive it before the next frame. Frames name tracks by
+    /// their index in this list.
+    pub fn set_tracks(&self, tracks: Vec<TrackInfo>) {
+        let mut st = lock(&self.stream.state);
+        st.tracks = Arc::from(tracks);
+        let item = Item::Tracks(st.tracks.clone());
+        // A reader joining later gets the tracks first anyway; the GOP must not replay an old
+        // list after the new one.
+        st.gop.retain(|i| matches!(i, Item::Frame(_)));
+        if let Some(tx) = &st.tx {
+            let _ = tx.send(item);
+        }
+    }
+
+    /// The current track list.
+    pub fn tracks(&self) -> Arc<[TrackInfo]> {
+        lock(&self.stream.state).tracks.clone()
+    }
+
+    /// Hands a frame to every reader. Never waits.
+    pub fn push(&self, frame: Frame) {
+        let max_gop = self.hub.shared.config.max_gop_bytes;
+        let mut st = lock(&self.stream.state);
+        let Some(tx) = st.tx.clone() else {
+            return; // taken over: nobody reads this publisher any more
+        };
+        let video = st
+            .tracks
+            .get(frame.track)
+            .is_some_and(|t| t.kind() == MediaKind::Video);
+        let (len, keyframe) = (frame.data.len(), frame.keyframe);
+        st.bytes_in += len as u64;
+        st.frames_in += 1;
+        let item = Item::Frame(Arc::new(frame));
+        let has_video = st.tracks.iter().any(|t| t.kind() == MediaKind::Video);
+        if video && keyframe {
+            st.gop.clear();
+            st.gop_bytes = 0;
+        }
+        let caching = !st.gop.is_empty() || (video && keyframe);
+        if caching && has_video {
+            if st.gop_bytes + len <= max_gop {
+                st.gop_bytes += len;
+                st.gop.push_back(item.clone());
+            } else {
+                // A GOP too long to keep: new readers wait for the next keyframe.
+                st.gop.clear();
+                st.gop_bytes = 0;
+            }
+        }
+        let _ = tx.send(item);
+    }
+
+    /// True once another publisher took the name over.
+    pub fn is_kicked(&self) -> bool {
+        self.stream.kicked.load(Ordering::Acquire)
+    }
+
+    /// Resolves when another publisher takes the name over.
+    pub async fn kicked(&self) {
+        loop {
+            let notified = self.stream.kick.notified();
+            if self.is_kicked() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        end(&self.stream);
+        let mut streams = lock(&self.hub.shared.streams);
+        // A takeover replaced the entry already; remove only our own.
+        let ours = streams
+            .get(&self.stream.name)
+            .is_some_and(|s| s.epoch == self.stream.epoch);
+        if ours {
+            streams.remove(&self.stream.name);
+            drop(streams);
+            let _ = self
+                .hub
+                .shared
+                .events
+                .send(HubEvent::Ended(self.stream.name.clone()));
+        }
+    }
+}
+
+/// One reader of one stream.
+pub struct Reader {
+    stream: Arc<Stream>,
+    proto: Protocol,
+    rx: broadcast::Receiver<Item>,
+    pending: VecDeque<Item>,
+    waiting_keyframe: bool,
+    ended: bool,
+}
+
+impl Reader {
+    /// The stream's name.
+    pub fn name(&self) -> &StreamName {
+        &self.stream.name
+    }
+
+    /// The next item; `None` once the stream ended.
+    pub async fn recv(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            if self.ended {
+                return None;
+            }
+            let r = self.rx.recv().await;
+            if let Some(item) = self.accept(r) {
+                return Some(item);
+            }
+        }
+    }
+
+    /// The next item if one is ready; `Ok(None)` when none is, `Err(())` once the stream ended.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_recv(&mut self) -> Result<Option<Item>, ()> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Ok(Some(item));
+            }
+            if self.ended {
+                return Err(());
+            }
+            let r = match self.rx.try_recv() {
+                Ok(i) => Ok(i),
+                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    Err(broadcast::error::RecvError::Closed)
+                }
+            };
+            if let Some(item) = self.accept(r) {
+                return Ok(Some(item));
+            }
+        }
+    }
+
+    /// Times this stream's readers fell behind and skipped ahead.
+    pub fn skips(&self) -> u64 {
+        self.stream.skips.load(Ordering::Relaxed)
+    }
+
+    fn accept(&mut self, r: Result<Item, broadcast::error::RecvError>) -> Option<Item> {
+        match r {
+            Err(broadcast::error::RecvError::Closed) => {
+                self.ended = true;
+                None
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                self.stream.skips.fetch_add(1, Ordering::Relaxed);
+                self.waiting_keyframe = true;
+                None
+            }
+            Ok(Item::Frame(f)) if self.waiting_keyframe => {
+                let tracks = lock(&self.stream.state).tracks.clone();
+                match tracks.get(f.track).map(|t| t.kind()) {
+                    Some(MediaKind::Video) if f.keyframe => {
+                        self.waiting_keyframe = false;
+                        Some(Item::Frame(f))
+                    }
+                    Some(MediaKind::Video) | None => None,
+                    // Audio first: it resumes at once.
+                    Some(MediaKind::Audio) => Some(Item::Frame(f)),
+                }
+            }
+            Ok(item) => Some(item),
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut st = lock(&self.stream.state);
+        if let Some(n) = st.readers.get_mut(&self.proto) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.readers.remove(&self.proto);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+
+    fn name(s: &str) -> StreamName {
+        StreamName::parse(s).unwrap()
+    }
+
+    fn av_publisher(hub: &Hub, n: &str) -> Publisher {
+        let p = hub.publish(name(n), Protocol::Rtmp, Instant::now()).unwrap();
+        p.set_tracks(vec![TrackInfo::new(Codec::H264), TrackInfo::new(Codec::Aac)]);
+        p
+    }
+
+    fn frame(track: usize, t: i64, keyframe: bool) -> Frame {
+        Frame {
+            track,
+            pts: t,
+            dts: t,
+            keyframe,
+            data: vec![t as u8; 10].into(),
+        }
+    }
+
+    /// Drains what is ready: (track, pts) of each frame.
+    fn ready(r: &mut Reader) -> Vec<(usize, i64)> {
+        let mut v = Vec::new();
+        while let Ok(Some(item)) = r.try_recv() {
+            if let Item::Frame(f) = item {
+                v.push((f.track, f.pts));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn a_new_reader_starts_at_the_last_keyframe() {
+        let hub = Hub::new(HubConfig::default());
+        let p = av_publisher(&hub, "live/a");
+        p.push(frame(0, 0, true));
+        p.push(frame(0, 1, false));
+        p.push(frame(0, 2, true));
+        p.push(frame(1, 3, true));
+        p.push(frame(0, 4, false));
+        let mut r = hub.subscribe(&name("live/a"), Protocol::Whep).unwrap();
+        assert!(matches!(r.try_recv(), Ok(Some(Item::Tracks(t))) if t.len() == 2));
+        assert_eq!(ready(&mut r), vec![(0, 2), (1, 3), (0, 4)]);
+        p.push(frame(0, 5, false));
+        assert_eq!(ready(&mut r), vec![(0, 5)]);
+    }
+
+    #[test]
+    fn a_slow_reader_skips_to_the_next_keyframe_and_audio_goes_on() {
+        let hub = Hub::new(HubConfig {
+            reader_queue: 16,
+            ..HubConfig::default()
+        });
+        let p = av_publisher(&hub, "live/slow");
+        p.push(frame(0, 0, true));
+        let mut slow = hub.subscribe(&name("live/slow"), Protocol::Whep).unwrap();
+        let mut fast = hub.subscribe(&name("live/slow"), Protocol::Hls).unwrap();
+        let _ = ready(&mut fast);
+        // 40 frames without the slow reader reading: it falls a whole queue behind.
+        for t in 1..=40 {
+            p.push(frame(0, t, false));
+            assert_eq!(ready(&mut fast), vec![(0, t)], "the fast reader is never held up");
+        }
+        p.push(frame(1, 41, true)); // audio
+        p.push(frame(0, 42, false)); // video, not decodable after the gap
+        p.push(frame(0, 43, true)); // the next keyframe
+        p.push(frame(0, 44, false));
+        let got = ready(&mut slow);
+        // The GOP it started with, then a gap, audio at once, video from the next keyframe.
+        assert_eq!(got, vec![(0, 0), (1, 41), (0, 43), (0, 44)], "{got:?}");
+        assert_eq!(slow.skips(), 1);
+        assert_eq!(hub.stream(&name("live/slow")).unwrap().skips, 1);
+    }
+
+    #[test]
+    fn dropping_the_publisher_ends_the_stream_for_readers() {
+        let hub = Hub::new(HubConfig::default());
+        let mut events = hub.events();
+        let p = av_publisher(&hub, "live/end");
+        let mut r = hub.subscribe(&name("live/end"), Protocol::Whep).unwrap();
+        p.push(frame(0, 0, true));
+        drop(p);
+        assert_eq!(ready(&mut r), vec![(0, 0)], "queued frames still arrive");
+        assert!(r.try_recv().is_err());
+        assert!(hub.stream(&name("live/end")).is_none());
+        assert!(hub.subscribe(&name("live/end"), Protocol::Whep).is_none());
+        assert_eq!(
+            events.try_recv().unwrap(),
+            HubEvent::Started(name("live/end"), Protocol::Rtmp)
+        );
+        assert_eq!(events.try_recv().unwrap(), HubEvent::Ended(name("live/end")));
+    }
+
+    #[test]
+    fn a_second_publisher_is_refused_by_default() {
+        let hub = Hub::new(HubConfig::default());
+        let _p = av_publisher(&hub, "live/busy");
+        let e = hub
+            .publish(name("live/busy"), Protocol::Whip, Instant::now())
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            PublishError::Busy {
+                name: name("live/busy"),
+                by: Protocol::Rtmp
+            }
+        );
+        assert!(e.to_string().contains("already being published"));
+    }
+
+    #[tokio::test]
+    async fn takeover_kicks_the_first_publisher_and_ends_its_readers() {
+        let hub = Hub::new(HubConfig {
+            on_conflict: ConflictPolicy::Takeover,
+            ..HubConfig::default()
+        });
+        let first = av_publisher(&hub, "live/t");
+        let mut old_reader = hub.subscribe(&name("live/t"), Protocol::Whep).unwrap();
+        let second = hub
+            .publish(name("live/t"), Protocol::Whip, Instant::now())
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), first.kicked())
+            .await
+            .expect("the first publisher is told");
+        first.push(frame(0, 0, true)); // goes nowhere
+        assert!(matches!(old_reader.recv().await, Some(Item::Tracks(_))));
+        assert!(old_reader.recv().await.is_none());
+        drop(first); // must not remove the new stream
+        let info = hub.stream(&name("live/t")).unwrap();
+        assert_eq!(info.source, Protocol::Whip);
+        drop(second);
+        assert!(hub.stream(&name("live/t")).is_none());
+    }
+
+    #[test]
+    fn readers_are_counted_by_protocol() {
+        let hub = Hub::new(HubConfig::default());
+        let p = av_publisher(&hub, "live/c");
+        let a = hub.subscribe(&name("live/c"), Protocol::Whep).unwrap();
+        let b = hub.subscribe(&name("live/c"), Protocol::Whep).unwrap();
+        let c = hub.subscribe(&name("live/c"), Protocol::Hls).unwrap();
+        p.push(frame(0, 0, true));
+        let info = hub.stream(&name("live/c")).unwrap();
+        assert_eq!(info.readers.get(&Protocol::Whep), Some(&2));
+        assert_eq!(info.readers.get(&Protocol::Hls), Some(&1));
+        assert_eq!((info.frames_in, info.bytes_in), (1, 10));
+        drop((a, b, c));
+        assert!(hub.stream(&name("live/c")).unwrap().readers.is_empty());
+    }
+
+    #[test]
+    fn a_gop_over_the_byte_limit_is_not_cached() {
+        let hub = Hub::new(HubConfig {
+            max_gop_bytes: 25,
+            ..HubConfig::default()
+        });
+        let p = av_publisher(&hub, "live/big");
+        p.push(frame(0, 0, true));
+        p.push(frame(0, 1, false));
+        p.push(frame(0, 2, false)); // 30 bytes: over the limit
+        let mut r = hub.subscribe(&name("live/big"), Protocol::Whep).unwrap();
+        assert!(ready(&mut r).is_empty());
+        p.push(frame(0, 3, true));
+        assert_eq!(ready(&mut r), vec![(0, 3)]);
+    }
+}
