@@ -978,18 +978,8 @@ export class Room extends EventTarget {
    * Per-track and per-connection figures from two getStats() snapshots: the previous call's and
    * this one's (the first call takes two, `interval` ms apart). See docs/sdk.md for the fields.
    */
-  async stats({ interval = 1000 } = {}) {
-    const now = performance.now();
-    if (this._stats.result && now - this._stats.at < 250) return this._stats.result;
-    let prev = this._stats.snap;
-    if (!prev || now - prev.time > 30_000) {
-      prev = await this._snapshot();
-      await sleep(interval);
-    }
-    const cur = await this._snapshot();
-    const result = this._computeStats(prev, cur);
-    this._stats = { snap: cur, result, at: performance.now() };
-    return result;
+  stats({ interval = 1000 } = {}) {
+    return sampleStats(this._stats, () => this._snapshot(), (prev, cur) => this._computeStats(prev, cur), interval);
   }
 
   async _snapshot() {
@@ -1015,107 +1005,703 @@ export class Room extends EventTarget {
       for (const s of cur.subscriber.values()) {
         if (s.type !== 'inbound-rtp') continue;
         const info = byMediaTrack.get(s.trackIdentifier) || (s.mid != null ? this.tracks.get(this._midTrack.get(s.mid)) : null);
-        const p = prev.subscriber?.get(s.id);
-        const dt = p ? (s.timestamp - p.timestamp) / 1000 : 0;
-        const lost = delta(s, p, 'packetsLost');
-        const got = delta(s, p, 'packetsReceived');
         out.tracks.push({
           direction: 'in',
           track_id: info?.id ?? null,
           participant_id: info?.participant_id ?? null,
           source: info?.source ?? null,
-          kind: s.kind,
+          ...inboundStats(cur.subscriber, prev.subscriber, s, out.connections.subscriber?.rtt_ms),
           mid: s.mid ?? info?.mid ?? null,
-          codec: codecOf(cur.subscriber, s),
-          bitrate_kbps: rate(delta(s, p, 'bytesReceived'), dt),
-          packets_received: s.packetsReceived ?? 0,
-          packets_lost: s.packetsLost ?? 0,
-          loss_pct: pct(lost, lost + got),
-          jitter_ms: s.jitter != null ? round(s.jitter * 1000) : null,
-          rtt_ms: out.connections.subscriber?.rtt_ms ?? null,
-          frames_decoded: s.framesDecoded ?? null,
-          frames_dropped: s.framesDropped ?? null,
-          fps: s.framesPerSecond ?? (dt > 0 && s.framesDecoded != null ? round(delta(s, p, 'framesDecoded') / dt) : null),
-          width: s.frameWidth ?? null,
-          height: s.frameHeight ?? null,
-          freeze_count: s.freezeCount ?? null,
-          nack_count: s.nackCount ?? null,
-          pli_count: s.pliCount ?? null,
-          audio_level: s.audioLevel ?? null,
-          total_audio_energy: s.totalAudioEnergy ?? null,
         });
       }
     }
     // Outgoing: one outbound-rtp per layer; a simulcast track is the sum of its layers.
     if (cur.publisher) {
-      const groups = new Map();
-      for (const s of cur.publisher.values()) {
-        if (s.type !== 'outbound-rtp') continue;
-        const key = s.mid ?? s.mediaSourceId ?? s.id;
-        if (!groups.has(key)) groups.set(key, []);
-        groups.get(key).push(s);
-      }
-      const remoteInbound = new Map();
-      for (const s of cur.publisher.values()) if (s.type === 'remote-inbound-rtp') remoteInbound.set(s.localId, s);
-      for (const layers of groups.values()) {
+      for (const layers of outboundGroups(cur.publisher).values()) {
         const first = layers[0];
         const local = [...this.localTracks.values()].find((l) => (first.mid != null && l.transceiver.mid === first.mid)
           || cur.publisher.get(first.mediaSourceId)?.trackIdentifier === l.track.id);
         if (!local) continue; // an unpublished track's sender lingers in the stats
-        let bytes = 0, dt = 0, lost = 0, sent = 0, rtt = null, jitter = null;
-        const detail = [];
-        for (const s of layers) {
-          const p = prev.publisher?.get(s.id);
-          const ldt = p ? (s.timestamp - p.timestamp) / 1000 : 0;
-          dt = Math.max(dt, ldt);
-          const b = delta(s, p, 'bytesSent');
-          bytes += b;
-          sent += delta(s, p, 'packetsSent');
-          const ri = remoteInbound.get(s.id);
-          const pri = ri && prev.publisher?.get(ri.id);
-          if (ri) {
-            lost += delta(ri, pri, 'packetsLost');
-            if (ri.roundTripTime != null) rtt = Math.max(rtt ?? 0, ri.roundTripTime * 1000);
-            if (ri.jitter != null) jitter = Math.max(jitter ?? 0, ri.jitter * 1000);
-          }
-          detail.push({
-            rid: s.rid ?? null,
-            active: s.active ?? null,
-            bitrate_kbps: rate(b, ldt),
-            width: s.frameWidth ?? null,
-            height: s.frameHeight ?? null,
-            fps: s.framesPerSecond ?? null,
-            quality_limitation: s.qualityLimitationReason ?? null,
-            key_frames: s.keyFramesEncoded ?? null,
-            pli_count: s.pliCount ?? null,
-            nack_count: s.nackCount ?? null,
-          });
-        }
-        detail.sort((a, b) => (a.height ?? 0) - (b.height ?? 0));
-        const top = detail.filter((l) => l.height).pop() || detail[detail.length - 1];
+        const { layers: detail, ...sent } = outboundStats(cur.publisher, prev.publisher, layers, out.connections.publisher?.rtt_ms);
         out.tracks.push({
           direction: 'out',
           track_id: local?.id ?? null,
           participant_id: this.participantId,
           source: local?.source ?? null,
-          kind: first.kind,
+          ...sent,
           mid: first.mid ?? local?.mid ?? null,
-          codec: codecOf(cur.publisher, first),
-          bitrate_kbps: rate(bytes, dt),
-          packets_sent: layers.reduce((n, s) => n + (s.packetsSent ?? 0), 0),
-          loss_pct: pct(lost, sent),
-          jitter_ms: jitter != null ? round(jitter) : null,
-          rtt_ms: rtt != null ? round(rtt) : out.connections.publisher?.rtt_ms ?? null,
-          fps: top?.fps ?? null,
-          width: top?.width ?? null,
-          height: top?.height ?? null,
           muted: local?.muted ?? null,
-          layers: layers.length > 1 ? detail : undefined,
+          layers: detail,
         });
       }
     }
     return out;
   }
+}
+
+// ---------------------------------------------------------------- WHIP / WHEP
+
+const HTTP_TIMEOUT_MS = 15_000;
+const DELETE_TIMEOUT_MS = 5_000;
+const GATHER_TIMEOUT_MS = 3_000;
+const STALL_TIMEOUT_MS = 5_000;
+const FIRST_MEDIA_TIMEOUT_MS = 15_000;
+
+/**
+ * One WHIP (RFC 9725) or WHEP session: an RTCPeerConnection negotiated with one HTTP POST of the
+ * SDP offer; the answer's `Location` is the session's resource, PATCHed with trickle candidates
+ * (and for ICE restarts) and DELETEd to end it. Made by `whipPublish()` / `whepPlay()`.
+ * Events (`on(type, fn)` like Room): `state` {state}, `ended` {reason}, `track` {track, stream}
+ * (WHEP only), `error` {message}.
+ */
+export class StreamSession extends EventTarget {
+  constructor(kind, url, opts) {
+    super();
+    /** 'whip' | 'whep' */
+    this.kind = kind;
+    this.url = new URL(url, globalThis.location?.href).href;
+    this.options = opts;
+    /** 'new' | 'connecting' | 'connected' | 'disconnected' | 'ended' */
+    this.state = 'new';
+    /** Why the session ended: 'stopped', 'closed', 'failed', 'no_media'. */
+    this.endReason = null;
+    /** The session's resource URL (absolute), from the POST answer's Location. */
+    this.resource = null;
+    this.etag = null;
+    /** ICE servers in use: the caller's, or those of the answer's Link rel="ice-server" headers. */
+    this.iceServers = opts.iceServers || [];
+    /** false once the server said it does not take trickle PATCHes (405/501), or with `trickle: false`. */
+    this.trickle = opts.trickle !== false;
+    /** true once the server answered a PATCH with 405/501: no trickle, no ICE restart. */
+    this.patchUnsupported = false;
+    this.pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this._ufrag = null;
+    this._pwd = null;
+    this._candidates = [];
+    this._endOfCandidates = false;
+    this._flushTimer = null;
+    this._patchChain = Promise.resolve();
+    this._restarting = false;
+    this._lastRestart = 0;
+    this._timers = [];
+    this._stats = { snap: null, result: null, at: 0 };
+    this._onPageHide = () => {
+      if (this.resource && this.state !== 'ended') {
+        fetch(this.resource, { method: 'DELETE', headers: this._headers(), keepalive: true }).catch(() => {});
+      }
+    };
+  }
+
+  on(type, fn) {
+    const listener = (ev) => fn(ev.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  once(type, fn) {
+    const listener = (ev) => fn(ev.detail);
+    this.addEventListener(type, listener, { once: true });
+    return () => this.removeEventListener(type, listener);
+  }
+
+  _emit(type, detail) {
+    try {
+      this.dispatchEvent(new CustomEvent(type, { detail }));
+    } catch (e) {
+      console.error(`onair: a '${type}' listener threw`, e);
+    }
+  }
+
+  _setState(state) {
+    if (this.state === state || this.state === 'ended') return;
+    this.state = state;
+    this._emit('state', { state });
+  }
+
+  _headers(extra = {}) {
+    const h = { ...extra };
+    if (this.options.token) h.Authorization = `Bearer ${this.options.token}`;
+    return h;
+  }
+
+  /** fetch with a timeout; network failures become OnairError('connect_failed'). */
+  async _request(method, url, headers, body, timeoutMs = HTTP_TIMEOUT_MS) {
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), timeoutMs);
+    try {
+      return await fetch(url, { method, headers: this._headers(headers), body, signal: ctl.signal });
+    } catch (e) {
+      const err = new OnairError(e.name === 'AbortError' ? 'http_timeout' : 'connect_failed',
+        `${method} ${url}: ${e.name === 'AbortError' ? `no answer within ${timeoutMs} ms` : e.message}`);
+      err.status = 0;
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // ---------------------------------------------------------------- negotiation
+
+  /** POST the offer, apply the answer. With trickle (the default) the offer goes out at once,
+   * before gathering, and candidates follow in PATCHes; like the whip-whep reference clients the
+   * local description is set only after the answer came, so ICE servers from its Link headers
+   * (applied with setConfiguration) are used for gathering. Without trickle the offer waits for
+   * gathering to complete (at most `gatherTimeout` ms) and carries the candidates itself. */
+  async _start() {
+    const pc = this.pc;
+    this._setState('connecting');
+    pc.onicecandidate = (ev) => this._onCandidate(ev.candidate);
+    pc.onconnectionstatechange = () => this._onConnectionState();
+    const offer = await pc.createOffer();
+    let body = offer.sdp;
+    if (!this.trickle) {
+      await pc.setLocalDescription(offer);
+      await gatheringComplete(pc, this.options.gatherTimeout ?? GATHER_TIMEOUT_MS);
+      body = pc.localDescription.sdp;
+    }
+    const res = await this._request('POST', this.url, { 'Content-Type': 'application/sdp' }, body);
+    if (!res.ok) throw await httpError('POST', this.url, res);
+    const location = res.headers.get('location');
+    if (!location) throw new OnairError('bad_answer', `POST ${this.url}: ${res.status} without a Location header`);
+    this.resource = new URL(location, res.url || this.url).href;
+    this.etag = res.headers.get('etag');
+    const servers = parseIceServerLinks(res.headers.get('link'));
+    if (servers.length && !this.options.iceServers?.length) {
+      this.iceServers = servers;
+      try {
+        pc.setConfiguration({ ...pc.getConfiguration(), iceServers: servers });
+      } catch (e) {
+        console.warn('onair: the ICE servers of the Link headers were refused', e);
+      }
+    }
+    const answer = await res.text();
+    if (this.state === 'ended') return; // stopped while the POST was out
+    this._ufrag = iceAttr(offer.sdp, 'ufrag');
+    this._pwd = iceAttr(offer.sdp, 'pwd');
+    if (pc.signalingState === 'stable') await pc.setLocalDescription(offer);
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    this._watchDtls();
+    globalThis.addEventListener?.('pagehide', this._onPageHide);
+    this._scheduleFlush();
+  }
+
+  _onCandidate(c) {
+    if (!this.trickle || this.state === 'ended') return;
+    // An empty candidate string ends one generation; the null event after it ends all.
+    if (c && !c.candidate) return;
+    // A generation that is not ours (one whose ICE restart was rolled back).
+    if (c?.usernameFragment && this._ufrag && c.usernameFragment !== this._ufrag) return;
+    if (c) this._candidates.push(c);
+    else this._endOfCandidates = true;
+    this._scheduleFlush();
+  }
+
+  _scheduleFlush() {
+    if (this._flushTimer || !this.trickle) return;
+    this._flushTimer = setTimeout(() => {
+      this._flushTimer = null;
+      this._patchChain = this._patchChain.then(() => this._flush()).catch((e) => {
+        console.warn('onair: trickle PATCH failed', e);
+      });
+    }, 0);
+  }
+
+  /** Send the candidates gathered so far in one PATCH (application/trickle-ice-sdpfrag). */
+  async _flush() {
+    if (!this.resource || this._restarting || !this.trickle || this.patchUnsupported || this.state === 'ended') return;
+    if (!this._candidates.length && !this._endOfCandidates) return;
+    const candidates = this._candidates.splice(0);
+    const end = this._endOfCandidates;
+    this._endOfCandidates = false;
+    const headers = { 'Content-Type': 'application/trickle-ice-sdpfrag' };
+    if (this.etag) headers['If-Match'] = this.etag;
+    const res = await this._request('PATCH', this.resource, headers, this._fragment(candidates, end));
+    if (res.status === 405 || res.status === 501) {
+      // The server takes no trickle: its connectivity checks learn our address (peer reflexive).
+      this.patchUnsupported = true;
+      this._candidates = [];
+      return;
+    }
+    if (!res.ok) {
+      const e = await httpError('PATCH', this.resource, res);
+      console.warn('onair:', e.message);
+      return;
+    }
+    this.etag = res.headers.get('etag') || this.etag;
+  }
+
+  /** An SDP fragment (RFC 8840) with our ICE credentials and, per m-line, its candidates. */
+  _fragment(candidates, end) {
+    let frag = `a=ice-ufrag:${this._ufrag}\r\na=ice-pwd:${this._pwd}\r\n`;
+    const byMid = new Map();
+    for (const c of candidates) {
+      const mid = c.sdpMid ?? this.pc.getTransceivers()[c.sdpMLineIndex ?? 0]?.mid ?? '0';
+      if (!byMid.has(mid)) byMid.set(mid, []);
+      byMid.get(mid).push(c);
+    }
+    // BUNDLE: end-of-candidates (or a restart) needs the first m-line even without candidates.
+    const firstMid = this.pc.getTransceivers().find((t) => t.mid != null)?.mid;
+    if ((end || !candidates.length) && firstMid != null && !byMid.has(firstMid)) byMid.set(firstMid, []);
+    for (const [mid, list] of byMid) {
+      frag += `${mLineOf(this.pc.localDescription?.sdp, mid)}\r\na=mid:${mid}\r\n`;
+      for (const c of list) frag += `a=${c.candidate}\r\n`;
+      if (end) frag += 'a=end-of-candidates\r\n';
+    }
+    return frag;
+  }
+
+  /** ICE restart over PATCH (If-Match: *). Throws when the server cannot restart. */
+  async restartIce() {
+    if (this.state === 'ended') throw new OnairError('closed', 'session ended');
+    if (this._restarting) return;
+    this._restarting = true;
+    this._lastRestart = Date.now();
+    const pc = this.pc;
+    const before = { ufrag: this._ufrag, pwd: this._pwd };
+    const rollback = async () => {
+      if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+      this._ufrag = before.ufrag;
+      this._pwd = before.pwd;
+      this._candidates = [];
+      this._endOfCandidates = false;
+    };
+    try {
+      await this._patchChain.catch(() => {});
+      const offer = await pc.createOffer({ iceRestart: true });
+      this._ufrag = iceAttr(offer.sdp, 'ufrag');
+      this._pwd = iceAttr(offer.sdp, 'pwd');
+      this._candidates = []; // the old generation's
+      this._endOfCandidates = false;
+      await pc.setLocalDescription(offer);
+      let res;
+      try {
+        res = await this._request('PATCH', this.resource,
+          { 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*' }, this._fragment([], false));
+      } catch (e) {
+        await rollback();
+        throw e;
+      }
+      if (res.status !== 200) {
+        await rollback();
+        if (res.status === 405 || res.status === 501) this.patchUnsupported = true;
+        throw await httpError('PATCH', this.resource, res);
+      }
+      this.etag = res.headers.get('etag') || this.etag;
+      const frag = await res.text();
+      let sdp = pc.remoteDescription.sdp;
+      const ufrag = iceAttr(frag, 'ufrag');
+      const pwd = iceAttr(frag, 'pwd');
+      if (ufrag) sdp = sdp.replace(/^a=ice-ufrag:.*$/gm, `a=ice-ufrag:${ufrag}`);
+      if (pwd) sdp = sdp.replace(/^a=ice-pwd:.*$/gm, `a=ice-pwd:${pwd}`);
+      await pc.setRemoteDescription({ type: 'answer', sdp });
+      let mid = pc.getTransceivers().find((t) => t.mid != null)?.mid ?? '0';
+      for (const line of frag.split(/\r?\n/)) {
+        if (line.startsWith('a=mid:')) mid = line.slice(6).trim();
+        if (line.startsWith('a=candidate:')) {
+          await pc.addIceCandidate({ candidate: line.slice(2).trim(), sdpMid: mid }).catch(() => {});
+        }
+      }
+    } finally {
+      this._restarting = false;
+    }
+    this._scheduleFlush();
+  }
+
+  _onConnectionState() {
+    const s = this.pc.connectionState;
+    if (s === 'connected') this._setState('connected');
+    else if (s === 'disconnected') this._setState('disconnected');
+    else if (s === 'failed') {
+      this._setState('disconnected');
+      if (Date.now() - this._lastRestart < ICE_RESTART_MIN_INTERVAL_MS || this.patchUnsupported) {
+        this._end('failed');
+        return;
+      }
+      this.restartIce().catch((e) => {
+        this._emit('error', { message: `ICE restart failed: ${e.message}` });
+        this._end('failed');
+      });
+    }
+  }
+
+  /** The server closing DTLS (close_notify) ends the session. */
+  _watchDtls() {
+    const transport = this.pc.getTransceivers().find((t) => t.mid != null)?.receiver?.transport;
+    if (!transport) return;
+    transport.addEventListener('statechange', () => {
+      if (transport.state === 'closed') this._end('closed');
+      else if (transport.state === 'failed') this._end('failed');
+    });
+  }
+
+  _every(ms, fn) {
+    const t = setInterval(fn, ms);
+    this._timers.push(t);
+  }
+
+  /** Close everything; DELETE the resource unless `deleteResource` is false. Returns the
+   * DELETE's promise (resolved either way), or null when the session had ended already. */
+  _end(reason, deleteResource = true) {
+    if (this.state === 'ended') return null;
+    this.state = 'ended';
+    this.endReason = reason;
+    clearTimeout(this._flushTimer);
+    for (const t of this._timers) clearInterval(t);
+    this._timers = [];
+    globalThis.removeEventListener?.('pagehide', this._onPageHide);
+    try { this.pc.close(); } catch { /* closed */ }
+    this._releaseMedia();
+    const resource = this.resource;
+    const done = deleteResource && resource
+      ? this._request('DELETE', resource, {}, undefined, DELETE_TIMEOUT_MS).then(() => {}, () => {})
+      : Promise.resolve();
+    this._emit('state', { state: 'ended' });
+    this._emit('ended', { reason });
+    return done;
+  }
+
+  _releaseMedia() {}
+
+  /** End the session: DELETE the resource, close the connection (and, for a WHIP session, stop the
+   * camera and microphone if the SDK opened them). Resolves once the server answered the DELETE
+   * (or after 5 s). */
+  async stop() {
+    await this._end('stopped');
+  }
+
+  /** Figures of the connection and of every sent (WHIP) or received (WHEP) stream, from two
+   * getStats() snapshots like `Room.stats()`. See docs/sdk.md. */
+  stats({ interval = 1000 } = {}) {
+    return sampleStats(this._stats, async () => ({
+      time: performance.now(),
+      report: this.pc.signalingState !== 'closed' ? await this.pc.getStats() : null,
+    }), (prev, cur) => {
+      const connection = connectionStats(this.pc, cur.report, prev.report);
+      const out = { timestamp: Date.now(), interval_ms: Math.round(cur.time - prev.time), connection, tracks: [] };
+      if (!cur.report) return out;
+      for (const s of cur.report.values()) {
+        if (s.type === 'inbound-rtp') {
+          out.tracks.push({ direction: 'in', ...inboundStats(cur.report, prev.report, s, connection?.rtt_ms) });
+        }
+      }
+      for (const layers of outboundGroups(cur.report).values()) {
+        out.tracks.push({ direction: 'out', ...outboundStats(cur.report, prev.report, layers, connection?.rtt_ms) });
+      }
+      return out;
+    }, interval);
+  }
+}
+
+/** A WHIP publishing session: `{pc, stream, resource, stop()}` and the rest of StreamSession. */
+export class WhipSession extends StreamSession {
+  constructor(url, stream, opts, ownsTracks) {
+    super('whip', url, opts);
+    /** The published MediaStream. */
+    this.stream = stream;
+    this._ownsTracks = opts.stopTracks ?? ownsTracks;
+    for (const track of stream.getTracks()) {
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (track.kind === 'video' && opts.simulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+      const transceiver = this.pc.addTransceiver(track, init);
+      const codec = track.kind === 'video' ? opts.codec : opts.audioCodec;
+      if (codec) preferCodec(transceiver, track.kind, codec);
+    }
+  }
+
+  _releaseMedia() {
+    if (this._ownsTracks) for (const t of this.stream.getTracks()) t.stop();
+  }
+}
+
+/** A WHEP playback session: `{pc, mediaStream, resource, stop()}` and the rest of StreamSession. */
+export class WhepSession extends StreamSession {
+  constructor(url, mediaStream, opts) {
+    super('whep', url, opts);
+    /** The received tracks, ready for a <video>'s srcObject. */
+    this.mediaStream = mediaStream || new MediaStream();
+    /** performance.now() when media first arrived, and last grew. */
+    this.mediaAt = null;
+    this._lastBytes = 0;
+    this._lastProgress = 0;
+    if (opts.video !== false) {
+      const t = this.pc.addTransceiver('video', { direction: 'recvonly' });
+      if (opts.codec) preferCodec(t, 'video', opts.codec);
+    }
+    if (opts.audio !== false) {
+      const t = this.pc.addTransceiver('audio', { direction: 'recvonly' });
+      if (opts.audioCodec) preferCodec(t, 'audio', opts.audioCodec);
+    }
+    this.pc.ontrack = (ev) => this._addTrack(ev.track);
+  }
+
+  _addTrack(track) {
+    if (this.mediaStream.getTracks().includes(track)) return;
+    this.mediaStream.addTrack(track);
+    this._emit('track', { track, stream: this.mediaStream });
+  }
+
+  async _start() {
+    await super._start();
+    if (this.state === 'ended') return;
+    // m-lines the server answered inactive (a stream without audio, say) carry no track.
+    for (const t of this.pc.getTransceivers()) {
+      if (t.currentDirection === 'recvonly' || t.currentDirection === 'sendrecv') this._addTrack(t.receiver.track);
+    }
+    this._watchMedia();
+  }
+
+  /** A stream that stops (its publisher went away) ends the session with 'no_media': nothing
+   * received for `stallTimeout` ms (default 5000; 0 turns it off), or nothing at all within 15 s. */
+  _watchMedia() {
+    const stall = this.options.stallTimeout ?? STALL_TIMEOUT_MS;
+    if (!stall) return;
+    const started = performance.now();
+    this._every(1000, async () => {
+      if (this.state === 'ended' || this.pc.signalingState === 'closed') return;
+      let bytes = 0;
+      try {
+        for (const s of (await this.pc.getStats()).values()) if (s.type === 'inbound-rtp') bytes += s.bytesReceived ?? 0;
+      } catch {
+        return;
+      }
+      const now = performance.now();
+      if (bytes > this._lastBytes) {
+        this._lastBytes = bytes;
+        this._lastProgress = now;
+        if (this.mediaAt == null) this.mediaAt = now;
+      } else if (this.mediaAt != null ? now - this._lastProgress > stall : now - started > Math.max(stall, FIRST_MEDIA_TIMEOUT_MS)) {
+        this._end('no_media');
+      }
+    });
+  }
+}
+
+/**
+ * Publish a MediaStream over WHIP. `url`: the WHIP endpoint, e.g. `/whip/live/show`. `stream`:
+ * the MediaStream to send; omitted (or null), the camera and microphone are opened. Resolves once
+ * the server's answer is applied (media follows when ICE and DTLS are up: watch `state`).
+ * Rejects with an OnairError whose message holds the HTTP status and the server's text.
+ */
+export async function whipPublish(url, stream, opts = {}) {
+  if (stream && !(stream instanceof MediaStream)) {
+    opts = stream;
+    stream = null;
+  }
+  let captured = false;
+  if (!stream) {
+    const video = opts.video ?? { width: { ideal: 1280 }, height: { ideal: 720 } };
+    const audio = opts.audio ?? true;
+    stream = await navigator.mediaDevices.getUserMedia({ video, audio });
+    captured = true;
+  }
+  const session = new WhipSession(url, stream, opts, captured);
+  try {
+    await session._start();
+  } catch (e) {
+    session._end('failed', !!session.resource);
+    throw e;
+  }
+  return session;
+}
+
+/**
+ * Play a stream over WHEP. `url`: the WHEP endpoint, e.g. `/whep/live/show`. `stream`: an
+ * optional MediaStream the received tracks are added to (by default a new one). Resolves once the
+ * server's answer is applied; `session.mediaStream` then holds the tracks. Rejects with an
+ * OnairError (`status` 404: the stream is not live).
+ */
+export async function whepPlay(url, stream, opts = {}) {
+  if (stream && !(stream instanceof MediaStream)) {
+    opts = stream;
+    stream = null;
+  }
+  const session = new WhepSession(url, stream || null, opts);
+  try {
+    await session._start();
+  } catch (e) {
+    session._end('failed', !!session.resource);
+    throw e;
+  }
+  return session;
+}
+
+async function httpError(method, url, res) {
+  let text = '';
+  try {
+    text = (await res.text()).trim();
+  } catch { /* no body */ }
+  const err = new OnairError('http_error',
+    `${method} ${url}: ${res.status}${res.statusText ? ` ${res.statusText}` : ''}${text ? `: ${text.slice(0, 500)}` : ''}`);
+  err.status = res.status;
+  err.body = text;
+  return err;
+}
+
+/** RTCIceServer list from `Link: <stun:host>; rel="ice-server"; username="u"; credential="p"`. */
+function parseIceServerLinks(header) {
+  if (!header) return [];
+  const servers = [];
+  for (const link of header.split(/,\s*(?=<)/)) {
+    const m = /^\s*<([^>]*)>(.*)$/.exec(link);
+    if (!m) continue;
+    const params = {};
+    for (const part of m[2].split(';')) {
+      const eq = part.indexOf('=');
+      if (eq < 0) continue;
+      params[part.slice(0, eq).trim().toLowerCase()] = part.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+    }
+    if (!(params.rel || '').split(/\s+/).includes('ice-server')) continue;
+    const server = { urls: m[1].trim() };
+    if (params.username != null) server.username = params.username;
+    if (params.credential != null) server.credential = params.credential;
+    servers.push(server);
+  }
+  return servers;
+}
+
+function iceAttr(sdp, name) {
+  return new RegExp(`^a=ice-${name}:(.*)$`, 'm').exec(sdp || '')?.[1]?.trim() ?? null;
+}
+
+/** The m= line of the m-section with `a=mid:mid`, its port set to 9 (as in a trickle fragment). */
+function mLineOf(sdp, mid) {
+  const midLine = `a=mid:${mid}`;
+  for (const section of (sdp || '').split(/\r?\n(?=m=)/)) {
+    if (!section.startsWith('m=')) continue;
+    if (section.split(/\r?\n/).some((l) => l.trim() === midLine)) {
+      return section.split(/\r?\n/)[0].replace(/^(m=\S+ )\d+/, (_, head) => `${head}9`);
+    }
+  }
+  return 'm=audio 9 UDP/TLS/RTP/SAVPF 0';
+}
+
+function gatheringComplete(pc, timeoutMs) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') {
+      resolve();
+      return;
+    }
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+    const timer = setTimeout(done, timeoutMs);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+// ---------------------------------------------------------------- stats helpers (Room and sessions)
+
+/** Two getStats() snapshots, the previous call's and this one's (the first call, or one more than
+ * 30 s after the last, takes two `interval` ms apart); calls within 250 ms share one result.
+ * `cache` is the caller's `{snap, result, at}`. */
+async function sampleStats(cache, snapshot, compute, interval) {
+  const now = performance.now();
+  if (cache.result && now - cache.at < 250) return cache.result;
+  let prev = cache.snap;
+  if (!prev || now - prev.time > 30_000) {
+    prev = await snapshot();
+    await sleep(interval);
+  }
+  const cur = await snapshot();
+  const result = compute(prev, cur);
+  Object.assign(cache, { snap: cur, result, at: performance.now() });
+  return result;
+}
+
+/** Figures of one inbound-rtp entry `s` of `report`, against the same entry in `prevReport`. */
+function inboundStats(report, prevReport, s, rttMs) {
+  const p = prevReport?.get(s.id);
+  const dt = p ? (s.timestamp - p.timestamp) / 1000 : 0;
+  const lost = delta(s, p, 'packetsLost');
+  const got = delta(s, p, 'packetsReceived');
+  return {
+    kind: s.kind,
+    mid: s.mid ?? null,
+    codec: codecOf(report, s),
+    bitrate_kbps: rate(delta(s, p, 'bytesReceived'), dt),
+    packets_received: s.packetsReceived ?? 0,
+    packets_lost: s.packetsLost ?? 0,
+    loss_pct: pct(lost, lost + got),
+    jitter_ms: s.jitter != null ? round(s.jitter * 1000) : null,
+    rtt_ms: rttMs ?? null,
+    frames_decoded: s.framesDecoded ?? null,
+    frames_dropped: s.framesDropped ?? null,
+    fps: s.framesPerSecond ?? (dt > 0 && s.framesDecoded != null ? round(delta(s, p, 'framesDecoded') / dt) : null),
+    width: s.frameWidth ?? null,
+    height: s.frameHeight ?? null,
+    freeze_count: s.freezeCount ?? null,
+    nack_count: s.nackCount ?? null,
+    pli_count: s.pliCount ?? null,
+    audio_level: s.audioLevel ?? null,
+    total_audio_energy: s.totalAudioEnergy ?? null,
+  };
+}
+
+/** The outbound-rtp entries of `report` grouped by sender (m-line): one per simulcast layer. */
+function outboundGroups(report) {
+  const groups = new Map();
+  for (const s of report.values()) {
+    if (s.type !== 'outbound-rtp') continue;
+    const key = s.mid ?? s.mediaSourceId ?? s.id;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(s);
+  }
+  return groups;
+}
+
+/** Figures of one sender from its outbound-rtp `layers`; `layers` in the result only for simulcast. */
+function outboundStats(report, prevReport, layers, connRttMs) {
+  const remoteInbound = new Map();
+  for (const s of report.values()) if (s.type === 'remote-inbound-rtp') remoteInbound.set(s.localId, s);
+  const first = layers[0];
+  let bytes = 0, dt = 0, lost = 0, sent = 0, rtt = null, jitter = null;
+  const detail = [];
+  for (const s of layers) {
+    const p = prevReport?.get(s.id);
+    const ldt = p ? (s.timestamp - p.timestamp) / 1000 : 0;
+    dt = Math.max(dt, ldt);
+    const b = delta(s, p, 'bytesSent');
+    bytes += b;
+    sent += delta(s, p, 'packetsSent');
+    const ri = remoteInbound.get(s.id);
+    const pri = ri && prevReport?.get(ri.id);
+    if (ri) {
+      lost += delta(ri, pri, 'packetsLost');
+      if (ri.roundTripTime != null) rtt = Math.max(rtt ?? 0, ri.roundTripTime * 1000);
+      if (ri.jitter != null) jitter = Math.max(jitter ?? 0, ri.jitter * 1000);
+    }
+    detail.push({
+      rid: s.rid ?? null,
+      active: s.active ?? null,
+      bitrate_kbps: rate(b, ldt),
+      width: s.frameWidth ?? null,
+      height: s.frameHeight ?? null,
+      fps: s.framesPerSecond ?? null,
+      quality_limitation: s.qualityLimitationReason ?? null,
+      key_frames: s.keyFramesEncoded ?? null,
+      pli_count: s.pliCount ?? null,
+      nack_count: s.nackCount ?? null,
+    });
+  }
+  detail.sort((a, b) => (a.height ?? 0) - (b.height ?? 0));
+  const top = detail.filter((l) => l.height).pop() || detail[detail.length - 1];
+  return {
+    kind: first.kind,
+    mid: first.mid ?? null,
+    codec: codecOf(report, first),
+    bitrate_kbps: rate(bytes, dt),
+    packets_sent: layers.reduce((n, s) => n + (s.packetsSent ?? 0), 0),
+    loss_pct: pct(lost, sent),
+    jitter_ms: jitter != null ? round(jitter) : null,
+    rtt_ms: rtt != null ? round(rtt) : connRttMs ?? null,
+    fps: top?.fps ?? null,
+    width: top?.width ?? null,
+    height: top?.height ?? null,
+    layers: layers.length > 1 ? detail : undefined,
+  };
 }
 
 function delta(s, p, key) {

@@ -96,7 +96,10 @@ mod tests {
     #[test]
     fn good_names() {
         for n in ["live", "live/show", "a.b_c-d/E9", "x/y/z"] {
-            assert_eq!(StreamName::parse(n).map(|s| s.to_string()), Ok(n.to_owned()));
+            assert_eq!(
+                StreamName::parse(n).map(|s| s.to_string()),
+                Ok(n.to_owned())
+            );
         }
     }
 

@@ -510,8 +510,13 @@ mod tests {
     }
 
     fn av_publisher(hub: &Hub, n: &str) -> Publisher {
-        let p = hub.publish(name(n), Protocol::Rtmp, Instant::now()).unwrap();
-        p.set_tracks(vec![TrackInfo::new(Codec::H264), TrackInfo::new(Codec::Aac)]);
+        let p = hub
+            .publish(name(n), Protocol::Rtmp, Instant::now())
+            .unwrap();
+        p.set_tracks(vec![
+            TrackInfo::new(Codec::H264),
+            TrackInfo::new(Codec::Aac),
+        ]);
         p
     }
 
@@ -566,7 +571,11 @@ mod tests {
         // 40 frames without the slow reader reading: it falls a whole queue behind.
         for t in 1..=40 {
             p.push(frame(0, t, false));
-            assert_eq!(ready(&mut fast), vec![(0, t)], "the fast reader is never held up");
+            assert_eq!(
+                ready(&mut fast),
+                vec![(0, t)],
+                "the fast reader is never held up"
+            );
         }
         p.push(frame(1, 41, true)); // audio
         p.push(frame(0, 42, false)); // video, not decodable after the gap
@@ -595,7 +604,10 @@ mod tests {
             events.try_recv().unwrap(),
             HubEvent::Started(name("live/end"), Protocol::Rtmp)
         );
-        assert_eq!(events.try_recv().unwrap(), HubEvent::Ended(name("live/end")));
+        assert_eq!(
+            events.try_recv().unwrap(),
+            HubEvent::Ended(name("live/end"))
+        );
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub struct Config {
     pub media: Media,
     /// Room limits and timings.
     pub rooms: Rooms,
+    /// Published streams (WHIP, RTMP, room participants) and their readers.
+    pub streams: Streams,
+    /// RTMP ingest.
+    pub rtmp: Rtmp,
     /// Access control (the auth issue fills this in).
     pub auth: Auth,
 }
@@ -59,6 +63,28 @@ pub struct Rooms {
     pub keyframe_interval_ms: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Streams {
+    /// What a second publisher of a busy stream name gets: "refuse" or "takeover".
+    pub on_conflict: hub::ConflictPolicy,
+    /// Frames a reader may fall behind before it skips to the next keyframe.
+    pub reader_queue: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rtmp {
+    /// Accept RTMP publishers.
+    pub enabled: bool,
+    /// Address for RTMP (`rtmp://HOST/APP/KEY` publishes stream `APP/KEY`).
+    pub listen: SocketAddr,
+    /// Decode AAC and encode Opus so WebRTC viewers hear RTMP audio.
+    pub transcode_audio: bool,
+    /// Simultaneous RTMP connections.
+    pub max_connections: usize,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
@@ -70,6 +96,27 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+        }
+    }
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        let d = hub::HubConfig::default();
+        Streams {
+            on_conflict: d.on_conflict,
+            reader_queue: d.reader_queue,
+        }
+    }
+}
+
+impl Default for Rtmp {
+    fn default() -> Self {
+        Rtmp {
+            enabled: true,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 1935)),
+            transcode_audio: true,
+            max_connections: 256,
         }
     }
 }
@@ -162,6 +209,8 @@ impl Config {
             ("rooms.max_tracks_per_room", r.max_tracks_per_room),
             ("rooms.max_data_bytes", r.max_data_bytes),
             ("rooms.max_signal_bytes", r.max_signal_bytes),
+            ("streams.reader_queue", self.streams.reader_queue),
+            ("rtmp.max_connections", self.rtmp.max_connections),
         ] {
             if v == 0 {
                 bail!("{key} must be at least 1");
@@ -191,6 +240,15 @@ impl Config {
             reconnect_grace: std::time::Duration::from_secs(r.reconnect_grace_secs),
             keyframe_min_interval: std::time::Duration::from_millis(r.keyframe_interval_ms),
             ..sfu::SfuConfig::default()
+        }
+    }
+
+    /// The hub's settings.
+    pub fn hub(&self) -> hub::HubConfig {
+        hub::HubConfig {
+            on_conflict: self.streams.on_conflict,
+            reader_queue: self.streams.reader_queue,
+            ..hub::HubConfig::default()
         }
     }
 
@@ -272,6 +330,8 @@ mod tests {
             "ONAIR_MEDIA_ICE_TCP" => Some("false".to_owned()),
             "ONAIR_MEDIA_PUBLIC_IPS" => Some(r#"["192.0.2.1"]"#.to_owned()),
             "ONAIR_ROOMS_RECONNECT_GRACE_SECS" => Some("3".to_owned()),
+            "ONAIR_STREAMS_ON_CONFLICT" => Some("takeover".to_owned()),
+            "ONAIR_RTMP_LISTEN" => Some("127.0.0.1:1936".to_owned()),
             _ => None,
         };
         let c = Config::default().with_env(env).unwrap();
@@ -283,6 +343,8 @@ mod tests {
             vec!["192.0.2.1".parse::<IpAddr>().unwrap()]
         );
         assert_eq!(c.rooms.reconnect_grace_secs, 3);
+        assert_eq!(c.streams.on_conflict, hub::ConflictPolicy::Takeover);
+        assert_eq!(c.rtmp.listen.port(), 1936);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub fn router(media: MediaHandle) -> Router {
     let mut r = Router::new()
         .route("/rtc", get(rtc))
         .route("/api/rooms", get(rooms))
+        .route("/api/streams", get(streams))
         .route("/healthz", get(|| async { "ok\n" }));
     for (path, ctype, body) in web::FILES {
         r = r.route(
@@ -42,7 +43,18 @@ pub fn router(media: MediaHandle) -> Router {
             }),
         );
     }
-    r.with_state(media)
+    r.merge(crate::whip::routes()).with_state(media)
+}
+
+async fn streams(State(media): State<MediaHandle>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if media.tx.send(Command::Streams(tx)).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
 }
 
 async fn rooms(State(media): State<MediaHandle>) -> Response {

@@ -3,7 +3,10 @@
 mod config;
 mod http;
 mod media_loop;
+mod rtmp_server;
+mod streams;
 mod web;
+mod whip;
 
 use std::path::PathBuf;
 
@@ -61,7 +64,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let (media, media_task) = media_loop::start(&config).await?;
+    let hub = hub::Hub::new(config.hub());
+    let (media, media_task) = media_loop::start(&config, hub.clone()).await?;
+    let rtmp_addr = rtmp_server::start(&config, hub.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;
@@ -80,6 +85,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("  home       http://{http_addr}/");
     println!("  room       http://{http_addr}/room.html?room=demo");
     println!("  signalling ws://{http_addr}/rtc");
+    println!(
+        "  publish    http://{http_addr}/publish.html?stream=live/demo   (WHIP: POST http://{http_addr}/whip/NAME)"
+    );
+    println!(
+        "  watch      http://{http_addr}/watch.html?stream=live/demo     (WHEP: POST http://{http_addr}/whep/NAME)"
+    );
+    if let Some(a) = rtmp_addr {
+        println!("  RTMP       rtmp://{a}/live/KEY   (plays as stream live/KEY)");
+    }
     for w in config.production_warnings() {
         warn!("production: {w}");
     }

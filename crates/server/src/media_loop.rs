@@ -7,16 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use hub::{Hub, StreamName};
 use sfu::signal::{ClientMessage, ErrorCode};
 use sfu::str0m::Candidate;
 use sfu::str0m::net::{Protocol, TcpType};
 use sfu::{ConnId, Output, Sfu};
+use sfu::{FrameTrack, HttpSession, HttpSessionError, ParticipantId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::streams::{StreamStatus, Streams, frame_track};
 
 /// What a signalling connection's task receives.
 #[derive(Debug)]
@@ -38,6 +41,52 @@ pub enum Command {
     TcpClosed(SocketAddr),
     Status(oneshot::Sender<Status>),
     Shutdown(oneshot::Sender<()>),
+    /// WHIP POST: publish `stream` (the hub name is reserved here).
+    WhipOffer {
+        stream: StreamName,
+        offer: String,
+        reply: oneshot::Sender<Result<HttpSession, SessionError>>,
+    },
+    /// WHEP POST: play `stream`.
+    WhepOffer {
+        stream: StreamName,
+        offer: String,
+        reply: oneshot::Sender<Result<HttpSession, SessionError>>,
+    },
+    /// PATCH of an HTTP session: trickle ICE.
+    SessionPatch {
+        token: String,
+        fragment: String,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    /// DELETE of an HTTP session.
+    SessionDelete {
+        token: String,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    /// A frame from a hub stream for a WHEP viewer.
+    ViewerFrame {
+        viewer: ParticipantId,
+        track: FrameTrack,
+        keyframe: bool,
+        pts_us: u64,
+        data: Vec<u8>,
+    },
+    /// End an HTTP session from the server's side.
+    KickSession(ParticipantId),
+    /// `GET /api/streams`.
+    Streams(oneshot::Sender<Vec<StreamStatus>>),
+}
+
+/// Why a WHIP/WHEP request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Sfu(#[from] HttpSessionError),
+    #[error(transparent)]
+    Busy(#[from] hub::PublishError),
+    #[error("stream '{0}' has no track a WebRTC viewer can receive (it needs H.264 or Opus)")]
+    NothingPlayable(String),
 }
 
 /// A snapshot for the HTTP API and metrics.
@@ -76,7 +125,10 @@ impl MediaHandle {
 }
 
 /// Binds the media sockets and starts the loop.
-pub async fn start(config: &Config) -> anyhow::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
+pub async fn start(
+    config: &Config,
+    hub: Hub,
+) -> anyhow::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
     let bind = SocketAddr::new(config.media.bind, config.media.port);
     let udp = UdpSocket::bind(bind)
         .await
@@ -112,12 +164,13 @@ pub async fn start(config: &Config) -> anyhow::Result<(MediaHandle, tokio::task:
     if let Some(listener) = tcp {
         tokio::spawn(accept_tcp(listener, tx.clone()));
     }
+    let streams = Streams::new(hub, tx.clone());
     let handle = MediaHandle {
         tx,
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         max_signal_bytes: config.rooms.max_signal_bytes,
     };
-    let task = tokio::spawn(run(sfu, udp, advertised, rx));
+    let task = tokio::spawn(run(sfu, streams, udp, advertised, rx));
     Ok((handle, task))
 }
 
@@ -136,6 +189,8 @@ fn random_seed() -> u64 {
 
 struct Loop {
     sfu: Sfu,
+    streams: Streams,
+    last_tick: Instant,
     udp: UdpSocket,
     local: SocketAddr,
     conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
@@ -145,12 +200,15 @@ struct Loop {
 
 async fn run(
     sfu: Sfu,
+    streams: Streams,
     udp: UdpSocket,
     local: SocketAddr,
     mut rx: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut l = Loop {
         sfu,
+        streams,
+        last_tick: Instant::now(),
         udp,
         local,
         conns: HashMap::new(),
@@ -165,6 +223,9 @@ async fn run(
             return;
         }
         let now = Instant::now();
+        if now >= l.last_tick + std::time::Duration::from_secs(1) {
+            l.tick(now);
+        }
         if deadline <= now {
             l.sfu.handle_timeout(now);
             continue;
@@ -189,6 +250,56 @@ async fn run(
 }
 
 impl Loop {
+    /// Once a second: publishers whose name was taken over are ended, bitrates sampled.
+    fn tick(&mut self, now: Instant) {
+        self.last_tick = now;
+        for pid in self.streams.kicked() {
+            info!(%pid, "WHIP publisher ended: another publisher took its stream name");
+            self.sfu.kick_http_session(now, pid);
+        }
+        let _ = self.streams.status(&self.sfu, now);
+    }
+
+    fn whip_offer(
+        &mut self,
+        now: Instant,
+        stream: StreamName,
+        offer: &str,
+    ) -> Result<HttpSession, SessionError> {
+        let publisher = self
+            .streams
+            .hub
+            .publish(stream.clone(), hub::Protocol::Whip, now)?;
+        let session = self.sfu.whip_publish(now, stream.as_str(), offer)?;
+        self.streams.add_whip(session.participant, publisher);
+        Ok(session)
+    }
+
+    fn whep_offer(
+        &mut self,
+        now: Instant,
+        stream: StreamName,
+        offer: &str,
+    ) -> Result<HttpSession, SessionError> {
+        if self.sfu.has_stream(stream.as_str()) {
+            let session = self.sfu.whep_play(now, stream.as_str(), offer)?;
+            self.streams.add_viewer(session.participant, stream);
+            return Ok(session);
+        }
+        let Some(info) = self.streams.hub.stream(&stream) else {
+            return Err(HttpSessionError::NotFound(stream.to_string()).into());
+        };
+        let tracks: Vec<FrameTrack> = info.tracks.iter().filter_map(frame_track).collect();
+        if tracks.is_empty() {
+            return Err(SessionError::NothingPlayable(stream.to_string()));
+        }
+        let session = self
+            .sfu
+            .whep_play_frames(now, stream.as_str(), &tracks, offer)?;
+        self.streams.add_frame_viewer(session.participant, stream);
+        Ok(session)
+    }
+
     fn command(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
@@ -229,6 +340,45 @@ impl Loop {
                     unclaimed_datagrams: s.unclaimed,
                 });
             }
+            Command::WhipOffer {
+                stream,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(self.whip_offer(now, stream, &offer));
+            }
+            Command::WhepOffer {
+                stream,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(self.whep_offer(now, stream, &offer));
+            }
+            Command::SessionPatch {
+                token,
+                fragment,
+                reply,
+            } => {
+                let r = self.sfu.http_session_patch(now, &token, &fragment);
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            Command::SessionDelete { token, reply } => {
+                let r = self.sfu.end_http_session(now, &token);
+                let _ = reply.send(r.map_err(Into::into));
+            }
+            Command::ViewerFrame {
+                viewer,
+                track,
+                keyframe,
+                pts_us,
+                data,
+            } => self
+                .sfu
+                .viewer_frame(now, viewer, track, keyframe, pts_us, &data),
+            Command::KickSession(pid) => self.sfu.kick_http_session(now, pid),
+            Command::Streams(reply) => {
+                let _ = reply.send(self.streams.status(&self.sfu, now));
+            }
             Command::Shutdown(done) => {
                 info!("shutting down: telling peers");
                 self.sfu.shutdown(now);
@@ -268,6 +418,7 @@ impl Loop {
                         let _ = tx.send(ToConn::Close);
                     }
                 }
+                Output::Event(e) => self.streams.on_event(&mut self.sfu, e),
                 Output::Timeout(t) => return t,
             }
         }

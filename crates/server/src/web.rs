@@ -23,6 +23,26 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../web/room.js"),
     ),
     (
+        "/publish.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../web/publish.html"),
+    ),
+    (
+        "/publish.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/publish.js"),
+    ),
+    (
+        "/watch.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../web/watch.html"),
+    ),
+    (
+        "/watch.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/watch.js"),
+    ),
+    (
         "/onair.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/onair.js"),

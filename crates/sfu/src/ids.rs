@@ -87,6 +87,12 @@ impl RoomName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name no client can choose (it holds a ':'), for the lone participants of HTTP
+    /// (WHIP/WHEP) sessions, which belong to no room.
+    pub(crate) fn internal(label: String) -> Self {
+        RoomName(label)
+    }
 }
 
 impl fmt::Display for RoomName {

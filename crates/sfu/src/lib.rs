@@ -21,6 +21,7 @@
 //!             Output::Transmit(t) => { /* send t.contents to t.destination */ }
 //!             Output::Signal(conn, msg) => { /* send msg.to_json() on conn */ }
 //!             Output::Close(conn) => { /* close conn */ }
+//!             Output::Event(e) => { /* mirror in the hub, end HTTP sessions */ }
 //!             Output::Timeout(t) => break t,
 //!         }
 //!     };
@@ -43,8 +44,10 @@ pub mod sdp;
 mod session;
 mod sfu;
 pub mod signal;
+mod whip;
 
 pub use config::SfuConfig;
 pub use ids::{ConnId, ParticipantId, PeerId, RoomName, TrackId};
-pub use sfu::{Output, Sfu, SfuStats};
+pub use sfu::{Output, Sfu, SfuEvent, SfuStats};
 pub use str0m;
+pub use whip::{FrameTrack, HttpSession, HttpSessionError};

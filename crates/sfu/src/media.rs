@@ -224,13 +224,16 @@ impl Sfu {
             Event::ChannelData(d) => self.relay_data(owner, d.id, &d.data),
             Event::Closed => {
                 info!(participant = %owner, pc = ?kind, "peer connection closed by the remote side");
+                self.http_session_closed(owner);
             }
             Event::IceConnectionStateChange(s) => {
                 debug!(participant = %owner, pc = ?kind, "ICE {s:?}");
                 if s == IceConnectionState::Disconnected {
                     info!(participant = %owner, pc = ?kind, "ICE disconnected");
                 }
+                self.http_session_ice(owner, s);
             }
+            Event::Connected => self.http_session_connected(owner),
             _ => {}
         }
     }
@@ -290,6 +293,7 @@ impl Sfu {
                 downstream: Vec::new(),
                 recent: VecDeque::new(),
                 first_packet: None,
+                bytes_in: 0,
             },
         );
     }
@@ -327,6 +331,7 @@ impl Sfu {
             l.last_seen = Some(now);
         }
         track.first_packet.get_or_insert(now);
+        track.bytes_in += pkt.payload.len() as u64;
         if track.codec.is_none() {
             let pt = pkt.header.payload_type;
             let Some(params) = self.peers.get(&peer_id).and_then(|p| {
@@ -485,6 +490,8 @@ impl Sfu {
             self.add_sub(pid, tid, None);
             self.negotiate(pid);
         }
+        self.tracks_changed(owner);
+        self.bind_viewers(tid);
     }
 
     fn on_subscriber_keyframe_request(&mut self, peer_id: PeerId, req: KeyframeRequest) {

@@ -64,6 +64,68 @@ fn filter_line(line: &str, pts: &[u8]) -> Option<String> {
     Some(line.to_owned())
 }
 
+/// One m-line of an SDP, as its author sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSection {
+    /// Audio or video.
+    pub kind: crate::signal::TrackKind,
+    /// `a=mid`.
+    pub mid: String,
+    /// The author sends on it (`sendonly`/`sendrecv`).
+    pub sends: bool,
+    /// The author receives on it (`recvonly`/`sendrecv`).
+    pub receives: bool,
+    /// Payload types in the author's order of preference.
+    pub pts: Vec<u8>,
+}
+
+/// The audio and video m-lines of `sdp` that have a mid and a port (not rejected), in order.
+pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
+    use crate::signal::TrackKind;
+    let mut out = Vec::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let mut lines = section.lines();
+        let mline: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+        let kind = match mline.first() {
+            Some(&"audio") => TrackKind::Audio,
+            Some(&"video") => TrackKind::Video,
+            _ => continue,
+        };
+        if mline.get(1) == Some(&"0") {
+            continue;
+        }
+        let pts = mline
+            .iter()
+            .skip(3)
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let (mut sends, mut receives, mut mid) = (true, true, None);
+        for l in lines.map(str::trim) {
+            match l {
+                "a=sendonly" => (sends, receives) = (true, false),
+                "a=recvonly" => (sends, receives) = (false, true),
+                "a=inactive" => (sends, receives) = (false, false),
+                "a=sendrecv" => (sends, receives) = (true, true),
+                _ => {
+                    if let Some(m) = l.strip_prefix("a=mid:") {
+                        mid = Some(m.trim().to_owned());
+                    }
+                }
+            }
+        }
+        if let Some(mid) = mid {
+            out.push(MediaSection {
+                kind,
+                mid,
+                sends,
+                receives,
+                pts,
+            });
+        }
+    }
+    out
+}
+
 /// Reorders each m-line's payload types in `answer` to follow their order in `offer` (matched by
 /// mid). Browsers send with the first codec of the answer, and str0m answers in its own
 /// preference order; this lets the publisher's choice (`setCodecPreferences`) stand.
@@ -151,6 +213,25 @@ mod tests {
         // Unknown mids and sections are left alone.
         let other = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:0\r\n";
         assert_eq!(follow_offer_order(other, offer), other);
+    }
+
+    #[test]
+    fn media_sections_and_directions() {
+        let s = media_sections(OFFER);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].kind, crate::signal::TrackKind::Audio);
+        assert_eq!(
+            (s[0].mid.as_str(), s[0].sends, s[0].receives),
+            ("0", true, false)
+        );
+        assert_eq!(s[1].pts, vec![96, 97, 98, 99]);
+        assert_eq!((s[1].sends, s[1].receives), (true, true));
+        let recv = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\na=recvonly\r\n\
+                    m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\n";
+        let s = media_sections(recv);
+        assert_eq!(s.len(), 1, "a rejected m-line (port 0) is skipped");
+        assert_eq!((s[0].sends, s[0].receives), (false, true));
+        assert!(media_sections("garbage").is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use str0m::{Candidate, Rtc};
 use tracing::{debug, info};
 
 use crate::ids::{ConnId, ParticipantId, PeerId, RoomName, TrackId};
-use crate::sfu::{Output, Participant, Peer, Room, Sfu, Sub};
+use crate::sfu::{Output, Participant, Peer, Role, Room, Sfu, SfuEvent, Sub};
 use crate::signal::{
     ClientMessage, ErrorCode, LeaveReason, Limits, ParticipantInfo, PcKind, ServerMessage,
     SubscribeTrack, TrackInfo,
@@ -129,6 +129,9 @@ impl Sfu {
             pid,
             Participant {
                 id: pid,
+                role: Role::Member,
+                media_lost_at: None,
+                frame_outs: Vec::new(),
                 name: name.to_owned(),
                 room: room.clone(),
                 conn: Some(conn),
@@ -156,6 +159,11 @@ impl Sfu {
             .participants
             .push(pid);
         info!(participant = %pid, %room, name, "joined");
+        self.out.push_back(Output::Event(SfuEvent::MemberJoined {
+            participant: pid,
+            room: room.to_string(),
+            name: name.to_owned(),
+        }));
 
         self.send_joined(pid);
         let info = self.participant_info(pid);
@@ -283,8 +291,21 @@ impl Sfu {
     }
 
     pub(crate) fn new_peer(&mut self, owner: ParticipantId, kind: PcKind) -> PeerId {
-        let id = PeerId(self.next_id());
-        let mut rtc = Rtc::builder()
+        self.new_peer_with(owner, kind, false)
+    }
+
+    /// `ice_lite`: the peer answers connectivity checks and never sends its own, as a server
+    /// with only host candidates may (RFC 8445 §2.5). HTTP sessions use it: FFmpeg's WHIP
+    /// muxer waits for the server's DTLS after its own checks succeed and never answers
+    /// checks of a full-ICE server.
+    pub(crate) fn new_peer_with(
+        &mut self,
+        owner: ParticipantId,
+        kind: PcKind,
+        ice_lite: bool,
+    ) -> PeerId {
+        let rtc = Rtc::builder()
+            .set_ice_lite(ice_lite)
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
@@ -295,6 +316,12 @@ impl Sfu {
             .enable_vp9(true)
             .enable_av1(true)
             .build(self.now);
+        self.add_peer(rtc, owner, kind)
+    }
+
+    /// Registers a peer connection built elsewhere, with the server's candidates.
+    pub(crate) fn add_peer(&mut self, mut rtc: Rtc, owner: ParticipantId, kind: PcKind) -> PeerId {
+        let id = PeerId(self.next_id());
         for c in &self.local_candidates {
             rtc.add_local_candidate(c.clone());
         }
@@ -559,8 +586,24 @@ impl Sfu {
             .collect();
         for s in subscribers {
             self.unsubscribe(s, track);
+            self.release_viewer_mid(s, track);
             self.negotiate(s);
         }
+        if t.codec.is_some() {
+            self.tracks_changed(t.owner);
+        }
+    }
+
+    /// Tells the driver the announced tracks of `pid` (a member or a WHIP publisher).
+    pub(crate) fn tracks_changed(&mut self, pid: ParticipantId) {
+        if !self.participants.contains_key(&pid) {
+            return;
+        }
+        let tracks = self.participant_info(pid).tracks;
+        self.out.push_back(Output::Event(SfuEvent::TracksChanged {
+            participant: pid,
+            tracks,
+        }));
     }
 
     /// Takes a participant out of its room and frees everything it held.
@@ -571,6 +614,10 @@ impl Sfu {
         let own: Vec<TrackId> = p.published.values().copied().collect();
         let subs: Vec<TrackId> = p.subs.keys().copied().collect();
         let (room, peers) = (p.room.clone(), [p.publisher, p.subscriber]);
+        let event = match p.role {
+            Role::Member => SfuEvent::MemberLeft { participant: pid },
+            Role::Whip { .. } | Role::Whep { .. } => SfuEvent::SessionEnded { participant: pid },
+        };
         for t in own {
             self.unpublish(t);
         }
@@ -604,5 +651,6 @@ impl Sfu {
             reason,
         };
         self.broadcast(&room, pid, &msg);
+        self.out.push_back(Output::Event(event));
     }
 }

@@ -18,6 +18,9 @@ use crate::ids::{ConnId, ParticipantId, PeerId, RoomName, TrackId};
 use crate::keyframe::KeyframeThrottle;
 use crate::signal::{LeaveReason, PcKind, PublishTrack, ServerMessage, TrackKind, TrackSource};
 
+/// An HTTP session's peer that has not (re)gained ICE connectivity in this long is ended.
+pub(crate) const HTTP_SESSION_ICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What the SFU asks its driver to do.
 #[derive(Debug)]
 pub enum Output {
@@ -27,8 +30,47 @@ pub enum Output {
     Signal(ConnId, ServerMessage),
     /// Close a signalling connection (after the messages queued before this).
     Close(ConnId),
+    /// Something the driver may want to act on (hub registration, HTTP sessions ending).
+    Event(SfuEvent),
     /// Nothing more to do until this time, or until the next input.
     Timeout(Instant),
+}
+
+/// What happened inside the SFU that its driver may mirror elsewhere (the stream hub, the HTTP
+/// session table).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SfuEvent {
+    /// A participant entered a room.
+    MemberJoined {
+        /// Who.
+        participant: ParticipantId,
+        /// The room.
+        room: String,
+        /// Display name.
+        name: String,
+    },
+    /// A room participant left (or timed out).
+    MemberLeft {
+        /// Who.
+        participant: ParticipantId,
+    },
+    /// The announced tracks of a room participant or a WHIP publisher changed.
+    TracksChanged {
+        /// Whose.
+        participant: ParticipantId,
+        /// All its announced tracks now.
+        tracks: Vec<crate::signal::TrackInfo>,
+    },
+    /// A WHEP viewer of a frame source finished its handshake: frames may flow.
+    ViewerConnected {
+        /// The viewer.
+        participant: ParticipantId,
+    },
+    /// A WHIP or WHEP session ended: DELETE, its peer closed, or ICE gave up.
+    SessionEnded {
+        /// The session.
+        participant: ParticipantId,
+    },
 }
 
 /// Counters for metrics and benchmarks.
@@ -71,8 +113,43 @@ pub(crate) struct Room {
     pub participants: Vec<ParticipantId>,
 }
 
+/// What a participant is: a room member with a signalling socket, or one side of an HTTP
+/// (WHIP/WHEP) session with a single peer connection and no socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    Member,
+    /// Publishes `stream` over WHIP; its one peer is its publisher connection. `ufrag`: the
+    /// offer's ICE ufrag, which tells a trickle fragment from an ICE restart.
+    Whip {
+        stream: String,
+        ufrag: Option<String>,
+    },
+    /// Plays `stream` over WHEP; its one peer is its subscriber connection. `frames`: the
+    /// source is the hub (RTMP …), so media is packetized from frames, not forwarded.
+    Whep {
+        stream: String,
+        frames: bool,
+        ufrag: Option<String>,
+    },
+}
+
+/// A WHEP viewer's m-line fed from hub frames (its peer runs in str0m's frame mode).
+pub(crate) struct FrameOut {
+    pub kind: TrackKind,
+    pub mid: Mid,
+    pub pt: str0m::media::Pt,
+    pub clock: u32,
+    /// Video waits for a keyframe before its first frame.
+    pub waiting_keyframe: bool,
+}
+
 pub(crate) struct Participant {
     pub id: ParticipantId,
+    pub role: Role,
+    /// HTTP sessions: since when the peer has been without ICE connectivity (from creation
+    /// until it first connects). They have no socket to time out, so this is how they end.
+    pub media_lost_at: Option<Instant>,
+    pub frame_outs: Vec<FrameOut>,
     pub name: String,
     pub room: RoomName,
     pub conn: Option<ConnId>,
@@ -150,6 +227,8 @@ pub(crate) struct Track {
     /// Recent video packets, for subscribers whose epoch starts late.
     pub recent: VecDeque<crate::media::Cached>,
     pub first_packet: Option<Instant>,
+    /// RTP payload bytes received, all layers.
+    pub bytes_in: u64,
 }
 
 #[derive(Default)]
@@ -226,6 +305,15 @@ impl Sfu {
     /// Number of participants in all rooms.
     pub fn participant_count(&self) -> usize {
         self.participants.len()
+    }
+
+    /// RTP payload bytes received so far on all tracks `pid` publishes.
+    pub fn bytes_published(&self, pid: ParticipantId) -> u64 {
+        self.tracks
+            .values()
+            .filter(|t| t.owner == pid)
+            .map(|t| t.bytes_in)
+            .sum()
     }
 
     /// Number of live peer connections.
@@ -347,7 +435,15 @@ impl Sfu {
                 .iter()
                 .filter_map(|l| l.keyframes.due(self.config.keyframe_min_interval))
         });
-        peers.chain(grace).chain(kf).fold(far, Instant::min)
+        let ice = self
+            .participants
+            .values()
+            .filter_map(|p| p.media_lost_at.map(|t| t + HTTP_SESSION_ICE_TIMEOUT));
+        peers
+            .chain(grace)
+            .chain(kf)
+            .chain(ice)
+            .fold(far, Instant::min)
     }
 
     /// Tells every client the server is going away and closes every peer connection.
@@ -414,7 +510,9 @@ impl Sfu {
             .participants
             .values()
             .filter(|p| {
-                let expired = p.conn_lost_at.is_some_and(|t| now >= t + grace);
+                let expired = p.conn_lost_at.is_some_and(|t| now >= t + grace)
+                    || p.media_lost_at
+                        .is_some_and(|t| now >= t + HTTP_SESSION_ICE_TIMEOUT);
                 let dead = [p.publisher, p.subscriber]
                     .iter()
                     .any(|id| self.peers.get(id).is_none_or(|peer| !peer.rtc.is_alive()));

@@ -173,6 +173,8 @@ impl Scenario {
                             c.online = false;
                         }
                     }
+                    // Hub mirroring is the server's business; scenarios watch the SFU itself.
+                    Output::Event(_) => {}
                     Output::Timeout(t) => {
                         self.sfu_deadline = t;
                         break;

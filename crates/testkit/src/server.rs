@@ -26,6 +26,8 @@ impl TestServer {
         let mut cmd = Command::new(bin);
         cmd.env("ONAIR_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
             .env("ONAIR_MEDIA_PORT", media_port.to_string())
+            // Any free port: tests run side by side, and 1935 may be taken.
+            .env("ONAIR_RTMP_LISTEN", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -1,0 +1,422 @@
+//! Incoming RTMP chunk stream → messages (RTMP spec 1.0, section 5.3), with hard limits.
+//!
+//! rml_rtmp has a chunk deserializer, but it keeps one partial payload for all chunk streams
+//! (interleaved messages underflow a length subtraction), reserves a whole announced message up
+//! front and takes any chunk size. A client controls all of these, so the reader is ours.
+
+use std::collections::HashMap;
+
+use crate::RtmpError;
+
+/// Limits the reader enforces; copied from [`crate::SessionConfig`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_chunk_size: u32,
+    pub max_message_size: u32,
+    pub max_chunk_streams: usize,
+    pub max_buffered_bytes: usize,
+}
+
+/// One complete message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub type_id: u8,
+    /// Milliseconds, as the client sent it (wraps at 2^32).
+    pub timestamp: u32,
+    pub stream_id: u32,
+    pub payload: Vec<u8>,
+}
+
+/// What the previous chunk on one chunk stream left behind, for compressed headers.
+#[derive(Debug, Default)]
+struct ChunkStream {
+    timestamp: u32,
+    /// The last timestamp field (absolute for type 0, delta otherwise), reused by type 3 chunks
+    /// that start a new message, as FFmpeg and librtmp do.
+    timestamp_field: u32,
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// The message being assembled; empty between messages.
+    partial: Vec<u8>,
+}
+
+/// Incoming chunk stream parser. Feed bytes with [`ChunkReader::push`], then call
+/// [`ChunkReader::next_message`] until `None`; apply SetChunkSize before the next call.
+#[derive(Debug)]
+pub(crate) struct ChunkReader {
+    limits: Limits,
+    chunk_size: u32,
+    input: Vec<u8>,
+    streams: HashMap<u32, ChunkStream>,
+    /// Sum of `partial.len()` over all chunk streams.
+    partial_bytes: usize,
+}
+
+/// Until the client says otherwise (RTMP spec 5.4.1).
+const INITIAL_CHUNK_SIZE: u32 = 128;
+const EXTENDED_TIMESTAMP: u32 = 0xff_ffff;
+
+impl ChunkReader {
+    pub fn new(limits: Limits) -> ChunkReader {
+        ChunkReader {
+            limits,
+            chunk_size: INITIAL_CHUNK_SIZE,
+            input: Vec::new(),
+            streams: HashMap::new(),
+            partial_bytes: 0,
+        }
+    }
+
+    /// Appends bytes; fails when what is held would pass the buffer limit.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), RtmpError> {
+        if self.buffered() + data.len() > self.limits.max_buffered_bytes {
+            return Err(RtmpError::BufferLimit {
+                limit: self.limits.max_buffered_bytes,
+            });
+        }
+        self.input.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Bytes held: unparsed input plus partial messages.
+    pub fn buffered(&self) -> usize {
+        self.input.len() + self.partial_bytes
+    }
+
+    pub fn set_chunk_size(&mut self, size: u32) -> Result<(), RtmpError> {
+        // Zero would make chunks that carry nothing: a message would never complete.
+        if size == 0 || size > self.limits.max_chunk_size {
+            return Err(RtmpError::BadChunkSize {
+                size,
+                limit: self.limits.max_chunk_size,
+            });
+        }
+        self.chunk_size = size;
+        Ok(())
+    }
+
+    /// Abort message (type 2): drop the partial message on `csid`.
+    pub fn abort(&mut self, csid: u32) {
+        if let Some(stream) = self.streams.get_mut(&csid) {
+            self.partial_bytes -= stream.partial.len();
+            stream.partial = Vec::new();
+        }
+    }
+
+    /// The next complete message, if the buffered input holds one.
+    pub fn next_message(&mut self) -> Result<Option<Message>, RtmpError> {
+        // Taken out so chunks can be parsed from it while `self` changes; put back below.
+        let input = std::mem::take(&mut self.input);
+        let mut consumed = 0;
+        let result = loop {
+            match self.read_chunk(&input[consumed..]) {
+                Ok(None) => break Ok(None),
+                Ok(Some((used, message))) => {
+                    consumed += used;
+                    if message.is_some() {
+                        break Ok(message);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.input = input;
+        self.input.drain(..consumed);
+        result
+    }
+
+    /// Parses one whole chunk from the front of `buf`. `None` when `buf` holds less than a
+    /// chunk; otherwise the bytes used and the message the chunk completed, if any.
+    fn read_chunk(&mut self, buf: &[u8]) -> Result<Option<(usize, Option<Message>)>, RtmpError> {
+        let mut r = Reader { buf, pos: 0 };
+        let Some(first) = r.u8() else {
+            return Ok(None);
+        };
+        let fmt = first >> 6;
+        let csid = match first & 0x3f {
+            0 => match r.u8() {
+                Some(b) => 64 + u32::from(b),
+                None => return Ok(None),
+            },
+            1 => match r.u16_le() {
+                Some(v) => 64 + u32::from(v),
+                None => return Ok(None),
+            },
+            id => u32::from(id),
+        };
+        let header_len = match fmt {
+            0 => 11,
+            1 => 7,
+            2 => 3,
+            _ => 0,
+        };
+        let Some(header) = r.take(header_len) else {
+            return Ok(None);
+        };
+
+        if !self.streams.contains_key(&csid) {
+            if fmt != 0 {
+                return Err(RtmpError::BadChunk(
+                    "a compressed chunk header on a chunk stream with no message before it",
+                ));
+            }
+            if self.streams.len() >= self.limits.max_chunk_streams {
+                return Err(RtmpError::TooManyChunkStreams {
+                    limit: self.limits.max_chunk_streams,
+                });
+            }
+        }
+        // Work on a copy: nothing may change until the whole chunk is here.
+        let mut s = match self.streams.get(&csid) {
+            Some(prev) => ChunkStream {
+                partial: Vec::new(),
+                ..*prev
+            },
+            None => ChunkStream::default(),
+        };
+        let prev_partial = self.streams.get(&csid).map_or(0, |p| p.partial.len());
+        if fmt != 3 && prev_partial > 0 {
+            return Err(RtmpError::BadChunk(
+                "a new message header arrived before the previous message on its chunk stream was complete",
+            ));
+        }
+
+        if fmt < 3 {
+            s.timestamp_field = be24(&header[0..3]);
+            s.extended = s.timestamp_field == EXTENDED_TIMESTAMP;
+        }
+        if fmt < 2 {
+            s.length = be24(&header[3..6]);
+            s.type_id = header[6];
+        }
+        if fmt == 0 {
+            s.stream_id = u32::from_le_bytes([header[7], header[8], header[9], header[10]]);
+        }
+        if s.extended {
+            // Type 3 chunks repeat the extended field when their stream's header had one.
+            match r.u32_be() {
+                Some(ext) if fmt < 3 => s.timestamp_field = ext,
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+        let starts_message = prev_partial == 0;
+        if starts_message {
+            s.timestamp = match fmt {
+                0 => s.timestamp_field,
+                _ => s.timestamp.wrapping_add(s.timestamp_field),
+            };
+        }
+
+        if s.length > self.limits.max_message_size {
+            return Err(RtmpError::MessageTooLarge {
+                size: s.length,
+                limit: self.limits.max_message_size,
+            });
+        }
+        let remaining = (s.length as usize).saturating_sub(prev_partial);
+        let body_len = remaining.min(self.chunk_size as usize);
+        let Some(body) = r.take(body_len) else {
+            // Wait for the rest of the chunk, but not past the buffer limit: a chunk is held
+            // whole before it is parsed, so the limit also bounds the chunk size in practice.
+            return Ok(None);
+        };
+
+        // The whole chunk is here: commit.
+        let mut partial = self
+            .streams
+            .remove(&csid)
+            .map(|p| p.partial)
+            .unwrap_or_default();
+        self.partial_bytes -= partial.len();
+        partial.extend_from_slice(body);
+        let complete = partial.len() == s.length as usize;
+        let message = if complete {
+            Some(Message {
+                type_id: s.type_id,
+                timestamp: s.timestamp,
+                stream_id: s.stream_id,
+                payload: std::mem::take(&mut partial),
+            })
+        } else {
+            self.partial_bytes += partial.len();
+            let unparsed = buf.len() - r.pos;
+            if self.partial_bytes + unparsed > self.limits.max_buffered_bytes {
+                return Err(RtmpError::BufferLimit {
+                    limit: self.limits.max_buffered_bytes,
+                });
+            }
+            None
+        };
+        s.partial = partial;
+        self.streams.insert(csid, s);
+        Ok(Some((r.pos, message)))
+    }
+}
+
+fn be24(b: &[u8]) -> u32 {
+    (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
+}
+
+/// A cursor that answers `None` at the end instead of panicking.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16_le(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32_be(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_chunk_size: 1 << 16,
+            max_message_size: 1 << 16,
+            max_chunk_streams: 4,
+            max_buffered_bytes: 1 << 17,
+        }
+    }
+
+    fn read_all(reader: &mut ChunkReader, bytes: &[u8]) -> Result<Vec<Message>, RtmpError> {
+        reader.push(bytes)?;
+        let mut out = Vec::new();
+        while let Some(m) = reader.next_message()? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn header_types_and_split_messages() {
+        let mut r = ChunkReader::new(limits());
+        // Type 0, csid 4, ts 1000, length 130 (two chunks at size 128), type 9, stream 1.
+        let mut bytes = vec![0x04, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x82, 0x09, 1, 0, 0, 0];
+        bytes.extend([0xaa; 128]);
+        bytes.extend([0xc4, 0xbb, 0xbb]); // type 3 continuation
+        // Type 2 on csid 4: delta 40, same length/type: a new message at 1040.
+        bytes.extend([0x84, 0x00, 0x00, 0x28]);
+        bytes.extend([0xcc; 128]);
+        bytes.extend([0xc4, 0xdd, 0xdd]);
+        // Type 3 starting a message: repeats the delta (1080).
+        bytes.extend([0xc4]);
+        bytes.extend([0xee; 128]);
+        bytes.extend([0xc4, 0xff, 0xff]);
+        // Feed one byte at a time: the parse must not depend on read boundaries.
+        let mut got = Vec::new();
+        for b in &bytes {
+            got.extend(read_all(&mut r, &[*b]).unwrap());
+        }
+        let ts: Vec<u32> = got.iter().map(|m| m.timestamp).collect();
+        assert_eq!(ts, vec![1000, 1040, 1080]);
+        assert!(
+            got.iter()
+                .all(|m| m.type_id == 9 && m.stream_id == 1 && m.payload.len() == 130)
+        );
+        assert_eq!(&got[0].payload[126..], &[0xaa, 0xaa, 0xbb, 0xbb]);
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn extended_timestamps_and_long_csids() {
+        let mut r = ChunkReader::new(limits());
+        // csid 64 + 300 = 364 (3-byte form: 1, lo, hi), ts 0x01000000 extended.
+        let mut bytes = vec![0x01, 0x2c, 0x01, 0xff, 0xff, 0xff, 0, 0, 1, 8, 1, 0, 0, 0];
+        bytes.extend([0x01, 0x00, 0x00, 0x00, 0x42]);
+        let got = read_all(&mut r, &bytes).unwrap();
+        assert_eq!(got[0].timestamp, 0x0100_0000);
+        assert_eq!(got[0].payload, vec![0x42]);
+    }
+
+    #[test]
+    fn interleaved_chunk_streams() {
+        let mut r = ChunkReader::new(limits());
+        let mut bytes = vec![0x04, 0, 0, 0, 0, 0, 0x82, 9, 1, 0, 0, 0];
+        bytes.extend([1; 128]);
+        // A whole audio message on csid 5 between the two chunks of the video message.
+        bytes.extend([0x05, 0, 0, 5, 0, 0, 2, 8, 1, 0, 0, 0, 7, 7]);
+        bytes.extend([0xc4, 2, 2]);
+        let got = read_all(&mut r, &bytes).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].type_id, got[0].payload.len()), (8, 2));
+        assert_eq!((got[1].type_id, got[1].payload.len()), (9, 130));
+    }
+
+    #[test]
+    fn limits_are_errors() {
+        let mut r = ChunkReader::new(limits());
+        assert_eq!(
+            r.set_chunk_size(0),
+            Err(RtmpError::BadChunkSize {
+                size: 0,
+                limit: 1 << 16
+            })
+        );
+        assert!(r.set_chunk_size(0x7fff_ffff).is_err());
+        // Message length 0xffffff > 64 KiB.
+        let err = read_all(&mut r, &[0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "RTMP message of 16777215 bytes exceeds the limit of 65536 bytes"
+        );
+
+        let mut r = ChunkReader::new(limits());
+        let err = read_all(&mut r, &[0xc7, 0x00]).unwrap_err();
+        assert!(matches!(err, RtmpError::BadChunk(_)), "{err}");
+
+        let mut r = ChunkReader::new(limits());
+        let mut bytes = Vec::new();
+        for csid in 2..10u8 {
+            bytes.extend([csid, 0, 0, 0, 0, 0, 1, 9, 1, 0, 0, 0, 0]);
+        }
+        assert_eq!(
+            read_all(&mut r, &bytes).unwrap_err(),
+            RtmpError::TooManyChunkStreams { limit: 4 }
+        );
+
+        let mut r = ChunkReader::new(limits());
+        assert_eq!(
+            r.push(&vec![0; (1 << 17) + 1]),
+            Err(RtmpError::BufferLimit { limit: 1 << 17 })
+        );
+    }
+
+    #[test]
+    fn new_header_mid_message_is_an_error_and_abort_clears() {
+        let mut r = ChunkReader::new(limits());
+        let mut bytes = vec![0x04, 0, 0, 0, 0, 0, 0x82, 9, 1, 0, 0, 0];
+        bytes.extend([1; 128]);
+        assert!(read_all(&mut r, &bytes).unwrap().is_empty());
+        assert_eq!(r.buffered(), 128);
+        r.abort(4);
+        assert_eq!(r.buffered(), 0);
+        // After the abort a fresh message on csid 4 is fine.
+        let got = read_all(&mut r, &[0x44, 0, 0, 1, 0, 0, 1, 9, 0x33]).unwrap();
+        assert_eq!(got[0].payload, vec![0x33]);
+
+        let mut r = ChunkReader::new(limits());
+        read_all(&mut r, &bytes).unwrap();
+        let err = read_all(&mut r, &[0x44, 0, 0, 1, 0, 0, 1, 9, 0x33]).unwrap_err();
+        assert!(matches!(err, RtmpError::BadChunk(_)), "{err}");
+    }
+}

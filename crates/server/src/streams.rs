@@ -1,0 +1,278 @@
+//! The media loop's side of the stream hub: WHIP publishers and room participants registered
+//! as hub streams, WHEP viewers counted as hub readers, and the bridges that carry frames of
+//! hub-only streams (RTMP) to their WHEP viewers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hub::{Codec, Hub, Item, Protocol, Publisher, Reader, StreamName, TrackInfo};
+use sfu::signal::{TrackInfo as SfuTrack, TrackKind};
+use sfu::{FrameTrack, ParticipantId, Sfu, SfuEvent};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::media_loop::Command;
+
+/// A stream as `GET /api/streams` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamStatus {
+    pub name: StreamName,
+    pub source: Protocol,
+    pub tracks: Vec<TrackInfo>,
+    pub readers: std::collections::BTreeMap<Protocol, usize>,
+    pub bitrate_kbps: u64,
+    pub uptime_secs: u64,
+    /// Times a reader fell behind and skipped to a keyframe.
+    pub reader_skips: u64,
+}
+
+/// A WHEP viewer's ties to the hub: its reader registration and, for hub-only sources, the
+/// bridge task feeding it frames.
+struct Viewer {
+    stream: StreamName,
+    /// Held so the stream counts this viewer (SFU-forwarded viewers read nothing from it).
+    _reader: Option<Reader>,
+    bridge: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Streams {
+    pub hub: Hub,
+    tx: mpsc::UnboundedSender<Command>,
+    /// WHIP publishers and room participants, by participant.
+    publishers: HashMap<ParticipantId, Publisher>,
+    viewers: HashMap<ParticipantId, Viewer>,
+    /// Last bitrate sample per stream: (bytes, when, kbit/s).
+    rates: HashMap<StreamName, (u64, Instant, u64)>,
+}
+
+impl Streams {
+    pub fn new(hub: Hub, tx: mpsc::UnboundedSender<Command>) -> Streams {
+        Streams {
+            hub,
+            tx,
+            publishers: HashMap::new(),
+            viewers: HashMap::new(),
+            rates: HashMap::new(),
+        }
+    }
+
+    /// Keeps a WHIP publisher's hub registration for the life of its session.
+    pub fn add_whip(&mut self, pid: ParticipantId, publisher: Publisher) {
+        self.publishers.insert(pid, publisher);
+    }
+
+    /// Registers a WHEP viewer (SFU-forwarded) as a reader of its stream.
+    pub fn add_viewer(&mut self, pid: ParticipantId, stream: StreamName) {
+        let reader = self.hub.subscribe(&stream, Protocol::Whep);
+        self.viewers.insert(
+            pid,
+            Viewer {
+                stream,
+                _reader: reader,
+                bridge: None,
+            },
+        );
+    }
+
+    /// Registers a WHEP viewer of a hub-only stream; its bridge starts when its peer connects.
+    pub fn add_frame_viewer(&mut self, pid: ParticipantId, stream: StreamName) {
+        self.viewers.insert(
+            pid,
+            Viewer {
+                stream,
+                _reader: None,
+                bridge: None,
+            },
+        );
+    }
+
+    /// Mirrors what happened in the SFU.
+    pub fn on_event(&mut self, sfu: &mut Sfu, event: SfuEvent) {
+        match event {
+            SfuEvent::MemberJoined {
+                participant,
+                room,
+                name,
+            } => {
+                // `ROOM/NAME` when the name is a valid segment and free, else `ROOM/PA_n`.
+                let now = Instant::now();
+                let candidates = [format!("{room}/{name}"), format!("{room}/{participant}")];
+                for c in candidates {
+                    let Ok(n) = StreamName::parse(&c) else {
+                        continue;
+                    };
+                    if let Ok(p) = self.hub.publish(n, Protocol::Room, now) {
+                        self.publishers.insert(participant, p);
+                        break;
+                    }
+                }
+            }
+            SfuEvent::MemberLeft { participant } => {
+                self.publishers.remove(&participant);
+            }
+            SfuEvent::TracksChanged {
+                participant,
+                tracks,
+            } => {
+                if let Some(p) = self.publishers.get(&participant) {
+                    p.set_tracks(tracks.iter().filter_map(hub_track).collect());
+                }
+            }
+            SfuEvent::ViewerConnected { participant } => {
+                let Some(v) = self.viewers.get_mut(&participant) else {
+                    return;
+                };
+                match self.hub.subscribe(&v.stream, Protocol::Whep) {
+                    Some(reader) => {
+                        let tx = self.tx.clone();
+                        v.bridge = Some(tokio::spawn(bridge(reader, participant, tx)));
+                    }
+                    None => sfu.kick_http_session(Instant::now(), participant),
+                }
+            }
+            SfuEvent::SessionEnded { participant } => {
+                if self.publishers.remove(&participant).is_some() {
+                    info!(%participant, "WHIP stream ended");
+                }
+                if let Some(v) = self.viewers.remove(&participant)
+                    && let Some(b) = v.bridge
+                {
+                    b.abort();
+                }
+            }
+        }
+    }
+
+    /// WHIP publishers whose name another publisher took over.
+    pub fn kicked(&self) -> Vec<ParticipantId> {
+        self.publishers
+            .iter()
+            .filter(|(_, p)| p.is_kicked())
+            .map(|(pid, _)| *pid)
+            .collect()
+    }
+
+    /// Every live stream, with bitrates sampled since the previous call (at most once a
+    /// second; the loop calls this every second).
+    pub fn status(&mut self, sfu: &Sfu, now: Instant) -> Vec<StreamStatus> {
+        let sfu_bytes: HashMap<&StreamName, u64> = self
+            .publishers
+            .iter()
+            .map(|(pid, p)| (p.name(), sfu.bytes_published(*pid)))
+            .collect();
+        let mut out = Vec::new();
+        for s in self.hub.streams() {
+            let bytes = sfu_bytes.get(&s.name).copied().unwrap_or(0) + s.bytes_in;
+            let entry = self
+                .rates
+                .entry(s.name.clone())
+                .or_insert((bytes, s.started, 0));
+            let elapsed = now.saturating_duration_since(entry.1).as_secs_f64();
+            if elapsed >= 1.0 {
+                entry.2 = ((bytes.saturating_sub(entry.0)) as f64 * 8.0 / 1000.0 / elapsed) as u64;
+                *entry = (bytes, now, entry.2);
+            }
+            out.push(StreamStatus {
+                bitrate_kbps: entry.2,
+                uptime_secs: now.saturating_duration_since(s.started).as_secs(),
+                name: s.name,
+                source: s.source,
+                tracks: s.tracks,
+                readers: s.readers,
+                reader_skips: s.skips,
+            });
+        }
+        let live: std::collections::HashSet<&StreamName> = out.iter().map(|s| &s.name).collect();
+        self.rates.retain(|n, _| live.contains(n));
+        out
+    }
+}
+
+/// The hub's view of a track the SFU announced.
+fn hub_track(t: &SfuTrack) -> Option<TrackInfo> {
+    let codec = match t.codec.as_deref()?.to_ascii_lowercase().as_str() {
+        "h264" => Codec::H264,
+        "h265" => Codec::H265,
+        "vp8" => Codec::Vp8,
+        "vp9" => Codec::Vp9,
+        "av1" => Codec::Av1,
+        "opus" => Codec::Opus,
+        "pcmu" => Codec::Pcmu,
+        "pcma" => Codec::Pcma,
+        _ => return None,
+    };
+    let mut info = TrackInfo::new(codec);
+    if t.kind == TrackKind::Video {
+        info.width = t.width;
+        info.height = t.height;
+    }
+    Some(info)
+}
+
+/// The WebRTC form of a hub track, when a WHEP viewer can receive it without transcoding.
+pub fn frame_track(t: &TrackInfo) -> Option<FrameTrack> {
+    match t.codec {
+        Codec::H264 => Some(FrameTrack::H264),
+        Codec::Opus => Some(FrameTrack::Opus),
+        _ => None,
+    }
+}
+
+/// Carries one hub stream to one WHEP viewer: H.264 to Annex B with the parameter sets in
+/// front of every keyframe, Opus as it is; other tracks (AAC, which has an Opus twin when
+/// transcoding is on) stay behind. Ends the viewer's session when the stream ends.
+async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::UnboundedSender<Command>) {
+    let mut tracks: Arc<[TrackInfo]> = Arc::from(Vec::new());
+    let mut avc: Option<rtmp::avc::AvcConfig> = None;
+    let mut base: Option<i64> = None;
+    let mut warned = false;
+    while let Some(item) = reader.recv().await {
+        let f = match item {
+            Item::Tracks(t) => {
+                avc = t
+                    .iter()
+                    .find(|t| t.codec == Codec::H264)
+                    .and_then(|t| rtmp::avc::AvcConfig::parse(&t.config).ok());
+                tracks = t;
+                continue;
+            }
+            Item::Frame(f) => f,
+        };
+        let Some(track) = tracks.get(f.track).and_then(frame_track) else {
+            continue;
+        };
+        let data = match track {
+            FrameTrack::Opus => f.data.to_vec(),
+            FrameTrack::H264 => {
+                let Some(config) = &avc else {
+                    continue; // no parameter sets yet: nothing decodable
+                };
+                let sets = f.keyframe.then_some(config);
+                match rtmp::avc::to_annex_b(&f.data, 4, sets) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        if !warned {
+                            warn!(%viewer, "dropping a malformed H.264 frame: {e}");
+                            warned = true;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let base = *base.get_or_insert(f.pts);
+        let cmd = Command::ViewerFrame {
+            viewer,
+            track,
+            keyframe: f.keyframe,
+            pts_us: (f.pts - base).max(0) as u64,
+            data,
+        };
+        if tx.send(cmd).is_err() {
+            return;
+        }
+    }
+    debug!(%viewer, "hub stream ended: ending the WHEP session");
+    let _ = tx.send(Command::KickSession(viewer));
+}

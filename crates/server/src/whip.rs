@@ -1,0 +1,242 @@
+//! WHIP (RFC 9725) and WHEP over HTTP: `POST /whip/NAME` publishes, `POST /whep/NAME` plays;
+//! the `Location` of the answer (`/whip/NAME/session/TOKEN`) takes PATCH (trickle ICE) and
+//! DELETE. Pages on other origins may call all of it (CORS).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hub::StreamName;
+use sfu::HttpSessionError;
+use tokio::sync::oneshot;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::media_loop::{Command, MediaHandle, SessionError};
+
+/// SDP offers and trickle fragments larger than this are refused (413).
+const MAX_BODY: usize = 64 * 1024;
+
+const SDP: &str = "application/sdp";
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Whip,
+    Whep,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Whip => "whip",
+            Kind::Whep => "whep",
+        }
+    }
+}
+
+pub fn routes() -> Router<MediaHandle> {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_MATCH,
+        ])
+        .expose_headers([header::LOCATION, header::LINK, header::ETAG])
+        .max_age(std::time::Duration::from_secs(86400));
+    Router::new()
+        .route(
+            "/whip/{*path}",
+            post(|s, p, h, b| offer(Kind::Whip, s, p, h, b))
+                .patch(patch)
+                .delete(delete),
+        )
+        .route(
+            "/whep/{*path}",
+            post(|s, p, h, b| offer(Kind::Whep, s, p, h, b))
+                .patch(patch)
+                .delete(delete),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(cors)
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response {
+    let mut body = msg.into();
+    body.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+fn error_response(e: SessionError) -> Response {
+    let status = match &e {
+        SessionError::Busy(_) => StatusCode::CONFLICT,
+        SessionError::NothingPlayable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        SessionError::Sfu(s) => match s {
+            HttpSessionError::NotFound(_) | HttpSessionError::UnknownSession => {
+                StatusCode::NOT_FOUND
+            }
+            HttpSessionError::NoCommonCodec(_) => StatusCode::NOT_ACCEPTABLE,
+            HttpSessionError::IceRestartUnsupported => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpSessionError::NoMediaYet(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        },
+    };
+    let retry = matches!(e, SessionError::Sfu(HttpSessionError::NoMediaYet(_)));
+    let mut r = text(status, e.to_string());
+    if retry {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+async fn ask<T>(
+    media: &MediaHandle,
+    cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, Response> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        )
+    };
+    media.tx.send(cmd(tx)).map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+async fn offer(
+    kind: Kind,
+    State(media): State<MediaHandle>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let stream = match StreamName::parse(&path) {
+        Ok(n) => n,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if !content_type_is(&headers, SDP) {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the offer must be sent as Content-Type: {SDP}"),
+        );
+    }
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
+    };
+    let reply = ask(&media, |reply| match kind {
+        Kind::Whip => Command::WhipOffer {
+            stream: stream.clone(),
+            offer,
+            reply,
+        },
+        Kind::Whep => Command::WhepOffer {
+            stream: stream.clone(),
+            offer,
+            reply,
+        },
+    })
+    .await;
+    let session = match reply {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return error_response(e),
+        Err(r) => return r,
+    };
+    let location = format!("/{}/{}/session/{}", kind.prefix(), stream, session.token);
+    let mut response = (StatusCode::CREATED, session.answer).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", session.token)) {
+        h.insert(header::ETAG, v);
+    }
+    response
+}
+
+/// `NAME/session/TOKEN` → TOKEN.
+fn session_token(path: &str) -> Option<&str> {
+    let (rest, token) = path.rsplit_once('/')?;
+    let (_, word) = rest.rsplit_once('/')?;
+    (word == "session" && !token.is_empty()).then_some(token)
+}
+
+async fn patch(
+    State(media): State<MediaHandle>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(token) = session_token(&path).map(str::to_owned) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "PATCH goes to a session URL (its Location)",
+        );
+    };
+    if !content_type_is(&headers, SDPFRAG) {
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("a trickle ICE fragment must be sent as Content-Type: {SDPFRAG}"),
+        );
+    }
+    let Ok(fragment) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8 text");
+    };
+    match ask(&media, |reply| Command::SessionPatch {
+        token,
+        fragment,
+        reply,
+    })
+    .await
+    {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(e)) => error_response(e),
+        Err(r) => r,
+    }
+}
+
+async fn delete(State(media): State<MediaHandle>, Path(path): Path<String>) -> Response {
+    let Some(token) = session_token(&path).map(str::to_owned) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "DELETE goes to a session URL (its Location)",
+        );
+    };
+    match ask(&media, |reply| Command::SessionDelete { token, reply }).await {
+        // A body, because FFmpeg's WHIP muxer logs an error on an empty one.
+        Ok(Ok(())) => text(StatusCode::OK, "session ended"),
+        Ok(Err(e)) => error_response(e),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_tokens_come_from_session_urls_only() {
+        assert_eq!(session_token("live/x/session/abc"), Some("abc"));
+        assert_eq!(session_token("live/x"), None);
+        assert_eq!(session_token("live/x/session/"), None);
+        assert_eq!(session_token("session/abc"), None);
+    }
+}

@@ -1,0 +1,323 @@
+//! Real AAC made by FFmpeg (tests/fixtures) through the transcoder and back out of libopus's
+//! decoder: the packets are counted and timed, and the decoded audio must still be a 440 Hz tone.
+
+// clippy's allow-unwrap-in-tests does not reach the helpers below, which are test code all the same.
+#![allow(clippy::unwrap_used)]
+
+use opusic_c::{Channels, Decoder, SampleRate};
+use transcode::{AacToOpus, OpusConfig, OpusPacket, TranscodeError};
+
+struct Fixture {
+    asc: Vec<u8>,
+    aus: Vec<Vec<u8>>,
+    rate: u32,
+    channels: usize,
+}
+
+/// Reads the framing described in tests/fixtures/README.md.
+fn fixture(name: &str, rate: u32, channels: usize) -> Fixture {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let data = std::fs::read(&path).unwrap();
+    let asc_len = data[0] as usize;
+    let asc = data[1..1 + asc_len].to_vec();
+    let mut aus = Vec::new();
+    let mut i = 1 + asc_len;
+    while i < data.len() {
+        let len = u16::from_be_bytes([data[i], data[i + 1]]) as usize;
+        aus.push(data[i + 2..i + 2 + len].to_vec());
+        i += 2 + len;
+    }
+    Fixture {
+        asc,
+        aus,
+        rate,
+        channels,
+    }
+}
+
+/// FLV carries milliseconds, so stamp the units the way an RTMP publisher would.
+fn flv_pts_us(index: usize, rate: u32) -> i64 {
+    (index as i64 * 1024 * 1000 / i64::from(rate)) * 1000
+}
+
+fn transcode(f: &Fixture, start_us: i64) -> Vec<OpusPacket> {
+    let mut t = AacToOpus::new(&f.asc, OpusConfig::default()).unwrap();
+    let mut out = Vec::new();
+    for (i, au) in f.aus.iter().enumerate() {
+        out.extend(t.push(au, start_us + flv_pts_us(i, f.rate)).unwrap());
+    }
+    out
+}
+
+/// 20 ms packets that `n` access units of 1024 samples at `rate` make at 48 kHz.
+fn expected_packets(n: usize, rate: u32) -> i64 {
+    n as i64 * 1024 * 48_000 / i64::from(rate) / 960
+}
+
+fn decode(packets: &[OpusPacket], channels: usize) -> Vec<f32> {
+    let ch = if channels == 1 {
+        Channels::Mono
+    } else {
+        Channels::Stereo
+    };
+    let mut dec = Decoder::new(ch, SampleRate::Hz48000).unwrap();
+    let mut pcm = Vec::new();
+    let mut buf = vec![0.0f32; 5760 * channels];
+    for p in packets {
+        let n = dec.decode_float_to_slice(&p.data, &mut buf, false).unwrap();
+        assert_eq!(n, 960, "each packet holds 20 ms");
+        pcm.extend_from_slice(&buf[..n * channels]);
+    }
+    pcm
+}
+
+/// Power of `x` at frequency `f` (Goertzel), normalised so that a full-length sine of amplitude
+/// A gives A²/2, i.e. its mean power.
+fn goertzel_power(x: &[f32], f: f64, rate: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * f / rate;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = f64::from(v) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    2.0 * power / (x.len() as f64 * x.len() as f64)
+}
+
+/// Checks that channel `c` of the decoded audio is a 440 Hz tone: loud enough, its strongest
+/// frequency within a few Hz of 440, and that frequency holding most of the energy.
+fn assert_tone_440(pcm: &[f32], channels: usize, c: usize) {
+    // Skip the first 100 ms: AAC priming, resampler and Opus start-up.
+    let x: Vec<f32> = pcm
+        .chunks_exact(channels)
+        .map(|f| f[c])
+        .skip(4800)
+        .collect();
+    assert!(
+        x.len() >= 9600,
+        "at least 200 ms to analyse, got {}",
+        x.len()
+    );
+    let mean_power = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / x.len() as f64;
+    // FFmpeg's sine source has amplitude 1/8, mean power 1/128; `-ac 2` pans it to each
+    // channel at -3 dB (FFmpeg's own decoder reads -24.2 dBFS RMS from the stereo fixtures).
+    let source_power = if channels == 1 {
+        1.0 / 128.0
+    } else {
+        1.0 / 256.0
+    };
+    let level_db = 10.0 * (mean_power / source_power).log10();
+    assert!(
+        level_db.abs() < 1.5,
+        "channel {c}: level {level_db:.2} dB from the source's"
+    );
+
+    let (mut best_f, mut best_p) = (0.0, 0.0);
+    let mut f = 50.0;
+    while f <= 4000.0 {
+        let p = goertzel_power(&x, f, 48_000.0);
+        if p > best_p {
+            (best_f, best_p) = (f, p);
+        }
+        f += 2.0;
+    }
+    assert!(
+        (best_f - 440.0f64).abs() <= 4.0,
+        "channel {c}: dominant frequency {best_f} Hz, expected 440"
+    );
+    let tone_share = goertzel_power(&x, 440.0, 48_000.0) / mean_power;
+    assert!(
+        tone_share > 0.9,
+        "channel {c}: 440 Hz holds only {tone_share:.2} of the energy"
+    );
+
+    // And the plain way: a 440 Hz sine crosses zero 880 times a second.
+    let crossings = x
+        .windows(2)
+        .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+        .count() as f64;
+    let per_second = crossings * 48_000.0 / x.len() as f64;
+    assert!(
+        (per_second - 880.0).abs() < 20.0,
+        "channel {c}: {per_second} zero crossings/s, expected 880"
+    );
+}
+
+fn assert_continuous(packets: &[OpusPacket], first_pts_us: i64) {
+    assert_eq!(packets[0].pts_us, first_pts_us);
+    for (i, p) in packets.iter().enumerate() {
+        assert_eq!(p.duration_us, 20_000);
+        assert_eq!(p.pts_us, first_pts_us + i as i64 * 20_000, "packet {i}");
+    }
+}
+
+fn check_fixture(f: &Fixture) {
+    let start = 5_000_000;
+    let packets = transcode(f, start);
+    let expected = expected_packets(f.aus.len(), f.rate);
+    assert!(
+        (packets.len() as i64 - expected).abs() <= 1,
+        "{} packets from {} AUs, expected {expected} ± 1",
+        packets.len(),
+        f.aus.len()
+    );
+    assert_continuous(&packets, start);
+    // TOC byte, bit 2: the stereo flag follows the source's channel count.
+    for p in &packets {
+        assert_eq!(p.data[0] & 0x04 != 0, f.channels == 2);
+    }
+    let pcm = decode(&packets, f.channels);
+    for c in 0..f.channels {
+        assert_tone_440(&pcm, f.channels, c);
+    }
+}
+
+#[test]
+fn stereo_48k_transcodes_to_a_440_hz_tone() {
+    check_fixture(&fixture("sine440_48k_stereo.au", 48_000, 2));
+}
+
+#[test]
+fn stereo_44k1_is_resampled_and_stays_440_hz() {
+    check_fixture(&fixture("sine440_44k1_stereo.au", 44_100, 2));
+}
+
+#[test]
+fn mono_stays_mono() {
+    check_fixture(&fixture("sine440_48k_mono.au", 48_000, 1));
+}
+
+#[test]
+fn corrupt_frame_is_an_error_and_later_frames_transcode() {
+    let f = fixture("sine440_44k1_stereo.au", 44_100, 2);
+    let mut t = AacToOpus::new(&f.asc, OpusConfig::default()).unwrap();
+    let mut packets = Vec::new();
+    let bad = 20;
+    for (i, au) in f.aus.iter().enumerate() {
+        let pts = flv_pts_us(i, f.rate);
+        if i == bad {
+            // A truncated unit: the bitstream ends inside the first channel element.
+            let err = t.push(&au[..4], pts).unwrap_err();
+            assert!(
+                matches!(err, TranscodeError::Decode { len: 4, .. }),
+                "{err}"
+            );
+            continue;
+        }
+        packets.extend(t.push(au, pts).unwrap());
+    }
+    // The bad unit became silence: the timeline has its full length and no hole.
+    let expected = expected_packets(f.aus.len(), f.rate);
+    assert!((packets.len() as i64 - expected).abs() <= 1);
+    assert_continuous(&packets, 0);
+    // Audio after the bad frame (from 25 AUs on, ~580 ms) is the tone again.
+    let after: Vec<OpusPacket> = packets
+        .iter()
+        .filter(|p| p.pts_us >= flv_pts_us(bad + 4, f.rate))
+        .cloned()
+        .collect();
+    let pcm = decode(&after, 2);
+    assert_tone_440(&pcm, 2, 0);
+}
+
+#[test]
+fn garbage_never_panics_and_the_stream_recovers() {
+    let f = fixture("sine440_48k_stereo.au", 48_000, 2);
+    let mut t = AacToOpus::new(&f.asc, OpusConfig::default()).unwrap();
+    // xorshift: a fixed seed, so a failure replays.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut errors = 0;
+    let mut pts = 0;
+    for round in 0..400 {
+        let mut au = f.aus[round % f.aus.len()].clone();
+        match round % 4 {
+            0 => {
+                let i = rand() as usize % au.len();
+                au[i] ^= 1 << (rand() % 8);
+            }
+            1 => au.truncate(rand() as usize % au.len()),
+            2 => au.iter_mut().for_each(|b| *b = rand() as u8),
+            _ => {
+                for _ in 0..8 {
+                    let i = rand() as usize % au.len();
+                    au[i] = rand() as u8;
+                }
+            }
+        }
+        if t.push(&au, pts).is_err() {
+            errors += 1;
+        }
+        pts += 21_333;
+    }
+    assert!(errors > 0, "some garbage must be refused");
+    // Good frames afterwards still make a clean tone.
+    let mut packets = Vec::new();
+    for au in &f.aus {
+        packets.extend(t.push(au, pts).unwrap());
+        pts += 21_333;
+    }
+    let pcm = decode(&packets, 2);
+    assert_tone_440(&pcm, 2, 0);
+}
+
+#[test]
+fn pts_follow_samples_and_reanchor_on_a_jump() {
+    let f = fixture("sine440_48k_stereo.au", 48_000, 2);
+    let mut t = AacToOpus::new(&f.asc, OpusConfig::default()).unwrap();
+    let mut packets = Vec::new();
+    let jump_at = 24;
+    for (i, au) in f.aus.iter().enumerate() {
+        // Jitter of a few ms is ignored; a 2 s jump is followed.
+        let jitter = if i % 3 == 0 { 4_000 } else { -3_000 };
+        let jump = if i >= jump_at { 2_000_000 } else { 0 };
+        packets.extend(t.push(au, flv_pts_us(i, 48_000) + jitter + jump).unwrap());
+    }
+    let split = packets.iter().position(|p| p.pts_us >= 2_000_000).unwrap();
+    // Before the jump: sample-exact from the first pts (4 ms of jitter on unit 0).
+    assert_continuous(&packets[..split], 4_000);
+    // After: anchored on the unit that jumped, then continuous again.
+    let anchor = flv_pts_us(jump_at, 48_000) + 4_000 + 2_000_000;
+    assert_continuous(&packets[split..], anchor);
+}
+
+#[test]
+fn bad_asc_is_refused() {
+    let cfg = OpusConfig::default();
+    let cases: [(&[u8], &str); 5] = [
+        (&[], "too short"),
+        (&[0x12], "too short"),
+        (&[0x2B, 0x10, 0x88, 0x00], "object type 5"),
+        (&[0x11, 0xB0], "channel configuration 6"),
+        (&[0x16, 0x90], "sampling-frequency index 13"),
+    ];
+    for (asc, msg) in cases {
+        let err = AacToOpus::new(asc, cfg).err().unwrap();
+        assert!(err.to_string().contains(msg), "{asc:02x?}: {err}");
+    }
+    let err = AacToOpus::new(&[0x12, 0x10], OpusConfig { bitrate: 10 })
+        .err()
+        .unwrap();
+    assert!(matches!(err, TranscodeError::BadBitrate { bitrate: 10 }));
+}
+
+#[test]
+fn extreme_timestamps_do_not_panic() {
+    let f = fixture("sine440_48k_stereo.au", 48_000, 2);
+    let mut t = AacToOpus::new(&f.asc, OpusConfig::default()).unwrap();
+    for (i, pts) in [i64::MAX, i64::MIN, 0, i64::MAX - 1, -1]
+        .into_iter()
+        .cycle()
+        .take(f.aus.len())
+        .enumerate()
+    {
+        t.push(&f.aus[i], pts).unwrap();
+    }
+}
