@@ -180,6 +180,21 @@ impl Track {
     }
 }
 
+/// Simulcast RIDs lowest layer first, for publishers that did not say (WHIP): the names Chrome,
+/// OBS and the WHIP clients commonly use are recognised; others keep the offer's order.
+fn order_rids(mut rids: Vec<str0m::media::Rid>) -> Vec<str0m::media::Rid> {
+    let rank = |r: &str0m::media::Rid| match r.to_string().to_ascii_lowercase().as_str() {
+        "q" | "l" | "low" => Some(0),
+        "h" | "m" | "mid" | "medium" => Some(1),
+        "f" | "high" | "full" => Some(2),
+        _ => None,
+    };
+    if rids.iter().all(|r| rank(r).is_some()) {
+        rids.sort_by_key(rank);
+    }
+    rids
+}
+
 impl Sfu {
     /// Handles events drained from peers until none are left (handling one may cause others).
     pub(crate) fn process_events(&mut self) {
@@ -264,7 +279,7 @@ impl Sfu {
                 .iter()
                 .map(|r| str0m::media::Rid::from(r.as_str()))
                 .collect(),
-            _ => rids,
+            _ => order_rids(rids),
         };
         let layers = (0..rids.len().max(1)).map(|_| Layer::default()).collect();
         p.published.insert(m.mid, tid);
@@ -622,5 +637,26 @@ impl Sfu {
             }
             self.drain(peer_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_rids;
+    use str0m::media::Rid;
+
+    #[test]
+    fn known_rid_names_are_ordered_lowest_first() {
+        let r = |v: &[&str]| v.iter().map(|s| Rid::from(*s)).collect::<Vec<_>>();
+        assert_eq!(order_rids(r(&["f", "h", "q"])), r(&["q", "h", "f"]));
+        assert_eq!(
+            order_rids(r(&["high", "low", "mid"])),
+            r(&["low", "mid", "high"])
+        );
+        assert_eq!(
+            order_rids(r(&["b", "a"])),
+            r(&["b", "a"]),
+            "unknown names keep their order"
+        );
     }
 }
