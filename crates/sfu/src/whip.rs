@@ -398,7 +398,10 @@ impl Sfu {
             // Browsers hide host addresses behind mDNS names (`….local`) when the page has no
             // camera permission; the server cannot resolve them, and the browser's own checks
             // reach us anyway (we learn its address from them).
-            if c.split_whitespace().nth(4).is_some_and(|a| a.ends_with(".local")) {
+            if c.split_whitespace()
+                .nth(4)
+                .is_some_and(|a| a.ends_with(".local"))
+            {
                 continue;
             }
             let c = Candidate::from_sdp_string(&format!("candidate:{c}"))
