@@ -145,7 +145,9 @@ async function connect() {
   if (state.status !== 'waiting' && state.status !== 'ended') setStatus('connecting', 'connecting…');
   let s;
   try {
-    s = await whepPlay(endpoint('whep', state.stream), { token: params.get('token') || undefined, trickle: params.get('trickle') !== '0' });
+    // `via=hub`: ask for the stream as the hub has it (frames repacketized), not forwarded RTP.
+    const via = params.get('via') === 'hub' ? '?via=hub' : '';
+    s = await whepPlay(endpoint('whep', state.stream) + via, { token: params.get('token') || undefined, trickle: params.get('trickle') !== '0' });
   } catch (e) {
     if (!wanted) return;
     state.httpStatus = e.status ?? null;

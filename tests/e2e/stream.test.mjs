@@ -9,6 +9,7 @@
 //       (a)'s viewer keeps playing;
 //   (b) /publish.html publishes over WHIP, /watch.html plays it, and stopping it ends it;
 //   (c) a room participant plays as ROOM/NAME;
+//   (f) a browser's H.264 WHIP publish played back from the hub's frames (`via=hub`);
 //   (d) FFmpeg 9's WHIP muxer (imageio-ffmpeg) publishes and /watch.html plays it.
 // Runs itself inside shared/tools/netns-run (a network namespace with loopback only) unless it
 // already is in one. See README.md.
@@ -573,6 +574,25 @@ async function main() {
   }
   await alice.page.evaluate(() => window.onairRoom?.leave()).catch(() => {});
   await alice.context.close();
+
+  // ------------------------------------------ (f) a WebRTC source read back from the hub
+  // The browser publishes H.264 over WHIP; the viewer asks for the hub's frames (`via=hub`):
+  // the server reassembles the RTP into access units and packetizes them again, as HLS and
+  // WebSocket players will read them.
+  const pubF = await openPage('publish live/hub (h264)', '/publish.html?stream=live/hub&codec=h264&autostart=1');
+  const liveF = await waitFor(async () => {
+    const st = await stateOf(pubF);
+    return st.status === 'live' || st.status === 'error' ? st : null;
+  }, 20_000, 200);
+  if (check('(f) publish.html is live over WHIP with H.264', liveF?.status === 'live', JSON.stringify(liveF ?? await stateOf(pubF)))) {
+    const viewerF = await openPage('watch live/hub via the hub', '/watch.html?stream=live/hub&via=hub&autoplay=1');
+    await checkPlays(viewerF, { audio: true });
+    const apiF = (await apiStreams(base))?.find((x) => x.name === 'live/hub');
+    check('(f) /api/streams: the WHIP stream carries frames in the hub (a hub reader, bitrate > 0)',
+      (apiF?.readers?.whep ?? 0) >= 1 && (apiF?.bitrate_kbps ?? 0) > 0, JSON.stringify(apiF ?? null));
+    await viewerF.context.close();
+  }
+  await pubF.context.close();
 
   // ---------------------------------------------------------------- (d) FFmpeg 9 over WHIP
   const py = spawnSync('python3', ['-c', 'import imageio_ffmpeg;print(imageio_ffmpeg.get_ffmpeg_exe())'], { encoding: 'utf8' });

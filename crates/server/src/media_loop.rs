@@ -51,6 +51,7 @@ pub enum Command {
     WhepOffer {
         stream: StreamName,
         offer: String,
+        via_hub: bool,
         reply: oneshot::Sender<Result<HttpSession, SessionError>>,
     },
     /// PATCH of an HTTP session: trickle ICE.
@@ -280,8 +281,9 @@ impl Loop {
         now: Instant,
         stream: StreamName,
         offer: &str,
+        via_hub: bool,
     ) -> Result<HttpSession, SessionError> {
-        if self.sfu.has_stream(stream.as_str()) {
+        if !via_hub && self.sfu.has_stream(stream.as_str()) {
             let session = self.sfu.whep_play(now, stream.as_str(), offer)?;
             self.streams.add_viewer(session.participant, stream);
             return Ok(session);
@@ -350,9 +352,10 @@ impl Loop {
             Command::WhepOffer {
                 stream,
                 offer,
+                via_hub,
                 reply,
             } => {
-                let _ = reply.send(self.whep_offer(now, stream, &offer));
+                let _ = reply.send(self.whep_offer(now, stream, &offer, via_hub));
             }
             Command::SessionPatch {
                 token,

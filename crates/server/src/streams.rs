@@ -41,6 +41,8 @@ pub struct Streams {
     tx: mpsc::UnboundedSender<Command>,
     /// WHIP publishers and room participants, by participant.
     publishers: HashMap<ParticipantId, Publisher>,
+    /// Their tracks in the hub's order (a frame's track index is the position here).
+    tracks: HashMap<ParticipantId, Vec<(sfu::TrackId, TrackInfo)>>,
     viewers: HashMap<ParticipantId, Viewer>,
     /// Last bitrate sample per stream: (bytes, when, kbit/s).
     rates: HashMap<StreamName, (u64, Instant, u64)>,
@@ -52,6 +54,7 @@ impl Streams {
             hub,
             tx,
             publishers: HashMap::new(),
+            tracks: HashMap::new(),
             viewers: HashMap::new(),
             rates: HashMap::new(),
         }
@@ -110,14 +113,56 @@ impl Streams {
             }
             SfuEvent::MemberLeft { participant } => {
                 self.publishers.remove(&participant);
+                self.tracks.remove(&participant);
             }
             SfuEvent::TracksChanged {
                 participant,
                 tracks,
             } => {
-                if let Some(p) = self.publishers.get(&participant) {
-                    p.set_tracks(tracks.iter().filter_map(hub_track).collect());
+                let Some(p) = self.publishers.get(&participant) else {
+                    return;
+                };
+                let old = self.tracks.remove(&participant).unwrap_or_default();
+                let list: Vec<(sfu::TrackId, TrackInfo)> = tracks
+                    .iter()
+                    .filter_map(|t| {
+                        let mut info = hub_track(t)?;
+                        // Keep a codec config learnt from the media (H.264 parameter sets).
+                        if let Some((_, o)) = old.iter().find(|(id, _)| *id == t.id) {
+                            info.config = o.config.clone();
+                        }
+                        Some((t.id, info))
+                    })
+                    .collect();
+                p.set_tracks(list.iter().map(|(_, i)| i.clone()).collect());
+                self.tracks.insert(participant, list);
+            }
+            SfuEvent::Frame {
+                participant,
+                track,
+                frame,
+            } => {
+                let (Some(p), Some(list)) = (
+                    self.publishers.get(&participant),
+                    self.tracks.get_mut(&participant),
+                ) else {
+                    return;
+                };
+                let Some(index) = list.iter().position(|(id, _)| *id == track) else {
+                    return;
+                };
+                if let Some(config) = frame.config {
+                    list[index].1.config = config.into();
+                    p.set_tracks(list.iter().map(|(_, i)| i.clone()).collect());
                 }
+                let pts = frame.pts_us as i64;
+                p.push(hub::Frame {
+                    track: index,
+                    pts,
+                    dts: pts,
+                    keyframe: frame.keyframe,
+                    data: frame.data.into(),
+                });
             }
             SfuEvent::ViewerConnected { participant } => {
                 let Some(v) = self.viewers.get_mut(&participant) else {
@@ -132,6 +177,7 @@ impl Streams {
                 }
             }
             SfuEvent::SessionEnded { participant } => {
+                self.tracks.remove(&participant);
                 if self.publishers.remove(&participant).is_some() {
                     info!(%participant, "WHIP stream ended");
                 }
@@ -163,7 +209,9 @@ impl Streams {
             .collect();
         let mut out = Vec::new();
         for s in self.hub.streams() {
-            let bytes = sfu_bytes.get(&s.name).copied().unwrap_or(0) + s.bytes_in;
+            // WebRTC sources: what arrived over RTP, all layers (their hub frames are a copy of
+            // the top layer); others: what their publisher pushed into the hub.
+            let bytes = sfu_bytes.get(&s.name).copied().unwrap_or(s.bytes_in);
             let entry = self
                 .rates
                 .entry(s.name.clone())

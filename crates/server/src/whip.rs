@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -50,13 +50,13 @@ pub fn routes() -> Router<MediaHandle> {
     Router::new()
         .route(
             "/whip/{*path}",
-            post(|s, p, h, b| offer(Kind::Whip, s, p, h, b))
+            post(|s, p, q, h, b| offer(Kind::Whip, s, p, q, h, b))
                 .patch(patch)
                 .delete(delete),
         )
         .route(
             "/whep/{*path}",
-            post(|s, p, h, b| offer(Kind::Whep, s, p, h, b))
+            post(|s, p, q, h, b| offer(Kind::Whep, s, p, q, h, b))
                 .patch(patch)
                 .delete(delete),
         )
@@ -125,6 +125,7 @@ async fn offer(
     kind: Kind,
     State(media): State<MediaHandle>,
     Path(path): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -150,6 +151,10 @@ async fn offer(
         Kind::Whep => Command::WhepOffer {
             stream: stream.clone(),
             offer,
+            // `?via=hub`: the hub's frames, repacketized, even for a WebRTC source.
+            via_hub: query
+                .as_deref()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "via=hub")),
             reply,
         },
     })

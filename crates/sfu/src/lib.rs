@@ -35,6 +35,7 @@
 
 mod codec;
 mod config;
+pub mod depacketize;
 pub mod forward;
 pub mod ids;
 mod keyframe;

@@ -309,6 +309,7 @@ impl Sfu {
                 recent: VecDeque::new(),
                 first_packet: None,
                 bytes_in: 0,
+                assembler: None,
             },
         );
     }
@@ -360,8 +361,29 @@ impl Sfu {
                 return;
             };
             track.codec = Some(params);
+            track.assembler = crate::depacketize::Assembler::new(
+                params.spec().codec,
+                params.spec().clock_rate.get(),
+            );
             self.announce(tid);
             return;
+        }
+        // The top layer, reassembled into frames for the hub's other readers.
+        if layer + 1 == track.layers.len().max(1)
+            && let Some(a) = track.assembler.as_mut()
+            && let Some(frame) = a.push(
+                *pkt.seq_no,
+                pkt.header.timestamp,
+                pkt.header.marker,
+                &pkt.payload,
+            )
+        {
+            self.out
+                .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
+                    participant: track.owner,
+                    track: tid,
+                    frame,
+                }));
         }
         let codec = track.codec.map(|c| c.spec().codec);
         let video = track.kind == TrackKind::Video;

@@ -66,6 +66,16 @@ pub enum SfuEvent {
         /// The viewer.
         participant: ParticipantId,
     },
+    /// A frame of a track of a room participant or WHIP publisher, reassembled for the hub
+    /// (H.264, VP8 and Opus; the top simulcast layer).
+    Frame {
+        /// Whose.
+        participant: ParticipantId,
+        /// Which of its tracks.
+        track: TrackId,
+        /// The frame.
+        frame: crate::depacketize::AssembledFrame,
+    },
     /// A WHIP or WHEP session ended: DELETE, its peer closed, or ICE gave up.
     SessionEnded {
         /// The session.
@@ -229,6 +239,8 @@ pub(crate) struct Track {
     pub first_packet: Option<Instant>,
     /// RTP payload bytes received, all layers.
     pub bytes_in: u64,
+    /// Reassembles the top layer into frames for the hub (codecs it knows).
+    pub assembler: Option<crate::depacketize::Assembler>,
 }
 
 #[derive(Default)]

@@ -1,0 +1,346 @@
+//! WebRTC tracks as frames: the RTP of a published track reassembled into access units, so the
+//! stream hub can hand a WHIP publisher's or a room member's media to readers that are not
+//! WebRTC (HLS, WebSocket players, recording, and WHEP viewers fed from the hub).
+//!
+//! This runs beside forwarding, not in its way: forwarding never waits for a frame to complete.
+//! A frame with a hole (a packet lost and not yet repaired when the next frame starts) is
+//! dropped, and video then waits for the next keyframe, like a decoder would.
+//!
+//! H.264 comes out in the hub's layout: 4-byte length-prefixed NAL units, with the parameter
+//! sets lifted out into an `avcC` record (sent again whenever they change).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use str0m::format::CodecExtra;
+use str0m::unversioned::{Depacketizer, H264Depacketizer, Vp8Depacketizer};
+
+/// A packet's worth of a frame, before depacketizing.
+type Packets = BTreeMap<u64, (bool, Arc<[u8]>)>;
+
+/// A reassembled frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssembledFrame {
+    /// H.264: length-prefixed NAL units; VP8: the frame; Opus: the packet.
+    pub data: Vec<u8>,
+    /// A frame a decoder can start at (audio: always).
+    pub keyframe: bool,
+    /// Presentation time in microseconds since the track's first packet.
+    pub pts_us: u64,
+    /// H.264: a new `avcC` record, when the parameter sets appeared or changed.
+    pub config: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    H264(H264Depacketizer, ParamSets),
+    Vp8(Vp8Depacketizer),
+    Opus,
+}
+
+#[derive(Debug, Default)]
+struct ParamSets {
+    sps: Vec<u8>,
+    pps: Vec<u8>,
+}
+
+/// Reassembles one track.
+#[derive(Debug)]
+pub struct Assembler {
+    kind: Kind,
+    clock: u64,
+    /// RTP timestamp of the frame being gathered, and whether it was emitted already.
+    current: Option<(u32, bool)>,
+    packets: Packets,
+    need_keyframe: bool,
+    /// (first extended timestamp, last raw timestamp, last extended timestamp).
+    time: Option<(i64, u32, i64)>,
+}
+
+impl Assembler {
+    /// An assembler for `codec`, or `None` when frames of that codec are not reassembled yet.
+    pub fn new(codec: str0m::format::Codec, clock: u32) -> Option<Assembler> {
+        use str0m::format::Codec;
+        let kind = match codec {
+            Codec::H264 => Kind::H264(H264Depacketizer::default(), ParamSets::default()),
+            Codec::Vp8 => Kind::Vp8(Vp8Depacketizer::default()),
+            Codec::Opus => Kind::Opus,
+            _ => return None,
+        };
+        Some(Assembler {
+            kind,
+            clock: clock.max(1) as u64,
+            current: None,
+            packets: BTreeMap::new(),
+            need_keyframe: true,
+            time: None,
+        })
+    }
+
+    /// One RTP packet (extended sequence number). Returns a frame when this packet completed
+    /// one.
+    pub fn push(
+        &mut self,
+        seq: u64,
+        ts: u32,
+        marker: bool,
+        payload: &Arc<[u8]>,
+    ) -> Option<AssembledFrame> {
+        if let Kind::Opus = self.kind {
+            let pts_us = self.pts(ts);
+            return Some(AssembledFrame {
+                data: payload.to_vec(),
+                keyframe: true,
+                pts_us,
+                config: None,
+            });
+        }
+        match self.current {
+            Some((cur, done)) if cur == ts => {
+                if done {
+                    return None; // a duplicate or a late repair of a frame already out
+                }
+            }
+            Some((cur, _)) if (ts.wrapping_sub(cur) as i32) < 0 => return None, // an old frame
+            Some((_, done)) => {
+                if !done && !self.packets.is_empty() {
+                    self.need_keyframe = true; // the previous frame never completed
+                }
+                self.packets.clear();
+                self.current = Some((ts, false));
+            }
+            None => self.current = Some((ts, false)),
+        }
+        if self.packets.len() >= 4096 {
+            // A frame this large is not a frame: give up on it.
+            self.packets.clear();
+            self.need_keyframe = true;
+            return None;
+        }
+        self.packets.insert(seq, (marker, payload.clone()));
+        let frame = self.try_complete()?;
+        self.current = Some((ts, true));
+        self.packets.clear();
+        let pts_us = self.pts(ts);
+        let (data, keyframe, config) = frame;
+        if self.need_keyframe && !keyframe {
+            return None;
+        }
+        self.need_keyframe = false;
+        Some(AssembledFrame {
+            data,
+            keyframe,
+            pts_us,
+            config,
+        })
+    }
+
+    /// Microseconds since the first packet, across timestamp wraps.
+    fn pts(&mut self, ts: u32) -> u64 {
+        let (first, ext) = match self.time {
+            None => (ts as i64, ts as i64),
+            Some((first, last, ext)) => (first, ext + ts.wrapping_sub(last) as i32 as i64),
+        };
+        self.time = Some((first, ts, ext));
+        ((ext - first).max(0) as u64).saturating_mul(1_000_000) / self.clock
+    }
+
+    /// The frame, if every packet from its first to its marked last one is here.
+    fn try_complete(&mut self) -> Option<(Vec<u8>, bool, Option<Vec<u8>>)> {
+        let (&first, _) = self.packets.first_key_value()?;
+        let (&last, &(marker, _)) = self.packets.last_key_value()?;
+        if !marker || last - first + 1 != self.packets.len() as u64 {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut extra = CodecExtra::None;
+        let depack: &mut dyn Depacketizer = match &mut self.kind {
+            Kind::H264(d, _) => d,
+            Kind::Vp8(d) => d,
+            Kind::Opus => return None,
+        };
+        let head = self.packets.values().next()?;
+        if !depack.is_partition_head(&head.1) {
+            return None;
+        }
+        for (_, p) in self.packets.values() {
+            if depack.depacketize(p, &mut out, &mut extra).is_err() {
+                self.need_keyframe = true;
+                self.current = self.current.map(|(t, _)| (t, true));
+                return None;
+            }
+        }
+        match &mut self.kind {
+            Kind::H264(_, sets) => Some(annex_b_to_avcc(&out, sets)),
+            Kind::Vp8(_) => {
+                // VP8 frame tag: bit 0 clear means a key frame (RFC 6386 §9.1).
+                let key = out.first().is_some_and(|b| b & 1 == 0);
+                Some((out, key, None))
+            }
+            Kind::Opus => None,
+        }
+    }
+}
+
+/// Splits Annex B into NAL units, keeps SPS/PPS aside (returning a new `avcC` when they
+/// change), drops access unit delimiters, and prefixes the rest with 4-byte lengths.
+fn annex_b_to_avcc(data: &[u8], sets: &mut ParamSets) -> (Vec<u8>, bool, Option<Vec<u8>>) {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut key = false;
+    let mut changed = false;
+    for nal in split_annex_b(data) {
+        let Some(&h) = nal.first() else { continue };
+        match h & 0x1f {
+            7 => {
+                changed |= sets.sps != nal;
+                sets.sps = nal.to_vec();
+            }
+            8 => {
+                changed |= sets.pps != nal;
+                sets.pps = nal.to_vec();
+            }
+            9 => {}
+            t => {
+                key |= t == 5;
+                out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                out.extend_from_slice(nal);
+            }
+        }
+    }
+    let config = (changed && sets.sps.len() >= 4 && !sets.pps.is_empty()).then(|| avcc(sets));
+    (out, key, config)
+}
+
+/// An AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1) for one SPS and one PPS.
+fn avcc(sets: &ParamSets) -> Vec<u8> {
+    let mut v = vec![1, sets.sps[1], sets.sps[2], sets.sps[3], 0xff, 0xe1];
+    v.extend_from_slice(&(sets.sps.len() as u16).to_be_bytes());
+    v.extend_from_slice(&sets.sps);
+    v.push(1);
+    v.extend_from_slice(&(sets.pps.len() as u16).to_be_bytes());
+    v.extend_from_slice(&sets.pps);
+    v
+}
+
+/// NAL units between 3- or 4-byte start codes.
+fn split_annex_b(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|&s| {
+            let e = s - 3;
+            // A 4-byte start code's leading zero belongs to the start code.
+            if e > 0 && data[e - 1] == 0 { e - 1 } else { e }
+        })
+        .chain(std::iter::once(data.len()))
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .filter(|(s, e)| s < e)
+        .map(move |(s, e)| &data[s..e])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::format::Codec;
+
+    fn arc(v: &[u8]) -> Arc<[u8]> {
+        Arc::from(v)
+    }
+
+    #[test]
+    fn h264_single_nal_frames_become_avcc_with_parameter_sets_lifted_out() {
+        let mut a = Assembler::new(Codec::H264, 90_000).unwrap();
+        // A STAP-A with SPS and PPS, then the IDR as a single NAL unit (marker).
+        let sps = [0x67, 0x42, 0xe0, 0x1f, 0xaa];
+        let pps = [0x68, 0xce, 0x3c];
+        let mut stap = vec![0x78];
+        for n in [&sps[..], &pps[..]] {
+            stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            stap.extend_from_slice(n);
+        }
+        assert_eq!(a.push(10, 3000, false, &arc(&stap)), None);
+        let f = a.push(11, 3000, true, &arc(&[0x65, 1, 2, 3])).unwrap();
+        assert!(f.keyframe);
+        assert_eq!(f.data, vec![0, 0, 0, 4, 0x65, 1, 2, 3]);
+        let c = f.config.unwrap();
+        assert_eq!(&c[..6], &[1, 0x42, 0xe0, 0x1f, 0xff, 0xe1]);
+        assert_eq!(f.pts_us, 0);
+        // A delta frame 1/30 s later: no config, not key.
+        let f = a.push(12, 6000, true, &arc(&[0x41, 9])).unwrap();
+        assert!(!f.keyframe);
+        assert_eq!(f.config, None);
+        assert_eq!(f.pts_us, 33_333);
+    }
+
+    #[test]
+    fn a_frame_with_a_hole_is_dropped_and_video_waits_for_a_keyframe() {
+        let mut a = Assembler::new(Codec::H264, 90_000).unwrap();
+        assert!(a.push(1, 0, true, &arc(&[0x65, 1])).is_some());
+        // FU-A start and end of frame 2, with the middle packet lost.
+        assert_eq!(a.push(2, 3000, false, &arc(&[0x7c, 0x81, 1])), None);
+        assert_eq!(a.push(4, 3000, true, &arc(&[0x7c, 0x41, 3])), None);
+        // Frame 3 (delta) is complete but not decodable after the hole.
+        assert_eq!(a.push(5, 6000, true, &arc(&[0x41, 1])), None);
+        // The next keyframe resumes.
+        assert!(
+            a.push(6, 9000, true, &arc(&[0x65, 2]))
+                .is_some_and(|f| f.keyframe)
+        );
+    }
+
+    #[test]
+    fn out_of_order_packets_complete_a_frame_and_repeats_are_ignored() {
+        let mut a = Assembler::new(Codec::H264, 90_000).unwrap();
+        assert_eq!(a.push(3, 0, true, &arc(&[0x7c, 0x45, 3])), None);
+        assert_eq!(a.push(1, 0, false, &arc(&[0x7c, 0x85, 1])), None);
+        let f = a.push(2, 0, false, &arc(&[0x7c, 0x05, 2])).unwrap();
+        assert_eq!(f.data, vec![0, 0, 0, 4, 0x65, 1, 2, 3]);
+        assert_eq!(a.push(2, 0, false, &arc(&[0x7c, 0x05, 2])), None);
+    }
+
+    #[test]
+    fn opus_packets_are_frames_and_time_survives_the_wrap() {
+        let mut a = Assembler::new(Codec::Opus, 48_000).unwrap();
+        let f = a.push(1, u32::MAX - 479, false, &arc(&[1, 2])).unwrap();
+        assert_eq!((f.pts_us, f.keyframe), (0, true));
+        let f = a.push(2, 480, false, &arc(&[3])).unwrap();
+        assert_eq!(f.pts_us, 20_000);
+    }
+
+    #[test]
+    fn vp8_keyframes_are_recognised() {
+        let mut a = Assembler::new(Codec::Vp8, 90_000).unwrap();
+        // Descriptor: S=1, PID 0, no extension; then a key frame tag (bit 0 clear).
+        let f = a.push(1, 0, true, &arc(&[0x10, 0x50, 0x01, 0x00])).unwrap();
+        assert!(f.keyframe);
+        assert_eq!(f.data, vec![0x50, 0x01, 0x00]);
+        assert!(Assembler::new(Codec::Vp9, 90_000).is_none());
+    }
+
+    #[test]
+    fn garbage_is_not_a_panic() {
+        let mut a = Assembler::new(Codec::H264, 90_000).unwrap();
+        for i in 0..200u64 {
+            let p: Vec<u8> = (0..(i % 7)).map(|j| (i * 31 + j * 7) as u8).collect();
+            let _ = a.push(i, (i / 3) as u32 * 3000, i % 3 == 2, &arc(&p));
+        }
+        assert_eq!(split_annex_b(&[0, 0, 1]).count(), 0);
+        assert_eq!(
+            split_annex_b(&[0, 0, 0, 1, 9, 0, 0, 1, 5, 5]).collect::<Vec<_>>(),
+            vec![&[9][..], &[5, 5][..]]
+        );
+    }
+}
