@@ -146,8 +146,12 @@ async function connect() {
   let s;
   try {
     // `via=hub`: ask for the stream as the hub has it (frames repacketized), not forwarded RTP.
-    const via = params.get('via') === 'hub' ? '?via=hub' : '';
-    s = await whepPlay(endpoint('whep', state.stream) + via, { token: params.get('token') || undefined, trickle: params.get('trickle') !== '0' });
+    // `max_height=N`: the simulcast/SVC layer no taller than N.
+    const q = new URLSearchParams();
+    if (params.get('via') === 'hub') q.set('via', 'hub');
+    if (params.get('max_height')) q.set('max_height', params.get('max_height'));
+    const query = q.toString() ? `?${q}` : '';
+    s = await whepPlay(endpoint('whep', state.stream) + query, { token: params.get('token') || undefined, trickle: params.get('trickle') !== '0' });
   } catch (e) {
     if (!wanted) return;
     state.httpStatus = e.status ?? null;

@@ -10,6 +10,7 @@
 //   (b) /publish.html publishes over WHIP, /watch.html plays it, and stopping it ends it;
 //   (c) a room participant plays as ROOM/NAME;
 //   (f) a browser's H.264 WHIP publish played back from the hub's frames (`via=hub`);
+//   (g) a simulcast WHIP publish: a viewer with max_height=180 gets a smaller layer;
 //   (d) FFmpeg 9's WHIP muxer (imageio-ffmpeg) publishes and /watch.html plays it.
 // Runs itself inside shared/tools/netns-run (a network namespace with loopback only) unless it
 // already is in one. See README.md.
@@ -593,6 +594,32 @@ async function main() {
     await viewerF.context.close();
   }
   await pubF.context.close();
+
+  // ---------------------------------------------- (g) simulcast over WHIP, a layer per viewer
+  const pubG = await openPage('publish live/sim (simulcast)', '/publish.html?stream=live/sim&simulcast=1&autostart=1');
+  const liveG = await waitFor(async () => {
+    const st = await stateOf(pubG);
+    return st.status === 'live' || st.status === 'error' ? st : null;
+  }, 20_000, 200);
+  if (check('(g) publish.html is live over WHIP with three simulcast layers', liveG?.status === 'live', JSON.stringify(liveG ?? await stateOf(pubG)))) {
+    const small = await openPage('watch live/sim max_height=180', '/watch.html?stream=live/sim&max_height=180&autoplay=1');
+    const big = await openPage('watch live/sim', '/watch.html?stream=live/sim&autoplay=1');
+    await checkPlays(small);
+    await checkPlays(big);
+    // Chrome sends the top layer only once its bandwidth estimate allows: give it time.
+    const heights = await waitFor(async () => {
+      const a = (await watchStats(small.page)).video?.frameHeight ?? 0;
+      const b = (await watchStats(big.page)).video?.frameHeight ?? 0;
+      return a > 0 && b > a ? { a, b } : null;
+    }, 20_000, 500);
+    const a = (await watchStats(small.page)).video?.frameHeight;
+    const b = (await watchStats(big.page)).video?.frameHeight;
+    check('(g) the capped viewer gets a smaller layer than the uncapped one', !!heights && heights.a <= 180,
+      heights ? `${heights.a}p (max_height=180) vs ${heights.b}p` : `${a}p vs ${b}p after 20 s`);
+    await small.context.close();
+    await big.context.close();
+  }
+  await pubG.context.close();
 
   // ---------------------------------------------------------------- (d) FFmpeg 9 over WHIP
   const py = spawnSync('python3', ['-c', 'import imageio_ffmpeg;print(imageio_ffmpeg.get_ffmpeg_exe())'], { encoding: 'utf8' });

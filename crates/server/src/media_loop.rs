@@ -52,6 +52,7 @@ pub enum Command {
         stream: StreamName,
         offer: String,
         via_hub: bool,
+        max_height: Option<u32>,
         reply: oneshot::Sender<Result<HttpSession, SessionError>>,
     },
     /// PATCH of an HTTP session: trickle ICE.
@@ -282,9 +283,12 @@ impl Loop {
         stream: StreamName,
         offer: &str,
         via_hub: bool,
+        max_height: Option<u32>,
     ) -> Result<HttpSession, SessionError> {
         if !via_hub && self.sfu.has_stream(stream.as_str()) {
-            let session = self.sfu.whep_play(now, stream.as_str(), offer)?;
+            let session = self
+                .sfu
+                .whep_play(now, stream.as_str(), offer, max_height)?;
             self.streams.add_viewer(session.participant, stream);
             return Ok(session);
         }
@@ -353,9 +357,11 @@ impl Loop {
                 stream,
                 offer,
                 via_hub,
+                max_height,
                 reply,
             } => {
-                let _ = reply.send(self.whep_offer(now, stream, &offer, via_hub));
+                let r = self.whep_offer(now, stream, &offer, via_hub, max_height);
+                let _ = reply.send(r);
             }
             Command::SessionPatch {
                 token,

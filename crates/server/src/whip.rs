@@ -152,9 +152,9 @@ async fn offer(
             stream: stream.clone(),
             offer,
             // `?via=hub`: the hub's frames, repacketized, even for a WebRTC source.
-            via_hub: query
-                .as_deref()
-                .is_some_and(|q| q.split('&').any(|kv| kv == "via=hub")),
+            via_hub: query_value(query.as_deref(), "via") == Some("hub"),
+            // `?max_height=360`: the simulcast/SVC layer no taller than that.
+            max_height: query_value(query.as_deref(), "max_height").and_then(|v| v.parse().ok()),
             reply,
         },
     })
@@ -175,6 +175,13 @@ async fn offer(
         h.insert(header::ETAG, v);
     }
     response
+}
+
+/// The value of `key` in a query string (`a=1&b=2`).
+fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// `NAME/session/TOKEN` → TOKEN.
@@ -236,6 +243,17 @@ async fn delete(State(media): State<MediaHandle>, Path(path): Path<String>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values() {
+        assert_eq!(
+            query_value(Some("via=hub&max_height=360"), "max_height"),
+            Some("360")
+        );
+        assert_eq!(query_value(Some("via=hub"), "via"), Some("hub"));
+        assert_eq!(query_value(Some("vias=x"), "via"), None);
+        assert_eq!(query_value(None, "via"), None);
+    }
 
     #[test]
     fn session_tokens_come_from_session_urls_only() {

@@ -55,11 +55,15 @@ pub struct Assembler {
     need_keyframe: bool,
     /// (first extended timestamp, last raw timestamp, last extended timestamp).
     time: Option<(i64, u32, i64)>,
+    /// Added to every pts: how long after its publisher's first track this track began, so a
+    /// publisher's tracks share one timeline (to within their first packets' arrival).
+    offset_us: u64,
 }
 
 impl Assembler {
     /// An assembler for `codec`, or `None` when frames of that codec are not reassembled yet.
-    pub fn new(codec: str0m::format::Codec, clock: u32) -> Option<Assembler> {
+    /// `offset_us`: where this track's first packet falls on its publisher's timeline.
+    pub fn new(codec: str0m::format::Codec, clock: u32, offset_us: u64) -> Option<Assembler> {
         use str0m::format::Codec;
         let kind = match codec {
             Codec::H264 => Kind::H264(H264Depacketizer::default(), ParamSets::default()),
@@ -74,6 +78,7 @@ impl Assembler {
             packets: BTreeMap::new(),
             need_keyframe: true,
             time: None,
+            offset_us,
         })
     }
 
@@ -142,7 +147,7 @@ impl Assembler {
             Some((first, last, ext)) => (first, ext + ts.wrapping_sub(last) as i32 as i64),
         };
         self.time = Some((first, ts, ext));
-        ((ext - first).max(0) as u64).saturating_mul(1_000_000) / self.clock
+        ((ext - first).max(0) as u64).saturating_mul(1_000_000) / self.clock + self.offset_us
     }
 
     /// The frame, if every packet from its first to its marked last one is here.
@@ -262,7 +267,7 @@ mod tests {
 
     #[test]
     fn h264_single_nal_frames_become_avcc_with_parameter_sets_lifted_out() {
-        let mut a = Assembler::new(Codec::H264, 90_000).unwrap();
+        let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         // A STAP-A with SPS and PPS, then the IDR as a single NAL unit (marker).
         let sps = [0x67, 0x42, 0xe0, 0x1f, 0xaa];
         let pps = [0x68, 0xce, 0x3c];
@@ -287,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_frame_with_a_hole_is_dropped_and_video_waits_for_a_keyframe() {
-        let mut a = Assembler::new(Codec::H264, 90_000).unwrap();
+        let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         assert!(a.push(1, 0, true, &arc(&[0x65, 1])).is_some());
         // FU-A start and end of frame 2, with the middle packet lost.
         assert_eq!(a.push(2, 3000, false, &arc(&[0x7c, 0x81, 1])), None);
@@ -303,7 +308,7 @@ mod tests {
 
     #[test]
     fn out_of_order_packets_complete_a_frame_and_repeats_are_ignored() {
-        let mut a = Assembler::new(Codec::H264, 90_000).unwrap();
+        let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         assert_eq!(a.push(3, 0, true, &arc(&[0x7c, 0x45, 3])), None);
         assert_eq!(a.push(1, 0, false, &arc(&[0x7c, 0x85, 1])), None);
         let f = a.push(2, 0, false, &arc(&[0x7c, 0x05, 2])).unwrap();
@@ -313,26 +318,27 @@ mod tests {
 
     #[test]
     fn opus_packets_are_frames_and_time_survives_the_wrap() {
-        let mut a = Assembler::new(Codec::Opus, 48_000).unwrap();
+        // This track began 5 ms after its publisher's first one.
+        let mut a = Assembler::new(Codec::Opus, 48_000, 5_000).unwrap();
         let f = a.push(1, u32::MAX - 479, false, &arc(&[1, 2])).unwrap();
-        assert_eq!((f.pts_us, f.keyframe), (0, true));
+        assert_eq!((f.pts_us, f.keyframe), (5_000, true));
         let f = a.push(2, 480, false, &arc(&[3])).unwrap();
-        assert_eq!(f.pts_us, 20_000);
+        assert_eq!(f.pts_us, 25_000);
     }
 
     #[test]
     fn vp8_keyframes_are_recognised() {
-        let mut a = Assembler::new(Codec::Vp8, 90_000).unwrap();
+        let mut a = Assembler::new(Codec::Vp8, 90_000, 0).unwrap();
         // Descriptor: S=1, PID 0, no extension; then a key frame tag (bit 0 clear).
         let f = a.push(1, 0, true, &arc(&[0x10, 0x50, 0x01, 0x00])).unwrap();
         assert!(f.keyframe);
         assert_eq!(f.data, vec![0x50, 0x01, 0x00]);
-        assert!(Assembler::new(Codec::Vp9, 90_000).is_none());
+        assert!(Assembler::new(Codec::Vp9, 90_000, 0).is_none());
     }
 
     #[test]
     fn garbage_is_not_a_panic() {
-        let mut a = Assembler::new(Codec::H264, 90_000).unwrap();
+        let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         for i in 0..200u64 {
             let p: Vec<u8> = (0..(i % 7)).map(|j| (i * 31 + j * 7) as u8).collect();
             let _ = a.push(i, (i / 3) as u32 * 3000, i % 3 == 2, &arc(&p));

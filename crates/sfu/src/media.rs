@@ -361,9 +361,14 @@ impl Sfu {
                 return;
             };
             track.codec = Some(params);
+            let base = self
+                .participants
+                .get_mut(&track.owner)
+                .map_or(now, |p| *p.media_base.get_or_insert(now));
             track.assembler = crate::depacketize::Assembler::new(
                 params.spec().codec,
                 params.spec().clock_rate.get(),
+                now.saturating_duration_since(base).as_micros() as u64,
             );
             self.announce(tid);
             return;

@@ -132,6 +132,7 @@ impl Sfu {
                 role: Role::Member,
                 media_lost_at: None,
                 frame_outs: Vec::new(),
+                media_base: None,
                 name: name.to_owned(),
                 room: room.clone(),
                 conn: Some(conn),

@@ -160,6 +160,8 @@ pub(crate) struct Participant {
     /// until it first connects). They have no socket to time out, so this is how they end.
     pub media_lost_at: Option<Instant>,
     pub frame_outs: Vec<FrameOut>,
+    /// When the first packet of any of its tracks arrived: zero of its hub timeline.
+    pub media_base: Option<Instant>,
     pub name: String,
     pub room: RoomName,
     pub conn: Option<ConnId>,

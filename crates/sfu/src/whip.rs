@@ -137,12 +137,14 @@ impl Sfu {
     }
 
     /// WHEP: a client plays `stream`, published over WHIP or by a room participant
-    /// (`ROOM/NAME`, or `ROOM/PA_n`). RTP is forwarded as to a room subscriber.
+    /// (`ROOM/NAME`, or `ROOM/PA_n`). RTP is forwarded as to a room subscriber; `max_height`
+    /// caps the simulcast or SVC layer it gets, as a room subscriber's does.
     pub fn whep_play(
         &mut self,
         now: Instant,
         stream: &str,
         offer: &str,
+        max_height: Option<u32>,
     ) -> Result<HttpSession, HttpSessionError> {
         self.now = now;
         let source = self
@@ -223,7 +225,7 @@ impl Sfu {
                     tid,
                     Sub {
                         want: true,
-                        max_height: None,
+                        max_height,
                         mid: Some(mid),
                         negotiated: false,
                         stopping: false,
@@ -483,6 +485,7 @@ impl Sfu {
                 role,
                 media_lost_at: Some(self.now),
                 frame_outs: Vec::new(),
+                media_base: None,
                 name: stream.to_owned(),
                 room,
                 conn: None,
