@@ -24,68 +24,20 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, results } from './harness.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OVERALL_TIMEOUT_MS = 150_000;
 const RTMP_PORT = 1935;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const FFMPEG = process.env.FFMPEG || 'ffmpeg';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
-];
 
-// ------------------------------------------------------------------ network namespace
-
-/** True when this process sees no network interface but loopback. */
-function loopbackOnly() {
-  try {
-    const lines = fs.readFileSync('/proc/self/net/dev', 'utf8').split('\n').slice(2);
-    return lines.map((l) => l.split(':')[0].trim()).filter(Boolean).every((n) => n === 'lo');
-  } catch {
-    return false;
-  }
-}
-
-function findNetnsRun() {
-  const candidates = [
-    process.env.NETNS_RUN,
-    path.resolve(HERE, '../../../shared/tools/netns-run'), // repo/tests/e2e → shared beside repo
-    path.resolve(HERE, '../../shared/tools/netns-run'), // shared inside the repo
-  ].filter(Boolean);
-  return candidates.find((p) => fs.existsSync(p)) || null;
-}
-
-if (!loopbackOnly()) {
-  if (process.env.ONAIR_E2E_ALLOW_HOST_NET === '1') {
-    console.log('# warning: not in a loopback-only namespace (ONAIR_E2E_ALLOW_HOST_NET=1)');
-  } else {
-    const netnsRun = findNetnsRun();
-    if (!netnsRun) {
-      console.error('error: not in a loopback-only network namespace and netns-run not found; '
-        + 'set NETNS_RUN=/path/to/shared/tools/netns-run');
-      process.exit(2);
-    }
-    console.log(`# re-running inside ${netnsRun}`);
-    const child = spawn(netnsRun, [process.execPath, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
-      stdio: 'inherit',
-    });
-    const guard = setTimeout(() => child.kill('SIGKILL'), OVERALL_TIMEOUT_MS + 15_000);
-    child.on('exit', (code, signal) => {
-      clearTimeout(guard);
-      process.exit(code ?? (signal ? 1 : 0));
-    });
-    for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
-    await new Promise(() => {}); // wait for the child
-  }
-}
+await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
 
 const { chromium } = await import('playwright-core');
 
 // ------------------------------------------------------------------ results
 
-const results = [];
+const { check, figure, summary } = results();
 let server = null;
 let serverExit = null;
 let browser = null;
@@ -94,23 +46,6 @@ const children = new Set();
 const childLogs = [];
 const logPath = path.join(os.tmpdir(), `onair-e2e-stream-${process.pid}.log`);
 const ffLogPath = (name) => path.join(os.tmpdir(), `onair-e2e-stream-${process.pid}-${name}.log`);
-
-function check(name, ok, info = '') {
-  results.push({ name, ok });
-  console.log(`${ok ? 'ok' : 'not ok'} - ${name}${info ? ` (${info})` : ''}`);
-  return ok;
-}
-
-function figure(text) {
-  console.log(`# ${text}`);
-}
-
-function summary() {
-  const passed = results.filter((r) => r.ok).length;
-  const failed = results.length - passed;
-  console.log(`${passed} passed, ${failed} failed`);
-  return failed;
-}
 
 function tail(file, lines = 60) {
   try {

@@ -95,8 +95,6 @@ impl Sfu {
         offer: &str,
     ) -> Result<HttpSession, HttpSessionError> {
         self.now = now;
-        let parsed = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| HttpSessionError::BadSdp(e.to_string()))?;
         let sections = media_sections(offer);
         let sending = sections.iter().filter(|s| s.sends).count();
         if sending > self.config.max_tracks_per_participant {
@@ -105,12 +103,31 @@ impl Sfu {
                 self.config.max_tracks_per_participant,
             ));
         }
-        let pid = ParticipantId(self.next_id());
-        let peer_id = self.new_peer_with(pid, PcKind::Publisher, true);
         let role = Role::Whip {
             stream: stream.to_owned(),
             ufrag: ufrag(offer),
         };
+        let (pid, _, answer) = self.open_http_session(role, stream, offer, |sfu, pid| {
+            sfu.new_peer_with(pid, PcKind::Publisher, true)
+        })?;
+        let answer = crate::sdp::follow_offer_order(&answer, offer);
+        info!(participant = %pid, stream, "WHIP session started");
+        Ok(self.http_session(pid, answer))
+    }
+
+    /// Parses `offer`, makes the session's participant and its one peer (`make_peer`), and
+    /// answers. On failure nothing is left behind.
+    fn open_http_session(
+        &mut self,
+        role: Role,
+        stream: &str,
+        offer: &str,
+        make_peer: impl FnOnce(&mut Sfu, ParticipantId) -> crate::ids::PeerId,
+    ) -> Result<(ParticipantId, crate::ids::PeerId, String), HttpSessionError> {
+        let parsed = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| HttpSessionError::BadSdp(e.to_string()))?;
+        let pid = ParticipantId(self.next_id());
+        let peer_id = make_peer(self, pid);
         self.insert_http_participant(pid, role, stream, peer_id);
         let answer = self
             .peers
@@ -118,11 +135,7 @@ impl Sfu {
             .map(|p| p.rtc.sdp_api().accept_offer(parsed));
         self.drain(peer_id);
         match answer {
-            Some(Ok(a)) => {
-                let answer = crate::sdp::follow_offer_order(&a.to_sdp_string(), offer);
-                info!(participant = %pid, stream, "WHIP session started");
-                Ok(self.http_session(pid, answer))
-            }
+            Some(Ok(a)) => Ok((pid, peer_id, a.to_sdp_string())),
             Some(Err(e)) => {
                 self.drop_http_participant(pid);
                 Err(HttpSessionError::BadSdp(e.to_string()))
@@ -153,29 +166,14 @@ impl Sfu {
         if self.source_tracks(source).is_empty() {
             return Err(HttpSessionError::NoMediaYet(stream.to_owned()));
         }
-        let parsed = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| HttpSessionError::BadSdp(e.to_string()))?;
-        let pid = ParticipantId(self.next_id());
-        let peer_id = self.new_peer_with(pid, PcKind::Subscriber, true);
         let role = Role::Whep {
             stream: stream.to_owned(),
             frames: false,
             ufrag: ufrag(offer),
         };
-        self.insert_http_participant(pid, role, stream, peer_id);
-        let answer = self
-            .peers
-            .get_mut(&peer_id)
-            .map(|p| p.rtc.sdp_api().accept_offer(parsed));
-        self.drain(peer_id);
-        let answer = match answer {
-            Some(Ok(a)) => a.to_sdp_string(),
-            Some(Err(e)) => {
-                self.drop_http_participant(pid);
-                return Err(HttpSessionError::BadSdp(e.to_string()));
-            }
-            None => return Err(HttpSessionError::BadSdp("peer vanished".into())),
-        };
+        let (pid, peer_id, answer) = self.open_http_session(role, stream, offer, |sfu, pid| {
+            sfu.new_peer_with(pid, PcKind::Subscriber, true)
+        })?;
         // Pair the viewer's m-lines with the source's tracks, in order, by kind.
         let mut pending: Vec<(TrackId, TrackKind, PayloadParams)> = self
             .source_tracks(source)
@@ -251,35 +249,21 @@ impl Sfu {
         offer: &str,
     ) -> Result<HttpSession, HttpSessionError> {
         self.now = now;
-        let parsed = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| HttpSessionError::BadSdp(e.to_string()))?;
-        let pid = ParticipantId(self.next_id());
-        let rtc = Rtc::builder()
-            .set_ice_lite(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_h264(true)
-            .build(now);
-        let peer_id = self.add_peer(rtc, pid, PcKind::Subscriber);
         let role = Role::Whep {
             stream: stream.to_owned(),
             frames: true,
             ufrag: ufrag(offer),
         };
-        self.insert_http_participant(pid, role, stream, peer_id);
-        let answer = self
-            .peers
-            .get_mut(&peer_id)
-            .map(|p| p.rtc.sdp_api().accept_offer(parsed));
-        self.drain(peer_id);
-        let answer = match answer {
-            Some(Ok(a)) => a.to_sdp_string(),
-            Some(Err(e)) => {
-                self.drop_http_participant(pid);
-                return Err(HttpSessionError::BadSdp(e.to_string()));
-            }
-            None => return Err(HttpSessionError::BadSdp("peer vanished".into())),
-        };
+        let (pid, peer_id, answer) = self.open_http_session(role, stream, offer, |sfu, pid| {
+            // Frame mode: str0m packetizes what `viewer_frame` writes.
+            let rtc = Rtc::builder()
+                .set_ice_lite(true)
+                .clear_codecs()
+                .enable_opus(true, false)
+                .enable_h264(true)
+                .build(now);
+            sfu.add_peer(rtc, pid, PcKind::Subscriber)
+        })?;
         let params: Vec<PayloadParams> = self
             .peers
             .get(&peer_id)

@@ -1,0 +1,87 @@
+// What every end-to-end script here shares: the Chromium flags, running inside a loopback-only
+// network namespace (re-executing itself under netns-run when not in one), and TAP-like
+// results ("ok - …" / "not ok - …", figures as "# …", a closing "N passed, N failed").
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection', '--autoplay-policy=no-user-gesture-required',
+];
+
+/** True when this process sees no network interface but loopback. */
+function loopbackOnly() {
+  try {
+    const lines = fs.readFileSync('/proc/self/net/dev', 'utf8').split('\n').slice(2);
+    return lines.map((l) => l.split(':')[0].trim()).filter(Boolean).every((n) => n === 'lo');
+  } catch {
+    return false;
+  }
+}
+
+function findNetnsRun() {
+  const candidates = [
+    process.env.NETNS_RUN,
+    path.resolve(HERE, '../../../shared/tools/netns-run'), // repo/tests/e2e → shared beside repo
+    path.resolve(HERE, '../../shared/tools/netns-run'), // shared inside the repo
+  ].filter(Boolean);
+  return candidates.find((p) => fs.existsSync(p)) || null;
+}
+
+/**
+ * Returns when this process runs in a loopback-only namespace. Otherwise runs the script
+ * (`scriptUrl`, its import.meta.url) again inside netns-run, exits with its status, and never
+ * returns. `ONAIR_E2E_ALLOW_HOST_NET=1` skips this (with a warning).
+ */
+export async function enterLoopbackNamespace(scriptUrl, overallTimeoutMs) {
+  if (loopbackOnly()) return;
+  if (process.env.ONAIR_E2E_ALLOW_HOST_NET === '1') {
+    console.log('# warning: not in a loopback-only namespace (ONAIR_E2E_ALLOW_HOST_NET=1)');
+    return;
+  }
+  const netnsRun = findNetnsRun();
+  if (!netnsRun) {
+    console.error('error: not in a loopback-only network namespace and netns-run not found; '
+      + 'set NETNS_RUN=/path/to/shared/tools/netns-run');
+    process.exit(2);
+  }
+  console.log(`# re-running inside ${netnsRun}`);
+  const child = spawn(netnsRun, [process.execPath, fileURLToPath(scriptUrl), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+  });
+  const guard = setTimeout(() => child.kill('SIGKILL'), overallTimeoutMs + 15_000);
+  child.on('exit', (code, signal) => {
+    clearTimeout(guard);
+    process.exit(code ?? (signal ? 1 : 0));
+  });
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
+  await new Promise(() => {}); // wait for the child
+}
+
+/** Check results: `check(name, ok, info)` prints and records, `summary()` returns failures. */
+export function results() {
+  const list = [];
+  return {
+    check(name, ok, info = '') {
+      list.push({ name, ok });
+      console.log(`${ok ? 'ok' : 'not ok'} - ${name}${info ? ` (${info})` : ''}`);
+      return ok;
+    },
+    figure(text) {
+      console.log(`# ${text}`);
+    },
+    summary() {
+      const passed = list.filter((r) => r.ok).length;
+      const failed = list.length - passed;
+      console.log(`${passed} passed, ${failed} failed`);
+      return failed;
+    },
+  };
+}
