@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtmp::avc::{self, AvcConfig};
+use media::avc::{self, AvcConfig};
 use rtmp::flv::{AudioTag, VideoTag};
 
 fuzz_target!(|data: &[u8]| {

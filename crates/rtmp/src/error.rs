@@ -1,7 +1,7 @@
 //! The one error type of this crate. Every variant's `Display` is a sentence the server can
 //! log and use as the close reason as it is.
 
-use crate::avc::AvcError;
+use media::avc::AvcError;
 
 /// Why a session (or a parse) failed. After an error from [`crate::Session`] the connection is
 /// unusable: drain `poll_output` (it may hold a refusal for the client), then close it.

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use hub::{Codec, Frame, MediaKind, TrackInfo};
 use tracing::debug;
 
-use crate::aac::AudioSpecificConfig;
-use crate::avc::{self, AvcConfig};
 use crate::flv::{AudioTag, VideoTag};
 use crate::{Event, RtmpError};
+use media::aac::AudioSpecificConfig;
+use media::avc::{self, AvcConfig};
 
 /// Turns the 32-bit millisecond timestamps of RTMP into a continuous timeline.
 ///
@@ -109,11 +109,11 @@ impl Ingest {
                 let mut track = TrackInfo::new(codec);
                 match codec {
                     Codec::Aac => {
-                        let asc = AudioSpecificConfig::parse(config).ok_or(
-                            RtmpError::MalformedTag("the AAC AudioSpecificConfig does not parse"),
-                        )?;
+                        let asc = AudioSpecificConfig::parse(config).map_err(|_| {
+                            RtmpError::MalformedTag("the AAC AudioSpecificConfig does not parse")
+                        })?;
                         track.sample_rate = Some(asc.sample_rate);
-                        track.channels = asc.channels;
+                        track.channels = asc.channels();
                         track.config = config.into();
                     }
                     _ => {

@@ -53,9 +53,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod aac;
 mod amf0;
-pub mod avc;
 mod chunk;
 mod commands;
 mod error;

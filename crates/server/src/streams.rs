@@ -272,7 +272,7 @@ pub fn frame_track(t: &TrackInfo) -> Option<FrameTrack> {
 /// transcoding is on) stay behind. Ends the viewer's session when the stream ends.
 async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::UnboundedSender<Command>) {
     let mut tracks: Arc<[TrackInfo]> = Arc::from(Vec::new());
-    let mut avc: Option<rtmp::avc::AvcConfig> = None;
+    let mut avc: Option<media::avc::AvcConfig> = None;
     let mut base: Option<i64> = None;
     let mut warned = false;
     while let Some(item) = reader.recv().await {
@@ -281,7 +281,7 @@ async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::UnboundedSe
                 avc = t
                     .iter()
                     .find(|t| t.codec == Codec::H264)
-                    .and_then(|t| rtmp::avc::AvcConfig::parse(&t.config).ok());
+                    .and_then(|t| media::avc::AvcConfig::parse(&t.config).ok());
                 tracks = t;
                 continue;
             }
@@ -297,7 +297,7 @@ async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::UnboundedSe
                     continue; // no parameter sets yet: nothing decodable
                 };
                 let sets = f.keyframe.then_some(config);
-                match rtmp::avc::to_annex_b(&f.data, 4, sets) {
+                match media::avc::to_annex_b(&f.data, 4, sets) {
                     Ok(d) => d,
                     Err(e) => {
                         if !warned {

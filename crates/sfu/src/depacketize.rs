@@ -212,19 +212,11 @@ fn annex_b_to_avcc(data: &[u8], sets: &mut ParamSets) -> (Vec<u8>, bool, Option<
             }
         }
     }
-    let config = (changed && sets.sps.len() >= 4 && !sets.pps.is_empty()).then(|| avcc(sets));
+    let config = changed
+        .then(|| media::avc::AvcConfig::from_parameter_sets(&sets.sps, &sets.pps))
+        .flatten()
+        .map(|c| c.to_bytes());
     (out, key, config)
-}
-
-/// An AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1) for one SPS and one PPS.
-fn avcc(sets: &ParamSets) -> Vec<u8> {
-    let mut v = vec![1, sets.sps[1], sets.sps[2], sets.sps[3], 0xff, 0xe1];
-    v.extend_from_slice(&(sets.sps.len() as u16).to_be_bytes());
-    v.extend_from_slice(&sets.sps);
-    v.push(1);
-    v.extend_from_slice(&(sets.pps.len() as u16).to_be_bytes());
-    v.extend_from_slice(&sets.pps);
-    v
 }
 
 /// NAL units between 3- or 4-byte start codes.
@@ -280,8 +272,9 @@ mod tests {
         let f = a.push(11, 3000, true, &arc(&[0x65, 1, 2, 3])).unwrap();
         assert!(f.keyframe);
         assert_eq!(f.data, vec![0, 0, 0, 4, 0x65, 1, 2, 3]);
-        let c = f.config.unwrap();
-        assert_eq!(&c[..6], &[1, 0x42, 0xe0, 0x1f, 0xff, 0xe1]);
+        let c = media::avc::AvcConfig::parse(&f.config.unwrap()).unwrap();
+        assert_eq!((c.profile, c.level, c.nal_length_size), (0x42, 0x1f, 4));
+        assert_eq!((c.sps, c.pps), (vec![sps.to_vec()], vec![pps.to_vec()]));
         assert_eq!(f.pts_us, 0);
         // A delta frame 1/30 s later: no config, not key.
         let f = a.push(12, 6000, true, &arc(&[0x41, 9])).unwrap();

@@ -5,16 +5,9 @@
 //! publisher sending HE-AAC, 5.1 or a garbled sequence header gets an error naming the reason
 //! instead of symphonia's generic "aac too complex".
 
+use media::aac::{AOT_AAC_LC, AscError, AudioSpecificConfig};
+
 use crate::TranscodeError;
-
-/// AAC-LC, the only object type the decoder handles.
-pub(crate) const AOT_AAC_LC: u8 = 2;
-
-/// Sampling frequencies by `samplingFrequencyIndex` (index 13 and 14 are reserved).
-const SAMPLE_RATES: [u32; 13] = [
-    96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
-    7_350,
-];
 
 /// What we need to know of the source stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,75 +21,43 @@ pub(crate) struct AscInfo {
 
 impl AscInfo {
     pub(crate) fn parse(asc: &[u8]) -> Result<AscInfo, TranscodeError> {
-        let mut bits = Bits { data: asc, pos: 0 };
-        let too_short = || TranscodeError::AscTooShort { len: asc.len() };
-
-        let mut object_type = bits.read(5).ok_or_else(too_short)?;
-        if object_type == 31 {
-            object_type = 32 + bits.read(6).ok_or_else(too_short)?;
-        }
-        let rate_index = bits.read(4).ok_or_else(too_short)?;
-        let sample_rate = if rate_index == 15 {
-            bits.read(24).ok_or_else(too_short)?
-        } else {
-            *SAMPLE_RATES
-                .get(rate_index as usize)
-                .ok_or(TranscodeError::BadSampleRateIndex {
-                    index: rate_index as u8,
-                })?
-        };
-        let channel_config = bits.read(4).ok_or_else(too_short)?;
-
-        if object_type != u32::from(AOT_AAC_LC) {
+        let c = AudioSpecificConfig::parse(asc).map_err(|e| match e {
+            AscError::ReservedSampleRateIndex { index } => {
+                TranscodeError::BadSampleRateIndex { index }
+            }
+            _ => TranscodeError::AscTooShort { len: asc.len() },
+        })?;
+        if c.object_type != AOT_AAC_LC {
             return Err(TranscodeError::UnsupportedObjectType {
-                object_type: u8::try_from(object_type).unwrap_or(u8::MAX),
+                object_type: c.object_type,
             });
         }
         // An explicit rate (index 15) may be anything; the decoder's band tables go from 7.35 to
         // 96 kHz, and a silly value would only make the resampler ratio absurd.
-        if !(7_350..=96_000).contains(&sample_rate) {
-            return Err(TranscodeError::UnsupportedSampleRate { rate: sample_rate });
+        if !(7_350..=96_000).contains(&c.sample_rate) {
+            return Err(TranscodeError::UnsupportedSampleRate {
+                rate: c.sample_rate,
+            });
         }
-        let channels = match channel_config {
+        let channels = match c.channel_config {
             1 => 1,
             2 => 2,
             // 0 means "see the program config element", which the decoder cannot read.
             other => {
                 return Err(TranscodeError::UnsupportedChannels {
-                    channel_config: other as u8,
+                    channel_config: other,
                 });
             }
         };
-        // GASpecificConfig.frameLengthFlag: 960-sample frames are a broadcast (DAB+) thing that
-        // the decoder does not implement.
-        let frame_length_flag = bits.read(1).ok_or_else(too_short)?;
-        if frame_length_flag == 1 {
+        // 960-sample frames are a broadcast (DAB+) thing that the decoder does not implement.
+        if c.frame_length_960 == Some(true) {
             return Err(TranscodeError::UnsupportedFrameLength { frame_len: 960 });
         }
         Ok(AscInfo {
-            sample_rate,
+            sample_rate: c.sample_rate,
             channels,
             frame_len: 1024,
         })
-    }
-}
-
-/// Most-significant-bit-first reader; `None` when the data runs out.
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Bits<'_> {
-    fn read(&mut self, n: usize) -> Option<u32> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            let bit = (byte >> (7 - self.pos % 8)) & 1;
-            v = (v << 1) | u32::from(bit);
-            self.pos += 1;
-        }
-        Some(v)
     }
 }
 

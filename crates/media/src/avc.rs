@@ -71,6 +71,54 @@ impl AvcConfig {
         })
     }
 
+    /// One SPS and one PPS (NAL header bytes included) as a configuration with 4-byte NAL
+    /// lengths; `None` when the SPS is too short to hold profile and level.
+    pub fn from_parameter_sets(sps: &[u8], pps: &[u8]) -> Option<AvcConfig> {
+        (sps.len() >= 4 && !pps.is_empty()).then(|| AvcConfig {
+            profile: sps[1],
+            compatibility: sps[2],
+            level: sps[3],
+            nal_length_size: 4,
+            sps: vec![sps.to_vec()],
+            pps: vec![pps.to_vec()],
+        })
+    }
+
+    /// The `AVCDecoderConfigurationRecord` (ISO/IEC 14496-15 §5.3.3.1) bytes. Sets longer than
+    /// 65535 bytes, or more than 31 SPS / 255 PPS, cannot be written and are left out.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let sps: Vec<&Vec<u8>> = self
+            .sps
+            .iter()
+            .filter(|s| s.len() <= 0xffff)
+            .take(31)
+            .collect();
+        let pps: Vec<&Vec<u8>> = self
+            .pps
+            .iter()
+            .filter(|p| p.len() <= 0xffff)
+            .take(255)
+            .collect();
+        let mut v = vec![
+            1,
+            self.profile,
+            self.compatibility,
+            self.level,
+            0xfc | (self.nal_length_size.clamp(1, 4) - 1),
+            0xe0 | sps.len() as u8,
+        ];
+        for s in sps {
+            v.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            v.extend_from_slice(s);
+        }
+        v.push(pps.len() as u8);
+        for p in pps {
+            v.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            v.extend_from_slice(p);
+        }
+        v
+    }
+
     /// Picture size from the first SPS, when it parses.
     pub fn dimensions(&self) -> Option<(u32, u32)> {
         sps_dimensions(self.sps.first()?)
@@ -441,5 +489,22 @@ mod tests {
             to_four_byte_lengths(&[0, 2, 0x65, 0x88, 0, 1, 0x06], 2).unwrap(),
             vec![0, 0, 0, 2, 0x65, 0x88, 0, 0, 0, 1, 0x06]
         );
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn a_written_record_parses_back() {
+        let sps = [0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02];
+        let pps = [0x68, 0xce, 0x3c, 0x80];
+        let c = AvcConfig::from_parameter_sets(&sps, &pps).unwrap();
+        let bytes = c.to_bytes();
+        assert_eq!(&bytes[..6], &[1, 0x42, 0xc0, 0x1e, 0xff, 0xe1]);
+        assert_eq!(AvcConfig::parse(&bytes).unwrap(), c);
+        assert!(AvcConfig::from_parameter_sets(&[0x67, 0x42], &pps).is_none());
+        assert!(AvcConfig::from_parameter_sets(&sps, &[]).is_none());
     }
 }
