@@ -21,5 +21,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = AudioTag::parse(data);
     let _ = avc::sps_dimensions(data);
-    let _ = rtmp::aac::AudioSpecificConfig::parse(data);
+    let _ = media::aac::AudioSpecificConfig::parse(data);
 });

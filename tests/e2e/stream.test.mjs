@@ -11,6 +11,7 @@
 //   (c) a room participant plays as ROOM/NAME;
 //   (f) a browser's H.264 WHIP publish played back from the hub's frames (`via=hub`);
 //   (g) a simulcast WHIP publish: a viewer with max_height=180 gets a smaller layer;
+//   (h) the RTMP publisher is killed: the stream leaves /api/streams and its viewer sees the end;
 //   (d) FFmpeg 9's WHIP muxer (imageio-ffmpeg) publishes and /watch.html plays it.
 // Runs itself inside shared/tools/netns-run (a network namespace with loopback only) unless it
 // already is in one. See README.md.
@@ -579,6 +580,26 @@ async function main() {
       await viewerD.context.close();
     }
     await stopChild(whip);
+  }
+
+  // ----------------------------------------- (h) the RTMP publisher dies: readers see the end
+  if (running(rtmp)) {
+    const viewerH = await openPage('watch live/ffmpeg (end)', '/watch.html?stream=live/ffmpeg&autoplay=1');
+    const playingH = await waitFor(async () => (await stateOf(viewerH)).status === 'playing', 20_000, 200);
+    if (check('(h) a viewer plays live/ffmpeg', !!playingH, JSON.stringify(await stateOf(viewerH)))) {
+      const killedAt = Date.now();
+      rtmp.kill('SIGKILL'); // no deleteStream, no FIN in order: the connection just dies mid-stream
+      const unlisted = await waitFor(async () => !(await apiStreams(base))?.some((x) => x.name === 'live/ffmpeg'), 10_000, 200);
+      check('(h) killed RTMP publisher: /api/streams drops live/ffmpeg', !!unlisted,
+        unlisted ? `${Date.now() - killedAt} ms after the kill` : 'still listed after 10 s');
+      const ended = await waitFor(async () => {
+        const st = await stateOf(viewerH);
+        return st.status !== 'playing' ? st : null;
+      }, 15_000, 200);
+      check('(h) the viewer sees the stream end', !!ended,
+        ended ? `${ended.status} (${ended.endReason ?? 'no reason'}) ${Date.now() - killedAt} ms after the kill` : 'still playing after 15 s');
+    }
+    await viewerH.context.close();
   }
 
   check('no uncaught page errors', pageErrors.length === 0, pageErrors.join(' | '));

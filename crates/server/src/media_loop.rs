@@ -295,6 +295,10 @@ impl Loop {
         let Some(info) = self.streams.hub.stream(&stream) else {
             return Err(HttpSessionError::NotFound(stream.to_string()).into());
         };
+        if info.tracks.is_empty() {
+            // Published a moment ago: its first sequence headers are still on their way.
+            return Err(HttpSessionError::NoMediaYet(stream.to_string()).into());
+        }
         let tracks: Vec<FrameTrack> = info.tracks.iter().filter_map(frame_track).collect();
         if tracks.is_empty() {
             return Err(SessionError::NothingPlayable(stream.to_string()));

@@ -628,8 +628,8 @@ impl Sfu {
             }
         }
         for id in peers {
-            if let Some(mut peer) = self.peers.remove(&id) {
-                peer.rtc.disconnect();
+            if let Some(peer) = self.peers.remove(&id) {
+                self.close_peer(peer);
             }
         }
         self.by_addr.retain(|_, id| !peers.contains(id));

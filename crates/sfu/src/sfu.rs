@@ -550,6 +550,24 @@ impl Sfu {
         }
     }
 
+    /// Closes a peer that is leaving: RTCP BYE, SCTP shutdown and DTLS close_notify go out,
+    /// so the browser knows at once instead of after its ICE consent checks fail (seconds).
+    pub(crate) fn close_peer(&mut self, mut peer: Peer) {
+        if peer.rtc.close().is_err() {
+            peer.rtc.disconnect();
+            return;
+        }
+        // Bounded: closing queues a handful of packets.
+        for _ in 0..64 {
+            match peer.rtc.poll_output() {
+                Ok(RtcOutput::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                Ok(RtcOutput::Event(_)) => {}
+                Ok(RtcOutput::Timeout(_)) | Err(_) => break,
+            }
+        }
+        peer.rtc.disconnect();
+    }
+
     pub(crate) fn send(&mut self, pid: ParticipantId, msg: ServerMessage) {
         if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn) {
             self.out.push_back(Output::Signal(conn, msg));
