@@ -321,7 +321,7 @@ impl Sfu {
         let Some((tid, layer)) = self.resolve_ssrc(peer_id, ssrc) else {
             return;
         };
-        let Some(track) = self.tracks.get_mut(&tid) else {
+        let Some(mut track) = self.tracks.get_mut(&tid) else {
             return;
         };
         // A VP9 stream with layer indices is SVC: its spatial layers count as the track's
@@ -371,7 +371,15 @@ impl Sfu {
                 now.saturating_duration_since(base).as_micros() as u64,
             );
             self.announce(tid);
-            return;
+            // WHEP viewers bound by the announcement forward (and the hub gets) this packet:
+            // it is usually a keyframe's first. VP9's SVC layers are read from the next one on.
+            if params.spec().codec == str0m::format::Codec::Vp9 {
+                return;
+            }
+            let Some(t) = self.tracks.get_mut(&tid) else {
+                return;
+            };
+            track = t;
         }
         // The top layer, reassembled into frames for the hub's other readers.
         if layer + 1 == track.layers.len().max(1)

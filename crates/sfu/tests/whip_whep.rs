@@ -1,0 +1,341 @@
+//! WHIP publishers and WHEP viewers in virtual time, without sockets: a str0m peer publishes
+//! over "HTTP" (the SFU's session calls), another plays; packets go straight between them and
+//! the SFU on a virtual clock with a fixed delay.
+
+// Helpers outside #[test] functions unwrap too: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sfu::signal::TrackKind;
+use sfu::str0m::change::SdpAnswer;
+use sfu::str0m::format::Codec;
+use sfu::str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use sfu::str0m::net::{Protocol, Receive};
+use sfu::str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+use sfu::{HttpSessionError, Output, Sfu, SfuConfig, SfuEvent};
+
+const SFU: &str = "10.0.0.100:5000";
+const DELAY: Duration = Duration::from_millis(5);
+
+struct Peer {
+    addr: SocketAddr,
+    rtc: Rtc,
+    mid: Option<Mid>,
+    /// Frame numbers received (viewers), in order.
+    got: Vec<u32>,
+    sent: u32,
+}
+
+impl Peer {
+    fn new(addr: &str, now: Instant) -> Peer {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_vp8(true)
+            .enable_opus(true, false)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        Peer {
+            addr,
+            rtc,
+            mid: None,
+            got: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// An offer with one video m-line in `dir`, and the pending state to accept the answer.
+    fn offer(&mut self, dir: Direction) -> (String, sfu::str0m::change::SdpPendingOffer) {
+        let mut api = self.rtc.sdp_api();
+        self.mid = Some(api.add_media(MediaKind::Video, dir, None, None, None));
+        let (offer, pending) = api.apply().unwrap();
+        (offer.to_sdp_string(), pending)
+    }
+}
+
+/// Packets in flight: (arrival, from, to, bytes).
+struct World {
+    now: Instant,
+    sfu: Sfu,
+    peers: Vec<Peer>,
+    wire: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    events: Vec<SfuEvent>,
+}
+
+impl World {
+    fn new() -> World {
+        let now = Instant::now();
+        let cand = Candidate::host(SFU.parse().unwrap(), "udp").unwrap();
+        World {
+            now,
+            sfu: Sfu::new(SfuConfig::default(), vec![cand], 7, now),
+            peers: Vec::new(),
+            wire: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn answer(&mut self, i: usize, pending: sfu::str0m::change::SdpPendingOffer, sdp: &str) {
+        let answer = SdpAnswer::from_sdp_string(sdp).unwrap();
+        self.peers[i]
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .unwrap();
+    }
+
+    /// Runs for `d`; publishers (`senders`) send a 30 fps VP8 frame each 33 ms, a keyframe
+    /// every 30 frames.
+    fn run(&mut self, d: Duration, senders: &[usize]) {
+        let end = self.now + d;
+        let mut next_frame = self.now;
+        while self.now < end {
+            let now = self.now;
+            if now >= next_frame {
+                for &s in senders {
+                    let p = &mut self.peers[s];
+                    let (Some(mid), true) = (p.mid, p.rtc.is_connected()) else {
+                        continue;
+                    };
+                    let n = p.sent;
+                    p.sent += 1;
+                    let mut frame = vec![if n.is_multiple_of(30) { 0x10 } else { 0x11 }];
+                    frame.extend_from_slice(&n.to_be_bytes());
+                    frame.resize(1200, 0xab);
+                    let pt = p
+                        .rtc
+                        .codec_config()
+                        .find(|c| c.spec().codec == Codec::Vp8)
+                        .unwrap()
+                        .pt();
+                    if let Some(w) = p.rtc.writer(mid) {
+                        w.write(pt, now, MediaTime::from_90khz(n as u64 * 3000), frame)
+                            .unwrap();
+                    }
+                }
+                next_frame = now + Duration::from_millis(33);
+            }
+            // Deliver what has arrived.
+            let (due, rest): (Vec<_>, Vec<_>) = self.wire.drain(..).partition(|p| p.0 <= now);
+            self.wire = rest;
+            for (_, from, to, data) in due {
+                if to == SFU.parse().unwrap() {
+                    self.sfu.handle_receive(now, Protocol::Udp, from, to, &data);
+                } else if let Some(p) = self.peers.iter_mut().find(|p| p.addr == to) {
+                    let r = Receive {
+                        proto: Protocol::Udp,
+                        source: from,
+                        destination: to,
+                        contents: data.as_slice().try_into().unwrap(),
+                    };
+                    let _ = p.rtc.handle_input(Input::Receive(now, r));
+                }
+            }
+            self.sfu.handle_timeout(now);
+            for p in &mut self.peers {
+                let _ = p.rtc.handle_input(Input::Timeout(now));
+            }
+            self.drain();
+            self.now += Duration::from_millis(1);
+        }
+    }
+
+    fn drain(&mut self) {
+        let now = self.now;
+        loop {
+            match self.sfu.poll_output() {
+                Output::Transmit(t) => {
+                    self.wire
+                        .push((now + DELAY, t.source, t.destination, t.contents.to_vec()))
+                }
+                Output::Event(e) => self.events.push(e),
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        for p in &mut self.peers {
+            loop {
+                match p.rtc.poll_output() {
+                    Ok(RtcOutput::Transmit(t)) => {
+                        self.wire
+                            .push((now + DELAY, t.source, t.destination, t.contents.to_vec()))
+                    }
+                    Ok(RtcOutput::Event(Event::MediaData(m))) => {
+                        if let Some(b) = m.data.get(1..5) {
+                            p.got.push(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                        }
+                    }
+                    Ok(RtcOutput::Event(_)) => {}
+                    Ok(RtcOutput::Timeout(_)) | Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, addr: &str, stream: &str) -> (usize, String) {
+        let mut p = Peer::new(addr, self.now);
+        let (offer, pending) = p.offer(Direction::SendOnly);
+        self.peers.push(p);
+        let i = self.peers.len() - 1;
+        let s = self.sfu.whip_publish(self.now, stream, &offer).unwrap();
+        self.answer(i, pending, &s.answer);
+        self.drain();
+        (i, s.token)
+    }
+
+    fn view(&mut self, addr: &str, stream: &str) -> Result<(usize, String), HttpSessionError> {
+        let mut p = Peer::new(addr, self.now);
+        let (offer, pending) = p.offer(Direction::RecvOnly);
+        let s = self.sfu.whep_play(self.now, stream, &offer, None)?;
+        self.peers.push(p);
+        let i = self.peers.len() - 1;
+        self.answer(i, pending, &s.answer);
+        self.drain();
+        Ok((i, s.token))
+    }
+}
+
+#[test]
+fn a_whep_viewer_plays_a_whip_publish_from_a_keyframe_in_order() {
+    let mut w = World::new();
+    let (p, _) = w.publish("10.0.0.1:4000", "live/a");
+    assert!(
+        matches!(
+            w.view("10.0.0.2:4000", "live/a"),
+            Err(HttpSessionError::NoMediaYet(_))
+        ),
+        "before the first packet the viewer is told to come back"
+    );
+    w.run(Duration::from_secs(1), &[p]);
+    let tracks = w.events.iter().find_map(|e| match e {
+        SfuEvent::TracksChanged { tracks, .. } => Some(tracks.clone()),
+        _ => None,
+    });
+    let tracks = tracks.expect("the publisher's tracks are told to the driver");
+    assert_eq!(tracks.len(), 1);
+    assert_eq!(tracks[0].kind, TrackKind::Video);
+    assert!(
+        w.events.iter().any(|e| matches!(e, SfuEvent::Frame { .. })),
+        "frames reach the hub side"
+    );
+
+    let (v, _) = w.view("10.0.0.2:4000", "live/a").unwrap();
+    w.run(Duration::from_secs(3), &[p]);
+    let got = &w.peers[v].got;
+    assert!(got.len() > 60, "viewer got {} frames", got.len());
+    assert_eq!(
+        got[0] % 30,
+        0,
+        "the first frame shown is a keyframe: {got:?}"
+    );
+    assert!(
+        got.windows(2).all(|x| x[1] == x[0] + 1),
+        "in order, no gaps: {got:?}"
+    );
+}
+
+#[test]
+fn a_viewer_follows_its_stream_name_across_a_republish() {
+    let mut w = World::new();
+    let (p1, token1) = w.publish("10.0.0.1:4000", "live/b");
+    w.run(Duration::from_millis(800), &[p1]);
+    let (v, _) = w.view("10.0.0.2:4000", "live/b").unwrap();
+    w.run(Duration::from_secs(2), &[p1]);
+    let before = w.peers[v].got.len();
+    assert!(
+        before > 30,
+        "viewer got {before} frames from the first publisher"
+    );
+
+    // The first publisher leaves; a second one publishes under the same name.
+    w.sfu.end_http_session(w.now, &token1).unwrap();
+    w.drain();
+    assert!(
+        w.events
+            .iter()
+            .any(|e| matches!(e, SfuEvent::SessionEnded { .. }))
+    );
+    assert!(!w.sfu.has_stream("live/b"));
+    w.run(Duration::from_millis(500), &[]);
+    let (p2, _) = w.publish("10.0.0.3:4000", "live/b");
+    w.run(Duration::from_secs(3), &[p2]);
+    let after = &w.peers[v].got[before..];
+    assert!(
+        after.len() > 30,
+        "the viewer carries on with the new publisher: {} frames",
+        after.len()
+    );
+    assert_eq!(
+        after[0], 0,
+        "starting at the new publisher's first keyframe: {after:?}"
+    );
+    assert!(after.windows(2).all(|x| x[1] == x[0] + 1));
+}
+
+#[test]
+fn http_session_errors_are_precise() {
+    let mut w = World::new();
+    assert!(matches!(
+        w.sfu.whep_play(w.now, "live/none", "v=0", None),
+        Err(HttpSessionError::NotFound(_))
+    ));
+    assert!(matches!(
+        w.sfu.whip_publish(w.now, "live/x", "garbage"),
+        Err(HttpSessionError::BadSdp(_))
+    ));
+    assert_eq!(
+        w.sfu.http_session_patch(
+            w.now,
+            "nope",
+            "a=candidate:1 1 udp 1 10.0.0.1 4000 typ host"
+        ),
+        Err(HttpSessionError::UnknownSession)
+    );
+    let (_, token) = w.publish("10.0.0.1:4000", "live/x");
+    assert!(matches!(
+        w.sfu
+            .http_session_patch(w.now, &token, "a=candidate:garbage"),
+        Err(HttpSessionError::BadFragment(_))
+    ));
+    assert_eq!(
+        w.sfu.http_session_patch(
+            w.now,
+            &token,
+            "a=ice-ufrag:other\r\na=ice-pwd:xxxxxxxxxxxxxxxxxxxxxx\r\n"
+        ),
+        Err(HttpSessionError::IceRestartUnsupported)
+    );
+    // mDNS candidates are skipped, real ones taken.
+    assert_eq!(
+        w.sfu.http_session_patch(
+            w.now,
+            &token,
+            "a=candidate:1 1 udp 2122260223 abcd.local 4000 typ host\r\n\
+             a=candidate:2 1 udp 2122260223 10.0.0.1 4000 typ host\r\na=end-of-candidates\r\n"
+        ),
+        Ok(())
+    );
+    assert_eq!(w.sfu.end_http_session(w.now, &token), Ok(()));
+    assert_eq!(
+        w.sfu.end_http_session(w.now, &token),
+        Err(HttpSessionError::UnknownSession)
+    );
+}
+
+#[test]
+fn a_session_whose_client_never_connects_ends_by_itself() {
+    let mut w = World::new();
+    let mut p = Peer::new("10.0.0.1:4000", w.now);
+    let (offer, _) = p.offer(Direction::SendOnly);
+    // The answer never reaches the client: it sends nothing.
+    let s = w.sfu.whip_publish(w.now, "live/ghost", &offer).unwrap();
+    w.run(Duration::from_secs(10), &[]);
+    assert!(w.sfu.has_stream("live/ghost"), "still waiting after 10 s");
+    w.run(Duration::from_secs(6), &[]);
+    assert!(!w.sfu.has_stream("live/ghost"));
+    assert!(w.events.iter().any(
+        |e| matches!(e, SfuEvent::SessionEnded { participant } if *participant == s.participant)
+    ));
+}
