@@ -38,7 +38,31 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A room session. Create with `await Room.connect(url, opts)`, or `new Room(url, opts)`, add
  * listeners, then `await room.join()` (that way no event can fire before a listener exists). */
-export class Room extends EventTarget {
+/** Events with their detail handed to listeners: the base of Room and the stream sessions. */
+class Emitter extends EventTarget {
+  /** Add a listener that receives the event's detail; returns a function that removes it. */
+  on(type, fn) {
+    const listener = (ev) => fn(ev.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  once(type, fn) {
+    const listener = (ev) => fn(ev.detail);
+    this.addEventListener(type, listener, { once: true });
+    return () => this.removeEventListener(type, listener);
+  }
+
+  _emit(type, detail) {
+    try {
+      this.dispatchEvent(new CustomEvent(type, { detail }));
+    } catch (e) {
+      console.error(`onair: a '${type}' listener threw`, e);
+    }
+  }
+}
+
+export class Room extends Emitter {
   /**
    * @param {string} [url] WebSocket URL of /rtc; defaults to ws(s)://location.host/rtc
    * @param {object} opts {room, name, token, autoSubscribe = true, iceServers, leaveOnPageHide = true}
@@ -107,28 +131,7 @@ export class Room extends EventTarget {
     return room;
   }
 
-  // ---------------------------------------------------------------- events
-
-  /** Add a listener that receives the event's detail; returns a function that removes it. */
-  on(type, fn) {
-    const listener = (ev) => fn(ev.detail);
-    this.addEventListener(type, listener);
-    return () => this.removeEventListener(type, listener);
-  }
-
-  once(type, fn) {
-    const listener = (ev) => fn(ev.detail);
-    this.addEventListener(type, listener, { once: true });
-    return () => this.removeEventListener(type, listener);
-  }
-
-  _emit(type, detail) {
-    try {
-      this.dispatchEvent(new CustomEvent(type, { detail }));
-    } catch (e) {
-      console.error(`onair: a '${type}' listener threw`, e);
-    }
-  }
+  // ---------------------------------------------------------------- failures
 
   _fail(message, error) {
     console.warn('onair:', message, error || '');
@@ -1054,7 +1057,7 @@ const FIRST_MEDIA_TIMEOUT_MS = 15_000;
  * Events (`on(type, fn)` like Room): `state` {state}, `ended` {reason}, `track` {track, stream}
  * (WHEP only), `error` {message}.
  */
-export class StreamSession extends EventTarget {
+export class StreamSession extends Emitter {
   constructor(kind, url, opts) {
     super();
     /** 'whip' | 'whep' */
@@ -1092,25 +1095,6 @@ export class StreamSession extends EventTarget {
     };
   }
 
-  on(type, fn) {
-    const listener = (ev) => fn(ev.detail);
-    this.addEventListener(type, listener);
-    return () => this.removeEventListener(type, listener);
-  }
-
-  once(type, fn) {
-    const listener = (ev) => fn(ev.detail);
-    this.addEventListener(type, listener, { once: true });
-    return () => this.removeEventListener(type, listener);
-  }
-
-  _emit(type, detail) {
-    try {
-      this.dispatchEvent(new CustomEvent(type, { detail }));
-    } catch (e) {
-      console.error(`onair: a '${type}' listener threw`, e);
-    }
-  }
 
   _setState(state) {
     if (this.state === state || this.state === 'ended') return;
