@@ -14,9 +14,25 @@ use testkit::Publish;
 use testkit::live::{LiveOptions, spawn};
 use testkit::server::TestServer;
 
+mod whep;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: onair-bench fanout N PATH_TO_ONAIR [SECONDS]";
+    let usage = "usage: onair-bench fanout N PATH_TO_ONAIR [SECONDS]\n       \
+                 onair-bench whep-fanout N[,N...] PATH_TO_ONAIR [SECONDS]\n       \
+                 onair-bench smoke PATH_TO_ONAIR";
+    if args.len() >= 3 && args[1] == "smoke" {
+        std::process::exit(whep::smoke(&args[2]));
+    }
+    if args.len() >= 4 && args[1] == "whep-fanout" {
+        let steps: Vec<usize> = args[2].split(',').filter_map(|n| n.parse().ok()).collect();
+        let secs: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);
+        for n in steps {
+            let r = whep::fanout(n, &args[3], Duration::from_secs(secs));
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        return;
+    }
     if args.len() < 4 || args[1] != "fanout" {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -30,7 +46,7 @@ fn main() {
 }
 
 /// (utime + stime) in seconds, and VmRSS in KiB, of a process.
-fn proc_usage(pid: u32) -> (f64, u64) {
+pub(crate) fn proc_usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
     let after = stat.rsplit(')').next().unwrap_or("");
@@ -46,7 +62,7 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
-fn rtp_out(http_port: u16) -> u64 {
+pub(crate) fn rtp_out(http_port: u16) -> u64 {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", http_port)) else {
         return 0;

@@ -12,6 +12,7 @@ mod client;
 mod link;
 pub mod live;
 pub mod server;
+pub mod whep;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
