@@ -264,6 +264,8 @@ function chooseLayer(tile, track) {
   const want = h <= 200 ? 180 : h <= 400 ? 360 : null;
   if (tile.maxHeight === want) return;
   tile.maxHeight = want;
+  // What each track was asked for, for tests and for anyone debugging layer choice.
+  (window.onairLayerCaps ??= {})[track.id] = want;
   if (want == null) room.subscribe([track.id]);
   else room.setMaxHeight(track.id, want);
 }
