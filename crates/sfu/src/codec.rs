@@ -36,6 +36,112 @@ pub fn is_keyframe_start(codec: Codec, payload: &[u8]) -> bool {
     }
 }
 
+/// Picture heights a keyframe's first packet tells, lowest layer first: VP9's scalability
+/// structure lists every spatial layer's; a VP8 key frame header or an H.264 SPS in front of an
+/// IDR gives the one layer's. Empty when the packet says nothing. Only called on keyframe
+/// starts, so the layer choice can use real heights instead of guessing from the declared size
+/// (encoders lower their resolution under CPU or bandwidth pressure).
+pub fn picture_heights(codec: Codec, payload: &[u8]) -> Vec<u32> {
+    match codec {
+        Codec::Vp9 => vp9_ss_heights(payload).unwrap_or_default(),
+        Codec::Vp8 => vp8_key_height(payload).into_iter().collect(),
+        Codec::H264 => h264_sps_height(payload).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// RFC 9628 §4.2: descriptor, then (V=1) the scalability structure with N_S+1 sizes (Y=1).
+fn vp9_ss_heights(p: &[u8]) -> Option<Vec<u32>> {
+    let b0 = *p.first()?;
+    let (i, pf, l, f, v) = (
+        b0 & 0x80 != 0,
+        b0 & 0x40 != 0,
+        b0 & 0x20 != 0,
+        b0 & 0x10 != 0,
+        b0 & 0x02 != 0,
+    );
+    if !v {
+        return None;
+    }
+    let mut idx = 1;
+    if i {
+        idx += if *p.get(idx)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if l {
+        idx += 1;
+        if !f {
+            idx += 1; // TL0PICIDX
+        }
+    }
+    if f && pf {
+        // Up to three P_DIFF bytes, each saying (N) whether another follows.
+        for _ in 0..3 {
+            let d = *p.get(idx)?;
+            idx += 1;
+            if d & 1 == 0 {
+                break;
+            }
+        }
+    }
+    let ss = *p.get(idx)?;
+    idx += 1;
+    let layers = (ss >> 5) as usize + 1;
+    if ss & 0x10 == 0 {
+        return None; // no sizes given
+    }
+    let mut heights = Vec::with_capacity(layers);
+    for _ in 0..layers {
+        let h = p.get(idx + 2..idx + 4)?;
+        heights.push(u16::from_be_bytes([h[0], h[1]]) as u32);
+        idx += 4;
+    }
+    Some(heights)
+}
+
+/// RFC 7741 descriptor, then the VP8 key frame header (RFC 6386 §9.1): start code and sizes.
+fn vp8_key_height(p: &[u8]) -> Option<u32> {
+    let b0 = *p.first()?;
+    let mut idx = 1;
+    if b0 & 0x80 != 0 {
+        let x = *p.get(1)?;
+        idx = 2;
+        if x & 0x80 != 0 {
+            idx += if *p.get(idx)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            idx += 1;
+        }
+        if x & 0x30 != 0 {
+            idx += 1;
+        }
+    }
+    let f = p.get(idx..idx + 10)?;
+    if f[0] & 1 != 0 || f[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    Some(u16::from_le_bytes([f[8], f[9]]) as u32 & 0x3fff)
+}
+
+/// An SPS alone or inside a STAP-A (RFC 6184 §5.7.1).
+fn h264_sps_height(p: &[u8]) -> Option<u32> {
+    let sps = match p.first()? & 0x1f {
+        H264_SPS => p,
+        24 => {
+            let mut i = 1;
+            loop {
+                let len = u16::from_be_bytes([*p.get(i)?, *p.get(i + 1)?]) as usize;
+                let nal = p.get(i + 2..i + 2 + len)?;
+                if nal.first().is_some_and(|h| h & 0x1f == H264_SPS) {
+                    break nal;
+                }
+                i += 2 + len;
+            }
+        }
+        _ => return None,
+    };
+    media::avc::sps_dimensions(sps).map(|(_, h)| h)
+}
+
 /// The fields of a VP9 RTP payload descriptor (RFC 9628 §4.2) that layer selection needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vp9Desc {
@@ -137,6 +243,29 @@ mod tests {
         // A non-IDR slice.
         assert!(!is_keyframe_start(Codec::H264, &[0x41, 1, 2]));
         assert!(!is_keyframe_start(Codec::H264, &[]));
+    }
+
+    #[test]
+    fn picture_heights_from_keyframes() {
+        // VP9: I=1 (7-bit id), P=0, L=1, F=0, B=1, V=1; layer byte; TL0PICIDX; SS with
+        // N_S=2 (three layers), Y=1: 320x180, 640x360, 1280x720.
+        let mut p = vec![0xaa, 0x01, 0x00, 0x05, (2 << 5) | 0x10];
+        for (w, h) in [(320u16, 180u16), (640, 360), (1280, 720)] {
+            p.extend_from_slice(&w.to_be_bytes());
+            p.extend_from_slice(&h.to_be_bytes());
+        }
+        assert_eq!(picture_heights(Codec::Vp9, &p), vec![180, 360, 720]);
+        p[0] &= !0x02; // V=0: no structure
+        assert!(picture_heights(Codec::Vp9, &p).is_empty());
+        // VP8: X=1, I=1 (7-bit), S=1; key frame tag, start code, 640x360.
+        let vp8 = [
+            0x90, 0x80, 0x05, 0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01,
+        ];
+        assert_eq!(picture_heights(Codec::Vp8, &vp8), vec![360]);
+        // Truncated or not a key frame: nothing, no panic.
+        assert!(picture_heights(Codec::Vp8, &vp8[..8]).is_empty());
+        assert!(picture_heights(Codec::H264, &[0x78, 0x00]).is_empty());
+        assert!(picture_heights(Codec::Vp9, &[0x02]).is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Event, IceConnectionState};
 use tracing::{debug, info, warn};
 
-use crate::codec::{Vp9Desc, is_keyframe_start};
+use crate::codec::{Vp9Desc, is_keyframe_start, picture_heights};
 use crate::forward::{LayerInfo, SvcVerdict, Verdict, choose_layer};
 use crate::ids::{PeerId, TrackId};
 use crate::sfu::{Down, Layer, Output, Peer, Sfu, Track};
@@ -157,7 +157,7 @@ impl Track {
         };
         for (i, l) in self.layers.iter().take(n).enumerate() {
             infos.list[i] = LayerInfo {
-                height: top >> (n - 1 - i),
+                height: l.height.unwrap_or(top >> (n - 1 - i)),
                 // A layer never seen counts as active for a while after the track's first
                 // packet: the layers of one frame arrive one after the other, and choosing
                 // among the first arrivals only would switch down and back up at once.
@@ -423,10 +423,28 @@ impl Sfu {
             ext: pkt.header.ext_vals,
             payload: pkt.payload,
         };
-        if packet.key
-            && let Some(l) = track.layers.get_mut(layer)
-        {
-            l.keyframes.satisfied();
+        if packet.key {
+            if let Some(l) = track.layers.get_mut(layer) {
+                l.keyframes.satisfied();
+            }
+            // Real picture heights, for the layer choice (SVC: all layers from one packet).
+            let heights = codec.map(|c| picture_heights(c, &packet.payload));
+            match (svc, heights.as_deref()) {
+                (_, None | Some([])) => {}
+                (Some(_), Some(hs)) => {
+                    while track.layers.len() < hs.len().min(MAX_LAYERS) {
+                        track.layers.push(Layer::default());
+                    }
+                    for (l, h) in track.layers.iter_mut().zip(hs) {
+                        l.height = Some(*h);
+                    }
+                }
+                (None, Some([h, ..])) => {
+                    if let Some(l) = track.layers.get_mut(layer) {
+                        l.height = Some(*h);
+                    }
+                }
+            }
         }
         let mut keyframe_wanted: Vec<usize> = Vec::new();
         let mut legs = Legs {

@@ -249,6 +249,8 @@ pub(crate) struct Track {
 pub(crate) struct Layer {
     pub last_seen: Option<Instant>,
     pub keyframes: KeyframeThrottle,
+    /// The height its last keyframe said, when it said one.
+    pub height: Option<u32>,
 }
 
 /// One subscriber's leg of a track.
