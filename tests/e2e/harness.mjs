@@ -2,7 +2,9 @@
 // network namespace (re-executing itself under netns-run when not in one), and TAP-like
 // results ("ok - …" / "not ok - …", figures as "# …", a closing "N passed, N failed").
 import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -84,4 +86,52 @@ export function results() {
       return failed;
     },
   };
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A port number free for both UDP and TCP (WebRTC media and ICE-TCP share it). */
+export async function freeMediaPort() {
+  for (let i = 0; i < 20; i++) {
+    const udp = dgram.createSocket('udp4');
+    const port = await new Promise((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(0, '127.0.0.1', () => resolve(udp.address().port));
+    });
+    const tcpFree = await new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    udp.close();
+    if (tcpFree) return port;
+  }
+  throw new Error('no free media port');
+}
+
+/** Poll `fn` until it returns a truthy value or `timeoutMs` passes; returns the last value. */
+export async function waitFor(fn, timeoutMs, intervalMs = 100) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+    } catch (e) {
+      last = undefined;
+      if (Date.now() >= end) throw e;
+    }
+    if (last || Date.now() >= end) return last;
+    await sleep(intervalMs);
+  }
 }

@@ -17,7 +17,6 @@
 // already is in one. See README.md.
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import dgram from 'node:dgram';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -25,7 +24,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, results } from './harness.mjs';
+import {
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, sleep, waitFor,
+} from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OVERALL_TIMEOUT_MS = 150_000;
@@ -91,53 +92,6 @@ process.on('exit', () => {
 
 // ------------------------------------------------------------------ helpers
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A port number free for both UDP and TCP (WebRTC media and ICE-TCP share it). */
-async function freeMediaPort() {
-  for (let i = 0; i < 20; i++) {
-    const udp = dgram.createSocket('udp4');
-    const port = await new Promise((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(0, '127.0.0.1', () => resolve(udp.address().port));
-    });
-    const tcpFree = await new Promise((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    udp.close();
-    if (tcpFree) return port;
-  }
-  throw new Error('no free media port');
-}
-
-/** Poll `fn` until it returns a truthy value or `timeoutMs` passes; returns the last value. */
-async function waitFor(fn, timeoutMs, intervalMs = 100) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-    } catch (e) {
-      last = undefined;
-      if (Date.now() >= end) throw e;
-    }
-    if (last || Date.now() >= end) return last;
-    await sleep(intervalMs);
-  }
-}
 
 /** Start a child process whose output goes to a log file; it is killed at the end at the latest. */
 function startChild(name, cmd, args) {

@@ -62,6 +62,41 @@ pub(crate) fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
+/// What the server did while the load generator only watched.
+pub(crate) struct Window {
+    /// Server CPU seconds (user + system).
+    pub cpu: f64,
+    /// RTP packets the server handed to subscribers.
+    pub forwarded: u64,
+    /// Server RSS at the end, KiB.
+    pub rss: u64,
+    /// Wall seconds.
+    pub wall: f64,
+}
+
+/// Sleeps for `measure`, reading the server's CPU and forwarding counters on either side.
+pub(crate) fn measure_window(pid: u32, http_port: u16, measure: Duration) -> Window {
+    let (cpu0, _) = proc_usage(pid);
+    let out0 = rtp_out(http_port);
+    let t0 = Instant::now();
+    std::thread::sleep(measure);
+    let (cpu1, rss) = proc_usage(pid);
+    let out1 = rtp_out(http_port);
+    Window {
+        cpu: cpu1 - cpu0,
+        forwarded: out1.saturating_sub(out0),
+        rss,
+        wall: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// The `p` quantile (0–1) of sorted values, nearest rank.
+pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+}
+
 pub(crate) fn rtp_out(http_port: u16) -> u64 {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", http_port)) else {
@@ -112,13 +147,12 @@ fn fanout(n: usize, bin: &str, measure: Duration) {
         })
         .collect();
     std::thread::sleep(setup.saturating_sub(joined_at.elapsed()));
-    let (cpu0, _) = proc_usage(pid);
-    let out0 = rtp_out(server.http_port);
-    let t0 = Instant::now();
-    std::thread::sleep(measure);
-    let (cpu1, rss) = proc_usage(pid);
-    let out1 = rtp_out(server.http_port);
-    let wall = t0.elapsed().as_secs_f64();
+    let Window {
+        cpu,
+        forwarded,
+        rss,
+        wall,
+    } = measure_window(pid, server.http_port, measure);
 
     let mut first_frame_ms = Vec::new();
     let mut frames = Vec::new();
@@ -131,14 +165,7 @@ fn fanout(n: usize, bin: &str, measure: Duration) {
     }
     let _ = publisher.join();
     first_frame_ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        first_frame_ms
-            .get(((first_frame_ms.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    let cpu = cpu1 - cpu0;
-    let forwarded = out1.saturating_sub(out0);
+    let pct = |p: f64| percentile(&first_frame_ms, p).unwrap_or(f64::NAN);
     let report = serde_json::json!({
         "scenario": "fanout",
         "subscribers": n,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use testkit::server::TestServer;
 use testkit::whep::{ReceiverReport, whep_receiver, whip_publisher};
 
-use crate::{proc_usage, rtp_out};
+use crate::{Window, measure_window, percentile, proc_usage};
 
 /// 1.5 Mbit/s at 30 fps.
 const VIDEO_FRAME_BYTES: usize = 6_250;
@@ -66,13 +66,12 @@ pub fn fanout(n: usize, bin: &str, measure: Duration) -> Value {
         })
     });
     std::thread::sleep((start + setup).saturating_duration_since(Instant::now()));
-    let (cpu0, _) = proc_usage(pid);
-    let out0 = rtp_out(server.http_port);
-    let t0 = Instant::now();
-    std::thread::sleep(measure);
-    let (cpu1, rss) = proc_usage(pid);
-    let out1 = rtp_out(server.http_port);
-    let wall = t0.elapsed().as_secs_f64();
+    let Window {
+        cpu,
+        forwarded,
+        rss,
+        wall,
+    } = measure_window(pid, server.http_port, measure);
     let reports = receivers.join().unwrap_or_default();
     let published = publisher.join();
     let _ = server.stop();
@@ -96,16 +95,7 @@ pub fn fanout(n: usize, bin: &str, measure: Duration) -> Value {
         .filter_map(|r| r.first_packet.map(|d| d.as_secs_f64() * 1000.0))
         .collect();
     first.sort_by(f64::total_cmp);
-    let pick = |v: &[u64], p: f64| {
-        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-    };
-    let pickf = |v: &[f64], p: f64| {
-        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-    };
-    let cpu = cpu1 - cpu0;
-    let forwarded = out1.saturating_sub(out0);
+    let (pick, pickf) = (percentile::<u64>, percentile::<f64>);
     // Receivers' bytes cover their whole session; scale to the window by packets.
     let window_share = if received > 0 {
         forwarded as f64 / received as f64

@@ -387,7 +387,7 @@ impl Loop {
                 data,
             } => self
                 .sfu
-                .viewer_frame(now, viewer, track, keyframe, pts_us, &data),
+                .viewer_frame(now, viewer, track, keyframe, pts_us, data),
             Command::KickSession(pid) => self.sfu.kick_http_session(now, pid),
             Command::Streams(reply) => {
                 let _ = reply.send(self.streams.status(&self.sfu, now));

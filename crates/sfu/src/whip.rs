@@ -317,7 +317,7 @@ impl Sfu {
         track: FrameTrack,
         keyframe: bool,
         pts_us: u64,
-        data: &[u8],
+        data: Vec<u8>,
     ) {
         self.now = now;
         let Some(p) = self.participants.get_mut(&viewer) else {
@@ -343,7 +343,7 @@ impl Sfu {
             return;
         };
         if let Some(w) = peer.rtc.writer(mid) {
-            match w.write(pt, now, MediaTime::new(ticks, freq), data.to_vec()) {
+            match w.write(pt, now, MediaTime::new(ticks, freq), data) {
                 Ok(()) => self.stats.rtp_out += 1,
                 Err(e) => debug!(participant = %viewer, "frame not written: {e}"),
             }
