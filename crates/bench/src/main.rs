@@ -14,24 +14,48 @@ use testkit::Publish;
 use testkit::live::{LiveOptions, spawn};
 use testkit::server::TestServer;
 
-mod whep;
+mod compare;
+mod fanout;
+mod janus;
+mod plot;
 
 fn main() {
+    // RUST_LOG=str0m=debug shows the load generator's peers at work.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: onair-bench fanout N PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench whep-fanout N[,N...] PATH_TO_ONAIR [SECONDS]\n       \
+                 onair-bench janus-fanout N[,N...] [SECONDS]\n       \
+                 onair-bench compare N[,N...] PATH_TO_ONAIR [SECONDS] [OUT_DIR]\n       \
                  onair-bench smoke PATH_TO_ONAIR";
     if args.len() >= 3 && args[1] == "smoke" {
-        std::process::exit(whep::smoke(&args[2]));
+        std::process::exit(fanout::smoke(&args[2]));
     }
+    let steps = |a: &str| -> Vec<usize> { a.split(',').filter_map(|n| n.parse().ok()).collect() };
+    let secs_at =
+        |i: usize| Duration::from_secs(args.get(i).and_then(|s| s.parse().ok()).unwrap_or(10));
     if args.len() >= 4 && args[1] == "whep-fanout" {
-        let steps: Vec<usize> = args[2].split(',').filter_map(|n| n.parse().ok()).collect();
-        let secs: u64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);
-        for n in steps {
-            let r = whep::fanout(n, &args[3], Duration::from_secs(secs));
+        for n in steps(&args[2]) {
+            let r = fanout::fanout_on("onair", n, &args[3], secs_at(4));
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }
         return;
+    }
+    if args.len() >= 3 && args[1] == "janus-fanout" {
+        for n in steps(&args[2]) {
+            let r = fanout::fanout_on("janus", n, "", secs_at(3));
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        return;
+    }
+    if args.len() >= 4 && args[1] == "compare" {
+        let out = args.get(5).map_or("target/bench", String::as_str);
+        std::process::exit(compare::run(&steps(&args[2]), &args[3], secs_at(4), out));
     }
     if args.len() < 4 || args[1] != "fanout" {
         eprintln!("{usage}");

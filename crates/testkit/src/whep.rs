@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sfu::str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -19,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// One clock for every peer in this process: send stamps and arrival times compare directly.
-fn epoch() -> Instant {
+pub fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
@@ -77,6 +78,8 @@ pub struct ReceiverReport {
     pub reordered: u64,
     /// RTP payload bytes received.
     pub bytes: u64,
+    /// Why the peer stopped before the end, if it did.
+    pub error: Option<String>,
 }
 
 /// Per-SSRC sequence bookkeeping.
@@ -171,9 +174,22 @@ pub async fn whep_receiver(
     let sock = UdpSocket::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
-    let local = sock.local_addr().map_err(|e| e.to_string())?;
     let start = Instant::now();
     // RTP mode: packets are counted, never depacketized.
+    let mut rtc = receiver_rtc(&sock, start)?;
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api.apply().ok_or("no offer")?;
+    let (answer, _) = post_offer(http, &format!("/whep/{stream}"), &offer.to_sdp_string()).await?;
+    accept(&mut rtc, pending, &answer)?;
+    Ok(receive(rtc, &sock, start, until).await)
+}
+
+/// A receiving peer for any server: RTP mode, VP8 and Opus, receive-only, with a host candidate
+/// on `sock`. Whoever builds it does the offer/answer.
+pub fn receiver_rtc(sock: &UdpSocket, start: Instant) -> Result<Rtc, String> {
+    let local = sock.local_addr().map_err(|e| e.to_string())?;
     let mut rtc = Rtc::builder()
         .set_rtp_mode(true)
         .clear_codecs()
@@ -181,18 +197,31 @@ pub async fn whep_receiver(
         .enable_opus(true, false)
         .build(start);
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    let (offer, pending) = api.apply().ok_or("no offer")?;
-    let (answer, _) = post_offer(http, &format!("/whep/{stream}"), &offer.to_sdp_string()).await?;
-    accept(&mut rtc, pending, &answer)?;
+    Ok(rtc)
+}
+
+/// Packets received by every receiver in this process so far: a load generator reads it on
+/// either side of a measuring window, the same way for any server.
+pub static RECEIVED_PACKETS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a connected-or-connecting receiver until `until`: counts, order-checks and times
+/// what arrives.
+pub async fn receive(
+    mut rtc: Rtc,
+    sock: &UdpSocket,
+    start: Instant,
+    until: Instant,
+) -> ReceiverReport {
+    let Ok(local) = sock.local_addr() else {
+        return ReceiverReport::default();
+    };
     let mut report = ReceiverReport::default();
     let mut seqs: HashMap<Ssrc, SeqTrack> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     loop {
-        let deadline = drive(&mut rtc, &sock, |e| {
+        let polled = drive(&mut rtc, sock, |e| {
             let Event::RtpPacket(p) = e else { return };
+            RECEIVED_PACKETS.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
             report.first_packet.get_or_insert(now.duration_since(start));
             report.bytes += p.payload.len() as u64;
@@ -220,15 +249,18 @@ pub async fn whep_receiver(
             s.highest = s.highest.max(n);
             s.seen.insert(n);
         })
-        .await?;
-        if Instant::now() >= until {
+        .await;
+        // A peer that failed (its DTLS, say) is over: report what it got.
+        let deadline = *polled.as_ref().unwrap_or(&until);
+        if Instant::now() >= until || polled.is_err() {
+            report.error = polled.err();
             report.missing = seqs
                 .values()
                 .map(|s| (s.highest - s.first + 1).saturating_sub(s.seen.len() as u64))
                 .sum();
-            return Ok(report);
+            return report;
         }
-        recv_until(&mut rtc, &sock, local, &mut buf, deadline.min(until)).await;
+        recv_until(&mut rtc, sock, local, &mut buf, deadline.min(until)).await;
     }
 }
 
