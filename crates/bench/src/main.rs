@@ -32,6 +32,7 @@ fn main() {
                  onair-bench whep-fanout N[,N...] PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench janus-fanout N[,N...] [SECONDS]\n       \
                  onair-bench compare N[,N...] PATH_TO_ONAIR [SECONDS] [OUT_DIR]\n       \
+                 onair-bench meeting M PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench smoke PATH_TO_ONAIR";
     if args.len() >= 3 && args[1] == "smoke" {
         std::process::exit(fanout::smoke(&args[2]));
@@ -56,6 +57,11 @@ fn main() {
     if args.len() >= 4 && args[1] == "compare" {
         let out = args.get(5).map_or("target/bench", String::as_str);
         std::process::exit(compare::run(&steps(&args[2]), &args[3], secs_at(4), out));
+    }
+    if args.len() >= 4 && args[1] == "meeting" {
+        let m = args[2].parse().unwrap_or(4);
+        meeting(m, &args[3], secs_at(4));
+        return;
     }
     if args.len() < 4 || args[1] != "fanout" {
         eprintln!("{usage}");
@@ -204,6 +210,76 @@ fn fanout(n: usize, bin: &str, measure: Duration) {
         "rss_per_subscriber_kib": (rss.saturating_sub(rss_idle)) as f64 / n as f64,
         "first_video_frame_ms": {"p50": pct(0.5), "p90": pct(0.9), "max": pct(1.0)},
         "video_frames_per_subscriber_min": frames.iter().min(),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    let _ = server.stop();
+}
+
+/// Scenario `meeting`: M room participants, each publishing VP8 + Opus and seeing all the
+/// others (M × (M − 1) forwarded tracks of each kind), over room signalling. Reported: whether
+/// everyone received video from everyone, the server's CPU, forwarded packets per CPU-second
+/// and RSS per participant.
+fn meeting(m: usize, bin: &str, measure: Duration) {
+    let server = TestServer::start(bin, &[("ONAIR_ROOMS_MAX_PARTICIPANTS", "1000")]);
+    let pid = server.pid();
+    let (_, rss_idle) = proc_usage(pid);
+    let setup = Duration::from_secs(3) + Duration::from_millis(100 * m as u64);
+    let stay = setup + measure + Duration::from_secs(2);
+    let peers: Vec<_> = (0..m)
+        .map(|i| {
+            let h = spawn(LiveOptions {
+                url: server.ws_url(),
+                room: "meeting".into(),
+                name: format!("p{i}"),
+                publish: Some(Publish {
+                    video: true,
+                    audio: true,
+                    simulcast: false,
+                }),
+                chat: None,
+                stay,
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            h
+        })
+        .collect();
+    std::thread::sleep(setup.saturating_sub(Duration::from_millis(100 * m as u64)));
+    let Window {
+        cpu,
+        forwarded,
+        rss,
+        wall,
+    } = measure_window(pid, server.http_port, measure);
+    // Distinct video tracks each participant got frames on: M − 1 when it sees everyone.
+    let mut seen: Vec<usize> = Vec::new();
+    for h in peers {
+        let Ok(Ok(c)) = h.join() else {
+            seen.push(0);
+            continue;
+        };
+        let mut tracks: Vec<_> = c
+            .frames
+            .iter()
+            .filter(|f| f.video)
+            .map(|f| f.track)
+            .collect();
+        tracks.sort();
+        tracks.dedup();
+        seen.push(tracks.len());
+    }
+    let report = serde_json::json!({
+        "scenario": "meeting",
+        "participants": m,
+        "participants_seeing_everyone": seen.iter().filter(|&&n| n + 1 >= m).count(),
+        "video_tracks_seen_min": seen.iter().min(),
+        "measure_seconds": wall,
+        "server_cpu_percent_of_one_core": 100.0 * cpu / wall,
+        "rtp_forwarded": forwarded,
+        "rtp_forwarded_per_cpu_second": if cpu > 0.0 { forwarded as f64 / cpu } else { f64::NAN },
+        "rss_per_participant_kib": rss.saturating_sub(rss_idle) as f64 / m.max(1) as f64,
     });
     println!(
         "{}",

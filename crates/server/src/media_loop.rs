@@ -235,7 +235,14 @@ async fn run(
         tokio::select! {
             r = l.udp.recv_from(&mut buf) => match r {
                 Ok((n, source)) => {
-                    l.sfu.handle_receive(Instant::now(), Protocol::Udp, source, l.local, &buf[..n]);
+                    let now = Instant::now();
+                    l.sfu.handle_receive(now, Protocol::Udp, source, l.local, &buf[..n]);
+                    // Whatever else is already queued is taken now, without another trip through
+                    // select! and the timer: under load the socket rarely holds just one.
+                    for _ in 0..RECV_BATCH {
+                        let Ok((n, source)) = l.udp.try_recv_from(&mut buf) else { break };
+                        l.sfu.handle_receive(now, Protocol::Udp, source, l.local, &buf[..n]);
+                    }
                 }
                 // ICMP port unreachable from a vanished peer shows up here on Linux; harmless.
                 Err(e) => debug!("udp recv: {e}"),
@@ -250,6 +257,10 @@ async fn run(
         }
     }
 }
+
+/// Datagrams taken per wake beyond the first. Bounded so that queued sends and timers are not
+/// starved by a flood.
+const RECV_BATCH: usize = 32;
 
 impl Loop {
     /// Once a second: publishers whose name was taken over are ended, bitrates sampled.
