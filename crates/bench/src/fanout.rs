@@ -46,9 +46,32 @@ impl Target {
     }
 }
 
+/// The load's shape.
+#[derive(Clone, Copy, Debug)]
+pub enum Shape {
+    /// One publisher, N receivers.
+    Fanout(usize),
+    /// M publishers, each received by the M − 1 others (M × (M − 1) receivers).
+    Meeting(usize),
+}
+
+impl Shape {
+    fn receivers(self) -> usize {
+        match self {
+            Shape::Fanout(n) => n,
+            Shape::Meeting(m) => m * m.saturating_sub(1),
+        }
+    }
+}
+
 /// Starts the server of `kind` ("onair" with the binary `bin`, or "janus") and runs the
 /// scenario with `n` receivers.
 pub fn fanout_on(kind: &str, n: usize, bin: &str, measure: Duration) -> Value {
+    run_on(kind, Shape::Fanout(n), bin, measure)
+}
+
+/// Starts the server of `kind` and puts `shape` on it.
+pub fn run_on(kind: &str, shape: Shape, bin: &str, measure: Duration) -> Value {
     let target = match kind {
         "janus" => match Janus::start() {
             Ok(j) => Target::Janus(j),
@@ -56,75 +79,147 @@ pub fn fanout_on(kind: &str, n: usize, bin: &str, measure: Duration) -> Value {
         },
         _ => Target::Onair(TestServer::start(bin, &[])),
     };
-    fanout(target, n, measure)
+    run(target, shape, measure)
 }
 
-pub fn fanout(target: Target, n: usize, measure: Duration) -> Value {
+/// A current-thread runtime on a thread of its own, running `f`'s future.
+fn on_thread<T: Send + 'static, F: std::future::Future<Output = T> + 'static>(
+    f: impl FnOnce() -> F + Send + 'static,
+    failed: impl FnOnce(String) -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(f()),
+            Err(e) => failed(e.to_string()),
+        }
+    })
+}
+
+pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
     let _ = std::panic::catch_unwind(|| {
         sfu::str0m::crypto::from_feature_flags().install_process_default()
     });
+    let n = shape.receivers();
     let pid = target.pid();
     let (_, rss_idle) = proc_usage(pid);
     let ramp = Duration::from_millis(20 * n as u64);
     let setup = Duration::from_secs(2) + ramp;
     let start = Instant::now();
     let until = start + setup + measure + Duration::from_secs(1);
-    let publisher = match &target {
-        Target::Onair(server) => {
-            let http: SocketAddr = ([127, 0, 0, 1], server.http_port).into();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match rt {
-                    Ok(rt) => rt.block_on(whip_publisher(
-                        http,
-                        "bench/fanout",
-                        until + Duration::from_secs(1),
-                        VIDEO_FRAME_BYTES,
-                    )),
-                    Err(e) => Err(e.to_string()),
-                }
-            })
-        }
-        Target::Janus(j) => {
-            let (v, a) = (j.video_in, j.audio_in);
-            std::thread::spawn(move || {
-                janus::rtp_feeder(v, a, until + Duration::from_secs(1), VIDEO_FRAME_BYTES);
-                Ok(())
-            })
-        }
-    };
+    let publishers_until = until + Duration::from_secs(1);
     let http: SocketAddr = match &target {
         Target::Onair(s) => ([127, 0, 0, 1], s.http_port).into(),
         Target::Janus(j) => j.http,
     };
     let janus = matches!(target, Target::Janus(_));
+    let publisher = match (&target, shape) {
+        (Target::Janus(j), Shape::Fanout(_)) => {
+            let (v, a) = (j.video_in, j.audio_in);
+            std::thread::spawn(move || {
+                janus::rtp_feeder(v, a, publishers_until, VIDEO_FRAME_BYTES);
+                Ok(())
+            })
+        }
+        (_, Shape::Fanout(_)) => on_thread(
+            move || whip_publisher(http, "bench/fanout", publishers_until, VIDEO_FRAME_BYTES),
+            Err,
+        ),
+        (_, Shape::Meeting(m)) => on_thread(
+            move || async move {
+                let mut tasks = Vec::new();
+                for i in 0..m {
+                    let name = format!("p{i}");
+                    tasks.push(if janus {
+                        tokio::spawn(janus::room_publisher(
+                            http,
+                            name,
+                            publishers_until,
+                            VIDEO_FRAME_BYTES,
+                        ))
+                    } else {
+                        tokio::spawn(async move {
+                            whip_publisher(
+                                http,
+                                &format!("bench/{name}"),
+                                publishers_until,
+                                VIDEO_FRAME_BYTES,
+                            )
+                            .await
+                        })
+                    });
+                }
+                let mut first_error = Ok(());
+                for t in tasks {
+                    let r = t.await.unwrap_or_else(|e| Err(e.to_string()));
+                    if first_error.is_ok() {
+                        first_error = r;
+                    }
+                }
+                first_error
+            },
+            Err,
+        ),
+    };
     std::thread::sleep(Duration::from_millis(800));
-    let receivers = std::thread::spawn(move || -> Vec<Result<ReceiverReport, String>> {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return Vec::new();
-        };
-        rt.block_on(async move {
+    let receivers = on_thread(
+        move || async move {
             let mut tasks = Vec::new();
-            for _ in 0..n {
-                tasks.push(if janus {
-                    tokio::spawn(janus::receiver(http, until))
-                } else {
-                    tokio::spawn(whep_receiver(http, "bench/fanout", until))
+            // Which stream or feed each receiver takes.
+            let mut jobs: Vec<Option<u64>> = Vec::new();
+            let mut names: Vec<String> = Vec::new();
+            match shape {
+                Shape::Fanout(n) => {
+                    jobs.resize(n, None);
+                    names.resize(n, "bench/fanout".into());
+                }
+                Shape::Meeting(m) if janus => {
+                    let mut feeds = Vec::new();
+                    for _ in 0..50 {
+                        feeds = janus::room_publishers(http).await.unwrap_or_default();
+                        if feeds.len() >= m {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    for i in 0..m {
+                        for (feed, name) in &feeds {
+                            if *name != format!("p{i}") {
+                                jobs.push(Some(*feed));
+                                names.push(name.clone());
+                            }
+                        }
+                    }
+                }
+                Shape::Meeting(m) => {
+                    for i in 0..m {
+                        for j in (0..m).filter(|&j| j != i) {
+                            jobs.push(None);
+                            names.push(format!("bench/p{j}"));
+                        }
+                    }
+                }
+            }
+            for (job, name) in jobs.into_iter().zip(names) {
+                tasks.push(match (janus, job) {
+                    (true, Some(feed)) => tokio::spawn(janus::room_subscriber(http, feed, until)),
+                    (true, None) => tokio::spawn(janus::receiver(http, until)),
+                    (false, _) => {
+                        tokio::spawn(async move { whep_receiver(http, &name, until).await })
+                    }
                 });
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let mut out = Vec::new();
+            let mut out: Vec<Result<ReceiverReport, String>> = Vec::new();
             for t in tasks {
                 out.push(t.await.unwrap_or_else(|e| Err(e.to_string())));
             }
             out
-        })
-    });
+        },
+        |_| Vec::new(),
+    );
     std::thread::sleep((start + setup).saturating_duration_since(Instant::now()));
     // The window: the server's CPU, the generator's CPU, packets that reached receivers (counted
     // the same way for every server) and, for onair, what it says it sent.
@@ -181,7 +276,8 @@ pub fn fanout(target: Target, n: usize, measure: Duration) -> Value {
     };
     let per_cpu = |x: f64| if cpu > 0.0 { x / cpu } else { f64::NAN };
     json!({
-        "scenario": "fanout",
+        "scenario": match shape { Shape::Fanout(_) => "fanout", Shape::Meeting(_) => "meeting" },
+        "shape": format!("{shape:?}"),
         "server": server,
         "receivers": n,
         "receivers_with_audio_and_video": with_media,

@@ -18,12 +18,16 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sfu::str0m::change::SdpOffer;
 use testkit::live::free_port;
-use testkit::whep::{ReceiverReport, epoch, receive, receiver_rtc};
+use testkit::whep::{Publisher, ReceiverReport, epoch, receive, receiver_rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu/janus";
 /// The one mountpoint this config declares.
 const MOUNTPOINT: u64 = 1;
+/// The one videoroom it declares.
+const ROOM: u64 = 1234;
+/// Where the load generator's peers bind for Janus (see the module comment).
+const PEER_ADDR: &str = "198.51.100.2:0";
 
 /// A running Janus; killed when dropped.
 pub struct Janus {
@@ -57,8 +61,11 @@ impl Janus {
              transports: {{ disable = \"{}\" }}\n\
              events: {{ broadcast = false }}\n\
              loggers: {{ disable = \"libjanus_jsonlog.so\" }}\n",
-            others(&format!("{LIBDIR}/plugins"), "libjanus_streaming.so"),
-            others(&format!("{LIBDIR}/transports"), "libjanus_http.so"),
+            others(
+                &format!("{LIBDIR}/plugins"),
+                &["libjanus_streaming.so", "libjanus_videoroom.so"]
+            ),
+            others(&format!("{LIBDIR}/transports"), &["libjanus_http.so"]),
         );
         let http = format!(
             "general: {{ json = \"plain\", base_path = \"/janus\", http = true, \
@@ -70,7 +77,13 @@ impl Janus {
              audiocodec = \"opus\", videoport = {video_port}, videopt = 96, \
              videocodec = \"vp8\" }}\n"
         );
+        // The meeting scenario's room: VP8 + Opus, no bitrate cap, no periodic keyframe requests.
+        let videoroom = format!(
+            "general: {{ }}\nroom-{ROOM}: {{ description = \"bench\", publishers = 64, \
+             bitrate = 0, fir_freq = 0, audiocodec = \"opus\", videocodec = \"vp8\" }}\n"
+        );
         for (name, text) in [
+            ("janus.plugin.videoroom.jcfg", videoroom),
             ("janus.jcfg", general),
             ("janus.transport.http.jcfg", http),
             ("janus.plugin.streaming.jcfg", streaming),
@@ -182,13 +195,13 @@ fn ensure_veth() -> Result<(), String> {
 }
 
 /// The `.so` files in `dir` other than `keep`, comma-separated, for Janus's `disable` lists.
-fn others(dir: &str, keep: &str) -> String {
+fn others(dir: &str, keep: &[&str]) -> String {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".so") && n != keep)
+        .filter(|n| n.ends_with(".so") && !keep.contains(&n.as_str()))
         .collect();
     names.sort();
     names.join(",")
@@ -257,7 +270,7 @@ pub async fn receiver(http: SocketAddr, until: Instant) -> Result<ReceiverReport
             break sdp.to_owned();
         }
     };
-    let sock = tokio::net::UdpSocket::bind("198.51.100.2:0")
+    let sock = tokio::net::UdpSocket::bind(PEER_ADDR)
         .await
         .map_err(|e| e.to_string())?;
     let mut rtc = receiver_rtc(&sock, start)?;
@@ -274,6 +287,126 @@ pub async fn receiver(http: SocketAddr, until: Instant) -> Result<ReceiverReport
     call(http, "POST", &path, &start_msg).await?;
     let done = json!({"janus": "trickle", "transaction": "t", "candidate": {"completed": true}});
     call(http, "POST", &path, &done).await?;
+    Ok(receive(rtc, &sock, start, until).await)
+}
+
+/// A session with one handle on `plugin`: the paths of both.
+async fn session_handle(http: SocketAddr, plugin: &str) -> Result<(String, String), String> {
+    let create = json!({"janus": "create", "transaction": "c"});
+    let session = id(&call(http, "POST", "/janus", &create).await?)?;
+    let base = format!("/janus/{session}");
+    let attach = json!({"janus": "attach", "plugin": plugin, "transaction": "a"});
+    let handle = id(&call(http, "POST", &base, &attach).await?)?;
+    let path = format!("{base}/{handle}");
+    Ok((base, path))
+}
+
+/// Sends a plugin request (with an SDP if given) and returns the plugin's reply: at once when
+/// the plugin answers synchronously, else the event carrying our transaction from the
+/// session's long poll (each session here has one handle, so nothing else is waiting there).
+async fn request(
+    http: SocketAddr,
+    (base, path): &(String, String),
+    body: Value,
+    jsep: Option<Value>,
+) -> Result<Value, String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tx = format!(
+        "r{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let mut msg = json!({"janus": "message", "transaction": tx, "body": body});
+    if let Some(j) = jsep {
+        msg["jsep"] = j;
+    }
+    let ack = call(http, "POST", path, &msg).await?;
+    match ack["janus"].as_str() {
+        Some("success") => return Ok(ack),
+        Some("ack") => {}
+        _ => return Err(format!("janus: {ack}")),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let events = call(http, "GET", &format!("{base}?maxev=10"), &Value::Null).await?;
+        let events = match events {
+            Value::Array(a) => a,
+            e => vec![e],
+        };
+        if let Some(e) = events.into_iter().find(|e| e["transaction"] == tx.as_str()) {
+            if let Some(err) = e["plugindata"]["data"]["error"].as_str() {
+                return Err(format!("janus: {err}"));
+            }
+            return Ok(e);
+        }
+    }
+    Err(format!("janus: no reply to {tx} within 10 s"))
+}
+
+/// A videoroom publisher named `name`: joins the room, publishes with the same peer and media
+/// as the WHIP publisher, and sends until `until`.
+pub async fn room_publisher(
+    http: SocketAddr,
+    name: String,
+    until: Instant,
+    video_bytes: usize,
+) -> Result<(), String> {
+    let sh = session_handle(http, "janus.plugin.videoroom").await?;
+    let join = json!({"request": "join", "ptype": "publisher", "room": ROOM, "display": name});
+    request(http, &sh, join, None).await?;
+    let sock = tokio::net::UdpSocket::bind(PEER_ADDR)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut p = Publisher::offer(&sock)?;
+    let offer = json!({"type": "offer", "sdp": p.offer});
+    let publish = json!({"request": "publish", "audio": true, "video": true});
+    let reply = request(http, &sh, publish, Some(offer)).await?;
+    let answer = reply["jsep"]["sdp"]
+        .as_str()
+        .ok_or_else(|| format!("janus: no answer in {reply}"))?;
+    p.accept(answer)?;
+    p.send(&sock, until, video_bytes).await
+}
+
+/// The room's publishers: (feed id, display name).
+pub async fn room_publishers(http: SocketAddr) -> Result<Vec<(u64, String)>, String> {
+    let sh = session_handle(http, "janus.plugin.videoroom").await?;
+    let list = json!({"request": "listparticipants", "room": ROOM});
+    let reply = request(http, &sh, list, None).await?;
+    let participants = reply["plugindata"]["data"]["participants"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    Ok(participants
+        .iter()
+        .filter(|p| p["publisher"] == true)
+        .filter_map(|p| Some((p["id"].as_u64()?, p["display"].as_str()?.to_owned())))
+        .collect())
+}
+
+/// A videoroom subscriber of one feed: Janus offers, str0m answers, then the counting receiver.
+pub async fn room_subscriber(
+    http: SocketAddr,
+    feed: u64,
+    until: Instant,
+) -> Result<ReceiverReport, String> {
+    let start = Instant::now();
+    let sh = session_handle(http, "janus.plugin.videoroom").await?;
+    let join = json!({"request": "join", "ptype": "subscriber", "room": ROOM, "streams": [{"feed": feed}]});
+    let reply = request(http, &sh, join, None).await?;
+    let offer = reply["jsep"]["sdp"]
+        .as_str()
+        .ok_or_else(|| format!("janus: no offer in {reply}"))?;
+    let sock = tokio::net::UdpSocket::bind(PEER_ADDR)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rtc = receiver_rtc(&sock, start)?;
+    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| format!("janus offer: {e}"))?;
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| format!("janus offer: {e}"))?;
+    let jsep = json!({"type": "answer", "sdp": answer.to_sdp_string()});
+    request(http, &sh, json!({"request": "start"}), Some(jsep)).await?;
     Ok(receive(rtc, &sock, start, until).await)
 }
 

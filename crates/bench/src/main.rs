@@ -33,6 +33,7 @@ fn main() {
                  onair-bench janus-fanout N[,N...] [SECONDS]\n       \
                  onair-bench compare N[,N...] PATH_TO_ONAIR [SECONDS] [OUT_DIR]\n       \
                  onair-bench meeting M PATH_TO_ONAIR [SECONDS]\n       \
+                 onair-bench compare-meeting M[,M...] PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench smoke PATH_TO_ONAIR";
     if args.len() >= 3 && args[1] == "smoke" {
         std::process::exit(fanout::smoke(&args[2]));
@@ -57,6 +58,15 @@ fn main() {
     if args.len() >= 4 && args[1] == "compare" {
         let out = args.get(5).map_or("target/bench", String::as_str);
         std::process::exit(compare::run(&steps(&args[2]), &args[3], secs_at(4), out));
+    }
+    if args.len() >= 4 && args[1] == "compare-meeting" {
+        for m in steps(&args[2]) {
+            for kind in ["onair", "janus"] {
+                let r = fanout::run_on(kind, fanout::Shape::Meeting(m), &args[3], secs_at(4));
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            }
+        }
+        return;
     }
     if args.len() >= 4 && args[1] == "meeting" {
         let m = args[2].parse().unwrap_or(4);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sfu::str0m::change::{SdpAnswer, SdpPendingOffer};
 use sfu::str0m::format::Codec;
-use sfu::str0m::media::{Direction, MediaKind, MediaTime};
+use sfu::str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use sfu::str0m::net::{Protocol, Receive};
 use sfu::str0m::rtp::Ssrc;
 use sfu::str0m::{Candidate, Event, Input, Output, Rtc};
@@ -100,19 +100,80 @@ pub async fn whip_publisher(
     let sock = UdpSocket::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
-    let local = sock.local_addr().map_err(|e| e.to_string())?;
-    let mut rtc = Rtc::builder()
-        .clear_codecs()
-        .enable_vp8(true)
-        .enable_opus(true, false)
-        .build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-    let mut api = rtc.sdp_api();
-    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().ok_or("no offer")?;
-    let (answer, _) = post_offer(http, &format!("/whip/{stream}"), &offer.to_sdp_string()).await?;
-    accept(&mut rtc, pending, &answer)?;
+    let mut p = Publisher::offer(&sock)?;
+    let (answer, _) = post_offer(http, &format!("/whip/{stream}"), &p.offer).await?;
+    p.accept(&answer)?;
+    p.send(&sock, until, video_bytes).await
+}
+
+/// A sending peer for any server: VP8 and Opus, send-only, with a host candidate on the socket
+/// it was made for. Make it, hand `offer` to the server, `accept` its answer, then `send`.
+pub struct Publisher {
+    rtc: Rtc,
+    pending: Option<SdpPendingOffer>,
+    video: Mid,
+    audio: Mid,
+    /// The SDP offer for the server.
+    pub offer: String,
+}
+
+impl Publisher {
+    /// Builds the peer and its offer.
+    pub fn offer(sock: &UdpSocket) -> Result<Publisher, String> {
+        let local = sock.local_addr().map_err(|e| e.to_string())?;
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_vp8(true)
+            .enable_opus(true, false)
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+        let mut api = rtc.sdp_api();
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().ok_or("no offer")?;
+        Ok(Publisher {
+            rtc,
+            pending: Some(pending),
+            video,
+            audio,
+            offer: offer.to_sdp_string(),
+        })
+    }
+
+    /// Takes the server's answer.
+    pub fn accept(&mut self, answer: &str) -> Result<(), String> {
+        let pending = self.pending.take().ok_or("answer already taken")?;
+        accept(&mut self.rtc, pending, answer)
+    }
+
+    /// Sends until `until`: `video_bytes` per video frame at 30 fps, a keyframe every 2 s, and
+    /// 50 Opus packets/s stamped with their send time.
+    pub async fn send(
+        self,
+        sock: &UdpSocket,
+        until: Instant,
+        video_bytes: usize,
+    ) -> Result<(), String> {
+        let Publisher {
+            mut rtc,
+            video,
+            audio,
+            ..
+        } = self;
+        let local = sock.local_addr().map_err(|e| e.to_string())?;
+        send_media(&mut rtc, sock, local, video, audio, until, video_bytes).await
+    }
+}
+
+async fn send_media(
+    rtc: &mut Rtc,
+    sock: &UdpSocket,
+    local: SocketAddr,
+    video: Mid,
+    audio: Mid,
+    until: Instant,
+    video_bytes: usize,
+) -> Result<(), String> {
     let (mut next_video, mut next_audio) = (Instant::now(), Instant::now());
     let (mut frame_no, mut audio_no) = (0u64, 0u64);
     let mut buf = vec![0u8; 2048];
@@ -159,9 +220,9 @@ pub async fn whip_publisher(
         } else {
             (next_video, next_audio) = (now, now);
         }
-        let deadline = drive(&mut rtc, &sock, |_| {}).await?;
+        let deadline = drive(rtc, sock, |_| {}).await?;
         let wake = deadline.min(next_video).min(next_audio).min(until);
-        recv_until(&mut rtc, &sock, local, &mut buf, wake).await;
+        recv_until(rtc, sock, local, &mut buf, wake).await;
     }
 }
 
