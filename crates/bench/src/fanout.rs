@@ -17,7 +17,7 @@ use testkit::server::TestServer;
 use testkit::whep::{RECEIVED_PACKETS, ReceiverReport, whep_receiver, whip_publisher};
 
 use crate::janus::{self, Janus};
-use crate::{percentile, proc_usage, rtp_out};
+use crate::{percentile, proc_usage};
 
 /// 1.5 Mbit/s at 30 fps.
 const VIDEO_FRAME_BYTES: usize = 6_250;
@@ -227,13 +227,17 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
     let (cpu0, _) = proc_usage(pid);
     let (gen0, _) = proc_usage(me);
     let rx0 = RECEIVED_PACKETS.load(Ordering::Relaxed);
-    let out0 = server_rtp_out(&target);
+    let out0 = server_counter(&target, "rtp_out");
+    let in0 = server_counter(&target, "rtp_in");
     let t0 = Instant::now();
     std::thread::sleep(measure);
     let (cpu1, rss) = proc_usage(pid);
     let (gen1, _) = proc_usage(me);
     let delivered = RECEIVED_PACKETS.load(Ordering::Relaxed).saturating_sub(rx0);
-    let sent = server_rtp_out(&target)
+    let taken = server_counter(&target, "rtp_in")
+        .zip(in0)
+        .map(|(a, b)| a.saturating_sub(b));
+    let sent = server_counter(&target, "rtp_out")
         .zip(out0)
         .map(|(a, b)| a.saturating_sub(b));
     let wall = t0.elapsed().as_secs_f64();
@@ -290,6 +294,7 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
         "rtp_delivered": delivered,
         "rtp_delivered_per_cpu_second": per_cpu(delivered as f64),
         "rtp_sent_by_server": sent,
+        "rtp_received_by_server": taken,
         "mbit_per_core_second": per_cpu(bytes as f64 * window_share * 8.0 / 1e6),
         "loss_percent": if received + missing > 0 { 100.0 * missing as f64 / (received + missing) as f64 } else { f64::NAN },
         "audio_latency_us": {"p50": pick(&lat, 0.5), "p99": pick(&lat, 0.99)},
@@ -317,9 +322,9 @@ pub fn smoke(bin: &str) -> i32 {
 }
 
 /// What onair says it sent (from /api/rooms); Janus has no such counter on its public API.
-fn server_rtp_out(target: &Target) -> Option<u64> {
+fn server_counter(target: &Target, name: &str) -> Option<u64> {
     match target {
-        Target::Onair(s) => Some(rtp_out(s.http_port)),
+        Target::Onair(s) => Some(crate::rooms_counter(s.http_port, name)),
         Target::Janus(_) => None,
     }
 }

@@ -31,7 +31,10 @@ const PEER_ADDR: &str = "198.51.100.2:0";
 
 /// A running Janus; killed when dropped.
 pub struct Janus {
+    /// `timeout`, Janus's parent.
     child: Child,
+    /// Janus itself.
+    pid: u32,
     dir: PathBuf,
     /// Its HTTP API.
     pub http: SocketAddr,
@@ -91,7 +94,9 @@ impl Janus {
             std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))?;
         }
         let log = std::fs::File::create(dir.join("janus.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("janus")
+        // Under `timeout`, so that a Janus whose load generator was killed does not run on.
+        let child = Command::new("timeout")
+            .args(["-s", "KILL", "900", "janus"])
             .arg("-F")
             .arg(&dir)
             .arg("-C")
@@ -102,8 +107,10 @@ impl Janus {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("janus: {e} (apt-get install -y janus)"))?;
+        let pid = janus_pid(child.id())?;
         let janus = Janus {
             child,
+            pid,
             dir,
             http: ([127, 0, 0, 1], http_port).into(),
             video_in: ([127, 0, 0, 1], video_port).into(),
@@ -125,7 +132,7 @@ impl Janus {
 
     /// The process id, for its CPU time and memory.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 }
 
@@ -136,7 +143,7 @@ impl Drop for Janus {
             self.dir = PathBuf::new();
         }
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid.to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -145,12 +152,35 @@ impl Drop for Janus {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Still there after 5 s: no more asking.
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !self.dir.as_os_str().is_empty() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The pid of `timeout`'s child, once it has one.
+fn janus_pid(parent: u32) -> Result<u32, String> {
+    let path = format!("/proc/{parent}/task/{parent}/children");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let children = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
+            return Ok(pid);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err("janus did not start (apt-get install -y janus)".into())
 }
 
 const VETH: &str = "onairj0";

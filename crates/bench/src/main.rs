@@ -138,6 +138,11 @@ pub(crate) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
 }
 
 pub(crate) fn rtp_out(http_port: u16) -> u64 {
+    rooms_counter(http_port, "rtp_out")
+}
+
+/// A counter from onair's /api/rooms (`rtp_in`, `rtp_out`).
+pub(crate) fn rooms_counter(http_port: u16, name: &str) -> u64 {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", http_port)) else {
         return 0;
@@ -148,7 +153,7 @@ pub(crate) fn rtp_out(http_port: u16) -> u64 {
     let json = body.split("\r\n\r\n").nth(1).unwrap_or("{}");
     serde_json::from_str::<serde_json::Value>(json)
         .ok()
-        .and_then(|v| v["rtp_out"].as_u64())
+        .and_then(|v| v[name].as_u64())
         .unwrap_or(0)
 }
 
