@@ -321,7 +321,7 @@ pub fn smoke(bin: &str) -> i32 {
     if all && publisher_ok { 0 } else { 1 }
 }
 
-/// What onair says it sent (from /api/rooms); Janus has no such counter on its public API.
+/// A counter from onair's /api/rooms (`rtp_in`, `rtp_out`); Janus has none on its public API.
 fn server_counter(target: &Target, name: &str) -> Option<u64> {
     match target {
         Target::Onair(s) => Some(crate::rooms_counter(s.http_port, name)),
