@@ -272,52 +272,35 @@ fn id(v: &Value) -> Result<u64, String> {
 /// receiver as for onair.
 pub async fn receiver(http: SocketAddr, until: Instant) -> Result<ReceiverReport, String> {
     let start = Instant::now();
-    let session = id(&call(
-        http,
-        "POST",
-        "/janus",
-        &json!({"janus": "create", "transaction": "c"}),
-    )
-    .await?)?;
-    let base = format!("/janus/{session}");
-    let attach = json!({"janus": "attach", "plugin": "janus.plugin.streaming", "transaction": "a"});
-    let handle = id(&call(http, "POST", &base, &attach).await?)?;
-    let path = format!("{base}/{handle}");
-    let watch = json!({"janus": "message", "transaction": "w", "body": {"request": "watch", "id": MOUNTPOINT}});
-    call(http, "POST", &path, &watch).await?;
-    // The offer comes as an event on the session's long poll.
-    let offer = loop {
-        if Instant::now() > start + Duration::from_secs(10) {
-            return Err("janus: no offer within 10 s".into());
-        }
-        let events = call(http, "GET", &format!("{base}?maxev=10"), &Value::Null).await?;
-        let events = if events.is_array() {
-            events.as_array().cloned().unwrap_or_default()
-        } else {
-            vec![events]
-        };
-        if let Some(sdp) = events.iter().find_map(|e| e["jsep"]["sdp"].as_str()) {
-            break sdp.to_owned();
-        }
-    };
+    let sh = session_handle(http, "janus.plugin.streaming").await?;
+    let watch = json!({"request": "watch", "id": MOUNTPOINT});
+    let reply = request(http, &sh, watch, None).await?;
+    let offer = reply["jsep"]["sdp"]
+        .as_str()
+        .ok_or_else(|| format!("janus: no offer in {reply}"))?;
     let sock = tokio::net::UdpSocket::bind(PEER_ADDR)
         .await
         .map_err(|e| e.to_string())?;
     let mut rtc = receiver_rtc(&sock, start)?;
-    let offer = SdpOffer::from_sdp_string(&offer).map_err(|e| format!("janus offer: {e}"))?;
+    answer_and_start(http, &sh, &mut rtc, offer).await?;
+    Ok(receive(rtc, &sock, start, until).await)
+}
+
+/// Answers Janus's offer with the receiving peer and sends `start` with the answer.
+async fn answer_and_start(
+    http: SocketAddr,
+    sh: &(String, String),
+    rtc: &mut sfu::str0m::Rtc,
+    offer: &str,
+) -> Result<(), String> {
+    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| format!("janus offer: {e}"))?;
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
         .map_err(|e| format!("janus offer: {e}"))?;
-    let start_msg = json!({
-        "janus": "message", "transaction": "s",
-        "body": {"request": "start"},
-        "jsep": {"type": "answer", "sdp": answer.to_sdp_string()},
-    });
-    call(http, "POST", &path, &start_msg).await?;
-    let done = json!({"janus": "trickle", "transaction": "t", "candidate": {"completed": true}});
-    call(http, "POST", &path, &done).await?;
-    Ok(receive(rtc, &sock, start, until).await)
+    let jsep = json!({"type": "answer", "sdp": answer.to_sdp_string()});
+    request(http, sh, json!({"request": "start"}), Some(jsep)).await?;
+    Ok(())
 }
 
 /// A session with one handle on `plugin`: the paths of both.
@@ -430,13 +413,7 @@ pub async fn room_subscriber(
         .await
         .map_err(|e| e.to_string())?;
     let mut rtc = receiver_rtc(&sock, start)?;
-    let offer = SdpOffer::from_sdp_string(offer).map_err(|e| format!("janus offer: {e}"))?;
-    let answer = rtc
-        .sdp_api()
-        .accept_offer(offer)
-        .map_err(|e| format!("janus offer: {e}"))?;
-    let jsep = json!({"type": "answer", "sdp": answer.to_sdp_string()});
-    request(http, &sh, json!({"request": "start"}), Some(jsep)).await?;
+    answer_and_start(http, &sh, &mut rtc, offer).await?;
     Ok(receive(rtc, &sock, start, until).await)
 }
 

@@ -157,36 +157,46 @@ pub(crate) fn rooms_counter(http_port: u16, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A room participant on its own thread, publishing VP8 + Opus (no simulcast) or only watching.
+fn participant(
+    server: &TestServer,
+    room: &str,
+    name: String,
+    publish: bool,
+    stay: Duration,
+) -> std::thread::JoinHandle<Result<testkit::Client, String>> {
+    spawn(LiveOptions {
+        url: server.ws_url(),
+        room: room.into(),
+        name,
+        publish: publish.then_some(Publish {
+            video: true,
+            audio: true,
+            simulcast: false,
+        }),
+        chat: None,
+        stay,
+    })
+}
+
 fn fanout(n: usize, bin: &str, measure: Duration) {
     let server = TestServer::start(bin, &[("ONAIR_ROOMS_MAX_PARTICIPANTS", "1000")]);
     let pid = server.pid();
     let (_, rss_idle) = proc_usage(pid);
     let setup = Duration::from_secs(2) + Duration::from_millis(40 * n as u64);
     let stay = setup + measure + Duration::from_secs(2);
-    let publisher = spawn(LiveOptions {
-        url: server.ws_url(),
-        room: "bench".into(),
-        name: "publisher".into(),
-        publish: Some(Publish {
-            video: true,
-            audio: true,
-            simulcast: false,
-        }),
-        chat: None,
-        stay: stay + Duration::from_secs(1),
-    });
+    let publisher = participant(
+        &server,
+        "bench",
+        "publisher".into(),
+        true,
+        stay + Duration::from_secs(1),
+    );
     std::thread::sleep(Duration::from_millis(500));
     let joined_at = Instant::now();
     let subs: Vec<_> = (0..n)
         .map(|i| {
-            let h = spawn(LiveOptions {
-                url: server.ws_url(),
-                room: "bench".into(),
-                name: format!("sub{i}"),
-                publish: None,
-                chat: None,
-                stay,
-            });
+            let h = participant(&server, "bench", format!("sub{i}"), false, stay);
             std::thread::sleep(Duration::from_millis(20));
             (Instant::now(), h)
         })
@@ -245,18 +255,7 @@ fn meeting(m: usize, bin: &str, measure: Duration) {
     let stay = setup + measure + Duration::from_secs(2);
     let peers: Vec<_> = (0..m)
         .map(|i| {
-            let h = spawn(LiveOptions {
-                url: server.ws_url(),
-                room: "meeting".into(),
-                name: format!("p{i}"),
-                publish: Some(Publish {
-                    video: true,
-                    audio: true,
-                    simulcast: false,
-                }),
-                chat: None,
-                stay,
-            });
+            let h = participant(&server, "meeting", format!("p{i}"), true, stay);
             std::thread::sleep(Duration::from_millis(100));
             h
         })
