@@ -1,0 +1,589 @@
+//! The sans-IO TURN core: one `turn_server_proto::TurnServer` per listener (UDP, TCP, TLS),
+//! with onair's rules in front of it. turn-server-proto does the RFC 8656 state machines
+//! (allocations, permissions, channels, nonces, lifetimes); it has no hook for "may this user
+//! allocate" or "may this relay send there", so authenticated requests are inspected here first
+//! and refused with the right STUN error before the library sees them.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+use turn_server_proto::api::{
+    SocketAllocateError, TcpConnectError, TurnServerApi, TurnServerPollRet,
+};
+use turn_server_proto::server::TurnServer;
+use turn_server_proto::stun::agent::Transmit as ProtoTransmit;
+use turn_server_proto::types::attribute::XorPeerAddress;
+use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION};
+use turn_server_proto::types::stun::attribute::{
+    Attribute, AttributeStaticType, ErrorCode, Username,
+};
+use turn_server_proto::types::stun::message::{
+    LongTermKeyCredentials, Message, MessageClass, MessageIntegrityCredentials,
+};
+use turn_server_proto::types::{AddressFamily, TransportType};
+
+use crate::credentials::{CredentialError, Credentials};
+use crate::limiter::Bucket;
+use crate::policy::PeerPolicy;
+
+/// What the embedding server decides.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// The REALM of long-term credentials.
+    pub realm: String,
+    /// Static users and the REST shared secret.
+    pub credentials: Credentials,
+    /// Where relays may send.
+    pub policy: PeerPolicy,
+    /// Allocations on the whole server.
+    pub max_allocations: usize,
+    /// Allocations per user (the USER part of time-limited usernames).
+    pub max_allocations_per_user: usize,
+    /// Bytes per second each allocation may relay in each direction (0: unlimited).
+    pub allocation_bytes_per_sec: u64,
+}
+
+/// Transport of a listener or a relay.
+pub use turn_server_proto::types::TransportType as Transport;
+
+/// A datagram or stream chunk to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// UDP, or TCP (TLS listeners are TCP here: the IO layer encrypts).
+    pub transport: Transport,
+    /// A listener address (this goes to a client) or a relayed address (this goes to a peer).
+    pub from: SocketAddr,
+    /// Destination.
+    pub to: SocketAddr,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+/// What the core asks the IO layer to do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send bytes.
+    Transmit(Transmit),
+    /// Open a UDP relay socket for `client` of the family asked and answer with
+    /// [`Turn::allocated`].
+    Allocate {
+        /// Listener the client came through.
+        listener: SocketAddr,
+        /// That listener's transport.
+        transport: Transport,
+        /// The client's address.
+        client: SocketAddr,
+        /// IPv4 or IPv6.
+        ipv6: bool,
+    },
+    /// The allocation behind this relayed address ended: close its socket.
+    CloseRelay(SocketAddr),
+    /// Close a TCP connection from a client.
+    CloseTcp {
+        /// Our side.
+        local: SocketAddr,
+        /// The client.
+        remote: SocketAddr,
+    },
+}
+
+/// Counters for `/metrics` and `/api/turn`.
+#[derive(Debug, Clone, Default)]
+pub struct TurnStats {
+    /// Allocations made since start.
+    pub allocations_total: u64,
+    /// Packets and bytes relayed client → peer.
+    pub to_peer_packets: u64,
+    /// Bytes relayed client → peer.
+    pub to_peer_bytes: u64,
+    /// Packets relayed peer → client.
+    pub to_client_packets: u64,
+    /// Bytes relayed peer → client.
+    pub to_client_bytes: u64,
+    /// Refusals by reason (see [`Refused::label`]).
+    pub refusals: BTreeMap<&'static str, u64>,
+}
+
+/// Why the core refused something; every refusal is logged and counted under its label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A relay toward a forbidden peer (403).
+    Peer(crate::policy::Refusal),
+    /// The user's allocation quota (486).
+    UserQuota,
+    /// The server's allocation quota (508).
+    ServerQuota,
+    /// A time-limited username past its expiry (401).
+    Expired,
+    /// A username nobody issued (401, from turn-server-proto).
+    UnknownUser,
+    /// MESSAGE-INTEGRITY did not match (401, from turn-server-proto).
+    BadIntegrity,
+    /// A STUN header with unparseable attributes (400), or bytes that are no STUN at all.
+    Malformed,
+    /// The allocation's bandwidth cap (packet dropped).
+    Bandwidth,
+    /// No relay socket could be opened (508).
+    RelaySocket,
+}
+
+impl Refused {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Peer(r) => r.label(),
+            Self::UserQuota => "user_quota",
+            Self::ServerQuota => "server_quota",
+            Self::Expired => "expired_credentials",
+            Self::UnknownUser => "unknown_user",
+            Self::BadIntegrity => "bad_integrity",
+            Self::Malformed => "malformed",
+            Self::Bandwidth => "bandwidth",
+            Self::RelaySocket => "relay_socket",
+        }
+    }
+}
+
+struct Relay {
+    listener: usize,
+    client: SocketAddr,
+    user: String,
+    to_peer: Bucket,
+    to_client: Bucket,
+}
+
+/// The TURN core.
+pub struct Turn {
+    config: TurnConfig,
+    servers: Vec<TurnServer>,
+    /// Usernames already given to each server (turn-server-proto keeps its own user table).
+    known_users: Vec<HashSet<String>>,
+    listeners: HashMap<(u8, SocketAddr), usize>,
+    relays: HashMap<SocketAddr, Relay>,
+    /// Client 5-tuples with an authenticated Allocate on its way, and whose quota it counts on.
+    pending: HashMap<(usize, SocketAddr), String>,
+    per_user: HashMap<String, usize>,
+    out: VecDeque<Output>,
+    epoch: Instant,
+    stats: TurnStats,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("listeners", &self.listeners.len())
+            .field("relays", &self.relays.len())
+            .finish()
+    }
+}
+
+impl Turn {
+    /// A core with no listeners yet.
+    pub fn new(config: TurnConfig, now: Instant) -> Self {
+        Self {
+            config,
+            servers: Vec::new(),
+            known_users: Vec::new(),
+            listeners: HashMap::new(),
+            relays: HashMap::new(),
+            pending: HashMap::new(),
+            per_user: HashMap::new(),
+            out: VecDeque::new(),
+            epoch: now,
+            stats: TurnStats::default(),
+        }
+    }
+
+    /// Serves clients arriving on `addr` over `transport` (a TLS listener is `Tcp` here).
+    pub fn add_listener(&mut self, transport: Transport, addr: SocketAddr) {
+        let idx = self.servers.len();
+        self.servers
+            .push(TurnServer::new(transport, addr, self.config.realm.clone()));
+        self.known_users.push(HashSet::new());
+        self.listeners.insert((key(transport), addr), idx);
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &TurnStats {
+        &self.stats
+    }
+
+    /// Live allocations.
+    pub fn allocations(&self) -> usize {
+        self.relays.len()
+    }
+
+    /// Whether `addr` is one of our relayed addresses.
+    pub fn is_relay(&self, addr: SocketAddr) -> bool {
+        self.relays.contains_key(&addr)
+    }
+
+    /// The relay policy (the IO layer also asks it before handing packets in-process).
+    pub fn policy(&self) -> &PeerPolicy {
+        &self.config.policy
+    }
+
+    fn t(now: Instant) -> turn_server_proto::types::Instant {
+        turn_server_proto::types::Instant::from_std(now)
+    }
+
+    fn ns(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn refuse(&mut self, why: Refused, from: SocketAddr, detail: &str) {
+        *self.stats.refusals.entry(why.label()).or_default() += 1;
+        // Bandwidth drops happen per packet; the counter is the record, not the log.
+        if why != Refused::Bandwidth {
+            info!(client = %from, reason = why.label(), "TURN refused: {detail}");
+        }
+    }
+
+    /// Bytes from a client on one of our listeners.
+    pub fn recv_client(
+        &mut self,
+        transport: Transport,
+        listener: SocketAddr,
+        client: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let Some(&idx) = self.listeners.get(&(key(transport), listener)) else {
+            warn!(%listener, "TURN data for a listener nobody added");
+            return;
+        };
+        // UDP datagrams are inspected one by one; TCP bytes are a stream that the library
+        // reassembles, so they go straight through (their requests are few and small, and the
+        // library still authenticates them; the relay policy is then enforced on its output).
+        if transport == TransportType::Udp
+            && let Some(reply) = self.inspect(idx, client, data)
+        {
+            self.out.push_back(Output::Transmit(Transmit {
+                transport,
+                from: listener,
+                to: client,
+                data: reply,
+            }));
+            return;
+        }
+        let r = self.servers[idx].recv(
+            ProtoTransmit::new(data, transport, client, listener),
+            Self::t(now),
+        );
+        if let Some(t) = r {
+            self.forward(t.build(), now);
+        }
+        self.drain(now);
+    }
+
+    /// A datagram from `peer` to one of our relayed addresses.
+    pub fn recv_peer(&mut self, relayed: SocketAddr, peer: SocketAddr, data: &[u8], now: Instant) {
+        let ns = self.ns(now);
+        let Some(relay) = self.relays.get_mut(&relayed) else {
+            return;
+        };
+        if !relay.to_client.take(data.len(), ns) {
+            self.refuse(Refused::Bandwidth, peer, "to client");
+            return;
+        }
+        let idx = relay.listener;
+        let r = self.servers[idx].recv(
+            ProtoTransmit::new(data, TransportType::Udp, peer, relayed),
+            Self::t(now),
+        );
+        if let Some(t) = r {
+            let t = t.build();
+            self.stats.to_client_packets += 1;
+            self.stats.to_client_bytes += data.len() as u64;
+            self.out.push_back(Output::Transmit(Transmit {
+                transport: t.transport,
+                from: t.from,
+                to: t.to,
+                data: t.data,
+            }));
+        }
+    }
+
+    /// The answer to [`Output::Allocate`]: the relay socket's address as clients must see it
+    /// (the advertised IP and the bound port), or None if none could be opened.
+    pub fn allocated(
+        &mut self,
+        listener: SocketAddr,
+        transport: Transport,
+        client: SocketAddr,
+        ipv6: bool,
+        relayed: Option<SocketAddr>,
+        now: Instant,
+    ) {
+        let Some(&idx) = self.listeners.get(&(key(transport), listener)) else {
+            return;
+        };
+        let family = if ipv6 {
+            AddressFamily::IPV6
+        } else {
+            AddressFamily::IPV4
+        };
+        let user = self.pending.remove(&(idx, client)).unwrap_or_default();
+        let result = match relayed {
+            Some(addr) => {
+                let ns = self.ns(now);
+                let rate = self.config.allocation_bytes_per_sec;
+                *self.per_user.entry(user.clone()).or_default() += 1;
+                self.relays.insert(
+                    addr,
+                    Relay {
+                        listener: idx,
+                        client,
+                        user: user.clone(),
+                        to_peer: Bucket::new(rate, ns),
+                        to_client: Bucket::new(rate, ns),
+                    },
+                );
+                self.stats.allocations_total += 1;
+                info!(%client, relayed = %addr, user, "TURN allocation");
+                Ok(addr)
+            }
+            None => {
+                self.refuse(Refused::RelaySocket, client, "no relay socket");
+                Err(SocketAllocateError::InsufficientCapacity)
+            }
+        };
+        self.servers[idx].allocated_socket(
+            transport,
+            listener,
+            client,
+            TransportType::Udp,
+            family,
+            result,
+            Self::t(now),
+        );
+        self.drain(now);
+    }
+
+    /// Timers (allocation, permission and nonce expiry); returns when to call again.
+    pub fn handle_timeout(&mut self, now: Instant) -> Instant {
+        self.drain(now);
+        let mut next = now + std::time::Duration::from_secs(1);
+        for s in &mut self.servers {
+            if let TurnServerPollRet::WaitUntil(t) = s.poll(Self::t(now)) {
+                next = next.min(t.to_std(now).max(now));
+            }
+        }
+        next
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Runs every server's state machine until each only waits.
+    fn drain(&mut self, now: Instant) {
+        for idx in 0..self.servers.len() {
+            loop {
+                match self.servers[idx].poll(Self::t(now)) {
+                    TurnServerPollRet::WaitUntil(_) => break,
+                    TurnServerPollRet::AllocateSocket {
+                        transport,
+                        listen_addr,
+                        client_addr,
+                        allocation_transport,
+                        family,
+                    } => {
+                        if allocation_transport != TransportType::Udp {
+                            // RFC 6062 TCP allocations are not offered: WebRTC relays are UDP.
+                            self.servers[idx].allocated_socket(
+                                transport,
+                                listen_addr,
+                                client_addr,
+                                allocation_transport,
+                                family,
+                                Err(SocketAllocateError::InsufficientCapacity),
+                                Self::t(now),
+                            );
+                            continue;
+                        }
+                        self.out.push_back(Output::Allocate {
+                            listener: listen_addr,
+                            transport,
+                            client: client_addr,
+                            ipv6: family == AddressFamily::IPV6,
+                        });
+                    }
+                    TurnServerPollRet::TcpConnect {
+                        relayed_addr,
+                        peer_addr,
+                        listen_addr,
+                        client_addr,
+                    } => self.servers[idx].tcp_connected(
+                        relayed_addr,
+                        peer_addr,
+                        listen_addr,
+                        client_addr,
+                        Err(TcpConnectError::Forbidden),
+                        Self::t(now),
+                    ),
+                    TurnServerPollRet::TcpClose {
+                        local_addr,
+                        remote_addr,
+                    } => self.out.push_back(Output::CloseTcp {
+                        local: local_addr,
+                        remote: remote_addr,
+                    }),
+                    TurnServerPollRet::SocketClose { listen_addr, .. } => {
+                        if let Some(r) = self.relays.remove(&listen_addr) {
+                            if let Some(n) = self.per_user.get_mut(&r.user) {
+                                *n = n.saturating_sub(1);
+                                if *n == 0 {
+                                    self.per_user.remove(&r.user);
+                                }
+                            }
+                            debug!(client = %r.client, relayed = %listen_addr, "TURN allocation ended");
+                        }
+                        self.out.push_back(Output::CloseRelay(listen_addr));
+                    }
+                }
+            }
+            while let Some(t) = self.servers[idx].poll_transmit(Self::t(now)) {
+                self.forward(t, now);
+            }
+        }
+    }
+
+    /// Queues a transmit from the library; packets a relay sends to a peer are checked against
+    /// the policy and the allocation's bandwidth here, whatever path they came by.
+    fn forward(&mut self, t: ProtoTransmit<Vec<u8>>, now: Instant) {
+        if let Some(relay) = self.relays.get_mut(&t.from) {
+            let ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+            if !relay.to_peer.take(t.data.len(), ns) {
+                let client = relay.client;
+                self.refuse(Refused::Bandwidth, client, "to peer");
+                return;
+            }
+            if let Err(r) = self.config.policy.check(t.to) {
+                let client = relay.client;
+                self.refuse(Refused::Peer(r), client, &format!("send to {}", t.to));
+                return;
+            }
+            self.stats.to_peer_packets += 1;
+            self.stats.to_peer_bytes += t.data.len() as u64;
+        }
+        self.out.push_back(Output::Transmit(Transmit {
+            transport: t.transport,
+            from: t.from,
+            to: t.to,
+            data: t.data,
+        }));
+    }
+
+    /// Looks at a UDP datagram before the library does. Returns a reply when the datagram is
+    /// refused here; None lets it through.
+    fn inspect(&mut self, idx: usize, client: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+        // ChannelData (first two bits 01) is the media path: the library checks the channel.
+        if data.first().is_some_and(|b| b & 0xc0 == 0x40) {
+            return None;
+        }
+        let msg = match Message::from_bytes(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.refuse(Refused::Malformed, client, &format!("{e}"));
+                return crate::stun::bad_request(data);
+            }
+        };
+        if !msg.has_class(MessageClass::Request) {
+            return None;
+        }
+        let username = msg.attribute::<Username>().ok()?.username().to_owned();
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let password = match self.config.credentials.password(&username, now_unix) {
+            Ok(p) => p,
+            Err(CredentialError::Expired(ago)) => {
+                self.refuse(
+                    Refused::Expired,
+                    client,
+                    &format!("{username} expired {ago} s ago"),
+                );
+                return Some(crate::stun::error(
+                    &msg,
+                    ErrorCode::UNAUTHORIZED,
+                    Some(&self.config.realm),
+                    None,
+                ));
+            }
+            Err(CredentialError::Unknown) => {
+                self.refuse(Refused::UnknownUser, client, &username);
+                // The library answers 401 with a fresh nonce.
+                return None;
+            }
+        };
+        if self.known_users[idx].insert(username.clone()) {
+            self.servers[idx].add_user(username.clone(), password.clone());
+        }
+        let key =
+            LongTermKeyCredentials::new(username.clone(), password, self.config.realm.clone());
+        let creds = MessageIntegrityCredentials::LongTerm(key);
+        let Ok(algo) = msg.validate_integrity(&creds) else {
+            self.refuse(Refused::BadIntegrity, client, &username);
+            return None;
+        };
+        let code = if msg.has_method(ALLOCATE) {
+            self.allocate_quota(idx, client, &username)
+        } else if msg.has_method(CREATE_PERMISSION) || msg.has_method(CHANNEL_BIND) {
+            self.peers_allowed(&msg, client)
+        } else {
+            None
+        };
+        code.map(|code| crate::stun::error(&msg, code, None, Some((&creds, algo))))
+    }
+
+    fn allocate_quota(&mut self, idx: usize, client: SocketAddr, username: &str) -> Option<u16> {
+        let already = self
+            .relays
+            .values()
+            .any(|r| r.listener == idx && r.client == client);
+        if already {
+            return None; // a retransmit or a mismatch: the library answers it
+        }
+        let user = Credentials::quota_key(username).to_owned();
+        if self.relays.len() + self.pending.len() >= self.config.max_allocations {
+            self.refuse(Refused::ServerQuota, client, &user);
+            return Some(ErrorCode::INSUFFICIENT_CAPACITY);
+        }
+        if self.per_user.get(&user).copied().unwrap_or(0) >= self.config.max_allocations_per_user {
+            self.refuse(Refused::UserQuota, client, &user);
+            return Some(ErrorCode::ALLOCATION_QUOTA_REACHED);
+        }
+        self.pending.insert((idx, client), user);
+        None
+    }
+
+    fn peers_allowed(&mut self, msg: &Message<'_>, client: SocketAddr) -> Option<u16> {
+        let tid = msg.transaction_id();
+        for (_, raw) in msg.iter_attributes() {
+            if raw.get_type() != XorPeerAddress::TYPE {
+                continue;
+            }
+            let Ok(peer) = XorPeerAddress::try_from(&raw) else {
+                continue;
+            };
+            let peer = peer.addr(tid);
+            if let Err(r) = self.config.policy.check(peer) {
+                self.refuse(Refused::Peer(r), client, &format!("permission for {peer}"));
+                return Some(ErrorCode::FORBIDDEN);
+            }
+        }
+        None
+    }
+}
+
+/// TransportType has no Hash; listeners are keyed by this instead.
+fn key(t: Transport) -> u8 {
+    match t {
+        TransportType::Udp => 0,
+        TransportType::Tcp => 1,
+    }
+}

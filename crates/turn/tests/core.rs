@@ -1,0 +1,382 @@
+//! The TURN core driven by hand-built STUN messages: the allocation handshake, and each
+//! refusal with the STUN error code a client must see.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use turn::{Credentials, Output, PeerPolicy, Transport, Turn, TurnConfig};
+use turn_server_proto::types::attribute::{
+    Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+};
+use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION, DATA, SEND};
+use turn_server_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
+use turn_server_proto::types::stun::message::{
+    IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageIntegrityCredentials,
+    MessageType, MessageWrite, MessageWriteExt, MessageWriteVec, TransactionId,
+};
+
+const LISTEN: &str = "192.0.2.1:3478";
+const RELAY: &str = "192.0.2.1:40000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+fn config() -> TurnConfig {
+    let mut credentials = Credentials::new(Some("shared-secret"));
+    credentials.add_user("alice", "wonderland");
+    TurnConfig {
+        realm: "onair".into(),
+        credentials,
+        policy: PeerPolicy::default(),
+        max_allocations: 3,
+        max_allocations_per_user: 2,
+        allocation_bytes_per_sec: 0,
+    }
+}
+
+struct Client {
+    addr: SocketAddr,
+    user: String,
+    pass: String,
+    nonce: Option<String>,
+}
+
+impl Client {
+    fn new(port: u16, user: &str, pass: &str) -> Self {
+        Self {
+            addr: SocketAddr::new("198.51.100.7".parse().expect("ip"), port),
+            user: user.into(),
+            pass: pass.into(),
+            nonce: None,
+        }
+    }
+
+    fn creds(&self) -> MessageIntegrityCredentials {
+        MessageIntegrityCredentials::LongTerm(LongTermKeyCredentials::new(
+            self.user.clone(),
+            self.pass.clone(),
+            "onair".into(),
+        ))
+    }
+
+    /// A signed request (unsigned until a nonce is known).
+    fn request(
+        &self,
+        method: turn_server_proto::types::stun::message::Method,
+        peer: Option<SocketAddr>,
+    ) -> Vec<u8> {
+        let mut b = Message::builder_request(method, MessageWriteVec::new());
+        let tid = b.transaction_id();
+        let transport = RequestedTransport::new(RequestedTransport::UDP);
+        if method == ALLOCATE {
+            b.add_attribute(&transport).expect("attr");
+        }
+        let xor = peer.map(|p| XorPeerAddress::new(p, tid));
+        if let Some(x) = &xor {
+            b.add_attribute(x).expect("attr");
+        }
+        if let Some(nonce) = &self.nonce {
+            b.add_attribute(&Username::new(&self.user).expect("user"))
+                .expect("attr");
+            b.add_attribute(&Realm::new("onair").expect("realm"))
+                .expect("attr");
+            b.add_attribute(&Nonce::new(nonce).expect("nonce"))
+                .expect("attr");
+            b.add_message_integrity(&self.creds(), IntegrityAlgorithm::Sha1)
+                .expect("integrity");
+        }
+        b.finish()
+    }
+}
+
+struct Harness {
+    turn: Turn,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(config: TurnConfig) -> Self {
+        let now = Instant::now();
+        let mut turn = Turn::new(config, now);
+        turn.add_listener(Transport::Udp, addr(LISTEN));
+        Self { turn, now }
+    }
+
+    /// Sends `data` from the client; returns the replies to it and the allocation asked for.
+    fn send(&mut self, c: &Client, data: &[u8]) -> (Vec<Vec<u8>>, Vec<Output>) {
+        self.turn
+            .recv_client(Transport::Udp, addr(LISTEN), c.addr, data, self.now);
+        let mut replies = Vec::new();
+        let mut other = Vec::new();
+        while let Some(o) = self.turn.poll_output() {
+            match o {
+                Output::Transmit(t) if t.to == c.addr => replies.push(t.data),
+                o => other.push(o),
+            }
+        }
+        (replies, other)
+    }
+
+    /// The one reply to a request, parsed.
+    fn ask(&mut self, c: &Client, data: &[u8]) -> (Vec<u8>, Vec<Output>) {
+        let (mut replies, other) = self.send(c, data);
+        assert_eq!(
+            replies.len(),
+            1,
+            "one reply expected, other outputs {other:?}"
+        );
+        (replies.remove(0), other)
+    }
+
+    /// 401 with a nonce, then a signed Allocate; returns the reply and the outputs.
+    fn allocate(&mut self, c: &mut Client, relay: Option<SocketAddr>) -> Vec<u8> {
+        if c.nonce.is_none() {
+            let (reply, _) = self.ask(c, &c.request(ALLOCATE, None));
+            assert_eq!(code(&reply), Some(401));
+            let msg = Message::from_bytes(&reply).expect("reply");
+            c.nonce = Some(msg.attribute::<Nonce>().expect("nonce").nonce().to_owned());
+        }
+        let (mut replies, other) = self.send(c, &c.request(ALLOCATE, None));
+        if let Some(Output::Allocate {
+            listener,
+            transport,
+            client,
+            ipv6,
+        }) = other.into_iter().next()
+        {
+            assert_eq!(client, c.addr);
+            self.turn
+                .allocated(listener, transport, client, ipv6, relay, self.now);
+            while let Some(o) = self.turn.poll_output() {
+                if let Output::Transmit(t) = o {
+                    replies.push(t.data);
+                }
+            }
+        }
+        assert_eq!(replies.len(), 1);
+        replies.remove(0)
+    }
+}
+
+fn code(reply: &[u8]) -> Option<u16> {
+    let msg = Message::from_bytes(reply).expect("a STUN reply");
+    msg.attribute::<ErrorCode>().ok().map(|e| e.code())
+}
+
+#[test]
+fn allocate_permit_and_relay_both_ways() {
+    let mut h = Harness::new(TurnConfig {
+        policy: PeerPolicy {
+            allow_loopback: false,
+            ..PeerPolicy::default()
+        },
+        ..config()
+    });
+    let mut c = Client::new(5000, "alice", "wonderland");
+    let reply = h.allocate(&mut c, Some(addr(RELAY)));
+    let msg = Message::from_bytes(&reply).expect("reply");
+    assert!(msg.has_class(MessageClass::Success), "{msg}");
+    let relayed = msg
+        .attribute::<XorRelayedAddress>()
+        .expect("relayed address")
+        .addr(msg.transaction_id());
+    assert_eq!(relayed, addr(RELAY));
+    assert!(msg.attribute::<Lifetime>().is_ok());
+    assert_eq!(h.turn.allocations(), 1);
+
+    let peer = addr("203.0.113.9:7000");
+    let (reply, _) = h.ask(&c, &c.request(CREATE_PERMISSION, Some(peer)));
+    assert_eq!(code(&reply), None, "permission granted");
+
+    // Send indication → a datagram from the relay to the peer.
+    let mut b = Message::builder(
+        MessageType::from_class_method(MessageClass::Indication, SEND),
+        TransactionId::generate(),
+        MessageWriteVec::new(),
+    );
+    let tid = b.transaction_id();
+    b.add_attribute(&XorPeerAddress::new(peer, tid))
+        .expect("attr");
+    b.add_attribute(&Data::new(b"hello peer")).expect("attr");
+    let (_, out) = h.send(&c, &b.finish());
+    let sent: Vec<_> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].from, sent[0].to), (addr(RELAY), peer));
+    assert_eq!(sent[0].data, b"hello peer");
+
+    // The peer answers → a DATA indication to the client.
+    h.turn.recv_peer(addr(RELAY), peer, b"hello client", h.now);
+    let Some(Output::Transmit(t)) = h.turn.poll_output() else {
+        panic!("expected a transmit to the client");
+    };
+    assert_eq!((t.from, t.to), (addr(LISTEN), c.addr));
+    let msg = Message::from_bytes(&t.data).expect("data indication");
+    assert!(msg.has_method(DATA));
+    assert_eq!(
+        msg.attribute::<Data>().expect("data").data(),
+        b"hello client"
+    );
+    let stats = h.turn.stats();
+    assert_eq!((stats.to_peer_packets, stats.to_client_packets), (1, 1));
+
+    // A peer without permission is not relayed.
+    h.turn
+        .recv_peer(addr(RELAY), addr("203.0.113.10:7000"), b"x", h.now);
+    assert!(h.turn.poll_output().is_none());
+}
+
+#[test]
+fn a_relay_toward_loopback_is_forbidden_by_default() {
+    let mut h = Harness::new(config());
+    let mut c = Client::new(5001, "alice", "wonderland");
+    let reply = h.allocate(&mut c, Some(addr(RELAY)));
+    assert_eq!(code(&reply), None);
+    for peer in ["127.0.0.1:8080", "10.0.0.5:9000", "169.254.169.254:80"] {
+        let (reply, _) = h.ask(&c, &c.request(CREATE_PERMISSION, Some(addr(peer))));
+        assert_eq!(code(&reply), Some(403), "{peer}");
+        // Signed with the user's key, like the library's own answers.
+        let msg = Message::from_bytes(&reply).expect("reply");
+        assert!(msg.validate_integrity(&c.creds()).is_ok());
+    }
+    let s = h.turn.stats();
+    assert_eq!(s.refusals.get("loopback"), Some(&1));
+    assert_eq!(s.refusals.get("private"), Some(&1));
+    assert_eq!(s.refusals.get("link_local"), Some(&1));
+}
+
+#[test]
+fn time_limited_credentials_work_until_they_expire() {
+    let mut h = Harness::new(config());
+    let creds = Credentials::new(Some("shared-secret"));
+    let fresh = creds.issue("bob", unix_now(), 600).expect("secret");
+    let mut c = Client::new(5002, &fresh.username, &fresh.password);
+    assert_eq!(code(&h.allocate(&mut c, Some(addr(RELAY)))), None);
+
+    let stale = creds.issue("bob", unix_now() - 700, 600).expect("secret");
+    let mut c = Client::new(5003, &stale.username, &stale.password);
+    assert_eq!(
+        code(&h.allocate(&mut c, Some(addr("192.0.2.1:40001")))),
+        Some(401)
+    );
+    assert_eq!(h.turn.stats().refusals.get("expired_credentials"), Some(&1));
+}
+
+#[test]
+fn a_wrong_password_gets_401() {
+    let mut h = Harness::new(config());
+    let mut c = Client::new(5004, "alice", "not-the-password");
+    assert_eq!(code(&h.allocate(&mut c, Some(addr(RELAY)))), Some(401));
+    assert_eq!(h.turn.allocations(), 0);
+    assert_eq!(h.turn.stats().refusals.get("bad_integrity"), Some(&1));
+}
+
+#[test]
+fn quotas_per_user_and_per_server() {
+    let mut h = Harness::new(config());
+    let relay = |p: u16| Some(SocketAddr::new("192.0.2.1".parse().expect("ip"), p));
+    for port in 0..2 {
+        let mut c = Client::new(6000 + port, "alice", "wonderland");
+        assert_eq!(code(&h.allocate(&mut c, relay(41000 + port))), None);
+    }
+    let mut third = Client::new(6002, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut third, relay(41002))), Some(486));
+
+    let issued = Credentials::new(Some("shared-secret"))
+        .issue("carol", unix_now(), 600)
+        .expect("secret");
+    let mut c = Client::new(6003, &issued.username, &issued.password);
+    assert_eq!(code(&h.allocate(&mut c, relay(41003))), None);
+    let issued = Credentials::new(Some("shared-secret"))
+        .issue("dave", unix_now(), 600)
+        .expect("secret");
+    let mut c = Client::new(6004, &issued.username, &issued.password);
+    assert_eq!(code(&h.allocate(&mut c, relay(41004))), Some(508));
+    assert_eq!(h.turn.allocations(), 3);
+}
+
+#[test]
+fn a_relay_socket_failure_is_508_and_frees_the_quota() {
+    let mut h = Harness::new(config());
+    let mut c = Client::new(6100, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut c, None)), Some(508));
+    assert_eq!(h.turn.allocations(), 0);
+    let mut c = Client::new(6101, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut c, Some(addr(RELAY)))), None);
+}
+
+#[test]
+fn garbage_gets_400_or_silence_and_nothing_breaks() {
+    let mut h = Harness::new(config());
+    let c = Client::new(7000, "alice", "wonderland");
+    // A STUN request header with a lying length.
+    let mut lying = vec![0x00, 0x03, 0x01, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    lying.extend_from_slice(&[9; 12]);
+    lying.extend_from_slice(&[0x00, 0x19, 0x00, 0x04]);
+    let (reply, _) = h.ask(&c, &lying);
+    assert_eq!(code(&reply), Some(400));
+    // Not STUN at all: no answer (a reflector must not be built from us).
+    let (replies, out) = h.send(&c, b"\xff\xfe junk that is not stun at all");
+    assert!(replies.is_empty() && out.is_empty());
+    // A ChannelData frame for a channel nobody bound.
+    let (replies, out) = h.send(&c, &[0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4]);
+    assert!(replies.is_empty() && out.is_empty());
+    // The server still allocates afterwards.
+    let mut c = Client::new(7001, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut c, Some(addr(RELAY)))), None);
+    assert!(
+        h.turn
+            .stats()
+            .refusals
+            .get("malformed")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    );
+}
+
+#[test]
+fn the_bandwidth_cap_drops_what_exceeds_it() {
+    let mut h = Harness::new(TurnConfig {
+        allocation_bytes_per_sec: 1000,
+        ..config()
+    });
+    let mut c = Client::new(8000, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut c, Some(addr(RELAY)))), None);
+    let peer = addr("203.0.113.9:7000");
+    let (reply, _) = h.ask(&c, &c.request(CREATE_PERMISSION, Some(peer)));
+    assert_eq!(code(&reply), None);
+    let mut delivered = 0;
+    for _ in 0..20 {
+        h.turn.recv_peer(addr(RELAY), peer, &[0u8; 100], h.now);
+        while let Some(o) = h.turn.poll_output() {
+            if matches!(o, Output::Transmit(_)) {
+                delivered += 1;
+            }
+        }
+    }
+    assert_eq!(
+        delivered, 10,
+        "a 1000 B/s cap passes ten 100-byte packets at once"
+    );
+    h.now += Duration::from_millis(500);
+    h.turn.recv_peer(addr(RELAY), peer, &[0u8; 100], h.now);
+    assert!(
+        h.turn.poll_output().is_some(),
+        "refilled after half a second"
+    );
+    assert_eq!(h.turn.stats().refusals.get("bandwidth"), Some(&10));
+}
