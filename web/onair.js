@@ -65,7 +65,8 @@ class Emitter extends EventTarget {
 export class Room extends Emitter {
   /**
    * @param {string} [url] WebSocket URL of /rtc; defaults to ws(s)://location.host/rtc
-   * @param {object} opts {room, name, token, autoSubscribe = true, iceServers, leaveOnPageHide = true}
+   * @param {object} opts {room, name, token, autoSubscribe = true, iceServers, leaveOnPageHide = true,
+   *   iceTransportPolicy = 'all'} — `iceTransportPolicy: 'relay'` sends all media through TURN
    */
   constructor(url, opts = {}) {
     super();
@@ -493,7 +494,11 @@ export class Room extends Emitter {
   // ---------------------------------------------------------------- peer connections
 
   _createPeerConnections() {
-    const config = { iceServers: this.iceServers, rtcpMuxPolicy: 'require' };
+    const config = {
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.options.iceTransportPolicy || 'all',
+      rtcpMuxPolicy: 'require',
+    };
     this.publisher = new RTCPeerConnection({ ...config, bundlePolicy: 'max-bundle' });
     // The server's offers decide bundling here. With max-bundle Chrome refuses an offer without a
     // BUNDLE group, which is what an offer whose m-lines are all stopped looks like.

@@ -38,6 +38,8 @@ async function join(roomName, name) {
     room: roomName,
     name,
     autoSubscribe: params.get('auto_subscribe') !== '0',
+    // `?relay=1`: media only through the server's TURN (what a client behind a strict NAT gets).
+    iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
   });
   room = r;
   window.onairRoom = r;

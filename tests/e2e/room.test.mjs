@@ -301,10 +301,26 @@ async function main() {
       check(`${p.name} media over ${wantProto} both ways`, sub.protocol === wantProto && pub.protocol === wantProto,
         `subscriber ${sub.protocol}, publisher ${pub.protocol}`);
     }
+    // ONAIR_E2E_EXPECT_CANDIDATE=relay (with ?relay=1) proves the call went through onair's TURN.
+    const wantCand = process.env.ONAIR_E2E_EXPECT_CANDIDATE;
+    if (wantCand) {
+      check(`${p.name} media via ${wantCand} candidates both ways`,
+        sub.local_candidate_type === wantCand && pub.local_candidate_type === wantCand,
+        `subscriber ${sub.local_candidate_type}, publisher ${pub.local_candidate_type}`);
+    }
     figure(`${p.name}: in ${sub.bitrate_in_kbps} kbit/s via ${sub.local_candidate_type}/${sub.remote_candidate_type} ${sub.protocol}, RTT ${sub.rtt_ms} ms; `
       + `out ${pub.bitrate_out_kbps} kbit/s via ${pub.local_candidate_type}/${pub.remote_candidate_type} ${pub.protocol}`);
     figure(`${p.name}: received video ${inVideo.map((t) => `${t.track_id} ${t.width}x${t.height}@${t.fps} ${t.bitrate_kbps}k loss ${t.loss_pct}% jitter ${t.jitter_ms} ms`).join('; ')}`);
     figure(`${p.name}: sent ${out.map((t) => `${t.source} ${t.bitrate_kbps}k${t.layers ? ` [${t.layers.map((l) => `${l.rid} ${l.height || 0}p ${l.bitrate_kbps}k ${l.key_frames ?? '?'} keyframes ${l.pli_count ?? '?'} PLIs`).join(', ')}]` : ''}`).join('; ')}`);
+  }
+  if (process.env.ONAIR_E2E_EXPECT_CANDIDATE === 'relay') {
+    // Relayed media for the SFU is handed over inside the server, and counted.
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const num = (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+    const inProcess = num('onair_turn_in_process_packets_total');
+    const allocations = num('onair_turn_allocations_total');
+    check('TURN relayed the call to the SFU in-process', inProcess > 1000 && allocations >= 8,
+      `${allocations} allocations, ${inProcess} packets handed over, ${num('onair_turn_to_client_packets_total')} relayed back`);
   }
   // ONAIR_E2E_EXPECT_THINNED=1 (with SVC): the SFU forwards only the spatial layers a tile asks
   // for (room.js records each track's cap in window.onairLayerCaps), so a subscriber whose cap

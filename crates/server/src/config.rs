@@ -22,6 +22,8 @@ pub struct Config {
     pub streams: Streams,
     /// RTMP ingest.
     pub rtmp: Rtmp,
+    /// The embedded STUN/TURN server.
+    pub turn: Turn,
     /// Access control (the auth issue fills this in).
     pub auth: Auth,
 }
@@ -83,6 +85,65 @@ pub struct Rtmp {
     pub transcode_audio: bool,
     /// Simultaneous RTMP connections.
     pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Turn {
+    /// Run STUN/TURN (UDP and TCP on `port`).
+    pub enabled: bool,
+    /// Local IP for the TURN listeners and the relay sockets.
+    pub bind: IpAddr,
+    /// STUN/TURN over UDP and TCP.
+    pub port: u16,
+    /// Addresses clients reach TURN at (URLs in `/api/ice-servers`, relayed addresses). Empty
+    /// means media's advertised addresses.
+    pub public_ips: Vec<IpAddr>,
+    /// Relay sockets take ports from this range (open it in the firewall).
+    pub relay_port_min: u16,
+    /// Upper end of the relay port range.
+    pub relay_port_max: u16,
+    /// Realm of the long-term credentials.
+    pub realm: String,
+    /// Shared secret of time-limited (TURN REST API, coturn `static-auth-secret`) credentials.
+    /// Empty: a random one per start, which is enough for onair's own clients.
+    pub secret: String,
+    /// Lifetime of the credentials onair hands out, seconds.
+    pub credential_ttl_secs: u64,
+    /// Static long-term users, `"name:password"`.
+    pub users: Vec<String>,
+    /// Allocations on the whole server.
+    pub max_allocations: usize,
+    /// Allocations per user.
+    pub max_allocations_per_user: usize,
+    /// Bandwidth per allocation and direction, kbit/s (0: unlimited).
+    pub allocation_kbps: u64,
+    /// Let relays reach loopback addresses (tests and single-machine setups only).
+    pub allow_loopback_peers: bool,
+    /// Let relays reach private and link-local addresses (a TURN server inside a LAN).
+    pub allow_private_peers: bool,
+}
+
+impl Default for Turn {
+    fn default() -> Self {
+        Turn {
+            enabled: true,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 3478,
+            public_ips: Vec::new(),
+            relay_port_min: 49152,
+            relay_port_max: 65535,
+            realm: "onair".into(),
+            secret: String::new(),
+            credential_ttl_secs: 86400,
+            users: Vec::new(),
+            max_allocations: 10_000,
+            max_allocations_per_user: 64,
+            allocation_kbps: 20_000,
+            allow_loopback_peers: false,
+            allow_private_peers: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -199,6 +260,31 @@ impl Config {
         if let Some(ip) = self.media.public_ips.iter().find(|ip| ip.is_unspecified()) {
             bail!("media.public_ips contains {ip}: list addresses clients can reach");
         }
+        let t = &self.turn;
+        if t.enabled {
+            if let Some(ip) = t.public_ips.iter().find(|ip| ip.is_unspecified()) {
+                bail!("turn.public_ips contains {ip}: list addresses clients can reach");
+            }
+            if t.bind.is_unspecified() && self.turn_ips().iter().any(|ip| ip.is_unspecified()) {
+                bail!(
+                    "turn.bind is {} but no address to advertise: set turn.public_ips",
+                    t.bind
+                );
+            }
+            if t.relay_port_min == 0 || t.relay_port_min > t.relay_port_max {
+                bail!(
+                    "turn.relay_port_min..turn.relay_port_max ({}..{}) is not a port range",
+                    t.relay_port_min,
+                    t.relay_port_max
+                );
+            }
+            if let Some(u) = t.users.iter().find(|u| !u.contains(':')) {
+                bail!("turn.users entry {u:?} must be \"name:password\"");
+            }
+            if t.credential_ttl_secs == 0 {
+                bail!("turn.credential_ttl_secs must be at least 1");
+            }
+        }
         let r = &self.rooms;
         for (key, v) in [
             ("rooms.max_participants", r.max_participants),
@@ -211,6 +297,11 @@ impl Config {
             ("rooms.max_signal_bytes", r.max_signal_bytes),
             ("streams.reader_queue", self.streams.reader_queue),
             ("rtmp.max_connections", self.rtmp.max_connections),
+            ("turn.max_allocations", self.turn.max_allocations),
+            (
+                "turn.max_allocations_per_user",
+                self.turn.max_allocations_per_user,
+            ),
         ] {
             if v == 0 {
                 bail!("{key} must be at least 1");
@@ -223,6 +314,19 @@ impl Config {
     pub fn advertised_ips(&self) -> Vec<IpAddr> {
         if self.media.public_ips.is_empty() {
             vec![self.media.bind]
+        } else {
+            self.media.public_ips.clone()
+        }
+    }
+
+    /// Addresses clients reach TURN at.
+    pub fn turn_ips(&self) -> Vec<IpAddr> {
+        if !self.turn.public_ips.is_empty() {
+            self.turn.public_ips.clone()
+        } else if self.turn.bind.is_unspecified() {
+            self.advertised_ips()
+        } else if self.media.public_ips.is_empty() {
+            vec![self.turn.bind]
         } else {
             self.media.public_ips.clone()
         }
@@ -257,6 +361,14 @@ impl Config {
         let mut c = self.clone();
         if !c.auth.token_secret.is_empty() {
             c.auth.token_secret = "<redacted>".into();
+        }
+        if !c.turn.secret.is_empty() {
+            c.turn.secret = "<redacted>".into();
+        }
+        for u in &mut c.turn.users {
+            if let Some((name, _)) = u.split_once(':') {
+                *u = format!("{name}:<redacted>");
+            }
         }
         toml::to_string(&c).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
@@ -389,8 +501,13 @@ mod tests {
     fn secrets_are_redacted() {
         let mut c = Config::default();
         c.auth.token_secret = "hunter2".into();
+        c.turn.secret = "sesame".into();
+        c.turn.users = vec!["alice:wonderland".into()];
         let t = c.redacted_toml();
         assert!(!t.contains("hunter2"));
+        assert!(!t.contains("sesame"));
+        assert!(!t.contains("wonderland"));
+        assert!(t.contains("alice:<redacted>"));
         assert!(t.contains("<redacted>"));
     }
 }

@@ -28,6 +28,8 @@ pub fn router(media: MediaHandle) -> Router {
         .route("/rtc", get(rtc))
         .route("/api/rooms", get(rooms))
         .route("/api/streams", get(streams))
+        .route("/api/ice-servers", get(ice_servers))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }));
     for (path, ctype, body) in web::FILES {
         r = r.route(
@@ -55,6 +57,123 @@ async fn streams(State(media): State<MediaHandle>) -> Response {
         Ok(s) => axum::Json(s).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
+}
+
+/// `GET /api/ice-servers[?user=NAME]`: `RTCIceServer` objects with fresh time-limited TURN
+/// credentials, usable as-is in `new RTCPeerConnection({iceServers})`. `user` names who the
+/// credentials are for (TURN quotas count per user); without it each call is its own user.
+async fn ice_servers(
+    State(media): State<MediaHandle>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let user = query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("user=")))
+        .filter(|u| {
+            !u.is_empty()
+                && u.len() <= 64
+                && u.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("anon-{:016x}", fastrand::u64(..)));
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(media.ice.for_user(&user)),
+    )
+        .into_response()
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(media): State<MediaHandle>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (tx, rx) = oneshot::channel();
+    let status = match media.tx.send(Command::Status(tx)) {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    if let Some(s) = &status {
+        metric("onair_rooms", "gauge", "Rooms open.", s.rooms.len() as u64);
+        metric(
+            "onair_peers",
+            "gauge",
+            "WebRTC peer connections.",
+            s.peers as u64,
+        );
+        metric(
+            "onair_rtp_in_total",
+            "counter",
+            "RTP packets received.",
+            s.rtp_in,
+        );
+        metric(
+            "onair_rtp_out_total",
+            "counter",
+            "RTP packets sent.",
+            s.rtp_out,
+        );
+    }
+    let t = &media.turn;
+    metric(
+        "onair_turn_allocations",
+        "gauge",
+        "Live TURN allocations.",
+        t.allocations.load(Relaxed),
+    );
+    metric(
+        "onair_turn_allocations_total",
+        "counter",
+        "TURN allocations made.",
+        t.allocations_total.load(Relaxed),
+    );
+    metric(
+        "onair_turn_to_peer_packets_total",
+        "counter",
+        "Packets relayed client to peer.",
+        t.to_peer_packets.load(Relaxed),
+    );
+    metric(
+        "onair_turn_to_client_packets_total",
+        "counter",
+        "Packets relayed peer to client.",
+        t.to_client_packets.load(Relaxed),
+    );
+    metric(
+        "onair_turn_to_peer_bytes_total",
+        "counter",
+        "Bytes relayed client to peer.",
+        t.to_peer_bytes.load(Relaxed),
+    );
+    metric(
+        "onair_turn_to_client_bytes_total",
+        "counter",
+        "Bytes relayed peer to client.",
+        t.to_client_bytes.load(Relaxed),
+    );
+    metric(
+        "onair_turn_in_process_packets_total",
+        "counter",
+        "Relayed packets handed to the SFU without the kernel.",
+        t.in_process_packets.load(Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP onair_turn_refusals_total TURN requests and packets refused, by reason.\n# TYPE onair_turn_refusals_total counter"
+    );
+    if let Ok(r) = t.refusals.lock() {
+        for (reason, n) in r.iter() {
+            let _ = writeln!(out, "onair_turn_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn rooms(State(media): State<MediaHandle>) -> Response {

@@ -5,6 +5,7 @@ mod http;
 mod media_loop;
 mod rtmp_server;
 mod streams;
+mod turn_server;
 mod web;
 mod whip;
 
@@ -65,7 +66,16 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let hub = hub::Hub::new(config.hub());
-    let (media, media_task) = media_loop::start(&config, hub.clone()).await?;
+    let secret = if config.turn.secret.is_empty() {
+        turn_server::random_secret().context("a random TURN secret")?
+    } else {
+        config.turn.secret.clone()
+    };
+    let ice = std::sync::Arc::new(turn_server::IceServers::new(&config, &secret));
+    let turn_counters = std::sync::Arc::new(turn_server::TurnCounters::default());
+    let (media, media_task) =
+        media_loop::start(&config, hub.clone(), ice, turn_counters.clone()).await?;
+    let turn_addr = turn_server::start(&config, &secret, media.tx.clone(), turn_counters).await?;
     let rtmp_addr = rtmp_server::start(&config, hub.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -91,6 +101,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!(
         "  watch      http://{http_addr}/watch.html?stream=live/demo     (WHEP: POST http://{http_addr}/whep/NAME)"
     );
+    if let Some(a) = turn_addr {
+        println!(
+            "  STUN/TURN  {a} udp+tcp   (credentials: GET http://{http_addr}/api/ice-servers)"
+        );
+    }
     if let Some(a) = rtmp_addr {
         println!("  RTMP       rtmp://{a}/live/KEY   (plays as stream live/KEY)");
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hub::{Hub, StreamName};
-use sfu::signal::{ClientMessage, ErrorCode};
+use sfu::signal::{ClientMessage, ErrorCode, ServerMessage};
 use sfu::str0m::Candidate;
 use sfu::str0m::net::{Protocol, TcpType};
 use sfu::{ConnId, Output, Sfu};
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::streams::{StreamStatus, Streams, frame_track};
+use crate::turn_server::{IceServers, TurnCounters, TurnIn};
 
 /// What a signalling connection's task receives.
 #[derive(Debug)]
@@ -39,6 +40,17 @@ pub enum Command {
     TcpOpen(SocketAddr, mpsc::Sender<Vec<u8>>),
     TcpFrame(SocketAddr, Vec<u8>),
     TcpClosed(SocketAddr),
+    /// A datagram a TURN client relayed to the SFU, handed over in-process: `from` is the
+    /// relayed address, `to` the SFU address the client aimed at, `turn` where the SFU's
+    /// answers to `from` go.
+    Relayed {
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+        turn: mpsc::Sender<TurnIn>,
+    },
+    /// That relayed address is gone.
+    RelayClosed(SocketAddr),
     Status(oneshot::Sender<Status>),
     Shutdown(oneshot::Sender<()>),
     /// WHIP POST: publish `stream` (the hub name is reserved here).
@@ -115,6 +127,10 @@ pub struct MediaHandle {
     pub tx: mpsc::UnboundedSender<Command>,
     pub next_conn: Arc<std::sync::atomic::AtomicU64>,
     pub max_signal_bytes: usize,
+    /// STUN/TURN URLs and credentials for clients.
+    pub ice: Arc<IceServers>,
+    /// TURN's counters, for `/metrics`.
+    pub turn: Arc<TurnCounters>,
 }
 
 impl MediaHandle {
@@ -130,6 +146,8 @@ impl MediaHandle {
 pub async fn start(
     config: &Config,
     hub: Hub,
+    ice: Arc<IceServers>,
+    turn: Arc<TurnCounters>,
 ) -> anyhow::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
     let bind = SocketAddr::new(config.media.bind, config.media.port);
     let udp = UdpSocket::bind(bind)
@@ -171,8 +189,10 @@ pub async fn start(
         tx,
         next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         max_signal_bytes: config.rooms.max_signal_bytes,
+        ice: ice.clone(),
+        turn,
     };
-    let task = tokio::spawn(run(sfu, streams, udp, advertised, rx));
+    let task = tokio::spawn(run(sfu, streams, udp, advertised, rx, ice));
     Ok((handle, task))
 }
 
@@ -197,6 +217,9 @@ struct Loop {
     local: SocketAddr,
     conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// TURN relayed addresses that reach the SFU in-process, and the TURN task behind them.
+    relays: HashMap<SocketAddr, mpsc::Sender<TurnIn>>,
+    ice: Arc<IceServers>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -206,6 +229,7 @@ async fn run(
     udp: UdpSocket,
     local: SocketAddr,
     mut rx: mpsc::UnboundedReceiver<Command>,
+    ice: Arc<IceServers>,
 ) {
     let mut l = Loop {
         sfu,
@@ -215,6 +239,8 @@ async fn run(
         local,
         conns: HashMap::new(),
         tcp: HashMap::new(),
+        relays: HashMap::new(),
+        ice,
         shutdown: None,
     };
     let mut buf = vec![0u8; 2048];
@@ -344,6 +370,18 @@ impl Loop {
             Command::TcpClosed(addr) => {
                 self.tcp.remove(&addr);
             }
+            Command::Relayed {
+                from,
+                to,
+                data,
+                turn,
+            } => {
+                self.relays.entry(from).or_insert(turn);
+                self.sfu.handle_receive(now, Protocol::Udp, from, to, &data);
+            }
+            Command::RelayClosed(addr) => {
+                self.relays.remove(&addr);
+            }
             Command::Status(reply) => {
                 let s = self.sfu.stats();
                 let _ = reply.send(Status {
@@ -416,6 +454,19 @@ impl Loop {
         loop {
             match self.sfu.poll_output() {
                 Output::Transmit(t) => match t.proto {
+                    Protocol::Udp
+                        if !self.relays.is_empty() && self.relays.contains_key(&t.destination) =>
+                    {
+                        if let Some(turn) = self.relays.get(&t.destination) {
+                            let m = TurnIn::FromSfu {
+                                relayed: t.destination,
+                                from: t.source,
+                                data: t.contents.to_vec(),
+                            };
+                            // A full TURN queue drops, as a full socket buffer would.
+                            let _ = turn.try_send(m);
+                        }
+                    }
                     Protocol::Udp => {
                         if let Err(e) = self.udp.try_send_to(&t.contents, t.destination) {
                             if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -432,7 +483,17 @@ impl Loop {
                         }
                     }
                 },
-                Output::Signal(conn, msg) => {
+                Output::Signal(conn, mut msg) => {
+                    if let ServerMessage::Joined {
+                        participant_id,
+                        ice_servers,
+                        ..
+                    } = &mut msg
+                        && ice_servers.is_empty()
+                    {
+                        // Each member gets its own time-limited TURN credentials.
+                        *ice_servers = self.ice.for_user(&participant_id.to_string());
+                    }
                     if let Some(tx) = self.conns.get(&conn) {
                         let _ = tx.send(ToConn::Text(msg.to_json()));
                     }

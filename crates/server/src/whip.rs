@@ -174,6 +174,12 @@ async fn offer(
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", session.token)) {
         h.insert(header::ETAG, v);
     }
+    // RFC 9725 §4.6: the STUN/TURN servers, with credentials for this session.
+    for link in ice_server_links(&media.ice.for_user(&session.token)) {
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.append(header::LINK, v);
+        }
+    }
     response
 }
 
@@ -240,6 +246,24 @@ async fn delete(State(media): State<MediaHandle>, Path(path): Path<String>) -> R
     }
 }
 
+/// `Link: <turn:…>; rel="ice-server"; username="…"; credential="…"; credential-type="password"`,
+/// one per URL.
+fn ice_server_links(servers: &[sfu::signal::IceServer]) -> Vec<String> {
+    let mut links = Vec::new();
+    for s in servers {
+        for url in &s.urls {
+            let mut l = format!("<{url}>; rel=\"ice-server\"");
+            if let (Some(u), Some(c)) = (&s.username, &s.credential) {
+                l.push_str(&format!(
+                    "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                ));
+            }
+            links.push(l);
+        }
+    }
+    links
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +285,29 @@ mod tests {
         assert_eq!(session_token("live/x"), None);
         assert_eq!(session_token("live/x/session/"), None);
         assert_eq!(session_token("session/abc"), None);
+    }
+
+    #[test]
+    fn ice_servers_become_link_headers() {
+        let servers = vec![
+            sfu::signal::IceServer {
+                urls: vec!["stun:127.0.0.1:3478".into()],
+                username: None,
+                credential: None,
+            },
+            sfu::signal::IceServer {
+                urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+                username: Some("1700000000:x".into()),
+                credential: Some("pw=".into()),
+            },
+        ];
+        assert_eq!(
+            super::ice_server_links(&servers),
+            [
+                "<stun:127.0.0.1:3478>; rel=\"ice-server\"",
+                "<turn:127.0.0.1:3478?transport=udp>; rel=\"ice-server\"; username=\"1700000000:x\"; \
+                 credential=\"pw=\"; credential-type=\"password\"",
+            ]
+        );
     }
 }

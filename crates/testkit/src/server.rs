@@ -13,6 +13,8 @@ pub struct TestServer {
     pub http_port: u16,
     /// Media (UDP and ICE-TCP) port.
     pub media_port: u16,
+    /// STUN/TURN (UDP and TCP) port.
+    pub turn_port: u16,
 }
 
 impl TestServer {
@@ -23,9 +25,14 @@ impl TestServer {
         while media_port == http_port {
             media_port = free_port();
         }
+        let mut turn_port = free_port();
+        while turn_port == http_port || turn_port == media_port {
+            turn_port = free_port();
+        }
         let mut cmd = Command::new(bin);
         cmd.env("ONAIR_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
             .env("ONAIR_MEDIA_PORT", media_port.to_string())
+            .env("ONAIR_TURN_PORT", turn_port.to_string())
             // Any free port: tests run side by side, and 1935 may be taken.
             .env("ONAIR_RTMP_LISTEN", "127.0.0.1:0")
             .env(
@@ -42,6 +49,7 @@ impl TestServer {
             child: Some(child),
             http_port,
             media_port,
+            turn_port,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err() {

@@ -165,6 +165,8 @@ pub struct Turn {
     /// Client 5-tuples with an authenticated Allocate on its way, and whose quota it counts on.
     pending: HashMap<(usize, SocketAddr), String>,
     per_user: HashMap<String, usize>,
+    /// Partial frames of TCP clients.
+    tcp_buffers: HashMap<SocketAddr, Vec<u8>>,
     out: VecDeque<Output>,
     epoch: Instant,
     stats: TurnStats,
@@ -190,6 +192,7 @@ impl Turn {
             relays: HashMap::new(),
             pending: HashMap::new(),
             per_user: HashMap::new(),
+            tcp_buffers: HashMap::new(),
             out: VecDeque::new(),
             epoch: now,
             stats: TurnStats::default(),
@@ -254,12 +257,58 @@ impl Turn {
             warn!(%listener, "TURN data for a listener nobody added");
             return;
         };
-        // UDP datagrams are inspected one by one; TCP bytes are a stream that the library
-        // reassembles, so they go straight through (their requests are few and small, and the
-        // library still authenticates them; the relay policy is then enforced on its output).
-        if transport == TransportType::Udp
-            && let Some(reply) = self.inspect(idx, client, data)
-        {
+        if transport == TransportType::Udp {
+            self.recv_frame(idx, transport, listener, client, data, now);
+            return;
+        }
+        // TCP is a byte stream: cut it into STUN messages and ChannelData frames so that each
+        // is inspected like a datagram.
+        let buf = self.tcp_buffers.entry(client).or_default();
+        buf.extend_from_slice(data);
+        let mut frames = Vec::new();
+        let mut used = 0;
+        while let Some(len) = frame_len(&buf[used..]) {
+            if buf.len() - used < len {
+                break;
+            }
+            frames.push(buf[used..used + len].to_vec());
+            used += len;
+        }
+        buf.drain(..used);
+        let bad = buf.len() > MAX_TCP_BUFFER || (buf.len() >= 4 && frame_len(buf).is_none());
+        if bad {
+            self.tcp_buffers.remove(&client);
+            self.refuse(
+                Refused::Malformed,
+                client,
+                "TCP stream is not STUN/ChannelData",
+            );
+            self.out.push_back(Output::CloseTcp {
+                local: listener,
+                remote: client,
+            });
+            return;
+        }
+        for f in frames {
+            self.recv_frame(idx, transport, listener, client, &f, now);
+        }
+    }
+
+    /// A TCP client went away.
+    pub fn tcp_closed(&mut self, client: SocketAddr) {
+        self.tcp_buffers.remove(&client);
+    }
+
+    fn recv_frame(
+        &mut self,
+        idx: usize,
+        transport: Transport,
+        listener: SocketAddr,
+        client: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        if let Some(reply) = self.inspect(idx, client, data) {
             self.out.push_back(Output::Transmit(Transmit {
                 transport,
                 from: listener,
@@ -273,7 +322,13 @@ impl Turn {
             Self::t(now),
         );
         if let Some(t) = r {
-            self.forward(t.build(), now);
+            let mut t = t.build();
+            if t.to == listener {
+                // turn-server-proto 0.7.3 addresses its Binding success response to the
+                // request's destination (our own listener) instead of its source.
+                t.to = client;
+            }
+            self.forward(t, now);
         }
         self.drain(now);
     }
@@ -585,5 +640,23 @@ fn key(t: Transport) -> u8 {
     match t {
         TransportType::Udp => 0,
         TransportType::Tcp => 1,
+    }
+}
+
+/// A TCP client may have this much of an unfinished frame buffered (the largest STUN message
+/// or ChannelData frame is 64 KiB + header).
+const MAX_TCP_BUFFER: usize = 70 * 1024;
+
+/// The length of the frame at the start of a TCP stream (RFC 8656 §12.5: ChannelData is padded
+/// to four bytes over TCP), None if fewer than four bytes or not a STUN/ChannelData start.
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < 4 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([buf[2], buf[3]]));
+    match buf[0] >> 6 {
+        0 => Some(20 + len),
+        1 => Some(4 + len.div_ceil(4) * 4),
+        _ => None,
     }
 }

@@ -380,3 +380,55 @@ fn the_bandwidth_cap_drops_what_exceeds_it() {
     );
     assert_eq!(h.turn.stats().refusals.get("bandwidth"), Some(&10));
 }
+
+#[test]
+fn binding_answers_the_client_with_its_reflexive_address() {
+    let mut h = Harness::new(config());
+    let c = Client::new(9000, "alice", "wonderland");
+    let req = Message::builder_request(
+        turn_server_proto::types::stun::message::BINDING,
+        MessageWriteVec::new(),
+    )
+    .finish();
+    let (reply, _) = h.ask(&c, &req);
+    let msg = Message::from_bytes(&reply).expect("binding response");
+    assert!(msg.has_class(MessageClass::Success));
+    let mapped = msg
+        .attribute::<turn_server_proto::types::stun::attribute::XorMappedAddress>()
+        .expect("xor-mapped-address")
+        .addr(msg.transaction_id());
+    assert_eq!(mapped, c.addr);
+}
+
+#[test]
+fn tcp_streams_are_framed_and_garbage_closes_the_connection() {
+    let mut h = Harness::new(config());
+    h.turn.add_listener(Transport::Tcp, addr(LISTEN));
+    let c = Client::new(9100, "alice", "wonderland");
+    let req = c.request(ALLOCATE, None);
+    // One request in two pieces, then a second glued to the end of the first.
+    let mut stream = req.clone();
+    stream.extend_from_slice(&req);
+    let (a, b) = stream.split_at(7);
+    let mut replies = Vec::new();
+    for piece in [a, b] {
+        h.turn
+            .recv_client(Transport::Tcp, addr(LISTEN), c.addr, piece, h.now);
+        while let Some(o) = h.turn.poll_output() {
+            if let Output::Transmit(t) = o {
+                assert_eq!(t.to, c.addr);
+                replies.push(t.data);
+            }
+        }
+    }
+    assert_eq!(replies.len(), 2, "both requests answered");
+    assert_eq!(code(&replies[0]), Some(401));
+    // Bytes that start no STUN message or ChannelData frame end the connection.
+    h.turn
+        .recv_client(Transport::Tcp, addr(LISTEN), c.addr, b"\xffGARBAGE", h.now);
+    assert!(matches!(
+        h.turn.poll_output(),
+        Some(Output::CloseTcp { .. })
+    ));
+    assert_eq!(h.turn.stats().refusals.get("malformed"), Some(&1));
+}
