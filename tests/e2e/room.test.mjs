@@ -308,7 +308,14 @@ async function main() {
         sub.local_candidate_type === wantCand && pub.local_candidate_type === wantCand,
         `subscriber ${sub.local_candidate_type}, publisher ${pub.local_candidate_type}`);
     }
-    figure(`${p.name}: in ${sub.bitrate_in_kbps} kbit/s via ${sub.local_candidate_type}/${sub.remote_candidate_type} ${sub.protocol}, RTT ${sub.rtt_ms} ms; `
+    // ONAIR_E2E_EXPECT_RELAY_PROTOCOL=tcp: the browser reached TURN over TCP (UDP blocked).
+    const wantRelayProto = process.env.ONAIR_E2E_EXPECT_RELAY_PROTOCOL;
+    if (wantRelayProto) {
+      check(`${p.name} reaches TURN over ${wantRelayProto}`,
+        sub.relay_protocol === wantRelayProto && pub.relay_protocol === wantRelayProto,
+        `subscriber ${sub.relay_protocol}, publisher ${pub.relay_protocol}`);
+    }
+    figure(`${p.name}: in ${sub.bitrate_in_kbps} kbit/s via ${sub.local_candidate_type}/${sub.remote_candidate_type} ${sub.protocol}${sub.relay_protocol ? ` (TURN over ${sub.relay_protocol})` : ''}, RTT ${sub.rtt_ms} ms; `
       + `out ${pub.bitrate_out_kbps} kbit/s via ${pub.local_candidate_type}/${pub.remote_candidate_type} ${pub.protocol}`);
     figure(`${p.name}: received video ${inVideo.map((t) => `${t.track_id} ${t.width}x${t.height}@${t.fps} ${t.bitrate_kbps}k loss ${t.loss_pct}% jitter ${t.jitter_ms} ms`).join('; ')}`);
     figure(`${p.name}: sent ${out.map((t) => `${t.source} ${t.bitrate_kbps}k${t.layers ? ` [${t.layers.map((l) => `${l.rid} ${l.height || 0}p ${l.bitrate_kbps}k ${l.key_frames ?? '?'} keyframes ${l.pli_count ?? '?'} PLIs`).join(', ')}]` : ''}`).join('; ')}`);

@@ -53,7 +53,9 @@ fn main() -> anyhow::Result<()> {
                 .with_ansi(std::io::stdout().is_terminal())
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
+                        // turn-server-proto and stun-proto log every client's first,
+                        // unauthenticated Allocate (the normal 401 round) as an error.
+                        .unwrap_or_else(|_| "info,stun_proto=off,turn_server_proto=warn".into()),
                 )
                 .init();
             tokio::runtime::Builder::new_multi_thread()

@@ -271,7 +271,12 @@ impl Turn {
             if buf.len() - used < len {
                 break;
             }
-            frames.push(buf[used..used + len].to_vec());
+            // Padding after ChannelData is dropped here: the library does not expect it.
+            let unpadded = match buf[used] >> 6 {
+                1 => 4 + usize::from(u16::from_be_bytes([buf[used + 2], buf[used + 3]])),
+                _ => len,
+            };
+            frames.push(buf[used..used + unpadded].to_vec());
             used += len;
         }
         buf.drain(..used);
@@ -352,11 +357,17 @@ impl Turn {
             let t = t.build();
             self.stats.to_client_packets += 1;
             self.stats.to_client_bytes += data.len() as u64;
+            let mut out = t.data;
+            if t.transport == TransportType::Tcp && out.first().is_some_and(|b| b & 0xc0 == 0x40) {
+                // RFC 8656 §12.5: over TCP, ChannelData is padded to a multiple of four bytes
+                // (the length field keeps the unpadded size). turn-server-proto 0.7.3 does not.
+                out.resize(out.len().div_ceil(4) * 4, 0);
+            }
             self.out.push_back(Output::Transmit(Transmit {
                 transport: t.transport,
                 from: t.from,
                 to: t.to,
-                data: t.data,
+                data: out,
             }));
         }
     }
