@@ -63,6 +63,11 @@ pub struct Rooms {
     pub max_signal_bytes: usize,
     /// Keyframe requests for one layer closer than this are merged, milliseconds.
     pub keyframe_interval_ms: u64,
+    /// Rooms that are always peer-to-peer (media browser to browser); `"call-*"` matches a
+    /// prefix. Other rooms are p2p when their first member joins with `mode: "p2p"`.
+    pub p2p_rooms: Vec<String>,
+    /// Members of one peer-to-peer room (a mesh: each sends to every other).
+    pub max_p2p_participants: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +209,8 @@ impl Default for Rooms {
             max_data_bytes: d.max_data_bytes,
             max_signal_bytes: d.max_signal_bytes,
             keyframe_interval_ms: d.keyframe_min_interval.as_millis() as u64,
+            p2p_rooms: d.p2p_rooms,
+            max_p2p_participants: d.max_participants_per_p2p_room,
         }
     }
 }
@@ -288,6 +295,7 @@ impl Config {
         let r = &self.rooms;
         for (key, v) in [
             ("rooms.max_participants", r.max_participants),
+            ("rooms.max_p2p_participants", r.max_p2p_participants),
             (
                 "rooms.max_tracks_per_participant",
                 r.max_tracks_per_participant,
@@ -343,6 +351,8 @@ impl Config {
             max_signal_bytes: r.max_signal_bytes,
             reconnect_grace: std::time::Duration::from_secs(r.reconnect_grace_secs),
             keyframe_min_interval: std::time::Duration::from_millis(r.keyframe_interval_ms),
+            p2p_rooms: r.p2p_rooms.clone(),
+            max_participants_per_p2p_room: r.max_p2p_participants,
             ..sfu::SfuConfig::default()
         }
     }

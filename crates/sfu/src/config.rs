@@ -25,6 +25,20 @@ pub struct SfuConfig {
     pub layer_inactive_after: Duration,
     /// ICE servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
+    /// Room names that are always peer-to-peer; a trailing `*` matches a prefix.
+    pub p2p_rooms: Vec<String>,
+    /// Participants in one peer-to-peer room (each sends to every other: a mesh).
+    pub max_participants_per_p2p_room: usize,
+}
+
+impl SfuConfig {
+    /// Whether config makes `room` peer-to-peer.
+    pub fn is_p2p_room(&self, room: &str) -> bool {
+        self.p2p_rooms.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => room.starts_with(prefix),
+            None => room == p,
+        })
+    }
 }
 
 impl Default for SfuConfig {
@@ -39,6 +53,8 @@ impl Default for SfuConfig {
             keyframe_min_interval: Duration::from_millis(500),
             layer_inactive_after: Duration::from_secs(1),
             ice_servers: Vec::new(),
+            p2p_rooms: Vec::new(),
+            max_participants_per_p2p_room: 6,
         }
     }
 }

@@ -10,8 +10,8 @@ use tracing::{debug, info};
 use crate::ids::{ConnId, ParticipantId, PeerId, RoomName, TrackId};
 use crate::sfu::{Output, Participant, Peer, Role, Room, Sfu, SfuEvent, Sub};
 use crate::signal::{
-    ClientMessage, ErrorCode, LeaveReason, Limits, ParticipantInfo, PcKind, ServerMessage,
-    SubscribeTrack, TrackInfo,
+    ClientMessage, ErrorCode, LeaveReason, Limits, ParticipantInfo, PcKind, RoomMode,
+    ServerMessage, SubscribeTrack, TrackInfo,
 };
 
 impl Sfu {
@@ -29,11 +29,12 @@ impl Sfu {
                     name,
                     auto_subscribe,
                     resume,
+                    mode,
                     ..
                 },
             ) => match resume {
                 Some(token) => self.resume(conn, &token),
-                None => self.join(conn, &room, &name, auto_subscribe),
+                None => self.join(conn, &room, &name, auto_subscribe, mode),
             },
             (Some(_), ClientMessage::Join { .. }) => {
                 self.reply_error(conn, ErrorCode::AlreadyJoined, "this socket already joined")
@@ -54,8 +55,28 @@ impl Sfu {
     }
 
     fn handle_participant_message(&mut self, pid: ParticipantId, conn: ConnId, msg: ClientMessage) {
+        let p2p = self.mode_of(pid) == RoomMode::P2p;
+        let media = matches!(
+            msg,
+            ClientMessage::Offer { .. }
+                | ClientMessage::Answer { .. }
+                | ClientMessage::Candidate { .. }
+                | ClientMessage::Subscribe { .. }
+                | ClientMessage::Unsubscribe { .. }
+                | ClientMessage::Mute { .. }
+                | ClientMessage::Unpublish { .. }
+                | ClientMessage::RestartIce
+        );
+        if p2p && media {
+            return self.reply_error(
+                conn,
+                ErrorCode::WrongMode,
+                "this room is peer-to-peer: media goes between members, negotiated with `signal`",
+            );
+        }
         match msg {
             ClientMessage::Join { .. } | ClientMessage::Ping => {}
+            ClientMessage::Signal { to, data } => self.relay_signal(pid, conn, to, data),
             ClientMessage::Offer { sdp, tracks } => self.publisher_offer(pid, conn, &sdp, tracks),
             ClientMessage::Answer { sdp } => self.subscriber_answer(pid, conn, &sdp),
             ClientMessage::Candidate { pc, candidate, .. } => {
@@ -101,24 +122,91 @@ impl Sfu {
         }
     }
 
-    fn join(&mut self, conn: ConnId, room: &str, name: &str, auto_subscribe: bool) {
+    /// The mode of the room `pid` is in.
+    pub(crate) fn mode_of(&self, pid: ParticipantId) -> RoomMode {
+        self.participants
+            .get(&pid)
+            .and_then(|p| self.rooms.get(&p.room))
+            .map_or(RoomMode::Sfu, |r| r.mode)
+    }
+
+    /// P2P rooms: passes `data` to `to` (or every other member), marked with its sender.
+    fn relay_signal(
+        &mut self,
+        pid: ParticipantId,
+        conn: ConnId,
+        to: Option<ParticipantId>,
+        data: serde_json::Value,
+    ) {
+        if self.mode_of(pid) != RoomMode::P2p {
+            return self.reply_error(
+                conn,
+                ErrorCode::WrongMode,
+                "`signal` is for peer-to-peer rooms",
+            );
+        }
+        let Some(room) = self.participants.get(&pid).map(|p| p.room.clone()) else {
+            return;
+        };
+        let members = self
+            .rooms
+            .get(&room)
+            .map(|r| r.participants.clone())
+            .unwrap_or_default();
+        let msg = ServerMessage::Signal { from: pid, data };
+        match to {
+            Some(to) if members.contains(&to) && to != pid => self.send(to, msg),
+            Some(to) => self.reply_error(
+                conn,
+                ErrorCode::BadRequest,
+                format!("{to} is not another member of this room"),
+            ),
+            None => self.broadcast(&room, pid, &msg),
+        }
+    }
+
+    fn join(
+        &mut self,
+        conn: ConnId,
+        room: &str,
+        name: &str,
+        auto_subscribe: bool,
+        mode: Option<RoomMode>,
+    ) {
         let room = match RoomName::parse(room) {
             Ok(r) => r,
             Err(e) => return self.reply_error(conn, ErrorCode::BadRequest, e),
+        };
+        // The room's mode: config first, then the room as it is, then what the joiner asks.
+        let existing = self.rooms.get(&room).map(|r| r.mode);
+        let room_mode = if self.config.is_p2p_room(room.as_str()) {
+            RoomMode::P2p
+        } else {
+            existing.or(mode).unwrap_or_default()
+        };
+        if let Some(asked) = mode
+            && asked != room_mode
+        {
+            return self.reply_error(
+                conn,
+                ErrorCode::WrongMode,
+                format!("room '{room}' is {room_mode:?}, not {asked:?}").to_lowercase(),
+            );
+        }
+        let limit = match room_mode {
+            RoomMode::Sfu => self.config.max_participants_per_room,
+            RoomMode::P2p => self.config.max_participants_per_p2p_room,
         };
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 64 {
             return self.reply_error(conn, ErrorCode::BadRequest, "name must be 1-64 characters");
         }
         let count = self.rooms.get(&room).map_or(0, |r| r.participants.len());
-        if count >= self.config.max_participants_per_room {
+        if count >= limit {
             return self.reply_error(
                 conn,
                 ErrorCode::RoomFull,
-                format!(
-                    "room '{room}' has {count} participants, the limit is {}",
-                    self.config.max_participants_per_room
-                ),
+                format!("room '{room}' has {count} participants, the limit is {limit}"),
             );
         }
         let pid = ParticipantId(self.next_id());
@@ -156,6 +244,7 @@ impl Sfu {
             .entry(room.clone())
             .or_insert_with(|| Room {
                 participants: Vec::new(),
+                mode: room_mode,
             })
             .participants
             .push(pid);
@@ -249,6 +338,7 @@ impl Sfu {
             resume_token: token,
             participants,
             ice_servers: self.config.ice_servers.clone(),
+            mode: self.rooms.get(&room).map(|r| r.mode).unwrap_or_default(),
             limits: Limits {
                 max_data_bytes: self.config.max_data_bytes,
                 max_signal_bytes: self.config.max_signal_bytes,

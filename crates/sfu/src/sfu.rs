@@ -121,6 +121,7 @@ pub struct Sfu {
 
 pub(crate) struct Room {
     pub participants: Vec<ParticipantId>,
+    pub mode: crate::signal::RoomMode,
 }
 
 /// What a participant is: a room member with a signalling socket, or one side of an HTTP

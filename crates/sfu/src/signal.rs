@@ -41,6 +41,18 @@ pub enum TrackKind {
     Video,
 }
 
+/// How a room carries media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoomMode {
+    /// Through the SFU (the default).
+    #[default]
+    Sfu,
+    /// Browser to browser: the server relays only signalling (`signal`) and hands out
+    /// STUN/TURN; media goes directly, or through onair's TURN when a direct path fails.
+    P2p,
+}
+
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -60,6 +72,17 @@ pub enum ClientMessage {
         /// A `resume_token` from an earlier `joined`.
         #[serde(default)]
         resume: Option<String>,
+        /// The mode asked for; the room's first member decides (config may fix it).
+        #[serde(default)]
+        mode: Option<RoomMode>,
+    },
+    /// P2P rooms: an opaque message for one other member (`to`), or for all of them.
+    Signal {
+        /// The member it is for; absent: every other member.
+        #[serde(default)]
+        to: Option<ParticipantId>,
+        /// Anything (an SDP, a candidate, a track list): relayed as it is.
+        data: serde_json::Value,
     },
     /// An offer on the publisher connection.
     Offer {
@@ -165,6 +188,15 @@ pub enum ServerMessage {
         ice_servers: Vec<IceServer>,
         /// Limits that apply to this client.
         limits: Limits,
+        /// `sfu`, or `p2p`: connect to each other member directly, using `signal`.
+        mode: RoomMode,
+    },
+    /// P2P rooms: a `signal` from another member.
+    Signal {
+        /// Its sender.
+        from: ParticipantId,
+        /// As sent.
+        data: serde_json::Value,
     },
     /// The answer on the publisher connection.
     Answer {
@@ -334,6 +366,8 @@ pub enum ErrorCode {
     BadSdp,
     /// Unknown or expired resume token.
     ResumeFailed,
+    /// The room is in the other mode (`sfu` vs `p2p`), or the message does not apply to it.
+    WrongMode,
     /// A data channel message was too large to relay.
     DataTooLarge,
     /// The server failed.
@@ -410,7 +444,8 @@ mod tests {
                 name: "b".into(),
                 token: None,
                 auto_subscribe: true,
-                resume: None
+                resume: None,
+                mode: None,
             }
         );
     }

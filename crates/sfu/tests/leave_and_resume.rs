@@ -131,6 +131,7 @@ fn resume_within_grace_takes_the_place_back() {
             token: None,
             auto_subscribe: true,
             resume: Some(token),
+            mode: None,
         },
     );
     s.run_for(Duration::from_secs(3));
@@ -150,6 +151,7 @@ fn resume_within_grace_takes_the_place_back() {
             token: None,
             auto_subscribe: true,
             resume: Some("nope".into()),
+            mode: None,
         },
     );
     assert!(s.clients[1].messages.iter().any(|m| matches!(

@@ -174,6 +174,7 @@ impl Client {
             token: None,
             auto_subscribe: true,
             resume: None,
+            mode: None,
         }
     }
 
@@ -336,17 +337,22 @@ impl Client {
 
     /// A signalling message from the server.
     pub fn on_signal(&mut self, now: Instant, msg: ServerMessage) {
+        if matches!(msg, ServerMessage::Joined { .. }) {
+            self.messages.push(msg.clone());
+        }
         match msg {
             ServerMessage::Joined {
                 participant_id,
                 resume_token,
+                mode,
                 ..
             } => {
                 let first = self.participant_id.is_none();
                 self.participant_id = Some(participant_id);
                 self.resume_token = Some(resume_token);
                 self.online = true;
-                if first {
+                // A peer-to-peer room has no SFU connection to publish on.
+                if first && mode == sfu::signal::RoomMode::Sfu {
                     self.offer_publish(now);
                 }
             }
