@@ -66,7 +66,9 @@ export class Room extends Emitter {
   /**
    * @param {string} [url] WebSocket URL of /rtc; defaults to ws(s)://location.host/rtc
    * @param {object} opts {room, name, token, autoSubscribe = true, iceServers, leaveOnPageHide = true,
-   *   iceTransportPolicy = 'all'} — `iceTransportPolicy: 'relay'` sends all media through TURN
+   *   iceTransportPolicy = 'all', mode} — `iceTransportPolicy: 'relay'` sends all media through
+   *   TURN; `mode: 'p2p'` asks for a peer-to-peer room (media browser to browser, the server
+   *   relays only signalling); the room's first member decides its mode.
    */
   constructor(url, opts = {}) {
     super();
@@ -84,6 +86,10 @@ export class Room extends Emitter {
     this.state = 'new';
     this.participantId = null;
     this.resumeToken = null;
+    /** 'sfu' | 'p2p', from `joined`. */
+    this.mode = null;
+    /** P2P rooms: participant id → {pc, polite, makingOffer, ignoreOffer, senders, media, chain} */
+    this._mesh = new Map();
     this.limits = {};
     this.iceServers = [];
     /** Everyone else: participant id → {id, name, tracks: Map<trackId, RemoteTrack>} */
@@ -208,6 +214,7 @@ export class Room extends Emitter {
         token: this.options.token ?? null,
         auto_subscribe: this.options.autoSubscribe !== false,
       };
+      if (this.options.mode) msg.mode = this.options.mode;
       if (resume) msg.resume = resume;
       ws.send(JSON.stringify(msg));
     });
@@ -220,12 +227,14 @@ export class Room extends Emitter {
     this.limits = msg.limits || {};
     if (msg.room) this.roomName = msg.room;
     this.iceServers = this.options.iceServers || msg.ice_servers || [];
+    this.mode = msg.mode || 'sfu';
     for (const p of msg.participants || []) this._addParticipant(p, false);
-    this._createPeerConnections();
     this._startPing();
     if (this.options.leaveOnPageHide && globalThis.addEventListener) {
       globalThis.addEventListener('pagehide', this._onPageHide);
     }
+    if (this.mode === 'p2p') return; // connections are made per member, in _p2pPeer
+    this._createPeerConnections();
     // The publisher connection exists even with nothing to publish: the data channels live there.
     this._negotiate().catch((e) => this._fail('first publisher negotiation failed', e));
   }
@@ -302,6 +311,9 @@ export class Room extends Emitter {
         break;
       case 'track_muted':
         this._onTrackMuted(msg);
+        break;
+      case 'signal':
+        this._onP2pSignal(msg.from, msg.data || {});
         break;
       case 'ping':
         this._send({ type: 'pong' });
@@ -407,6 +419,8 @@ export class Room extends Emitter {
         this._addParticipant(p, true);
         continue;
       }
+      // A P2P room's tracks are announced member to member, not known to the server.
+      if (this.mode === 'p2p') continue;
       const known = this.participants.get(p.id);
       const ids = new Set((p.tracks || []).map((t) => t.id));
       for (const tid of [...known.tracks.keys()]) {
@@ -432,6 +446,11 @@ export class Room extends Emitter {
     const part = { id: p.id, name: p.name, tracks: new Map() };
     this.participants.set(p.id, part);
     if (announce) this._emit('participant_joined', { participantId: p.id, participant: part });
+    if (this.mode === 'p2p') {
+      this._p2pPeer(p.id);
+      // The newcomer learns what we send.
+      if (announce) this._signal(p.id, { tracks: this._p2pTrackList() });
+    }
     for (const t of p.tracks || []) this._onTrackPublished({ ...t, participant_id: t.participant_id || p.id }, announce);
   }
 
@@ -440,6 +459,7 @@ export class Room extends Emitter {
     if (!part) return;
     for (const tid of [...part.tracks.keys()]) this._onTrackUnpublished(id, tid, false);
     this.participants.delete(id);
+    this._p2pDrop(id);
     this._emit('participant_left', { participantId: id, participant: part, reason: reason || 'left' });
   }
 
@@ -736,13 +756,14 @@ export class Room extends Emitter {
    * @returns {Promise<LocalTrack>} resolved once the server's answer has been applied.
    */
   async publishTrack(track, { source, simulcast = false, width, height, codec, scalabilityMode } = {}) {
-    if (this.state === 'closed' || !this.publisher) throw new OnairError('closed', 'not in a room');
+    if (this.state === 'closed' || (!this.publisher && this.mode !== 'p2p')) throw new OnairError('closed', 'not in a room');
     source = source || (track.kind === 'audio' ? 'microphone' : 'camera');
     if (this.localTracks.has(source)) throw new OnairError('already_published', `${source} is already published`);
     const max = this.limits.max_tracks_per_participant;
     if (max && this.localTracks.size >= max) {
       throw new OnairError('too_many_tracks', `at most ${max} tracks per participant`);
     }
+    if (this.mode === 'p2p') return this._p2pPublish(track, source, { width, height, codec });
     const init = { direction: 'sendonly', streams: [this._localStream()] };
     // SVC (one stream, several spatial layers, e.g. 'L3T3_KEY' with VP9) replaces simulcast.
     const useSvc = Boolean(scalabilityMode) && track.kind === 'video';
@@ -860,6 +881,11 @@ export class Room extends Emitter {
   async unpublish(ref) {
     const local = this._local(ref);
     if (!local) return;
+    if (this.mode === 'p2p') {
+      this._p2pUnpublish(local);
+      this._emit('local_track_unpublished', { trackId: local.id, source: local.source, track: local });
+      return;
+    }
     if (local.id) this._send({ type: 'unpublish', track_id: local.id });
     this._dropLocal(local);
     this._emit('local_track_unpublished', { trackId: local.id, source: local.source, track: local });
@@ -873,7 +899,8 @@ export class Room extends Emitter {
     if (!local) throw new OnairError('bad_request', `no published track ${ref}`);
     local.muted = !!muted;
     local.track.enabled = !muted;
-    if (local.id) this._send({ type: 'mute', track_id: local.id, muted: !!muted });
+    if (this.mode === 'p2p') this._signal(null, { tracks: this._p2pTrackList() });
+    else if (local.id) this._send({ type: 'mute', track_id: local.id, muted: !!muted });
     this._emit('local_track_muted', { trackId: local.id, source: local.source, muted: !!muted, track: local });
   }
 
@@ -881,6 +908,7 @@ export class Room extends Emitter {
 
   /** Subscribe to tracks: ids, or `{track_id, max_height}` objects. */
   subscribe(tracks) {
+    if (this.mode === 'p2p') return; // every member's tracks come directly, all of them
     const list = (Array.isArray(tracks) ? tracks : [tracks]).map((t) => {
       if (typeof t === 'string') return { track_id: t };
       const entry = { track_id: t.track_id ?? t.trackId ?? t.id };
@@ -892,6 +920,7 @@ export class Room extends Emitter {
   }
 
   unsubscribe(trackIds) {
+    if (this.mode === 'p2p') return;
     const ids = Array.isArray(trackIds) ? trackIds : [trackIds];
     if (ids.length) this._send({ type: 'unsubscribe', track_ids: ids });
   }
@@ -907,6 +936,10 @@ export class Room extends Emitter {
   sendChat(text) {
     text = String(text);
     this._checkSize(text);
+    if (this.mode === 'p2p') {
+      this._signal(null, { chat: text });
+      return;
+    }
     const ch = this.channels.chat;
     if (ch && ch.readyState === 'open') ch.send(text);
     else if (this.state !== 'closed') this._chatQueue.push(text);
@@ -916,6 +949,10 @@ export class Room extends Emitter {
   sendLossy(text) {
     text = String(text);
     this._checkSize(text);
+    if (this.mode === 'p2p') {
+      this._signal(null, { lossy: text });
+      return true;
+    }
     const ch = this.channels.lossy;
     if (!ch || ch.readyState !== 'open') return false;
     ch.send(text);
@@ -933,6 +970,10 @@ export class Room extends Emitter {
 
   /** Restart ICE on both connections. */
   restartIce() {
+    if (this.mode === 'p2p') {
+      for (const peer of this._mesh.values()) peer.pc.restartIce();
+      return;
+    }
     this._restartIceOf('publisher', true);
     this._restartIceOf('subscriber', true);
   }
@@ -977,7 +1018,186 @@ export class Room extends Emitter {
     this._chatQueue = [];
     this.publisher?.close();
     this.subscriber?.close();
+    for (const id of [...this._mesh.keys()]) this._p2pDrop(id);
     this._emit('disconnected', { reason });
+  }
+
+  // ---------------------------------------------------------------- peer-to-peer rooms
+  //
+  // One RTCPeerConnection per other member, negotiated with "perfect negotiation" (the member
+  // with the greater id is polite and yields on offer collisions) over `signal` messages. Each
+  // member announces its tracks as {tracks: [{id, source, kind, muted, stream_id}]}; a received
+  // track is matched to its description by its stream's id (one MediaStream per source).
+
+  _signal(to, data) {
+    this._send({ type: 'signal', to: to ?? undefined, data });
+  }
+
+  _p2pTrackList() {
+    return [...this.localTracks.values()].map((l) => ({
+      id: l.id, source: l.source, kind: l.kind, muted: l.muted, stream_id: l.stream.id, width: l.width, height: l.height,
+    }));
+  }
+
+  _p2pPeer(id) {
+    let peer = this._mesh.get(id);
+    if (peer || this.state === 'closed') return peer;
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      iceTransportPolicy: this.options.iceTransportPolicy || 'all',
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
+    peer = {
+      id, pc, polite: String(this.participantId) > String(id), makingOffer: false, ignoreOffer: false,
+      senders: new Map(), media: new Map(), chain: Promise.resolve(),
+    };
+    this._mesh.set(id, peer);
+    pc.onnegotiationneeded = async () => {
+      try {
+        peer.makingOffer = true;
+        await pc.setLocalDescription();
+        this._signal(id, { description: pc.localDescription });
+      } catch (e) {
+        console.warn('onair: p2p offer failed', e);
+      } finally {
+        peer.makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => this._signal(id, { candidate: candidate ?? null });
+    pc.onconnectionstatechange = () => {
+      this._emit('connection_state', { pc: 'p2p', participantId: id, state: pc.connectionState });
+      if (pc.connectionState === 'failed') pc.restartIce();
+    };
+    pc.ontrack = (ev) => {
+      const stream = ev.streams[0];
+      if (!stream) return;
+      peer.media.set(`${stream.id}/${ev.track.kind}`, { track: ev.track, receiver: ev.receiver });
+      this._p2pBind(id);
+    };
+    for (const local of this.localTracks.values()) peer.senders.set(local.source, pc.addTrack(local.track, local.stream));
+    // Stats and the connection-state UI read `publisher`/`subscriber`: the first member's.
+    if (!this.publisher) this.publisher = this.subscriber = pc;
+    return peer;
+  }
+
+  _p2pDrop(id) {
+    const peer = this._mesh.get(id);
+    if (!peer) return;
+    this._mesh.delete(id);
+    peer.pc.close();
+    if (this.publisher === peer.pc) {
+      const next = this._mesh.values().next().value;
+      this.publisher = this.subscriber = next ? next.pc : null;
+    }
+  }
+
+  _onP2pSignal(from, data) {
+    if (this.mode !== 'p2p' || !this.participants.has(from)) return;
+    const part = this.participants.get(from);
+    if (data.chat != null || data.lossy != null) {
+      const channel = data.chat != null ? 'chat' : 'lossy';
+      const detail = { from, name: part.name, data: data.chat ?? data.lossy, channel };
+      if (channel === 'chat') this._emit('chat', detail);
+      this._emit('data', detail);
+    }
+    if (Array.isArray(data.tracks)) this._p2pTracks(from, data.tracks);
+    const peer = this._p2pPeer(from);
+    if (!peer || (!data.description && data.candidate === undefined)) return;
+    // One message at a time per member: descriptions and candidates must apply in order.
+    peer.chain = peer.chain.then(() => this._p2pNegotiate(peer, data)).catch((e) => {
+      console.warn('onair: p2p negotiation with', from, 'failed', e);
+    });
+  }
+
+  async _p2pNegotiate(peer, data) {
+    const pc = peer.pc;
+    if (data.description) {
+      const d = data.description;
+      const collision = d.type === 'offer' && (peer.makingOffer || pc.signalingState !== 'stable');
+      peer.ignoreOffer = !peer.polite && collision;
+      if (peer.ignoreOffer) return;
+      await pc.setRemoteDescription(d);
+      if (d.type === 'offer') {
+        await pc.setLocalDescription();
+        this._signal(peer.id, { description: pc.localDescription });
+      }
+    } else {
+      try {
+        await pc.addIceCandidate(data.candidate ?? undefined);
+      } catch (e) {
+        if (!peer.ignoreOffer) throw e;
+      }
+    }
+  }
+
+  /** A member's track list: new ones published, missing ones unpublished, mute changes. */
+  _p2pTracks(from, list) {
+    const part = this.participants.get(from);
+    const ids = new Set(list.map((t) => t.id));
+    for (const tid of [...part.tracks.keys()]) {
+      if (!ids.has(tid)) this._onTrackUnpublished(from, tid);
+    }
+    for (const t of list) {
+      const have = part.tracks.get(t.id);
+      if (!have) {
+        this._onTrackPublished({ ...t, participant_id: from });
+      } else if (have.muted !== !!t.muted) {
+        this._onTrackMuted({ participant_id: from, track_id: t.id, muted: !!t.muted });
+      }
+    }
+    this._p2pBind(from);
+  }
+
+  /** Gives described tracks their received media, when both have arrived. */
+  _p2pBind(from) {
+    const part = this.participants.get(from);
+    const peer = this._mesh.get(from);
+    if (!part || !peer) return;
+    for (const track of part.tracks.values()) {
+      const got = peer.media.get(`${track.stream_id}/${track.kind}`);
+      if (!got || track.mediaTrack === got.track) continue;
+      track.mediaTrack = got.track;
+      track.receiver = got.receiver;
+      track.stream = new MediaStream([got.track]);
+      this._deliverTrack(track);
+    }
+  }
+
+  _p2pPublish(track, source, { width, height, codec }) {
+    const stream = new MediaStream([track]);
+    const local = {
+      id: `${this.participantId}-${source}`, source, kind: track.kind, track, stream,
+      transceiver: null, sender: null, mid: null, muted: false, simulcast: false, width, height,
+    };
+    this.localTracks.set(source, local);
+    track.addEventListener('ended', local.onEnded = () => {
+      if (this.localTracks.get(source) === local) this.unpublish(local).catch(() => {});
+    });
+    for (const peer of this._mesh.values()) {
+      const sender = peer.pc.addTrack(track, stream);
+      peer.senders.set(source, sender);
+      if (codec) {
+        const tr = peer.pc.getTransceivers().find((x) => x.sender === sender);
+        if (tr) preferCodec(tr, track.kind, codec);
+      }
+    }
+    this._signal(null, { tracks: this._p2pTrackList() });
+    return local;
+  }
+
+  _p2pUnpublish(local) {
+    if (this.localTracks.get(local.source) === local) this.localTracks.delete(local.source);
+    local.track.removeEventListener('ended', local.onEnded);
+    local.track.stop();
+    for (const peer of this._mesh.values()) {
+      const sender = peer.senders.get(local.source);
+      peer.senders.delete(local.source);
+      if (sender && peer.pc.signalingState !== 'closed') {
+        try { peer.pc.removeTrack(sender); } catch { /* gone */ }
+      }
+    }
+    this._signal(null, { tracks: this._p2pTrackList() });
   }
 
   // ---------------------------------------------------------------- stats
@@ -1027,7 +1247,7 @@ export class Room extends Emitter {
     if (cur.publisher) {
       for (const layers of outboundGroups(cur.publisher).values()) {
         const first = layers[0];
-        const local = [...this.localTracks.values()].find((l) => (first.mid != null && l.transceiver.mid === first.mid)
+        const local = [...this.localTracks.values()].find((l) => (first.mid != null && l.transceiver?.mid === first.mid)
           || cur.publisher.get(first.mediaSourceId)?.trackIdentifier === l.track.id);
         if (!local) continue; // an unpublished track's sender lingers in the stats
         const { layers: detail, ...sent } = outboundStats(cur.publisher, prev.publisher, layers, out.connections.publisher?.rtt_ms);

@@ -40,6 +40,9 @@ async function join(roomName, name) {
     autoSubscribe: params.get('auto_subscribe') !== '0',
     // `?relay=1`: media only through the server's TURN (what a client behind a strict NAT gets).
     iceTransportPolicy: params.get('relay') === '1' ? 'relay' : 'all',
+    // `?mode=p2p`: a peer-to-peer room (media browser to browser; onair relays signalling and
+    // gives STUN/TURN). The room's first member decides.
+    mode: params.get('mode') || undefined,
   });
   room = r;
   window.onairRoom = r;
@@ -55,8 +58,9 @@ async function join(roomName, name) {
     return;
   }
   localStorage.setItem('onair.name', name);
-  history.replaceState(null, '', `?room=${encodeURIComponent(roomName)}&name=${encodeURIComponent(name)}`);
-  $('#room-title').textContent = r.roomName;
+  const keep = ['mode', 'relay'].filter((k) => params.get(k)).map((k) => `&${k}=${encodeURIComponent(params.get(k))}`).join('');
+  history.replaceState(null, '', `?room=${encodeURIComponent(roomName)}&name=${encodeURIComponent(name)}${keep}`);
+  $('#room-title').textContent = r.mode === 'p2p' ? `${r.roomName} (peer-to-peer)` : r.roomName;
   $('#self-name').textContent = `${name} (you)`;
   $('#join-view').hidden = true;
   $('#call-view').hidden = false;

@@ -360,6 +360,11 @@ impl TurnTask {
     }
 
     async fn transmit(&mut self, t: turn::Transmit) {
+        if self.relays.contains_key(&t.from) && self.relays.contains_key(&t.to) {
+            // Relay to relay (two relayed members of a P2P room): no trip through the kernel.
+            self.core.recv_peer(t.to, t.from, &t.data, Instant::now());
+            return;
+        }
         if let Some(relay) = self.relays.get_mut(&t.from) {
             if self.media_addrs.contains(&t.to) {
                 // To the SFU: in-process, as if it had arrived on the media socket.

@@ -83,7 +83,11 @@ fn signals_are_relayed_to_one_member_or_all_and_media_is_refused() {
     join(&mut s, 1, "call", None);
     join(&mut s, 2, "call", Some(RoomMode::P2p));
     assert_eq!(joined_mode(&s, 0), Some(RoomMode::P2p));
-    assert_eq!(joined_mode(&s, 1), Some(RoomMode::P2p), "the room's mode, not asked");
+    assert_eq!(
+        joined_mode(&s, 1),
+        Some(RoomMode::P2p),
+        "the room's mode, not asked"
+    );
     let (a, b) = (pid(&s, 0), pid(&s, 1));
 
     let offer = serde_json::json!({"description": {"type": "offer", "sdp": "v=0..."}});
@@ -150,7 +154,11 @@ fn the_mode_is_the_first_members_or_configs() {
     join(&mut s, 3, "direct-42", None);
     assert_eq!(joined_mode(&s, 1), Some(RoomMode::P2p));
     assert_eq!(joined_mode(&s, 2), Some(RoomMode::P2p));
-    assert_eq!(errors(&s, 3), [ErrorCode::RoomFull], "two is the p2p limit here");
+    assert_eq!(
+        errors(&s, 3),
+        [ErrorCode::RoomFull],
+        "two is the p2p limit here"
+    );
     // Signals are for p2p rooms only.
     s.signal(
         0,

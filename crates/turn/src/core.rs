@@ -528,8 +528,11 @@ impl Turn {
                 self.refuse(Refused::Bandwidth, client, "to peer");
                 return;
             }
-            if let Err(r) = self.config.policy.check(t.to) {
-                let client = relay.client;
+            let own_relay = self.relays.contains_key(&t.to);
+            if let Err(r) = self.config.policy.check(t.to)
+                && !own_relay
+            {
+                let client = self.relays.get(&t.from).map_or(t.from, |r| r.client);
                 self.refuse(Refused::Peer(r), client, &format!("send to {}", t.to));
                 return;
             }
@@ -637,6 +640,11 @@ impl Turn {
                 continue;
             };
             let peer = peer.addr(tid);
+            // Another of our relays is a TURN client's address, not an internal service: two
+            // relayed browsers of a P2P room reach each other this way.
+            if self.relays.contains_key(&peer) {
+                continue;
+            }
             if let Err(r) = self.config.policy.check(peer) {
                 self.refuse(Refused::Peer(r), client, &format!("permission for {peer}"));
                 return Some(ErrorCode::FORBIDDEN);
