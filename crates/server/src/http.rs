@@ -29,7 +29,7 @@ pub fn router(media: MediaHandle) -> Router {
         .route("/api/rooms", get(rooms))
         .route("/api/streams", get(streams))
         .route("/api/ice-servers", get(ice_servers))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }));
     for (path, ctype, body) in web::FILES {
         r = r.route(
@@ -82,98 +82,6 @@ async fn ice_servers(
         axum::Json(media.ice.for_user(&user)),
     )
         .into_response()
-}
-
-/// Prometheus text exposition.
-async fn metrics(State(media): State<MediaHandle>) -> Response {
-    use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
-    let (tx, rx) = oneshot::channel();
-    let status = match media.tx.send(Command::Status(tx)) {
-        Ok(()) => rx.await.ok(),
-        Err(_) => None,
-    };
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    if let Some(s) = &status {
-        metric("onair_rooms", "gauge", "Rooms open.", s.rooms.len() as u64);
-        metric(
-            "onair_peers",
-            "gauge",
-            "WebRTC peer connections.",
-            s.peers as u64,
-        );
-        metric(
-            "onair_rtp_in_total",
-            "counter",
-            "RTP packets received.",
-            s.rtp_in,
-        );
-        metric(
-            "onair_rtp_out_total",
-            "counter",
-            "RTP packets sent.",
-            s.rtp_out,
-        );
-    }
-    let t = &media.turn;
-    metric(
-        "onair_turn_allocations",
-        "gauge",
-        "Live TURN allocations.",
-        t.allocations.load(Relaxed),
-    );
-    metric(
-        "onair_turn_allocations_total",
-        "counter",
-        "TURN allocations made.",
-        t.allocations_total.load(Relaxed),
-    );
-    metric(
-        "onair_turn_to_peer_packets_total",
-        "counter",
-        "Packets relayed client to peer.",
-        t.to_peer_packets.load(Relaxed),
-    );
-    metric(
-        "onair_turn_to_client_packets_total",
-        "counter",
-        "Packets relayed peer to client.",
-        t.to_client_packets.load(Relaxed),
-    );
-    metric(
-        "onair_turn_to_peer_bytes_total",
-        "counter",
-        "Bytes relayed client to peer.",
-        t.to_peer_bytes.load(Relaxed),
-    );
-    metric(
-        "onair_turn_to_client_bytes_total",
-        "counter",
-        "Bytes relayed peer to client.",
-        t.to_client_bytes.load(Relaxed),
-    );
-    metric(
-        "onair_turn_in_process_packets_total",
-        "counter",
-        "Relayed packets handed to the SFU without the kernel.",
-        t.in_process_packets.load(Relaxed),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP onair_turn_refusals_total TURN requests and packets refused, by reason.\n# TYPE onair_turn_refusals_total counter"
-    );
-    if let Ok(r) = t.refusals.lock() {
-        for (reason, n) in r.iter() {
-            let _ = writeln!(out, "onair_turn_refusals_total{{reason=\"{reason}\"}} {n}");
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn rooms(State(media): State<MediaHandle>) -> Response {

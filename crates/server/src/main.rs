@@ -3,6 +3,7 @@
 mod config;
 mod http;
 mod media_loop;
+mod metrics;
 mod rtmp_server;
 mod streams;
 mod turn_server;

@@ -113,6 +113,8 @@ pub struct Status {
     pub keyframe_requests: u64,
     pub data_relayed: u64,
     pub unclaimed_datagrams: u64,
+    pub ice_failures: u64,
+    pub ice_disconnects: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -397,6 +399,8 @@ impl Loop {
                     keyframe_requests: s.keyframe_requests,
                     data_relayed: s.data_relayed,
                     unclaimed_datagrams: s.unclaimed,
+                    ice_failures: s.ice_failures,
+                    ice_disconnects: s.ice_disconnects,
                 });
             }
             Command::WhipOffer {

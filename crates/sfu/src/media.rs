@@ -243,9 +243,7 @@ impl Sfu {
             }
             Event::IceConnectionStateChange(s) => {
                 debug!(participant = %owner, pc = ?kind, "ICE {s:?}");
-                if s == IceConnectionState::Disconnected {
-                    info!(participant = %owner, pc = ?kind, "ICE disconnected");
-                }
+                self.on_ice_state(peer_id, s);
                 self.http_session_ice(owner, s);
             }
             Event::Connected => self.http_session_connected(owner),
@@ -711,5 +709,44 @@ mod tests {
             r(&["b", "a"]),
             "unknown names keep their order"
         );
+    }
+}
+
+impl Sfu {
+    /// ICE state changes: a connection that never connected is a failure, logged with every
+    /// candidate pair that could have been tried (ours × the client's) and counted.
+    fn on_ice_state(&mut self, peer_id: PeerId, s: IceConnectionState) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        match s {
+            IceConnectionState::Connected | IceConnectionState::Completed => {
+                peer.connected_once = true;
+            }
+            IceConnectionState::Disconnected if peer.connected_once => {
+                self.stats.ice_disconnects += 1;
+                info!(participant = %peer.owner, pc = ?peer.kind, "ICE disconnected: the path that worked stopped");
+            }
+            IceConnectionState::Disconnected => {
+                self.stats.ice_failures += 1;
+                let local: Vec<String> = self
+                    .local_candidates
+                    .iter()
+                    .map(|c| format!("{} {} {:?}", c.proto(), c.addr(), c.kind()))
+                    .collect();
+                let remote = if peer.remote_candidates.is_empty() {
+                    "none (no candidates in the SDP and none trickled)".to_owned()
+                } else {
+                    peer.remote_candidates.join(", ")
+                };
+                warn!(
+                    participant = %peer.owner,
+                    pc = ?peer.kind,
+                    "ICE failed: no candidate pair answered; ours [{}] × the client's [{remote}]",
+                    local.join(", ")
+                );
+            }
+            _ => {}
+        }
     }
 }

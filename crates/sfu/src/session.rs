@@ -424,6 +424,8 @@ impl Sfu {
                 kind,
                 timeout: self.now,
                 ssrcs: HashMap::new(),
+                remote_candidates: Vec::new(),
+                connected_once: false,
             },
         );
         self.drain(id);
@@ -441,6 +443,9 @@ impl Sfu {
             Ok(o) => o,
             Err(e) => return self.reply_error(conn, ErrorCode::BadSdp, format!("offer: {e}")),
         };
+        if let Some(peer) = self.participants.get(&pid).map(|p| p.publisher) {
+            self.note_candidates(peer, sdp);
+        }
         let Some(p) = self.participants.get(&pid) else {
             return;
         };
@@ -496,6 +501,9 @@ impl Sfu {
             Ok(a) => a,
             Err(e) => return self.reply_error(conn, ErrorCode::BadSdp, format!("answer: {e}")),
         };
+        if let Some(peer) = self.participants.get(&pid).map(|p| p.subscriber) {
+            self.note_candidates(peer, sdp);
+        }
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
@@ -531,6 +539,7 @@ impl Sfu {
         let Some(cand) = cand.map(str::trim).filter(|c| !c.is_empty()) else {
             return; // end of candidates: str0m needs no signal for it
         };
+        let raw = cand.to_owned();
         let cand = match Candidate::from_sdp_string(cand.strip_prefix("a=").unwrap_or(cand)) {
             Ok(c) => c,
             Err(e) => {
@@ -544,9 +553,31 @@ impl Sfu {
             PcKind::Publisher => p.publisher,
             PcKind::Subscriber => p.subscriber,
         };
+        self.note_candidates(peer_id, &raw);
         if let Some(peer) = self.peers.get_mut(&peer_id) {
             peer.rtc.add_remote_candidate(cand);
             self.drain(peer_id);
+        }
+    }
+
+    /// Keeps the candidates a client sent (`a=candidate:` lines of an SDP or fragment, or one
+    /// trickled candidate), at most 32 per peer, for the ICE failure log.
+    pub(crate) fn note_candidates(&mut self, peer_id: PeerId, text: &str) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        for line in text.lines().map(str::trim) {
+            let line = line.strip_prefix("a=").unwrap_or(line);
+            if let Some(c) = line.strip_prefix("candidate:")
+                && peer.remote_candidates.len() < 32
+            {
+                // foundation component transport priority address port typ type …
+                let f: Vec<&str> = c.split_whitespace().collect();
+                if f.len() >= 8 {
+                    peer.remote_candidates
+                        .push(format!("{} {}:{} {}", f[2], f[4], f[5], f[7]));
+                }
+            }
         }
     }
 

@@ -96,6 +96,10 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     /// Data channel messages relayed (counted once per receiver).
     pub data_relayed: u64,
+    /// Peer connections whose ICE never connected (every candidate pair failed).
+    pub ice_failures: u64,
+    /// Peer connections whose ICE connected and later lost its path.
+    pub ice_disconnects: u64,
 }
 
 /// A selective forwarding unit: rooms of participants, each with a publisher and a subscriber
@@ -219,6 +223,10 @@ pub(crate) struct Peer {
     pub timeout: Instant,
     /// Publisher connections: which track and layer an incoming SSRC belongs to.
     pub ssrcs: HashMap<Ssrc, (TrackId, usize)>,
+    /// The client's candidates as it sent them (SDP and trickle), for the log when ICE fails.
+    pub remote_candidates: Vec<String>,
+    /// ICE has worked at least once: a later Disconnected is a lost path, not a failure.
+    pub connected_once: bool,
 }
 
 pub(crate) struct Track {

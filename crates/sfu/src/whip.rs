@@ -128,6 +128,7 @@ impl Sfu {
             .map_err(|e| HttpSessionError::BadSdp(e.to_string()))?;
         let pid = ParticipantId(self.next_id());
         let peer_id = make_peer(self, pid);
+        self.note_candidates(peer_id, offer);
         self.insert_http_participant(pid, role, stream, peer_id);
         let answer = self
             .peers
@@ -394,6 +395,7 @@ impl Sfu {
                 .map_err(|e| HttpSessionError::BadFragment(format!("{line}: {e}")))?;
             cands.push(c);
         }
+        self.note_candidates(peer_id, fragment);
         if let Some(peer) = self.peers.get_mut(&peer_id) {
             for c in cands {
                 peer.rtc.add_remote_candidate(c);

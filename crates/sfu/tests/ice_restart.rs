@@ -49,3 +49,40 @@ fn subscriber_ice_restart_keeps_media_flowing() {
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+#[test]
+fn a_connection_that_never_connects_is_counted_as_an_ice_failure() {
+    let mut s = Scenario::new(SfuConfig::default(), 21);
+    // Every datagram either way is lost: ICE can never succeed.
+    let i = s.add_client("a", Link::lossy(1.0));
+    s.clients[i].publish = Some(Publish {
+        video: true,
+        audio: true,
+        simulcast: false,
+    });
+    s.join(i, "room");
+    // str0m gives up (Disconnected) only once it has remote candidates and all pairs failed.
+    s.signal(
+        i,
+        ClientMessage::Candidate {
+            pc: sfu::signal::PcKind::Publisher,
+            candidate: Some("candidate:1 1 udp 2130706431 192.0.2.50 9 typ host".into()),
+            sdp_mid: None,
+        },
+    );
+    s.run_for(std::time::Duration::from_secs(60));
+    let stats = s.sfu.stats();
+    assert!(stats.ice_failures >= 1, "failures {}", stats.ice_failures);
+    assert_eq!(stats.ice_disconnects, 0);
+    // A clean client connects and is not counted.
+    let mut s = Scenario::new(SfuConfig::default(), 22);
+    let i = s.add_client("b", Link::clean());
+    s.clients[i].publish = Some(Publish {
+        video: true,
+        audio: true,
+        simulcast: false,
+    });
+    s.join(i, "room");
+    s.run_for(std::time::Duration::from_secs(60));
+    assert_eq!(s.sfu.stats().ice_failures, 0);
+}

@@ -1,0 +1,119 @@
+//! `GET /metrics`: Prometheus text exposition of the SFU's and TURN's counters.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::oneshot;
+
+use crate::media_loop::{Command, MediaHandle};
+
+/// Prometheus text exposition.
+pub async fn metrics(State(media): State<MediaHandle>) -> Response {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (tx, rx) = oneshot::channel();
+    let status = match media.tx.send(Command::Status(tx)) {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
+    };
+    let t = &media.turn;
+    // (name, type, help, value)
+    let mut rows: Vec<(&str, &str, &str, u64)> = Vec::new();
+    if let Some(s) = &status {
+        rows.extend([
+            ("onair_rooms", "gauge", "Rooms open.", s.rooms.len() as u64),
+            (
+                "onair_peers",
+                "gauge",
+                "WebRTC peer connections.",
+                s.peers as u64,
+            ),
+            (
+                "onair_rtp_in_total",
+                "counter",
+                "RTP packets received.",
+                s.rtp_in,
+            ),
+            (
+                "onair_rtp_out_total",
+                "counter",
+                "RTP packets sent.",
+                s.rtp_out,
+            ),
+            (
+                "onair_ice_failures_total",
+                "counter",
+                "Peer connections whose ICE never connected (logged with the candidates tried).",
+                s.ice_failures,
+            ),
+            (
+                "onair_ice_disconnects_total",
+                "counter",
+                "Peer connections that connected and later lost their path.",
+                s.ice_disconnects,
+            ),
+        ]);
+    }
+    rows.extend([
+        (
+            "onair_turn_allocations",
+            "gauge",
+            "Live TURN allocations.",
+            t.allocations.load(Relaxed),
+        ),
+        (
+            "onair_turn_allocations_total",
+            "counter",
+            "TURN allocations made.",
+            t.allocations_total.load(Relaxed),
+        ),
+        (
+            "onair_turn_to_peer_packets_total",
+            "counter",
+            "Packets relayed client to peer.",
+            t.to_peer_packets.load(Relaxed),
+        ),
+        (
+            "onair_turn_to_client_packets_total",
+            "counter",
+            "Packets relayed peer to client.",
+            t.to_client_packets.load(Relaxed),
+        ),
+        (
+            "onair_turn_to_peer_bytes_total",
+            "counter",
+            "Bytes relayed client to peer.",
+            t.to_peer_bytes.load(Relaxed),
+        ),
+        (
+            "onair_turn_to_client_bytes_total",
+            "counter",
+            "Bytes relayed peer to client.",
+            t.to_client_bytes.load(Relaxed),
+        ),
+        (
+            "onair_turn_in_process_packets_total",
+            "counter",
+            "Relayed packets handed to the SFU without the kernel.",
+            t.in_process_packets.load(Relaxed),
+        ),
+    ]);
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP onair_turn_refusals_total TURN requests and packets refused, by reason.\n\
+         # TYPE onair_turn_refusals_total counter"
+    );
+    if let Ok(r) = t.refusals.lock() {
+        for (reason, n) in r.iter() {
+            let _ = writeln!(out, "onair_turn_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
