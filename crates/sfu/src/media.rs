@@ -691,27 +691,6 @@ impl Sfu {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::order_rids;
-    use str0m::media::Rid;
-
-    #[test]
-    fn known_rid_names_are_ordered_lowest_first() {
-        let r = |v: &[&str]| v.iter().map(|s| Rid::from(*s)).collect::<Vec<_>>();
-        assert_eq!(order_rids(r(&["f", "h", "q"])), r(&["q", "h", "f"]));
-        assert_eq!(
-            order_rids(r(&["high", "low", "mid"])),
-            r(&["low", "mid", "high"])
-        );
-        assert_eq!(
-            order_rids(r(&["b", "a"])),
-            r(&["b", "a"]),
-            "unknown names keep their order"
-        );
-    }
-}
-
 impl Sfu {
     /// ICE state changes: a connection that never connected is a failure, logged with every
     /// candidate pair that could have been tried (ours × the client's) and counted.
@@ -748,5 +727,26 @@ impl Sfu {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_rids;
+    use str0m::media::Rid;
+
+    #[test]
+    fn known_rid_names_are_ordered_lowest_first() {
+        let r = |v: &[&str]| v.iter().map(|s| Rid::from(*s)).collect::<Vec<_>>();
+        assert_eq!(order_rids(r(&["f", "h", "q"])), r(&["q", "h", "f"]));
+        assert_eq!(
+            order_rids(r(&["high", "low", "mid"])),
+            r(&["low", "mid", "high"])
+        );
+        assert_eq!(
+            order_rids(r(&["b", "a"])),
+            r(&["b", "a"]),
+            "unknown names keep their order"
+        );
     }
 }
