@@ -335,7 +335,12 @@ impl Turn {
             }
             self.forward(t, now);
         }
-        self.drain(now);
+        // ChannelData (the media path) is answered by `recv` alone; only STUN messages can
+        // leave work behind. The library's poll walks every allocation, so it is not run per
+        // media packet.
+        if data.first().is_some_and(|b| b & 0xc0 != 0x40) {
+            self.drain_one(idx, now);
+        }
     }
 
     /// A datagram from `peer` to one of our relayed addresses.
@@ -448,73 +453,77 @@ impl Turn {
     /// Runs every server's state machine until each only waits.
     fn drain(&mut self, now: Instant) {
         for idx in 0..self.servers.len() {
-            loop {
-                match self.servers[idx].poll(Self::t(now)) {
-                    TurnServerPollRet::WaitUntil(_) => break,
-                    TurnServerPollRet::AllocateSocket {
-                        transport,
-                        listen_addr,
-                        client_addr,
-                        allocation_transport,
-                        family,
-                    } => {
-                        if allocation_transport != TransportType::Udp {
-                            // RFC 6062 TCP allocations are not offered: WebRTC relays are UDP.
-                            self.servers[idx].allocated_socket(
-                                transport,
-                                listen_addr,
-                                client_addr,
-                                allocation_transport,
-                                family,
-                                Err(SocketAllocateError::InsufficientCapacity),
-                                Self::t(now),
-                            );
-                            continue;
-                        }
-                        self.out.push_back(Output::Allocate {
-                            listener: listen_addr,
+            self.drain_one(idx, now);
+        }
+    }
+
+    fn drain_one(&mut self, idx: usize, now: Instant) {
+        loop {
+            match self.servers[idx].poll(Self::t(now)) {
+                TurnServerPollRet::WaitUntil(_) => break,
+                TurnServerPollRet::AllocateSocket {
+                    transport,
+                    listen_addr,
+                    client_addr,
+                    allocation_transport,
+                    family,
+                } => {
+                    if allocation_transport != TransportType::Udp {
+                        // RFC 6062 TCP allocations are not offered: WebRTC relays are UDP.
+                        self.servers[idx].allocated_socket(
                             transport,
-                            client: client_addr,
-                            ipv6: family == AddressFamily::IPV6,
-                        });
+                            listen_addr,
+                            client_addr,
+                            allocation_transport,
+                            family,
+                            Err(SocketAllocateError::InsufficientCapacity),
+                            Self::t(now),
+                        );
+                        continue;
                     }
-                    TurnServerPollRet::TcpConnect {
-                        relayed_addr,
-                        peer_addr,
-                        listen_addr,
-                        client_addr,
-                    } => self.servers[idx].tcp_connected(
-                        relayed_addr,
-                        peer_addr,
-                        listen_addr,
-                        client_addr,
-                        Err(TcpConnectError::Forbidden),
-                        Self::t(now),
-                    ),
-                    TurnServerPollRet::TcpClose {
-                        local_addr,
-                        remote_addr,
-                    } => self.out.push_back(Output::CloseTcp {
-                        local: local_addr,
-                        remote: remote_addr,
-                    }),
-                    TurnServerPollRet::SocketClose { listen_addr, .. } => {
-                        if let Some(r) = self.relays.remove(&listen_addr) {
-                            if let Some(n) = self.per_user.get_mut(&r.user) {
-                                *n = n.saturating_sub(1);
-                                if *n == 0 {
-                                    self.per_user.remove(&r.user);
-                                }
+                    self.out.push_back(Output::Allocate {
+                        listener: listen_addr,
+                        transport,
+                        client: client_addr,
+                        ipv6: family == AddressFamily::IPV6,
+                    });
+                }
+                TurnServerPollRet::TcpConnect {
+                    relayed_addr,
+                    peer_addr,
+                    listen_addr,
+                    client_addr,
+                } => self.servers[idx].tcp_connected(
+                    relayed_addr,
+                    peer_addr,
+                    listen_addr,
+                    client_addr,
+                    Err(TcpConnectError::Forbidden),
+                    Self::t(now),
+                ),
+                TurnServerPollRet::TcpClose {
+                    local_addr,
+                    remote_addr,
+                } => self.out.push_back(Output::CloseTcp {
+                    local: local_addr,
+                    remote: remote_addr,
+                }),
+                TurnServerPollRet::SocketClose { listen_addr, .. } => {
+                    if let Some(r) = self.relays.remove(&listen_addr) {
+                        if let Some(n) = self.per_user.get_mut(&r.user) {
+                            *n = n.saturating_sub(1);
+                            if *n == 0 {
+                                self.per_user.remove(&r.user);
                             }
-                            debug!(client = %r.client, relayed = %listen_addr, "TURN allocation ended");
                         }
-                        self.out.push_back(Output::CloseRelay(listen_addr));
+                        debug!(client = %r.client, relayed = %listen_addr, "TURN allocation ended");
                     }
+                    self.out.push_back(Output::CloseRelay(listen_addr));
                 }
             }
-            while let Some(t) = self.servers[idx].poll_transmit(Self::t(now)) {
-                self.forward(t, now);
-            }
+        }
+        while let Some(t) = self.servers[idx].poll_transmit(Self::t(now)) {
+            self.forward(t, now);
         }
     }
 
