@@ -2,6 +2,7 @@
 
 mod config;
 mod http;
+mod ice_servers;
 mod media_loop;
 mod metrics;
 mod rtmp_server;
@@ -70,11 +71,11 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let hub = hub::Hub::new(config.hub());
     let secret = if config.turn.secret.is_empty() {
-        turn_server::random_secret().context("a random TURN secret")?
+        ice_servers::random_secret().context("a random TURN secret")?
     } else {
         config.turn.secret.clone()
     };
-    let ice = std::sync::Arc::new(turn_server::IceServers::new(&config, &secret));
+    let ice = std::sync::Arc::new(ice_servers::IceServers::new(&config, &secret));
     let turn_counters = std::sync::Arc::new(turn_server::TurnCounters::default());
     let (media, media_task) =
         media_loop::start(&config, hub.clone(), ice, turn_counters.clone()).await?;

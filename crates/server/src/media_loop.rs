@@ -19,8 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::ice_servers::IceServers;
 use crate::streams::{StreamStatus, Streams, frame_track};
-use crate::turn_server::{IceServers, TurnCounters, TurnIn};
+use crate::turn_server::{TurnCounters, TurnShared};
 
 /// What a signalling connection's task receives.
 #[derive(Debug)]
@@ -47,7 +48,7 @@ pub enum Command {
         from: SocketAddr,
         to: SocketAddr,
         data: Vec<u8>,
-        turn: mpsc::Sender<TurnIn>,
+        turn: Arc<TurnShared>,
     },
     /// That relayed address is gone.
     RelayClosed(SocketAddr),
@@ -220,7 +221,7 @@ struct Loop {
     conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// TURN relayed addresses that reach the SFU in-process, and the TURN task behind them.
-    relays: HashMap<SocketAddr, mpsc::Sender<TurnIn>>,
+    relays: HashMap<SocketAddr, Arc<TurnShared>>,
     ice: Arc<IceServers>,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -462,13 +463,7 @@ impl Loop {
                         if !self.relays.is_empty() && self.relays.contains_key(&t.destination) =>
                     {
                         if let Some(turn) = self.relays.get(&t.destination) {
-                            let m = TurnIn::FromSfu {
-                                relayed: t.destination,
-                                from: t.source,
-                                data: t.contents.to_vec(),
-                            };
-                            // A full TURN queue drops, as a full socket buffer would.
-                            let _ = turn.try_send(m);
+                            turn.from_sfu(t.destination, t.source, &t.contents);
                         }
                     }
                     Protocol::Udp => {

@@ -1,18 +1,23 @@
 //! The STUN/TURN server's sockets: UDP and TCP listeners, one UDP socket per allocation, and
-//! the in-process path to the SFU. The protocol lives in the `turn` crate; this task only
-//! moves bytes between it and the network.
+//! the in-process paths. The protocol lives in the `turn` crate; this module only moves bytes
+//! between it and the network.
+//!
+//! There is no TURN task that packets queue for: whoever has bytes (the listener's reader, a
+//! relay socket's reader, a TCP client's reader, the media loop) locks the core, feeds it, and
+//! sends what it answers, on its own thread. A channel hop and a task wake per relayed packet
+//! cost more than the whole TURN work (coturn's threads do the same: read, process, send).
 //!
 //! Relayed traffic addressed to the SFU's media port never touches the kernel: the datagram a
 //! client relays to the SFU is handed to the media loop as if it came from the relayed address,
-//! and what the SFU sends to a relayed address comes back here as a [`TurnIn::FromSfu`].
+//! and what the SFU sends to a relayed address comes back through [`TurnShared::from_sfu`].
+//! Relay to relay (two relayed members of a P2P room) stays inside the core.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use sfu::signal::IceServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -22,120 +27,6 @@ use turn::{Credentials, Output, PeerPolicy, Transport, Turn, TurnConfig};
 
 use crate::config::Config;
 use crate::media_loop::Command;
-
-/// Messages into the TURN task.
-#[derive(Debug)]
-pub enum TurnIn {
-    /// A datagram a peer sent to a relay socket.
-    Peer {
-        relayed: SocketAddr,
-        from: SocketAddr,
-        data: Vec<u8>,
-    },
-    /// Bytes from a TCP client.
-    Tcp {
-        listener: SocketAddr,
-        client: SocketAddr,
-        data: Vec<u8>,
-    },
-    /// A TCP client connected; its writer.
-    TcpOpen {
-        client: SocketAddr,
-        writer: mpsc::Sender<Vec<u8>>,
-    },
-    /// A TCP client went away.
-    TcpClosed { client: SocketAddr },
-    /// A datagram the SFU sends to a relayed address, handed over in-process.
-    FromSfu {
-        relayed: SocketAddr,
-        from: SocketAddr,
-        data: Vec<u8>,
-    },
-}
-
-/// What clients are told about our STUN/TURN: the URLs, and fresh time-limited credentials.
-#[derive(Debug)]
-pub struct IceServers {
-    urls: Vec<String>,
-    stun_urls: Vec<String>,
-    credentials: Credentials,
-    ttl_secs: u64,
-}
-
-impl IceServers {
-    /// From the config; `secret` is the REST secret in force (the configured or a random one).
-    pub fn new(config: &Config, secret: &str) -> Self {
-        let t = &config.turn;
-        if !t.enabled {
-            return Self {
-                urls: Vec::new(),
-                stun_urls: Vec::new(),
-                credentials: Credentials::new(None),
-                ttl_secs: 0,
-            };
-        }
-        let hosts: Vec<String> = config
-            .turn_ips()
-            .iter()
-            .map(|ip| match ip {
-                IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => format!("[{v6}]"),
-            })
-            .collect();
-        let urls = hosts
-            .iter()
-            .flat_map(|h| {
-                [
-                    format!("turn:{h}:{}?transport=udp", t.port),
-                    format!("turn:{h}:{}?transport=tcp", t.port),
-                ]
-            })
-            .collect();
-        let stun_urls = hosts
-            .iter()
-            .map(|h| format!("stun:{h}:{}", t.port))
-            .collect();
-        Self {
-            urls,
-            stun_urls,
-            credentials: Credentials::new(Some(secret)),
-            ttl_secs: t.credential_ttl_secs,
-        }
-    }
-
-    /// `RTCIceServer` objects for `user` (who the credentials name; quotas count per user).
-    pub fn for_user(&self, user: &str) -> Vec<IceServer> {
-        if self.urls.is_empty() {
-            return Vec::new();
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let Some(issued) = self.credentials.issue(user, now, self.ttl_secs) else {
-            return Vec::new();
-        };
-        vec![
-            IceServer {
-                urls: self.stun_urls.clone(),
-                username: None,
-                credential: None,
-            },
-            IceServer {
-                urls: self.urls.clone(),
-                username: Some(issued.username),
-                credential: Some(issued.password),
-            },
-        ]
-    }
-}
-
-/// A REST secret for this run when none is configured: 24 bytes from the OS, base64.
-pub fn random_secret() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
 
 /// TURN's counters, shared with `/metrics`.
 #[derive(Debug, Default)]
@@ -147,10 +38,10 @@ pub struct TurnCounters {
     pub to_peer_bytes: AtomicU64,
     pub to_client_bytes: AtomicU64,
     pub in_process_packets: AtomicU64,
-    pub refusals: std::sync::Mutex<Vec<(&'static str, u64)>>,
+    pub refusals: Mutex<Vec<(&'static str, u64)>>,
 }
 
-/// Binds the listeners and starts the task. None when TURN is off.
+/// Binds the listeners and starts the readers. None when TURN is off.
 pub async fn start(
     config: &Config,
     secret: &str,
@@ -168,7 +59,6 @@ pub async fn start(
     let tcp = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding TURN tcp/{listen}: {e}"))?;
-    let listen = udp.local_addr()?;
     let mut credentials = Credentials::new(Some(secret));
     for u in &t.users {
         if let Some((name, pass)) = u.split_once(':') {
@@ -195,7 +85,6 @@ pub async fn start(
         media: media_addrs.clone(),
         services,
     };
-    let now = Instant::now();
     let mut core = Turn::new(
         TurnConfig {
             realm: t.realm.clone(),
@@ -205,29 +94,49 @@ pub async fn start(
             max_allocations_per_user: t.max_allocations_per_user,
             allocation_bytes_per_sec: t.allocation_kbps * 1000 / 8,
         },
-        now,
+        Instant::now(),
     );
     core.add_listener(Transport::Udp, listen);
     core.add_listener(Transport::Tcp, listen);
-    let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(accept_tcp(tcp, listen, tx.clone()));
-    let advertised = config.turn_ips()[0];
-    let task = TurnTask {
-        core,
-        udp: Arc::new(udp),
+    let udp = Arc::new(udp);
+    let shared = Arc::new(TurnShared {
+        state: Mutex::new(State {
+            core,
+            relays: HashMap::new(),
+            tcp: HashMap::new(),
+        }),
+        udp: udp.clone(),
         listen,
-        tx,
         media,
         media_addrs,
-        relays: HashMap::new(),
-        tcp: HashMap::new(),
         bind: t.bind,
-        advertised,
+        advertised: config.turn_ips()[0],
         ports: (t.relay_port_min, t.relay_port_max),
         counters,
-    };
-    tokio::spawn(task.run(rx));
+    });
+    tokio::spawn(listener_reader(shared.clone(), udp));
+    tokio::spawn(accept_tcp(shared.clone(), tcp));
+    tokio::spawn(timers(shared));
     Ok(Some(listen))
+}
+
+/// The TURN core and the sockets it answers through.
+pub struct TurnShared {
+    state: Mutex<State>,
+    udp: Arc<UdpSocket>,
+    listen: SocketAddr,
+    media: mpsc::UnboundedSender<Command>,
+    media_addrs: Vec<SocketAddr>,
+    bind: IpAddr,
+    advertised: IpAddr,
+    ports: (u16, u16),
+    counters: Arc<TurnCounters>,
+}
+
+struct State {
+    core: Turn,
+    relays: HashMap<SocketAddr, RelaySocket>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 }
 
 struct RelaySocket {
@@ -237,189 +146,145 @@ struct RelaySocket {
     known_to_sfu: bool,
 }
 
-struct TurnTask {
-    core: Turn,
-    udp: Arc<UdpSocket>,
-    listen: SocketAddr,
-    tx: mpsc::Sender<TurnIn>,
-    media: mpsc::UnboundedSender<Command>,
-    media_addrs: Vec<SocketAddr>,
-    relays: HashMap<SocketAddr, RelaySocket>,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-    bind: IpAddr,
-    advertised: IpAddr,
-    ports: (u16, u16),
-    counters: Arc<TurnCounters>,
+/// A send decided under the lock and done after it.
+enum Send {
+    Udp(Arc<UdpSocket>, SocketAddr, Vec<u8>),
+    Tcp(mpsc::Sender<Vec<u8>>, Vec<u8>),
+    Sfu(Command),
 }
 
-impl TurnTask {
-    async fn run(mut self, mut rx: mpsc::Receiver<TurnIn>) {
-        let mut buf = vec![0u8; 65536];
-        let mut deadline = self.core.handle_timeout(Instant::now());
-        let mut last_stats = Instant::now();
-        loop {
-            tokio::select! {
-                r = self.udp.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => {
-                        let now = Instant::now();
-                        self.core.recv_client(Transport::Udp, self.listen, from, &buf[..n], now);
-                        // Take what else is queued before flushing (as the media loop does).
-                        for _ in 0..32 {
-                            let Ok((n, from)) = self.udp.try_recv_from(&mut buf) else { break };
-                            self.core.recv_client(Transport::Udp, self.listen, from, &buf[..n], now);
-                        }
+impl TurnShared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in the core; the state is still the
+        // best there is, so keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Feeds the core under the lock, then sends what it answered outside it.
+    fn run(self: &Arc<Self>, feed: impl FnOnce(&mut Turn)) {
+        let mut sends = Vec::new();
+        {
+            let mut st = self.lock();
+            feed(&mut st.core);
+            self.collect(&mut st, &mut sends);
+        }
+        for s in sends {
+            match s {
+                Send::Udp(socket, to, data) => {
+                    if let Err(e) = socket.try_send_to(&data, to) {
+                        // A full socket buffer drops, as the network would.
+                        debug!("turn send to {to}: {e}");
                     }
-                    Err(e) => debug!("turn udp recv: {e}"),
-                },
-                msg = rx.recv() => match msg {
-                    Some(m) => {
-                        self.handle(m);
-                        for _ in 0..32 {
-                            let Ok(m) = rx.try_recv() else { break };
-                            self.handle(m);
-                        }
-                    }
-                    None => return,
-                },
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    deadline = self.core.handle_timeout(Instant::now());
+                }
+                // A client that stops reading loses packets, not our memory.
+                Send::Tcp(writer, data) => {
+                    let _ = writer.try_send(data);
+                }
+                Send::Sfu(cmd) => {
+                    let _ = self.media.send(cmd);
                 }
             }
-            self.flush().await;
-            let now = Instant::now();
-            if now >= last_stats + Duration::from_secs(1) {
-                last_stats = now;
-                self.publish_stats();
-            }
         }
     }
 
-    fn handle(&mut self, m: TurnIn) {
-        let now = Instant::now();
-        match m {
-            TurnIn::Peer {
-                relayed,
-                from,
-                data,
-            } => self.core.recv_peer(relayed, from, &data, now),
-            TurnIn::FromSfu {
-                relayed,
-                from,
-                data,
-            } => self.core.recv_peer(relayed, from, &data, now),
-            TurnIn::Tcp {
-                listener,
-                client,
-                data,
-            } => self
-                .core
-                .recv_client(Transport::Tcp, listener, client, &data, now),
-            TurnIn::TcpOpen { client, writer } => {
-                self.tcp.insert(client, writer);
-            }
-            TurnIn::TcpClosed { client } => {
-                self.tcp.remove(&client);
-                self.core.tcp_closed(client);
-            }
-        }
+    /// A datagram the SFU sends to one of our relayed addresses.
+    pub fn from_sfu(self: &Arc<Self>, relayed: SocketAddr, from: SocketAddr, data: &[u8]) {
+        self.run(|core| core.recv_peer(relayed, from, data, Instant::now()));
     }
 
-    async fn flush(&mut self) {
-        while let Some(out) = self.core.poll_output() {
+    fn collect(self: &Arc<Self>, st: &mut State, sends: &mut Vec<Send>) {
+        while let Some(out) = st.core.poll_output() {
             match out {
-                Output::Transmit(t) => self.transmit(t).await,
+                Output::Transmit(t) => self.route(st, t, sends),
                 Output::Allocate {
                     listener,
                     transport,
                     client,
                     ipv6,
                 } => {
-                    let relayed = if ipv6 {
-                        // Relays are bound on turn.bind, one family; IPv6 allocations are
-                        // refused (508) until dual-stack relays are added.
-                        None
-                    } else {
-                        self.open_relay().await
-                    };
-                    self.core
+                    // Relays are bound on turn.bind, one family; IPv6 allocations are refused
+                    // (508) until dual-stack relays are added.
+                    let relayed = if ipv6 { None } else { self.open_relay(st) };
+                    st.core
                         .allocated(listener, transport, client, ipv6, relayed, Instant::now());
                 }
                 Output::CloseRelay(addr) => {
-                    if let Some(r) = self.relays.remove(&addr) {
+                    if let Some(r) = st.relays.remove(&addr) {
                         r.reader.abort();
                         if r.known_to_sfu {
-                            let _ = self.media.send(Command::RelayClosed(addr));
+                            sends.push(Send::Sfu(Command::RelayClosed(addr)));
                         }
                     }
                 }
                 Output::CloseTcp { remote, .. } => {
-                    self.tcp.remove(&remote);
+                    st.tcp.remove(&remote);
                 }
             }
         }
     }
 
-    async fn transmit(&mut self, t: turn::Transmit) {
-        if self.relays.contains_key(&t.from) && self.relays.contains_key(&t.to) {
-            // Relay to relay (two relayed members of a P2P room): no trip through the kernel.
-            self.core.recv_peer(t.to, t.from, &t.data, Instant::now());
-            return;
-        }
-        if let Some(relay) = self.relays.get_mut(&t.from) {
-            if self.media_addrs.contains(&t.to) {
-                // To the SFU: in-process, as if it had arrived on the media socket.
-                if !relay.known_to_sfu {
-                    relay.known_to_sfu = true;
-                    info!(relayed = %t.from, "TURN relay reaches the SFU in-process");
-                }
-                self.counters
-                    .in_process_packets
-                    .fetch_add(1, Ordering::Relaxed);
-                let _ = self.media.send(Command::Relayed {
-                    from: t.from,
-                    to: t.to,
-                    data: t.data,
-                    turn: self.tx.clone(),
-                });
-                return;
-            }
-            if let Err(e) = relay.socket.try_send_to(&t.data, t.to) {
-                debug!("relay {} → {}: {e}", t.from, t.to);
-            }
-            return;
-        }
-        match t.transport {
-            Transport::Udp => {
-                if let Err(e) = self.udp.try_send_to(&t.data, t.to) {
-                    if e.kind() == std::io::ErrorKind::WouldBlock {
-                        let _ = self.udp.send_to(&t.data, t.to).await;
-                    } else {
-                        debug!("turn udp send to {}: {e}", t.to);
+    fn route(self: &Arc<Self>, st: &mut State, t: turn::Transmit, sends: &mut Vec<Send>) {
+        let Some(relay) = st.relays.get_mut(&t.from) else {
+            // From a listener: to a client.
+            match t.transport {
+                Transport::Udp => sends.push(Send::Udp(self.udp.clone(), t.to, t.data)),
+                Transport::Tcp => {
+                    if let Some(w) = st.tcp.get(&t.to) {
+                        sends.push(Send::Tcp(w.clone(), t.data));
                     }
                 }
             }
-            Transport::Tcp => {
-                if let Some(w) = self.tcp.get(&t.to) {
-                    // A client that stops reading loses packets, not our memory.
-                    let _ = w.try_send(t.data);
-                }
+            return;
+        };
+        if self.media_addrs.contains(&t.to) {
+            // To the SFU: in-process, as if it had arrived on the media socket.
+            if !relay.known_to_sfu {
+                relay.known_to_sfu = true;
+                info!(relayed = %t.from, "TURN relay reaches the SFU in-process");
             }
+            self.counters
+                .in_process_packets
+                .fetch_add(1, Ordering::Relaxed);
+            sends.push(Send::Sfu(Command::Relayed {
+                from: t.from,
+                to: t.to,
+                data: t.data,
+                turn: self.clone(),
+            }));
+            return;
         }
+        let socket = relay.socket.clone();
+        if st.relays.contains_key(&t.to) {
+            // Relay to relay: straight into the other allocation (its output is collected by
+            // the caller's loop).
+            st.core.recv_peer(t.to, t.from, &t.data, Instant::now());
+            return;
+        }
+        sends.push(Send::Udp(socket, t.to, t.data));
     }
 
     /// Binds a relay socket on a port from the range; returns the address clients see.
-    async fn open_relay(&mut self) -> Option<SocketAddr> {
+    fn open_relay(self: &Arc<Self>, st: &mut State) -> Option<SocketAddr> {
         let (lo, hi) = self.ports;
         let span = u32::from(hi - lo) + 1;
         for _ in 0..32 {
             let port = lo + (fastrand::u32(0..span) as u16);
-            let Ok(socket) = UdpSocket::bind(SocketAddr::new(self.bind, port)).await else {
+            let Ok(std_socket) = std::net::UdpSocket::bind(SocketAddr::new(self.bind, port)) else {
                 continue;
             };
+            let socket = match std_socket
+                .set_nonblocking(true)
+                .and_then(|()| UdpSocket::from_std(std_socket))
+            {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    warn!("relay socket: {e}");
+                    return None;
+                }
+            };
             let advertised = SocketAddr::new(self.advertised, port);
-            let socket = Arc::new(socket);
-            let reader = tokio::spawn(relay_reader(socket.clone(), advertised, self.tx.clone()));
-            self.relays.insert(
+            let reader = tokio::spawn(relay_reader(self.clone(), socket.clone(), advertised));
+            st.relays.insert(
                 advertised,
                 RelaySocket {
                     socket,
@@ -434,10 +299,11 @@ impl TurnTask {
     }
 
     fn publish_stats(&self) {
-        let s = self.core.stats();
+        let st = self.lock();
+        let s = st.core.stats();
         let c = &self.counters;
         c.allocations
-            .store(self.core.allocations() as u64, Ordering::Relaxed);
+            .store(st.core.allocations() as u64, Ordering::Relaxed);
         c.allocations_total
             .store(s.allocations_total, Ordering::Relaxed);
         c.to_peer_packets
@@ -453,32 +319,77 @@ impl TurnTask {
     }
 }
 
-async fn relay_reader(socket: Arc<UdpSocket>, relayed: SocketAddr, tx: mpsc::Sender<TurnIn>) {
+/// Datagrams taken per wake beyond the first, under one lock.
+const RECV_BATCH: usize = 32;
+
+async fn listener_reader(shared: Arc<TurnShared>, udp: Arc<UdpSocket>) {
     let mut buf = vec![0u8; 65536];
+    let mut more = vec![0u8; 65536];
+    let listen = shared.listen;
+    loop {
+        match udp.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let now = Instant::now();
+                shared.run(|core| {
+                    core.recv_client(Transport::Udp, listen, from, &buf[..n], now);
+                    // Whatever else is queued is taken now, under the same lock.
+                    for _ in 0..RECV_BATCH {
+                        let Ok((n, from)) = udp.try_recv_from(&mut more) else {
+                            break;
+                        };
+                        core.recv_client(Transport::Udp, listen, from, &more[..n], now);
+                    }
+                });
+            }
+            // ICMP port unreachable from a vanished client shows up here on Linux; harmless.
+            Err(e) => debug!("turn udp recv: {e}"),
+        }
+    }
+}
+
+async fn relay_reader(shared: Arc<TurnShared>, socket: Arc<UdpSocket>, relayed: SocketAddr) {
+    let mut buf = vec![0u8; 65536];
+    let mut more = vec![0u8; 65536];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, from)) => {
-                let m = TurnIn::Peer {
-                    relayed,
-                    from,
-                    data: buf[..n].to_vec(),
-                };
-                // A full queue drops, like a full socket buffer would.
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(m) {
-                    return;
-                }
+                let now = Instant::now();
+                shared.run(|core| {
+                    core.recv_peer(relayed, from, &buf[..n], now);
+                    for _ in 0..RECV_BATCH {
+                        let Ok((n, from)) = socket.try_recv_from(&mut more) else {
+                            break;
+                        };
+                        core.recv_peer(relayed, from, &more[..n], now);
+                    }
+                });
             }
             Err(e) => debug!("relay {relayed} recv: {e}"),
         }
     }
 }
 
-async fn accept_tcp(listener: TcpListener, listen: SocketAddr, tx: mpsc::Sender<TurnIn>) {
+/// Allocation, permission and nonce expiry; counters for `/metrics` once a second.
+async fn timers(shared: Arc<TurnShared>) {
+    let mut last_stats = Instant::now();
+    loop {
+        let mut next = Instant::now() + Duration::from_secs(1);
+        shared.run(|core| next = core.handle_timeout(Instant::now()));
+        let now = Instant::now();
+        if now >= last_stats + Duration::from_secs(1) {
+            last_stats = now;
+            shared.publish_stats();
+        }
+        tokio::time::sleep_until(next.max(now + Duration::from_millis(10)).into()).await;
+    }
+}
+
+async fn accept_tcp(shared: Arc<TurnShared>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(tcp_client(stream, listen, client, tx.clone()));
+                tokio::spawn(tcp_client(shared.clone(), stream, client));
             }
             Err(e) => {
                 warn!("TURN tcp accept: {e}");
@@ -488,25 +399,11 @@ async fn accept_tcp(listener: TcpListener, listen: SocketAddr, tx: mpsc::Sender<
     }
 }
 
-/// One TURN-over-TCP client: bytes both ways; the TURN core does the STUN/ChannelData framing.
-async fn tcp_client(
-    stream: TcpStream,
-    listener: SocketAddr,
-    client: SocketAddr,
-    tx: mpsc::Sender<TurnIn>,
-) {
+/// One TURN-over-TCP client: bytes both ways; the core cuts the stream into frames.
+async fn tcp_client(shared: Arc<TurnShared>, stream: TcpStream, client: SocketAddr) {
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
-    if tx
-        .send(TurnIn::TcpOpen {
-            client,
-            writer: out_tx,
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
+    shared.lock().tcp.insert(client, out_tx);
     let writer = tokio::spawn(async move {
         while let Some(data) = out_rx.recv().await {
             if wr.write_all(&data).await.is_err() {
@@ -514,23 +411,22 @@ async fn tcp_client(
             }
         }
     });
+    let listen = shared.listen;
     let mut buf = vec![0u8; 16384];
     loop {
         match rd.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let m = TurnIn::Tcp {
-                    listener,
-                    client,
-                    data: buf[..n].to_vec(),
-                };
-                // TCP is not dropped: waiting here makes a fast sender wait for us.
-                if tx.send(m).await.is_err() {
-                    break;
-                }
-            }
+            Ok(n) => shared.run(|core| {
+                core.recv_client(Transport::Tcp, listen, client, &buf[..n], Instant::now())
+            }),
+        }
+        // The core may have closed it (a stream that is not STUN).
+        if !shared.lock().tcp.contains_key(&client) {
+            break;
         }
     }
     writer.abort();
-    let _ = tx.send(TurnIn::TcpClosed { client }).await;
+    let mut st = shared.lock();
+    st.tcp.remove(&client);
+    st.core.tcp_closed(client);
 }
