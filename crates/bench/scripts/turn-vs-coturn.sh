@@ -58,14 +58,25 @@ for n in "${ALLOCS[@]}"; do
     for server in onair coturn; do
       start $server || continue
       t0=$(cpu_ticks "$SERVER"); s0=$(date +%s.%N)
-      /usr/bin/time -f '%U %S' -o "$WORK/gen.time" \
-        timeout $((SECS * 6 + 60)) turnutils_uclient -c -u alice -w wonderland -L 127.0.0.1 -e 127.0.0.1 \
-        -r 3480 -m "$n" -n "$msgs" -l "$size" -z "$z" 127.0.0.1 >"$WORK/uclient.out" 2>&1
+      # One uclient process drives at most 250 clients (with more, its own allocations time
+      # out and it loops on 437 against either server); larger counts run several at once.
+      rm -f "$WORK"/uclient.*.out "$WORK"/gen.*.time
+      left=$n; k=0
+      while [ "$left" -gt 0 ]; do
+        m=$((left > 250 ? 250 : left)); left=$((left - m)); k=$((k + 1))
+        /usr/bin/time -f '%U %S' -o "$WORK/gen.$k.time" \
+          timeout $((SECS * 6 + 60)) turnutils_uclient -c -u alice -w wonderland -L 127.0.0.1 -e 127.0.0.1 \
+          -r 3480 -m "$m" -n "$msgs" -l "$size" -z "$z" 127.0.0.1 >"$WORK/uclient.$k.out" 2>&1 &
+      done
+      wait $(jobs -p | grep -v "^$PEER\$" | grep -v "^$SERVER\$") 2>/dev/null
       t1=$(cpu_ticks "$SERVER"); s1=$(date +%s.%N)
       stop
-      sent=$(grep -o 'tot_send_msgs=[0-9]*' "$WORK/uclient.out" | tail -1 | cut -d= -f2)
-      recv=$(grep -o 'tot_recv_msgs=[0-9]*' "$WORK/uclient.out" | tail -1 | cut -d= -f2)
-      read -r gu gs <"$WORK/gen.time" 2>/dev/null || { gu=0; gs=0; }
+      sent=0; recv=0; gu=0; gs=0
+      for f in "$WORK"/uclient.*.out; do
+        sent=$((sent + $(grep -o 'tot_send_msgs=[0-9]*' "$f" | tail -1 | cut -d= -f2 | grep . || echo 0)))
+        recv=$((recv + $(grep -o 'tot_recv_msgs=[0-9]*' "$f" | tail -1 | cut -d= -f2 | grep . || echo 0)))
+      done
+      read -r gu gs < <(cat "$WORK"/gen.*.time 2>/dev/null | awk '/^[0-9.]+ [0-9.]+$/ {u += $1; s += $2} END {printf "%.2f %.2f\n", u, s}')
       python3 - "$server" "$n" "$size" "${sent:-0}" "${recv:-0}" "$t0" "$t1" "$HZ" "$s0" "$s1" "$gu" "$gs" <<'PY' | tee -a "$WORK/rows"
 import sys
 server, n, size, sent, recv, t0, t1, hz, s0, s1, gu, gs = sys.argv[1:]

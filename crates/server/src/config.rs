@@ -272,11 +272,11 @@ impl Config {
             if let Some(ip) = t.public_ips.iter().find(|ip| ip.is_unspecified()) {
                 bail!("turn.public_ips contains {ip}: list addresses clients can reach");
             }
-            if t.bind.is_unspecified() && self.turn_ips().iter().any(|ip| ip.is_unspecified()) {
-                bail!(
-                    "turn.bind is {} but no address to advertise: set turn.public_ips",
-                    t.bind
-                );
+            if t.port == 0 {
+                bail!("turn.port must not be 0: clients are given this port in their TURN URLs");
+            }
+            if t.realm.trim().is_empty() {
+                bail!("turn.realm must not be empty: it is part of every long-term credential");
             }
             if t.relay_port_min == 0 || t.relay_port_min > t.relay_port_max {
                 bail!(
@@ -401,6 +401,17 @@ impl Config {
                 self.media.bind, self.media.public_ips
             ));
         }
+        if self.turn.enabled
+            && self.turn.bind.is_loopback()
+            && self.turn_ips().iter().any(|ip| !ip.is_loopback())
+        {
+            w.push(format!(
+                "turn.bind is {} but clients are told to reach TURN at {:?}: bind 0.0.0.0 or \
+                 the interface's address",
+                self.turn.bind,
+                self.turn_ips()
+            ));
+        }
         w.push("no TLS: browsers need HTTPS for camera access anywhere but localhost (put a TLS proxy in front)".to_owned());
         if self.auth.token_secret.is_empty() {
             w.push("auth is off: anyone who can reach this server can join any room".to_owned());
@@ -503,6 +514,16 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.media.public_ips = vec!["0.0.0.0".parse().unwrap()];
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.turn.port = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.turn.relay_port_min = 60000;
+        c.turn.relay_port_max = 50000;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.turn.users = vec!["nopassword".into()];
         assert!(c.validate().is_err());
         assert!(Config::default().validate().is_ok());
     }

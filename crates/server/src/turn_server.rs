@@ -56,6 +56,9 @@ pub async fn start(
     let udp = UdpSocket::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding TURN udp/{listen}: {e}"))?;
+    // Every client's packets arrive on this one socket: a burst from many clients must not
+    // overflow the default ~200 KiB while a reader is busy.
+    socket_buffers(&udp, LISTENER_BUFFER);
     let tcp = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding TURN tcp/{listen}: {e}"))?;
@@ -276,7 +279,10 @@ impl TurnShared {
                 .set_nonblocking(true)
                 .and_then(|()| UdpSocket::from_std(std_socket))
             {
-                Ok(s) => Arc::new(s),
+                Ok(s) => {
+                    socket_buffers(&s, RELAY_BUFFER);
+                    Arc::new(s)
+                }
                 Err(e) => {
                     warn!("relay socket: {e}");
                     return None;
@@ -316,6 +322,21 @@ impl TurnShared {
         if let Ok(mut r) = c.refusals.lock() {
             *r = s.refusals.iter().map(|(k, v)| (*k, *v)).collect();
         }
+    }
+}
+
+/// Kernel buffers of the listener socket (all clients) and of each relay socket (one peer
+/// stream each). Linux caps them at net.core.{r,w}mem_max.
+const LISTENER_BUFFER: usize = 4 << 20;
+const RELAY_BUFFER: usize = 1 << 20;
+
+fn socket_buffers(socket: &UdpSocket, bytes: usize) {
+    let s = socket2::SockRef::from(socket);
+    if let Err(e) = s
+        .set_recv_buffer_size(bytes)
+        .and_then(|()| s.set_send_buffer_size(bytes))
+    {
+        debug!("socket buffers: {e}");
     }
 }
 
