@@ -357,6 +357,16 @@ impl Turn {
         // media packet.
         if data.first().is_some_and(|b| b & 0xc0 != 0x40) {
             self.drain_one(idx, now);
+            // An Allocate the library refused (or answered from an existing allocation) asked
+            // for no socket: it must not keep counting against the quotas.
+            if self.pending.contains_key(&(idx, client))
+                && !self
+                    .out
+                    .iter()
+                    .any(|o| matches!(o, Output::Allocate { client: c, .. } if *c == client))
+            {
+                self.pending.remove(&(idx, client));
+            }
         }
     }
 

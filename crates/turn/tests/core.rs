@@ -432,3 +432,43 @@ fn tcp_streams_are_framed_and_garbage_closes_the_connection() {
     ));
     assert_eq!(h.turn.stats().refusals.get("malformed"), Some(&1));
 }
+
+#[test]
+fn refused_allocates_do_not_use_up_the_server_quota() {
+    // max_allocations is 3: five Allocates the library refuses (TCP relays are not offered)
+    // must leave room for three real ones.
+    let mut h = Harness::new(config());
+    for port in 0..5 {
+        let mut c = Client::new(9200 + port, "alice", "wonderland");
+        let (reply, _) = h.ask(&c, &c.request(ALLOCATE, None));
+        assert_eq!(code(&reply), Some(401));
+        let msg = Message::from_bytes(&reply).expect("reply");
+        c.nonce = Some(msg.attribute::<Nonce>().expect("nonce").nonce().to_owned());
+        let mut b = Message::builder_request(ALLOCATE, MessageWriteVec::new());
+        b.add_attribute(&RequestedTransport::new(6)).expect("attr");
+        b.add_attribute(&Username::new("alice").expect("user"))
+            .expect("attr");
+        b.add_attribute(&Realm::new("onair").expect("realm"))
+            .expect("attr");
+        b.add_attribute(&Nonce::new(c.nonce.as_deref().expect("nonce")).expect("nonce"))
+            .expect("attr");
+        b.add_message_integrity(&c.creds(), IntegrityAlgorithm::Sha1)
+            .expect("integrity");
+        let (replies, _) = h.send(&c, &b.finish());
+        assert!(
+            replies.iter().all(|r| code(r).is_some()),
+            "a TCP relay is refused"
+        );
+    }
+    let relay = |p: u16| Some(SocketAddr::new("192.0.2.1".parse().expect("ip"), p));
+    let mut a = Client::new(9300, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut a, relay(42000))), None);
+    let issued = Credentials::new(Some("shared-secret"))
+        .issue("erin", unix_now(), 600)
+        .expect("secret");
+    let mut b = Client::new(9301, &issued.username, &issued.password);
+    assert_eq!(code(&h.allocate(&mut b, relay(42001))), None);
+    let mut c = Client::new(9302, &issued.username, &issued.password);
+    assert_eq!(code(&h.allocate(&mut c, relay(42002))), None);
+    assert_eq!(h.turn.allocations(), 3);
+}
