@@ -234,16 +234,6 @@ impl Turn {
         self.relays.len()
     }
 
-    /// Whether `addr` is one of our relayed addresses.
-    pub fn is_relay(&self, addr: SocketAddr) -> bool {
-        self.relays.contains_key(&addr)
-    }
-
-    /// The relay policy (the IO layer also asks it before handing packets in-process).
-    pub fn policy(&self) -> &PeerPolicy {
-        &self.config.policy
-    }
-
     fn t(now: Instant) -> turn_server_proto::types::Instant {
         turn_server_proto::types::Instant::from_std(now)
     }
