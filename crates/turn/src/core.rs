@@ -14,7 +14,7 @@ use turn_server_proto::api::{
 };
 use turn_server_proto::server::TurnServer;
 use turn_server_proto::stun::agent::Transmit as ProtoTransmit;
-use turn_server_proto::types::attribute::XorPeerAddress;
+use turn_server_proto::types::attribute::{ChannelNumber, XorPeerAddress};
 use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION};
 use turn_server_proto::types::stun::attribute::{
     Attribute, AttributeStaticType, ErrorCode, Username,
@@ -24,6 +24,7 @@ use turn_server_proto::types::stun::message::{
 };
 use turn_server_proto::types::{AddressFamily, TransportType};
 
+use crate::channels::{Channels, ClientChannel, Pending};
 use crate::credentials::{CredentialError, Credentials};
 use crate::limiter::Bucket;
 use crate::policy::PeerPolicy;
@@ -149,6 +150,8 @@ impl Refused {
 struct Relay {
     /// The `TurnServer` (listener shard) that holds the allocation.
     server: usize,
+    /// The client's connection: (transport key, listener, client address).
+    conn: (u8, SocketAddr, SocketAddr),
     client: SocketAddr,
     user: String,
     to_peer: Bucket,
@@ -163,6 +166,13 @@ pub struct Turn {
     known_users: Vec<HashSet<String>>,
     listeners: HashMap<(u8, SocketAddr), usize>,
     relays: HashMap<SocketAddr, Relay>,
+    /// Each client connection's relayed address.
+    by_conn: HashMap<(u8, SocketAddr, SocketAddr), SocketAddr>,
+    /// Channel bindings the library granted, for the ChannelData fast path.
+    channels: Channels,
+    /// The ChannelBind or CreatePermission being handed to the library now, with its
+    /// transaction id: its success response installs it in `channels`.
+    expect: Option<(u128, Pending)>,
     /// Client 5-tuples with an authenticated Allocate on its way, and whose quota it counts on.
     pending: HashMap<(usize, SocketAddr), String>,
     per_user: HashMap<String, usize>,
@@ -191,6 +201,9 @@ impl Turn {
             known_users: Vec::new(),
             listeners: HashMap::new(),
             relays: HashMap::new(),
+            by_conn: HashMap::new(),
+            channels: Channels::default(),
+            expect: None,
             pending: HashMap::new(),
             per_user: HashMap::new(),
             tcp_buffers: HashMap::new(),
@@ -229,13 +242,22 @@ impl Turn {
         &self.stats
     }
 
+    /// Channel bindings the ChannelData fast path holds.
+    pub fn channel_bindings(&self) -> usize {
+        self.channels.len()
+    }
+
     /// Live allocations.
     pub fn allocations(&self) -> usize {
         self.relays.len()
     }
 
-    fn t(now: Instant) -> turn_server_proto::types::Instant {
-        turn_server_proto::types::Instant::from_std(now)
+    /// The library's clock: nanoseconds since this core was made. (Its `Instant::from_std`
+    /// measures how long ago an instant was, which is zero for `Instant::now()`: with it the
+    /// library saw the same moment forever and nothing ever expired.)
+    fn t(epoch: Instant, now: Instant) -> turn_server_proto::types::Instant {
+        let ns = now.saturating_duration_since(epoch).as_nanos();
+        turn_server_proto::types::Instant::from_nanos(i64::try_from(ns).unwrap_or(i64::MAX))
     }
 
     fn ns(&self, now: Instant) -> u64 {
@@ -320,7 +342,12 @@ impl Turn {
         data: &[u8],
         now: Instant,
     ) {
-        if let Some(reply) = self.inspect(idx, client, data) {
+        if data.first().is_some_and(|b| b & 0xc0 == 0x40)
+            && self.channel_to_peer(transport, listener, client, data, now)
+        {
+            return;
+        }
+        if let Some(reply) = self.inspect(idx, (key(transport), listener, client), data) {
             self.out.push_back(Output::Transmit(Transmit {
                 transport,
                 from: listener,
@@ -331,7 +358,7 @@ impl Turn {
         }
         let r = self.servers[idx].recv(
             ProtoTransmit::new(data, transport, client, listener),
-            Self::t(now),
+            Self::t(self.epoch, now),
         );
         if let Some(t) = r {
             let mut t = t.build();
@@ -358,6 +385,40 @@ impl Turn {
                 self.pending.remove(&(idx, client));
             }
         }
+        self.expect = None;
+    }
+
+    /// ChannelData from a client on a binding the fast path knows; false leaves it to the
+    /// library.
+    fn channel_to_peer(
+        &mut self,
+        transport: Transport,
+        listener: SocketAddr,
+        client: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> bool {
+        let Some(header) = data.get(..4) else {
+            return false;
+        };
+        let len = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let Some(payload) = data.get(4..4 + len) else {
+            return false; // shorter than it claims: the library drops it
+        };
+        let conn = ClientChannel {
+            transport: key(transport),
+            listener,
+            client,
+            channel: u16::from_be_bytes([header[0], header[1]]),
+        };
+        let Some((relayed, peer)) = self.channels.to_peer(&conn, self.ns(now)) else {
+            return false;
+        };
+        self.forward(
+            ProtoTransmit::new(payload.to_vec(), TransportType::Udp, relayed, peer),
+            now,
+        );
+        true
     }
 
     /// A datagram from `peer` to one of our relayed addresses.
@@ -370,10 +431,14 @@ impl Turn {
             self.refuse(Refused::Bandwidth, peer, "to client");
             return;
         }
+        if let Some(ch) = self.channels.to_client(relayed, peer, ns) {
+            self.channel_to_client(ch, data);
+            return;
+        }
         let idx = relay.server;
         let r = self.servers[idx].recv(
             ProtoTransmit::new(data, TransportType::Udp, peer, relayed),
-            Self::t(now),
+            Self::t(self.epoch, now),
         );
         if let Some(t) = r {
             let t = t.build();
@@ -392,6 +457,38 @@ impl Turn {
                 data: out,
             }));
         }
+    }
+
+    /// A peer's datagram to the client as ChannelData on its bound channel.
+    fn channel_to_client(&mut self, ch: ClientChannel, data: &[u8]) {
+        let Ok(len) = u16::try_from(data.len()) else {
+            return; // no UDP datagram is this long
+        };
+        let tcp = ch.transport == key(TransportType::Tcp);
+        // RFC 8656 §12.5: over TCP, ChannelData is padded to a multiple of four bytes (the
+        // length field keeps the unpadded size).
+        let size = if tcp {
+            (4 + data.len()).div_ceil(4) * 4
+        } else {
+            4 + data.len()
+        };
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&ch.channel.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(data);
+        out.resize(size, 0);
+        self.stats.to_client_packets += 1;
+        self.stats.to_client_bytes += data.len() as u64;
+        self.out.push_back(Output::Transmit(Transmit {
+            transport: if tcp {
+                TransportType::Tcp
+            } else {
+                TransportType::Udp
+            },
+            from: ch.listener,
+            to: ch.client,
+            data: out,
+        }));
     }
 
     /// The answer to [`Output::Allocate`]: the relay socket's address as clients must see it
@@ -420,10 +517,13 @@ impl Turn {
                 let ns = self.ns(now);
                 let rate = self.config.allocation_bytes_per_sec;
                 *self.per_user.entry(user.clone()).or_default() += 1;
+                let conn = (key(transport), listener, client);
+                self.by_conn.insert(conn, addr);
                 self.relays.insert(
                     addr,
                     Relay {
                         server: idx,
+                        conn,
                         client,
                         user: user.clone(),
                         to_peer: Bucket::new(rate, ns),
@@ -446,7 +546,7 @@ impl Turn {
             TransportType::Udp,
             family,
             result,
-            Self::t(now),
+            Self::t(self.epoch, now),
         );
         self.drain(now);
     }
@@ -456,8 +556,8 @@ impl Turn {
         self.drain(now);
         let mut next = now + std::time::Duration::from_secs(1);
         for s in &mut self.servers {
-            if let TurnServerPollRet::WaitUntil(t) = s.poll(Self::t(now)) {
-                next = next.min(t.to_std(now).max(now));
+            if let TurnServerPollRet::WaitUntil(t) = s.poll(Self::t(self.epoch, now)) {
+                next = next.min(t.to_std(self.epoch).max(now));
             }
         }
         next
@@ -477,7 +577,7 @@ impl Turn {
 
     fn drain_one(&mut self, idx: usize, now: Instant) {
         loop {
-            match self.servers[idx].poll(Self::t(now)) {
+            match self.servers[idx].poll(Self::t(self.epoch, now)) {
                 TurnServerPollRet::WaitUntil(_) => break,
                 TurnServerPollRet::AllocateSocket {
                     transport,
@@ -495,7 +595,7 @@ impl Turn {
                             allocation_transport,
                             family,
                             Err(SocketAllocateError::InsufficientCapacity),
-                            Self::t(now),
+                            Self::t(self.epoch, now),
                         );
                         continue;
                     }
@@ -517,7 +617,7 @@ impl Turn {
                     listen_addr,
                     client_addr,
                     Err(TcpConnectError::Forbidden),
-                    Self::t(now),
+                    Self::t(self.epoch, now),
                 ),
                 TurnServerPollRet::TcpClose {
                     local_addr,
@@ -528,6 +628,8 @@ impl Turn {
                 }),
                 TurnServerPollRet::SocketClose { listen_addr, .. } => {
                     if let Some(r) = self.relays.remove(&listen_addr) {
+                        self.by_conn.remove(&r.conn);
+                        self.channels.remove_relay(listen_addr);
                         if let Some(n) = self.per_user.get_mut(&r.user) {
                             *n = n.saturating_sub(1);
                             if *n == 0 {
@@ -540,7 +642,7 @@ impl Turn {
                 }
             }
         }
-        while let Some(t) = self.servers[idx].poll_transmit(Self::t(now)) {
+        while let Some(t) = self.servers[idx].poll_transmit(Self::t(self.epoch, now)) {
             self.forward(t, now);
         }
     }
@@ -565,6 +667,8 @@ impl Turn {
             }
             self.stats.to_peer_packets += 1;
             self.stats.to_peer_bytes += t.data.len() as u64;
+        } else if self.expect.is_some() {
+            self.observe_response(&t.data, now);
         }
         self.out.push_back(Output::Transmit(Transmit {
             transport: t.transport,
@@ -574,9 +678,35 @@ impl Turn {
         }));
     }
 
+    /// A response the library sends a client: when it grants the ChannelBind or
+    /// CreatePermission being handled, the fast path learns it.
+    fn observe_response(&mut self, data: &[u8], now: Instant) {
+        let Ok(msg) = Message::from_bytes(data) else {
+            return;
+        };
+        let Some((tid, _)) = &self.expect else {
+            return;
+        };
+        if u128::from(msg.transaction_id()) != *tid {
+            return;
+        }
+        if let Some((_, p)) = self.expect.take()
+            && msg.has_class(MessageClass::Success)
+        {
+            let ns = self.ns(now);
+            self.channels.granted(p, ns);
+        }
+    }
+
     /// Looks at a UDP datagram before the library does. Returns a reply when the datagram is
     /// refused here; None lets it through.
-    fn inspect(&mut self, idx: usize, client: SocketAddr, data: &[u8]) -> Option<Vec<u8>> {
+    fn inspect(
+        &mut self,
+        idx: usize,
+        conn: (u8, SocketAddr, SocketAddr),
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        let client = conn.2;
         // ChannelData (first two bits 01) is the media path: the library checks the channel.
         if data.first().is_some_and(|b| b & 0xc0 == 0x40) {
             return None;
@@ -633,7 +763,48 @@ impl Turn {
         } else {
             None
         };
+        if code.is_none() {
+            self.expect_grant(&msg, conn);
+        }
         code.map(|code| crate::stun::error(&msg, code, None, Some((&creds, algo))))
+    }
+
+    /// Remembers an authenticated ChannelBind or CreatePermission of a client with an
+    /// allocation, to learn from its answer.
+    fn expect_grant(&mut self, msg: &Message<'_>, conn: (u8, SocketAddr, SocketAddr)) {
+        let Some(&relayed) = self.by_conn.get(&conn) else {
+            return;
+        };
+        let tid = msg.transaction_id();
+        let peers: Vec<SocketAddr> = msg
+            .iter_attributes()
+            .filter(|(_, raw)| raw.get_type() == XorPeerAddress::TYPE)
+            .filter_map(|(_, raw)| XorPeerAddress::try_from(&raw).ok())
+            .map(|p| p.addr(tid))
+            .collect();
+        let pending = if msg.has_method(CHANNEL_BIND) {
+            let (Ok(ch), [peer]) = (msg.attribute::<ChannelNumber>(), peers.as_slice()) else {
+                return;
+            };
+            Pending::Bind {
+                key: ClientChannel {
+                    transport: conn.0,
+                    listener: conn.1,
+                    client: conn.2,
+                    channel: ch.channel(),
+                },
+                relayed,
+                peer: *peer,
+            }
+        } else if msg.has_method(CREATE_PERMISSION) {
+            Pending::Permit {
+                relayed,
+                ips: peers.iter().map(|p| p.ip()).collect(),
+            }
+        } else {
+            return;
+        };
+        self.expect = Some((u128::from(tid), pending));
     }
 
     fn allocate_quota(&mut self, idx: usize, client: SocketAddr, username: &str) -> Option<u16> {

@@ -6,11 +6,14 @@
 //! - [`policy`]: the peers a relay may reach (no SSRF into loopback, private networks or
 //!   onair's own service ports);
 //! - quotas per user and per server, and a bandwidth cap per allocation ([`limiter`]);
-//! - counters for every relay and every refusal ([`TurnStats`]).
+//! - counters for every relay and every refusal ([`TurnStats`]);
+//! - a fast path for ChannelData on bound channels (`channels`), the media path, which
+//!   bypasses the library once it has granted the binding.
 //!
 //! The IO layer (crates/server) owns the sockets and hands relayed traffic for the SFU to it
 //! in-process.
 
+mod channels;
 mod core;
 pub mod credentials;
 pub mod limiter;

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use turn::{Credentials, Output, PeerPolicy, Transport, Turn, TurnConfig};
 use turn_server_proto::types::attribute::{
-    Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+    ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
 };
-use turn_server_proto::types::message::{ALLOCATE, CREATE_PERMISSION, DATA, SEND};
+use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, SEND};
 use turn_server_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
 use turn_server_proto::types::stun::message::{
     IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageIntegrityCredentials,
@@ -73,7 +73,20 @@ impl Client {
         method: turn_server_proto::types::stun::message::Method,
         peer: Option<SocketAddr>,
     ) -> Vec<u8> {
+        self.request_channel(method, peer, None)
+    }
+
+    /// A signed request, with a CHANNEL-NUMBER when given.
+    fn request_channel(
+        &self,
+        method: turn_server_proto::types::stun::message::Method,
+        peer: Option<SocketAddr>,
+        channel: Option<u16>,
+    ) -> Vec<u8> {
         let mut b = Message::builder_request(method, MessageWriteVec::new());
+        if let Some(ch) = channel {
+            b.add_attribute(&ChannelNumber::new(ch)).expect("attr");
+        }
         let tid = b.transaction_id();
         let transport = RequestedTransport::new(RequestedTransport::UDP);
         if method == ALLOCATE {
@@ -471,4 +484,222 @@ fn refused_allocates_do_not_use_up_the_server_quota() {
     let mut c = Client::new(9302, &issued.username, &issued.password);
     assert_eq!(code(&h.allocate(&mut c, relay(42002))), None);
     assert_eq!(h.turn.allocations(), 3);
+}
+
+/// ChannelData with `payload` on channel `ch`.
+fn channel_data(ch: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = ch.to_be_bytes().to_vec();
+    v.extend_from_slice(&u16::try_from(payload.len()).expect("short").to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Everything the core wants sent, in order.
+fn transmits(turn: &mut Turn) -> Vec<turn::Transmit> {
+    let mut v = Vec::new();
+    while let Some(o) = turn.poll_output() {
+        if let Output::Transmit(t) = o {
+            v.push(t);
+        }
+    }
+    v
+}
+
+#[test]
+fn channel_data_is_relayed_both_ways_while_the_binding_lives() {
+    let mut h = Harness::new(TurnConfig {
+        policy: PeerPolicy::default(),
+        ..config()
+    });
+    let mut c = Client::new(9200, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut c, Some(addr(RELAY)))), None);
+    let peer = addr("203.0.113.9:7000");
+
+    // Before any binding: ChannelData goes nowhere.
+    h.turn.recv_client(
+        Transport::Udp,
+        addr(LISTEN),
+        c.addr,
+        &channel_data(0x4000, b"early"),
+        h.now,
+    );
+    assert!(transmits(&mut h.turn).is_empty());
+
+    // A channel number outside 0x4000..=0x4FFF is refused by the library: nothing learned.
+    let (reply, _) = h.ask(
+        &c,
+        &c.request_channel(CHANNEL_BIND, Some(peer), Some(0x3000)),
+    );
+    assert_eq!(code(&reply), Some(400));
+    assert_eq!(h.turn.channel_bindings(), 0);
+
+    let (reply, _) = h.ask(
+        &c,
+        &c.request_channel(CHANNEL_BIND, Some(peer), Some(0x4001)),
+    );
+    assert_eq!(code(&reply), None, "channel bound");
+    assert_eq!(
+        h.turn.channel_bindings(),
+        1,
+        "the fast path learned the binding"
+    );
+
+    h.turn.recv_client(
+        Transport::Udp,
+        addr(LISTEN),
+        c.addr,
+        &channel_data(0x4001, b"to peer"),
+        h.now,
+    );
+    let t = transmits(&mut h.turn);
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].from, t[0].to, t[0].data.as_slice()),
+        (addr(RELAY), peer, &b"to peer"[..])
+    );
+
+    h.turn.recv_peer(addr(RELAY), peer, b"to client", h.now);
+    let t = transmits(&mut h.turn);
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].from, t[0].to), (addr(LISTEN), c.addr));
+    assert_eq!(t[0].data, channel_data(0x4001, b"to client"));
+    // Another port of the peer's IP has the permission but not the channel: a DATA indication.
+    h.turn
+        .recv_peer(addr(RELAY), addr("203.0.113.9:7001"), b"x", h.now);
+    let t = transmits(&mut h.turn);
+    assert_eq!(t.len(), 1);
+    assert!(
+        Message::from_bytes(&t[0].data)
+            .expect("stun")
+            .has_method(DATA)
+    );
+    // A wrong channel number is not relayed.
+    h.turn.recv_client(
+        Transport::Udp,
+        addr(LISTEN),
+        c.addr,
+        &channel_data(0x4002, b"?"),
+        h.now,
+    );
+    assert!(transmits(&mut h.turn).is_empty());
+    let stats = h.turn.stats();
+    assert_eq!((stats.to_peer_packets, stats.to_client_packets), (1, 2));
+
+    // A CreatePermission at 290 s keeps the binding's permission alive past 300 s.
+    h.now += Duration::from_secs(290);
+    let (reply, _) = h.ask(&c, &c.request(CREATE_PERMISSION, Some(peer)));
+    assert_eq!(code(&reply), None);
+    h.now += Duration::from_secs(20);
+    h.turn.recv_client(
+        Transport::Udp,
+        addr(LISTEN),
+        c.addr,
+        &channel_data(0x4001, b"a"),
+        h.now,
+    );
+    assert_eq!(transmits(&mut h.turn).len(), 1, "still relayed at 310 s");
+
+    // With no refresh, nothing passes after the permission's 300 s (library or fast path).
+    h.now += Duration::from_secs(290);
+    h.turn.recv_client(
+        Transport::Udp,
+        addr(LISTEN),
+        c.addr,
+        &channel_data(0x4001, b"b"),
+        h.now,
+    );
+    h.turn.recv_peer(addr(RELAY), peer, b"c", h.now);
+    let t = transmits(&mut h.turn);
+    assert!(t.is_empty(), "expired at 600 s: {t:?}");
+}
+
+#[test]
+fn channel_data_over_tcp_is_padded_to_four_bytes() {
+    let mut h = Harness::new(config());
+    h.turn.add_listener(Transport::Tcp, addr(LISTEN));
+    let c = Client::new(9300, "alice", "wonderland");
+    let tcp = |h: &mut Harness, data: &[u8]| {
+        h.turn
+            .recv_client(Transport::Tcp, addr(LISTEN), c.addr, data, h.now);
+        transmits(&mut h.turn)
+    };
+    // The 401 round, then the Allocate, over TCP.
+    let t = tcp(&mut h, &c.request(ALLOCATE, None));
+    let msg = Message::from_bytes(&t[0].data).expect("401");
+    let mut c = Client {
+        nonce: Some(msg.attribute::<Nonce>().expect("nonce").nonce().to_owned()),
+        ..c
+    };
+    c.addr = addr("198.51.100.7:9300");
+    h.turn.recv_client(
+        Transport::Tcp,
+        addr(LISTEN),
+        c.addr,
+        &c.request(ALLOCATE, None),
+        h.now,
+    );
+    let Some(Output::Allocate {
+        listener,
+        transport,
+        client,
+        ipv6,
+    }) = h.turn.poll_output()
+    else {
+        panic!("an allocation asked for");
+    };
+    h.turn
+        .allocated(listener, transport, client, ipv6, Some(addr(RELAY)), h.now);
+    assert_eq!(code(&transmits(&mut h.turn)[0].data), None);
+    let peer = addr("203.0.113.9:7000");
+    let t = tcp(
+        &mut h,
+        &c.request_channel(CHANNEL_BIND, Some(peer), Some(0x4000)),
+    );
+    assert_eq!(code(&t[0].data), None);
+    // Client → peer: a padded frame (5 bytes of payload + 3 of padding) arrives as 5 bytes.
+    let mut framed = channel_data(0x4000, b"hello");
+    framed.resize(12, 0);
+    let t = tcp(&mut h, &framed);
+    assert_eq!(
+        (t.len(), t[0].to, t[0].data.as_slice()),
+        (1, peer, &b"hello"[..])
+    );
+    // Peer → client: padded, with the length field unpadded.
+    h.turn.recv_peer(addr(RELAY), peer, b"hello", h.now);
+    let t = transmits(&mut h.turn);
+    assert_eq!(t[0].transport, Transport::Tcp);
+    assert_eq!(t[0].data, framed);
+}
+
+#[test]
+fn an_allocation_expires_after_its_lifetime_and_its_relay_closes() {
+    let mut h = Harness::new(config());
+    let mut c = Client::new(9400, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut c, Some(addr(RELAY)))), None);
+    let peer = addr("203.0.113.9:7000");
+    let (reply, _) = h.ask(
+        &c,
+        &c.request_channel(CHANNEL_BIND, Some(peer), Some(0x4000)),
+    );
+    assert_eq!(code(&reply), None);
+    // The default lifetime is 600 s: alive just before, gone just after.
+    h.now += Duration::from_secs(599);
+    let next = h.turn.handle_timeout(h.now);
+    assert!(next > h.now);
+    assert!(h.turn.poll_output().is_none());
+    assert_eq!(h.turn.allocations(), 1);
+    h.now += Duration::from_secs(2);
+    h.turn.handle_timeout(h.now);
+    let closed: Vec<_> = std::iter::from_fn(|| h.turn.poll_output())
+        .filter_map(|o| match o {
+            Output::CloseRelay(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![addr(RELAY)]);
+    assert_eq!(h.turn.allocations(), 0);
+    assert_eq!(h.turn.channel_bindings(), 0, "the fast path forgot it too");
+    // The quota it held is free again.
+    let mut d = Client::new(9401, "alice", "wonderland");
+    assert_eq!(code(&h.allocate(&mut d, Some(addr(RELAY)))), None);
 }
