@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # coturn's own clients against onair's STUN/TURN, inside a loopback-only namespace:
 #   turnutils_stunclient gets a reflexive address;
-#   turnutils_uclient relays 10 clients × 100 messages to turnutils_peer over UDP and TCP,
-#   with a static user and with coturn-style time-limited (REST) credentials; 0 loss expected;
+#   turnutils_uclient relays 10 clients × 100 messages to turnutils_peer over UDP, TCP and TLS
+#   (a certificate from files made here with openssl), with a static user and with coturn-style
+#   time-limited (REST) credentials, and over IPv6 (an IPv6 client, and an IPv6 relay asked for
+#   by an IPv4 client); 0 loss expected;
 #   with the default config, a relay toward 127.0.0.1 is refused (403) and counted.
 # Usage: ONAIR_BIN=target/debug/onair ../shared/tools/netns-run tests/turn/turnutils.sh
 set -uo pipefail
@@ -12,7 +14,7 @@ fail=0
 pass=0
 ok() { echo "ok - $*"; pass=$((pass + 1)); }
 bad() { echo "not ok - $*"; fail=$((fail + 1)); }
-for tool in turnutils_uclient turnutils_peer turnutils_stunclient; do
+for tool in turnutils_uclient turnutils_peer turnutils_stunclient openssl; do
   command -v $tool >/dev/null || { echo "error: $tool missing (apt-get install coturn)" >&2; exit 2; }
 done
 ip -o addr show | grep -qv ' lo ' && [ "${ONAIR_E2E_ALLOW_HOST_NET:-}" != 1 ] && {
@@ -29,9 +31,16 @@ metric() { curl -s http://127.0.0.1:18080/metrics | awk -v m="$1" '$1 == m {prin
 
 turnutils_peer -L 127.0.0.1 -p 3480 >/dev/null 2>&1 &
 PEER=$!
-trap 'kill $PEER 2>/dev/null; stop' EXIT
+turnutils_peer -L ::1 -p 3480 >/dev/null 2>&1 &
+PEER6=$!
+trap 'kill $PEER $PEER6 2>/dev/null; stop' EXIT
 
-start ONAIR_TURN_USERS='["alice:wonderland"]' ONAIR_TURN_SECRET=s3cret ONAIR_TURN_ALLOW_LOOPBACK_PEERS=true
+CERT=$(mktemp -d /tmp/onair-turn-tls.XXXXXX)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=localhost -keyout "$CERT/key.pem" -out "$CERT/cert.pem" 2>/dev/null \
+  || { echo "error: openssl could not make a certificate" >&2; exit 2; }
+start ONAIR_TURN_USERS='["alice:wonderland"]' ONAIR_TURN_SECRET=s3cret ONAIR_TURN_ALLOW_LOOPBACK_PEERS=true \
+  ONAIR_TURN_TLS_CERT="$CERT/cert.pem" ONAIR_TURN_TLS_KEY="$CERT/key.pem" ONAIR_TURN_BIND_V6=::1
 
 out=$(timeout 20 turnutils_stunclient -p 3478 127.0.0.1 2>&1)
 if grep -q "UDP reflexive addr: 127.0.0.1:" <<<"$out"; then
@@ -40,10 +49,10 @@ else
   bad "turnutils_stunclient got no reflexive address: $out"
 fi
 
-uclient() { # name, extra args...
+uclient() { # name, extra args... (ONAIR_IP: the address family's loopback)
   local name=$1; shift
-  local out
-  out=$(timeout 90 turnutils_uclient "$@" -L 127.0.0.1 -e 127.0.0.1 -r 3480 -m 10 -n 100 -l 120 127.0.0.1 2>&1)
+  local out ip=${ONAIR_IP:-127.0.0.1}
+  out=$(timeout 90 turnutils_uclient "$@" -L "$ip" -e "${PEER_IP:-$ip}" -r 3480 -m 10 -n 100 -l 120 "$ip" 2>&1)
   local sent recv lost
   sent=$(grep -o 'tot_send_msgs=[0-9]*' <<<"$out" | tail -1 | cut -d= -f2)
   recv=$(grep -o 'tot_recv_msgs=[0-9]*' <<<"$out" | tail -1 | cut -d= -f2)
@@ -58,10 +67,18 @@ uclient "UDP, static user" -u alice -w wonderland
 uclient "TCP, static user" -t -u alice -w wonderland
 uclient "UDP, REST credentials" -u carol -W s3cret
 uclient "TCP, REST credentials" -t -u carol -W s3cret
-sleep 1.2 # the TURN task publishes its counters once a second
+uclient "TLS, static user" -t -S -p 5349 -u alice -w wonderland
+uclient "TLS, REST credentials" -t -S -p 5349 -u carol -W s3cret
+# -c: one allocation per client. Without it uclient pairs an RTCP allocation (EVEN-PORT and
+# RESERVATION-TOKEN) with the first, which turn-server-proto gives an IPv4 relay, and uclient
+# then refuses it for not being of the family it asked for.
+ONAIR_IP=::1 uclient "UDP over IPv6" -c -u alice -w wonderland
+ONAIR_IP=::1 uclient "TCP over IPv6" -c -t -u alice -w wonderland
+PEER_IP=::1 uclient "IPv4 client, IPv6 relay (REQUESTED-ADDRESS-FAMILY)" -c -x -u alice -w wonderland
+sleep 1.2 # counters reach /metrics once a second
 allocs=$(metric onair_turn_allocations_total)
 relayed=$(metric onair_turn_to_peer_packets_total)
-[ "${allocs:-0}" -ge 40 ] && [ "${relayed:-0}" -ge 4000 ] \
+[ "${allocs:-0}" -ge 80 ] && [ "${relayed:-0}" -ge 9000 ] \
   && ok "metrics: $allocs allocations, $relayed packets to peers, $(metric onair_turn_to_client_packets_total) back" \
   || bad "metrics: allocations ${allocs:-?}, relayed ${relayed:-?}"
 stop

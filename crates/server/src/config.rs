@@ -127,6 +127,21 @@ pub struct Turn {
     pub allow_loopback_peers: bool,
     /// Let relays reach private and link-local addresses (a TURN server inside a LAN).
     pub allow_private_peers: bool,
+    /// TURN over TLS on these ports (5349 is the standard one; add 443 where onair owns it).
+    /// Empty: no TLS listener.
+    pub tls_ports: Vec<u16>,
+    /// PEM certificate chain for TURN over TLS. Unset (with `tls_key`): a self-signed
+    /// certificate is made at start, which TURN test tools accept and browsers do not, so
+    /// `turns:` URLs are only handed out with a configured certificate.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// Host name in the `turns:` URLs handed out (the name the certificate is for). Empty:
+    /// the TURN IPs.
+    pub tls_hostname: String,
+    /// Local IPv6 address for IPv6 listeners and relays (clients on IPv6, and allocations that
+    /// ask for an IPv6 relay), e.g. "::1" or "::". Empty: IPv4 only.
+    pub bind_v6: String,
 }
 
 impl Default for Turn {
@@ -147,6 +162,11 @@ impl Default for Turn {
             allocation_kbps: 20_000,
             allow_loopback_peers: false,
             allow_private_peers: false,
+            tls_ports: vec![5349],
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_hostname: String::new(),
+            bind_v6: String::new(),
         }
     }
 }
@@ -291,6 +311,21 @@ impl Config {
             if t.credential_ttl_secs == 0 {
                 bail!("turn.credential_ttl_secs must be at least 1");
             }
+            if t.tls_cert.is_empty() != t.tls_key.is_empty() {
+                bail!("turn.tls_cert and turn.tls_key go together: set both or neither");
+            }
+            if t.tls_ports.iter().any(|&p| p == 0 || p == t.port) {
+                bail!(
+                    "turn.tls_ports {:?} must be real ports other than turn.port",
+                    t.tls_ports
+                );
+            }
+            if !t.bind_v6.is_empty() && t.bind_v6.parse::<std::net::Ipv6Addr>().is_err() {
+                bail!("turn.bind_v6 {:?} is not an IPv6 address", t.bind_v6);
+            }
+            if t.bind.is_ipv6() {
+                bail!("turn.bind is IPv6 ({}); use turn.bind_v6 for IPv6", t.bind);
+            }
         }
         let r = &self.rooms;
         for (key, v) in [
@@ -325,6 +360,15 @@ impl Config {
         } else {
             self.media.public_ips.clone()
         }
+    }
+
+    /// The local IPv6 address of TURN's IPv6 listeners and relays, if any.
+    pub fn turn_bind_v6(&self) -> Option<IpAddr> {
+        self.turn
+            .bind_v6
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6)
     }
 
     /// Addresses clients reach TURN at.

@@ -38,7 +38,7 @@ impl IceServers {
                 IpAddr::V6(v6) => format!("[{v6}]"),
             })
             .collect();
-        let urls = hosts
+        let mut urls: Vec<String> = hosts
             .iter()
             .flat_map(|h| {
                 [
@@ -47,6 +47,19 @@ impl IceServers {
                 ]
             })
             .collect();
+        // turns: only with a configured certificate: browsers refuse the self-signed one, and
+        // a URL that always fails only slows gathering down.
+        if let Some(port) = t.tls_ports.first().filter(|_| !t.tls_cert.is_empty()) {
+            if t.tls_hostname.is_empty() {
+                urls.extend(
+                    hosts
+                        .iter()
+                        .map(|h| format!("turns:{h}:{port}?transport=tcp")),
+                );
+            } else {
+                urls.push(format!("turns:{}:{port}?transport=tcp", t.tls_hostname));
+            }
+        }
         let stun_urls = hosts
             .iter()
             .map(|h| format!("stun:{h}:{}", t.port))
@@ -91,4 +104,39 @@ pub fn random_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(config: &Config) -> Vec<String> {
+        IceServers::new(config, "secret")
+            .for_user("alice")
+            .into_iter()
+            .flat_map(|s| s.urls)
+            .collect()
+    }
+
+    #[test]
+    fn turns_urls_only_with_a_configured_certificate() {
+        let mut c = Config::default();
+        assert_eq!(
+            urls(&c),
+            [
+                "stun:127.0.0.1:3478",
+                "turn:127.0.0.1:3478?transport=udp",
+                "turn:127.0.0.1:3478?transport=tcp"
+            ]
+        );
+        c.turn.tls_cert = "/etc/onair/cert.pem".into();
+        c.turn.tls_key = "/etc/onair/key.pem".into();
+        assert!(urls(&c).contains(&"turns:127.0.0.1:5349?transport=tcp".to_owned()));
+        c.turn.tls_hostname = "turn.example.com".into();
+        c.turn.tls_ports = vec![443, 5349];
+        assert_eq!(
+            urls(&c).last().map(String::as_str),
+            Some("turns:turn.example.com:443?transport=tcp")
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod media_loop;
 mod metrics;
 mod rtmp_server;
 mod streams;
+mod tls;
 mod turn_server;
 mod web;
 mod whip;

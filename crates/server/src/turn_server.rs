@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
@@ -41,7 +41,8 @@ pub struct TurnCounters {
     pub refusals: Mutex<Vec<(&'static str, u64)>>,
 }
 
-/// Binds the listeners and starts the readers. None when TURN is off.
+/// Binds the listeners and starts the readers. None when TURN is off; otherwise the UDP/TCP
+/// listener address (IPv4).
 pub async fn start(
     config: &Config,
     secret: &str,
@@ -53,15 +54,6 @@ pub async fn start(
         return Ok(None);
     }
     let listen = SocketAddr::new(t.bind, t.port);
-    let udp = UdpSocket::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding TURN udp/{listen}: {e}"))?;
-    // Every client's packets arrive on this one socket: a burst from many clients must not
-    // overflow the default ~200 KiB while a reader is busy.
-    socket_buffers(&udp, LISTENER_BUFFER);
-    let tcp = TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding TURN tcp/{listen}: {e}"))?;
     let mut credentials = Credentials::new(Some(secret));
     for u in &t.users {
         if let Some((name, pass)) = u.split_once(':') {
@@ -75,20 +67,22 @@ pub async fn start(
         .map(|ip| SocketAddr::new(ip, media_port))
         .collect();
     media_addrs.push(SocketAddr::new(config.media.bind, media_port));
-    let mut services = vec![config.http.listen, config.rtmp.listen, listen];
-    services.extend(
-        config
-            .turn_ips()
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, t.port)),
-    );
+    let bind_v6 = config.turn_bind_v6();
+    let binds: Vec<IpAddr> = std::iter::once(t.bind).chain(bind_v6).collect();
+    let turn_ips = config.turn_ips();
+    let mut services = vec![config.http.listen, config.rtmp.listen];
+    for ip in binds.iter().chain(&turn_ips) {
+        for port in std::iter::once(t.port).chain(t.tls_ports.iter().copied()) {
+            services.push(SocketAddr::new(*ip, port));
+        }
+    }
     let policy = PeerPolicy {
         allow_loopback: t.allow_loopback_peers,
         allow_private: t.allow_private_peers,
         media: media_addrs.clone(),
         services,
     };
-    let mut core = Turn::new(
+    let core = Turn::new(
         TurnConfig {
             realm: t.realm.clone(),
             credentials,
@@ -99,39 +93,126 @@ pub async fn start(
         },
         Instant::now(),
     );
-    core.add_listener(Transport::Udp, listen);
-    core.add_listener(Transport::Tcp, listen);
-    let udp = Arc::new(udp);
+    // Relayed addresses clients are told: the first TURN IP of the family, else the bind
+    // address when it is a real one.
+    let advertised = |v6: bool, bind: Option<IpAddr>| {
+        turn_ips
+            .iter()
+            .copied()
+            .find(|ip| ip.is_ipv6() == v6)
+            .or(bind.filter(|ip| !ip.is_unspecified()))
+    };
+    let relay_v4 = advertised(false, Some(t.bind)).map(|ip| (t.bind, ip));
+    let relay_v6 = bind_v6.and_then(|b| advertised(true, Some(b)).map(|ip| (b, ip)));
+    if bind_v6.is_some() && relay_v6.is_none() {
+        warn!("turn.bind_v6 is :: and turn.public_ips has no IPv6 address: IPv6 relays are off");
+    }
+    let tls = if t.tls_ports.is_empty() {
+        None
+    } else {
+        let path = |s: &str| (!s.is_empty()).then(|| std::path::PathBuf::from(s));
+        let tls = crate::tls::load(
+            path(&t.tls_cert).as_deref(),
+            path(&t.tls_key).as_deref(),
+            &turn_ips,
+        )?;
+        if tls.self_signed {
+            info!(
+                "TURN over TLS uses a self-signed certificate made at start (set turn.tls_cert \
+                 and turn.tls_key for one browsers accept); no turns: URLs are handed out"
+            );
+        }
+        Some(tokio_rustls::TlsAcceptor::from(tls.config))
+    };
     let shared = Arc::new(TurnShared {
         state: Mutex::new(State {
             core,
             relays: HashMap::new(),
             tcp: HashMap::new(),
         }),
-        udp: udp.clone(),
-        listen,
+        udp: Mutex::new(HashMap::new()),
         media,
         media_addrs,
-        bind: t.bind,
-        advertised: config.turn_ips()[0],
+        relay_v4,
+        relay_v6,
         ports: (t.relay_port_min, t.relay_port_max),
         counters,
     });
-    tokio::spawn(listener_reader(shared.clone(), udp));
-    tokio::spawn(accept_tcp(shared.clone(), tcp));
+    for (i, ip) in binds.iter().enumerate() {
+        // The IPv4 listeners must come up; IPv6 ones are extra (a host may have no IPv6).
+        let r = listen_on(
+            &shared,
+            SocketAddr::new(*ip, t.port),
+            &t.tls_ports,
+            tls.as_ref(),
+        )
+        .await;
+        match r {
+            Ok(()) => {}
+            Err(e) if i == 0 => return Err(e),
+            Err(e) => warn!("TURN on IPv6 is off: {e:#}"),
+        }
+    }
     tokio::spawn(timers(shared));
     Ok(Some(listen))
+}
+
+/// UDP and TCP on `addr`, and TLS on each of `tls_ports` of its IP.
+async fn listen_on(
+    shared: &Arc<TurnShared>,
+    addr: SocketAddr,
+    tls_ports: &[u16],
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
+    let udp = UdpSocket::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding TURN udp/{addr}: {e}"))?;
+    // Every client's packets arrive on this one socket: a burst from many clients must not
+    // overflow the default ~200 KiB while a reader is busy.
+    socket_buffers(&udp, LISTENER_BUFFER);
+    let tcp = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding TURN tcp/{addr}: {e}"))?;
+    let mut tls_listeners = Vec::new();
+    if let Some(acceptor) = tls {
+        for &port in tls_ports {
+            let a = SocketAddr::new(addr.ip(), port);
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding TURN tls/{a}: {e}"))?;
+            tls_listeners.push((l, a, acceptor.clone()));
+        }
+    }
+    let udp = Arc::new(udp);
+    {
+        let mut st = shared.lock();
+        st.core.add_listener(Transport::Udp, addr);
+        st.core.add_listener(Transport::Tcp, addr);
+        for (_, a, _) in &tls_listeners {
+            // TLS is TCP to the core: the IO layer decrypts.
+            st.core.add_listener(Transport::Tcp, *a);
+        }
+    }
+    shared.udp_lock().insert(addr, udp.clone());
+    tokio::spawn(listener_reader(shared.clone(), udp, addr));
+    tokio::spawn(accept_tcp(shared.clone(), tcp, addr, None));
+    for (l, a, acceptor) in tls_listeners {
+        info!(listen = %a, "TURN over TLS");
+        tokio::spawn(accept_tcp(shared.clone(), l, a, Some(acceptor)));
+    }
+    Ok(())
 }
 
 /// The TURN core and the sockets it answers through.
 pub struct TurnShared {
     state: Mutex<State>,
-    udp: Arc<UdpSocket>,
-    listen: SocketAddr,
+    /// The UDP listeners by address (answers to clients leave through the one they came to).
+    udp: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>,
     media: mpsc::UnboundedSender<Command>,
     media_addrs: Vec<SocketAddr>,
-    bind: IpAddr,
-    advertised: IpAddr,
+    /// (bind, advertised) IPs of IPv4 and IPv6 relays; None: that family is not offered.
+    relay_v4: Option<(IpAddr, IpAddr)>,
+    relay_v6: Option<(IpAddr, IpAddr)>,
     ports: (u16, u16),
     counters: Arc<TurnCounters>,
 }
@@ -139,7 +220,8 @@ pub struct TurnShared {
 struct State {
     core: Turn,
     relays: HashMap<SocketAddr, RelaySocket>,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// TCP and TLS clients' writers by (listener, client).
+    tcp: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
 }
 
 struct RelaySocket {
@@ -161,6 +243,10 @@ impl TurnShared {
         // A panic while holding the lock would be a bug in the core; the state is still the
         // best there is, so keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn udp_lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<UdpSocket>>> {
+        self.udp.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Feeds the core under the lock, then sends what it answered outside it.
@@ -205,9 +291,8 @@ impl TurnShared {
                     client,
                     ipv6,
                 } => {
-                    // Relays are bound on turn.bind, one family; IPv6 allocations are refused
-                    // (508) until dual-stack relays are added.
-                    let relayed = if ipv6 { None } else { self.open_relay(st) };
+                    // A family that is not offered (no turn.bind_v6) is refused with 508.
+                    let relayed = self.open_relay(st, ipv6);
                     st.core
                         .allocated(listener, transport, client, ipv6, relayed, Instant::now());
                 }
@@ -219,8 +304,8 @@ impl TurnShared {
                         }
                     }
                 }
-                Output::CloseTcp { remote, .. } => {
-                    st.tcp.remove(&remote);
+                Output::CloseTcp { local, remote } => {
+                    st.tcp.remove(&(local, remote));
                 }
             }
         }
@@ -230,9 +315,13 @@ impl TurnShared {
         let Some(relay) = st.relays.get_mut(&t.from) else {
             // From a listener: to a client.
             match t.transport {
-                Transport::Udp => sends.push(Send::Udp(self.udp.clone(), t.to, t.data)),
+                Transport::Udp => {
+                    if let Some(udp) = self.udp_lock().get(&t.from) {
+                        sends.push(Send::Udp(udp.clone(), t.to, t.data));
+                    }
+                }
                 Transport::Tcp => {
-                    if let Some(w) = st.tcp.get(&t.to) {
+                    if let Some(w) = st.tcp.get(&(t.from, t.to)) {
                         sends.push(Send::Tcp(w.clone(), t.data));
                     }
                 }
@@ -267,12 +356,13 @@ impl TurnShared {
     }
 
     /// Binds a relay socket on a port from the range; returns the address clients see.
-    fn open_relay(self: &Arc<Self>, st: &mut State) -> Option<SocketAddr> {
+    fn open_relay(self: &Arc<Self>, st: &mut State, ipv6: bool) -> Option<SocketAddr> {
+        let (bind, advertised) = if ipv6 { self.relay_v6 } else { self.relay_v4 }?;
         let (lo, hi) = self.ports;
         let span = u32::from(hi - lo) + 1;
         for _ in 0..32 {
             let port = lo + (fastrand::u32(0..span) as u16);
-            let Ok(std_socket) = std::net::UdpSocket::bind(SocketAddr::new(self.bind, port)) else {
+            let Ok(std_socket) = std::net::UdpSocket::bind(SocketAddr::new(bind, port)) else {
                 continue;
             };
             let socket = match std_socket
@@ -288,7 +378,7 @@ impl TurnShared {
                     return None;
                 }
             };
-            let advertised = SocketAddr::new(self.advertised, port);
+            let advertised = SocketAddr::new(advertised, port);
             let reader = tokio::spawn(relay_reader(self.clone(), socket.clone(), advertised));
             st.relays.insert(
                 advertised,
@@ -343,10 +433,9 @@ fn socket_buffers(socket: &UdpSocket, bytes: usize) {
 /// Datagrams taken per wake beyond the first, under one lock.
 const RECV_BATCH: usize = 32;
 
-async fn listener_reader(shared: Arc<TurnShared>, udp: Arc<UdpSocket>) {
+async fn listener_reader(shared: Arc<TurnShared>, udp: Arc<UdpSocket>, listen: SocketAddr) {
     let mut buf = vec![0u8; 65536];
     let mut more = vec![0u8; 65536];
-    let listen = shared.listen;
     loop {
         match udp.recv_from(&mut buf).await {
             Ok((n, from)) => {
@@ -405,12 +494,29 @@ async fn timers(shared: Arc<TurnShared>) {
     }
 }
 
-async fn accept_tcp(shared: Arc<TurnShared>, listener: TcpListener) {
+async fn accept_tcp(
+    shared: Arc<TurnShared>,
+    listener: TcpListener,
+    listen: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(tcp_client(shared.clone(), stream, client));
+                let shared = shared.clone();
+                let Some(acceptor) = tls.clone() else {
+                    tokio::spawn(tcp_client(shared, stream, listen, client));
+                    continue;
+                };
+                tokio::spawn(async move {
+                    // A client that never finishes its handshake does not keep a task.
+                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => tcp_client(shared, stream, listen, client).await,
+                        Ok(Err(e)) => debug!(%client, "TURN TLS handshake: {e}"),
+                        Err(_) => debug!(%client, "TURN TLS handshake timed out"),
+                    }
+                });
             }
             Err(e) => {
                 warn!("TURN tcp accept: {e}");
@@ -420,19 +526,25 @@ async fn accept_tcp(shared: Arc<TurnShared>, listener: TcpListener) {
     }
 }
 
-/// One TURN-over-TCP client: bytes both ways; the core cuts the stream into frames.
-async fn tcp_client(shared: Arc<TurnShared>, stream: TcpStream, client: SocketAddr) {
-    let (mut rd, mut wr) = stream.into_split();
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// One TURN-over-TCP (or TLS) client: bytes both ways; the core cuts the stream into frames.
+async fn tcp_client<S>(shared: Arc<TurnShared>, stream: S, listen: SocketAddr, client: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + std::marker::Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
-    shared.lock().tcp.insert(client, out_tx);
+    let conn = (listen, client);
+    shared.lock().tcp.insert(conn, out_tx);
     let writer = tokio::spawn(async move {
         while let Some(data) = out_rx.recv().await {
             if wr.write_all(&data).await.is_err() {
                 break;
             }
         }
+        let _ = wr.shutdown().await;
     });
-    let listen = shared.listen;
     let mut buf = vec![0u8; 16384];
     loop {
         match rd.read(&mut buf).await {
@@ -442,12 +554,12 @@ async fn tcp_client(shared: Arc<TurnShared>, stream: TcpStream, client: SocketAd
             }),
         }
         // The core may have closed it (a stream that is not STUN).
-        if !shared.lock().tcp.contains_key(&client) {
+        if !shared.lock().tcp.contains_key(&conn) {
             break;
         }
     }
     writer.abort();
     let mut st = shared.lock();
-    st.tcp.remove(&client);
-    st.core.tcp_closed(client);
+    st.tcp.remove(&conn);
+    st.core.tcp_closed(listen, client);
 }

@@ -33,6 +33,8 @@ impl TestServer {
         cmd.env("ONAIR_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
             .env("ONAIR_MEDIA_PORT", media_port.to_string())
             .env("ONAIR_TURN_PORT", turn_port.to_string())
+            // Tests run side by side: TURN over TLS on a free port too, not 5349.
+            .env("ONAIR_TURN_TLS_PORTS", format!("[{}]", free_port()))
             // Any free port: tests run side by side, and 1935 may be taken.
             .env("ONAIR_RTMP_LISTEN", "127.0.0.1:0")
             .env(

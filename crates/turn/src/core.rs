@@ -176,8 +176,8 @@ pub struct Turn {
     /// Client 5-tuples with an authenticated Allocate on its way, and whose quota it counts on.
     pending: HashMap<(usize, SocketAddr), String>,
     per_user: HashMap<String, usize>,
-    /// Partial frames of TCP clients.
-    tcp_buffers: HashMap<SocketAddr, Vec<u8>>,
+    /// Partial frames of TCP clients, by (listener, client).
+    tcp_buffers: HashMap<(SocketAddr, SocketAddr), Vec<u8>>,
     out: VecDeque<Output>,
     epoch: Instant,
     stats: TurnStats,
@@ -292,7 +292,7 @@ impl Turn {
         }
         // TCP is a byte stream: cut it into STUN messages and ChannelData frames so that each
         // is inspected like a datagram.
-        let buf = self.tcp_buffers.entry(client).or_default();
+        let buf = self.tcp_buffers.entry((listener, client)).or_default();
         buf.extend_from_slice(data);
         let mut frames = Vec::new();
         let mut used = 0;
@@ -311,7 +311,7 @@ impl Turn {
         buf.drain(..used);
         let bad = buf.len() > MAX_TCP_BUFFER || (buf.len() >= 4 && frame_len(buf).is_none());
         if bad {
-            self.tcp_buffers.remove(&client);
+            self.tcp_buffers.remove(&(listener, client));
             self.refuse(
                 Refused::Malformed,
                 client,
@@ -328,9 +328,9 @@ impl Turn {
         }
     }
 
-    /// A TCP client went away.
-    pub fn tcp_closed(&mut self, client: SocketAddr) {
-        self.tcp_buffers.remove(&client);
+    /// A TCP (or TLS) client of `listener` went away.
+    pub fn tcp_closed(&mut self, listener: SocketAddr, client: SocketAddr) {
+        self.tcp_buffers.remove(&(listener, client));
     }
 
     fn recv_frame(
