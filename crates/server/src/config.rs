@@ -456,6 +456,16 @@ impl Config {
                 self.turn_ips()
             ));
         }
+        if self.turn.enabled
+            && self.turn_bind_v6().is_none()
+            && self.turn.public_ips.iter().any(IpAddr::is_ipv6)
+        {
+            w.push(
+                "turn.public_ips has an IPv6 address but turn.bind_v6 is empty: nothing listens \
+                 there; set turn.bind_v6"
+                    .to_owned(),
+            );
+        }
         w.push("no TLS: browsers need HTTPS for camera access anywhere but localhost (put a TLS proxy in front)".to_owned());
         if self.auth.token_secret.is_empty() {
             w.push("auth is off: anyone who can reach this server can join any room".to_owned());

@@ -5,6 +5,7 @@ mod http;
 mod ice_servers;
 mod media_loop;
 mod metrics;
+mod net;
 mod rtmp_server;
 mod streams;
 mod tls;
@@ -107,8 +108,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "  watch      http://{http_addr}/watch.html?stream=live/demo     (WHEP: POST http://{http_addr}/whep/NAME)"
     );
     if let Some(a) = turn_addr {
+        let tls: String = config
+            .turn
+            .tls_ports
+            .iter()
+            .map(|p| format!(", tls/{p}"))
+            .collect();
+        let v6 = if config.turn_bind_v6().is_some() {
+            ", IPv6"
+        } else {
+            ""
+        };
         println!(
-            "  STUN/TURN  {a} udp+tcp   (credentials: GET http://{http_addr}/api/ice-servers)"
+            "  STUN/TURN  {a} udp+tcp{tls}{v6}   (credentials: GET http://{http_addr}/api/ice-servers)"
         );
     }
     if let Some(a) = rtmp_addr {

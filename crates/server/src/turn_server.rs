@@ -164,21 +164,18 @@ async fn listen_on(
     tls_ports: &[u16],
     tls: Option<&tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<()> {
-    let udp = UdpSocket::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding TURN udp/{addr}: {e}"))?;
+    let udp =
+        crate::net::bind_udp(addr).map_err(|e| anyhow::anyhow!("binding TURN udp/{addr}: {e}"))?;
     // Every client's packets arrive on this one socket: a burst from many clients must not
     // overflow the default ~200 KiB while a reader is busy.
     socket_buffers(&udp, LISTENER_BUFFER);
-    let tcp = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding TURN tcp/{addr}: {e}"))?;
+    let tcp =
+        crate::net::bind_tcp(addr).map_err(|e| anyhow::anyhow!("binding TURN tcp/{addr}: {e}"))?;
     let mut tls_listeners = Vec::new();
     if let Some(acceptor) = tls {
         for &port in tls_ports {
             let a = SocketAddr::new(addr.ip(), port);
-            let l = TcpListener::bind(a)
-                .await
+            let l = crate::net::bind_tcp(a)
                 .map_err(|e| anyhow::anyhow!("binding TURN tls/{a}: {e}"))?;
             tls_listeners.push((l, a, acceptor.clone()));
         }
@@ -362,13 +359,8 @@ impl TurnShared {
         let span = u32::from(hi - lo) + 1;
         for _ in 0..32 {
             let port = lo + (fastrand::u32(0..span) as u16);
-            let Ok(std_socket) = std::net::UdpSocket::bind(SocketAddr::new(bind, port)) else {
-                continue;
-            };
-            let socket = match std_socket
-                .set_nonblocking(true)
-                .and_then(|()| UdpSocket::from_std(std_socket))
-            {
+            let socket = match crate::net::bind_udp(SocketAddr::new(bind, port)) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
                 Ok(s) => {
                     socket_buffers(&s, RELAY_BUFFER);
                     Arc::new(s)

@@ -55,6 +55,9 @@ pub(crate) enum Pending {
 pub(crate) struct Channels {
     by_client: HashMap<ClientChannel, Bound>,
     by_peer: HashMap<(SocketAddr, SocketAddr), ClientChannel>,
+    /// Each allocation's bound channels (a handful), so that a permission refresh or the end
+    /// of an allocation does not walk every binding on the server.
+    by_relay: HashMap<SocketAddr, Vec<ClientChannel>>,
 }
 
 impl Channels {
@@ -78,6 +81,10 @@ impl Channels {
                     self.by_peer.remove(&(old.relayed, old.peer));
                 }
                 self.by_peer.insert((relayed, peer), key);
+                let keys = self.by_relay.entry(relayed).or_default();
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
                 // The bind refreshed the permission of that IP for the other channels too.
                 self.refresh_permission(relayed, peer.ip(), now);
             }
@@ -90,10 +97,12 @@ impl Channels {
     }
 
     fn refresh_permission(&mut self, relayed: SocketAddr, ip: IpAddr, now: u64) {
-        // Channels per allocation are few; permissions without a channel need no entry (their
-        // traffic is Send/Data indications, which the library handles).
-        for b in self.by_client.values_mut() {
-            if b.relayed == relayed && b.peer.ip() == ip {
+        // Permissions without a channel need no entry here (their traffic is Send and Data
+        // indications, which the library handles).
+        for key in self.by_relay.get(&relayed).into_iter().flatten() {
+            if let Some(b) = self.by_client.get_mut(key)
+                && b.peer.ip() == ip
+            {
                 b.permission_until = now + PERMISSION_NS;
             }
         }
@@ -121,8 +130,11 @@ impl Channels {
 
     /// The allocation behind `relayed` ended.
     pub fn remove_relay(&mut self, relayed: SocketAddr) {
-        self.by_client.retain(|_, b| b.relayed != relayed);
-        self.by_peer.retain(|(r, _), _| *r != relayed);
+        for key in self.by_relay.remove(&relayed).unwrap_or_default() {
+            if let Some(b) = self.by_client.remove(&key) {
+                self.by_peer.remove(&(b.relayed, b.peer));
+            }
+        }
     }
 
     /// Bindings held.
