@@ -24,6 +24,8 @@ pub struct Config {
     pub rtmp: Rtmp,
     /// The embedded STUN/TURN server.
     pub turn: Turn,
+    /// LL-HLS / HLS output of every stream.
+    pub hls: Hls,
     /// Access control (the auth issue fills this in).
     pub auth: Auth,
 }
@@ -167,6 +169,33 @@ impl Default for Turn {
             tls_key: String::new(),
             tls_hostname: String::new(),
             bind_v6: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hls {
+    /// Package every stream as LL-HLS at `/hls/NAME/index.m3u8`.
+    pub enabled: bool,
+    /// Segments are cut at the first keyframe this long after the last cut, milliseconds.
+    pub segment_ms: u64,
+    /// Parts (the low-latency unit) last at most this long, milliseconds.
+    pub part_ms: u64,
+    /// Complete segments kept per stream (the playlist's window, and the memory bound).
+    pub window_segments: usize,
+    /// A blocking playlist request waits at most this long, milliseconds (then 503).
+    pub max_block_ms: u64,
+}
+
+impl Default for Hls {
+    fn default() -> Self {
+        Hls {
+            enabled: true,
+            segment_ms: 2000,
+            part_ms: 200,
+            window_segments: 15,
+            max_block_ms: 6000,
         }
     }
 }
@@ -327,6 +356,14 @@ impl Config {
                 bail!("turn.bind is IPv6 ({}); use turn.bind_v6 for IPv6", t.bind);
             }
         }
+        if self.hls.part_ms * 2 > self.hls.segment_ms {
+            bail!(
+                "hls.part_ms ({}) must be at most half of hls.segment_ms ({}): a segment holds \
+                 several parts",
+                self.hls.part_ms,
+                self.hls.segment_ms
+            );
+        }
         let r = &self.rooms;
         for (key, v) in [
             ("rooms.max_participants", r.max_participants),
@@ -341,6 +378,9 @@ impl Config {
             ("streams.reader_queue", self.streams.reader_queue),
             ("rtmp.max_connections", self.rtmp.max_connections),
             ("turn.max_allocations", self.turn.max_allocations),
+            ("hls.window_segments", self.hls.window_segments),
+            ("hls.segment_ms", self.hls.segment_ms as usize),
+            ("hls.part_ms", self.hls.part_ms as usize),
             (
                 "turn.max_allocations_per_user",
                 self.turn.max_allocations_per_user,
@@ -402,6 +442,15 @@ impl Config {
     }
 
     /// The hub's settings.
+    /// The HLS segmenter's settings.
+    pub fn segmenter(&self) -> hls::SegmenterConfig {
+        hls::SegmenterConfig {
+            target_duration: std::time::Duration::from_millis(self.hls.segment_ms),
+            part_duration: std::time::Duration::from_millis(self.hls.part_ms),
+            window_segments: self.hls.window_segments,
+        }
+    }
+
     pub fn hub(&self) -> hub::HubConfig {
         hub::HubConfig {
             on_conflict: self.streams.on_conflict,

@@ -1,6 +1,7 @@
 //! `onair`: one binary that carries live audio and video.
 
 mod config;
+mod hls_http;
 mod http;
 mod ice_servers;
 mod media_loop;
@@ -83,6 +84,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         media_loop::start(&config, hub.clone(), ice, turn_counters.clone()).await?;
     let turn_addr = turn_server::start(&config, &secret, media.tx.clone(), turn_counters).await?;
     let rtmp_addr = rtmp_server::start(&config, hub.clone()).await?;
+    let hls = hls_http::start(&config, hub.clone());
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;
@@ -126,6 +128,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(a) = rtmp_addr {
         println!("  RTMP       rtmp://{a}/live/KEY   (plays as stream live/KEY)");
     }
+    if config.hls.enabled {
+        println!("  LL-HLS     http://{http_addr}/hls/NAME/index.m3u8   (every stream)");
+    }
     for w in config.production_warnings() {
         warn!("production: {w}");
     }
@@ -134,7 +139,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = http::router(media.clone());
+    let mut app = http::router(media.clone());
+    if let Some(hls) = hls {
+        app = app.merge(hls_http::router(hls));
+    }
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

@@ -1,0 +1,484 @@
+//! Cuts a hub stream into CMAF parts and segments.
+//!
+//! Video drives the cuts (audio alone when there is no video): a part closes when a video
+//! frame arrives at least a part duration after the part began; a segment closes at the first
+//! keyframe at least a target duration after the segment began, so every segment starts with a
+//! keyframe and its first part is INDEPENDENT. A sample's duration is only known when the next
+//! sample of its track arrives, so each track holds one sample back; audio held back at a cut
+//! takes the duration of the sample before it (AAC and Opus frames are of constant length).
+//! Both tracks share one zero: the first frame's decode time.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hub::{Codec, Frame, MediaKind, TrackInfo};
+
+use crate::HlsError;
+use crate::fmp4::{self, Sample, TrackSpec};
+
+/// How a stream is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmenterConfig {
+    /// Segments are cut at the first keyframe at least this long after the segment began.
+    pub target_duration: Duration,
+    /// Parts close at the first frame at least this long after the part began.
+    pub part_duration: Duration,
+    /// Complete segments kept (the playlist's window).
+    pub window_segments: usize,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        SegmenterConfig {
+            target_duration: Duration::from_secs(2),
+            part_duration: Duration::from_millis(200),
+            window_segments: 15,
+        }
+    }
+}
+
+/// A part: one CMAF fragment.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// `moof` + `mdat`.
+    pub data: Bytes,
+    /// Seconds of media.
+    pub duration: f64,
+    /// Starts with a keyframe (or holds audio only).
+    pub independent: bool,
+}
+
+/// A segment: the parts since a keyframe.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Media sequence number.
+    pub msn: u64,
+    /// Which init segment its fragments need (a track change starts a new one).
+    pub init: u32,
+    /// A track change happened right before it.
+    pub discontinuity: bool,
+    /// Its parts so far.
+    pub parts: Vec<Part>,
+    /// All parts, once complete.
+    pub data: Option<Bytes>,
+    /// Wall-clock time of its first sample.
+    pub program_date_time: SystemTime,
+}
+
+impl Segment {
+    /// Seconds of media so far.
+    pub fn duration(&self) -> f64 {
+        self.parts.iter().map(|p| p.duration).sum()
+    }
+}
+
+struct Track {
+    /// Index in the hub's track list.
+    hub_index: usize,
+    spec: TrackSpec,
+    held: Option<Sample>,
+    /// Samples of the part being built.
+    samples: Vec<Sample>,
+    last_duration: u32,
+}
+
+/// The answer to a blocking playlist request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The playlist has what was asked for.
+    Ready,
+    /// Not yet: hold the request.
+    Wait,
+    /// More than two segments ahead of the last one: 400 (RFC 8216bis §6.2.5.2).
+    TooFar,
+}
+
+/// The segmenter of one stream.
+pub struct Segmenter {
+    config: SegmenterConfig,
+    tracks: Vec<Track>,
+    /// Index into `tracks` of the track that drives the cuts.
+    driver: usize,
+    init: Option<(u32, Bytes)>,
+    /// Decode time (µs) that is zero on every track.
+    base_us: Option<i64>,
+    /// Wall clock at `base_us`.
+    wall_base: Option<SystemTime>,
+    segments: VecDeque<Segment>,
+    next_msn: u64,
+    fragment_seq: u32,
+    part_start_us: i64,
+    segment_start_us: i64,
+    part_starts_with_key: bool,
+    discontinuity: bool,
+    /// Discontinuities that left the window (EXT-X-DISCONTINUITY-SEQUENCE).
+    discontinuities_gone: u64,
+    peak_bps: u64,
+}
+
+impl std::fmt::Debug for Segmenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segmenter")
+            .field("tracks", &self.tracks.len())
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+impl Segmenter {
+    /// A segmenter that waits for tracks.
+    pub fn new(config: SegmenterConfig) -> Segmenter {
+        Segmenter {
+            config,
+            tracks: Vec::new(),
+            driver: 0,
+            init: None,
+            base_us: None,
+            wall_base: None,
+            segments: VecDeque::new(),
+            next_msn: 0,
+            fragment_seq: 1,
+            part_start_us: 0,
+            segment_start_us: 0,
+            part_starts_with_key: false,
+            discontinuity: false,
+            discontinuities_gone: 0,
+            peak_bps: 0,
+        }
+    }
+
+    /// The publisher described its tracks (again). The first H.264 video track and the first
+    /// AAC or Opus audio track are taken. Err when nothing can go into fMP4 HLS (VP8 video
+    /// and no usable audio, say); a video track of another codec is an error too, rather than
+    /// silently serving audio only.
+    pub fn set_tracks(&mut self, infos: &[TrackInfo]) -> Result<(), HlsError> {
+        if infos.is_empty() {
+            return Ok(()); // an RTMP publisher before its metadata: wait
+        }
+        let video = infos.iter().position(|t| t.kind() == MediaKind::Video);
+        if let Some(v) = video
+            && infos[v].codec != Codec::H264
+        {
+            return Err(HlsError::Unsupported(infos[v].codec.name()));
+        }
+        let audio = infos
+            .iter()
+            .position(|t| matches!(t.codec, Codec::Aac | Codec::Opus));
+        let chosen: Vec<usize> = video.into_iter().chain(audio).collect();
+        if chosen.is_empty() {
+            return Err(HlsError::NoTracks);
+        }
+        // A track whose configuration has not arrived yet (RTMP sends it in its first tag):
+        // wait for the next description.
+        if chosen.iter().any(|&i| {
+            matches!(infos[i].codec, Codec::H264 | Codec::Aac) && infos[i].config.is_empty()
+        }) {
+            return Ok(());
+        }
+        let same = chosen.len() == self.tracks.len()
+            && chosen
+                .iter()
+                .zip(&self.tracks)
+                .all(|(&i, t)| t.hub_index == i && t.spec.info == infos[i]);
+        if same {
+            return Ok(());
+        }
+        let mut tracks = Vec::new();
+        for (n, &i) in chosen.iter().enumerate() {
+            tracks.push(Track {
+                hub_index: i,
+                spec: TrackSpec::new(n as u32 + 1, infos[i].clone())?,
+                held: None,
+                samples: Vec::new(),
+                last_duration: 0,
+            });
+        }
+        let specs: Vec<TrackSpec> = tracks.iter().map(|t| t.spec.clone()).collect();
+        let init = fmp4::init_segment(&specs)?;
+        // Whatever was being built belongs to the old tracks: close it. (Before any media,
+        // the new description simply replaces the old: RTMP describes video, then audio.)
+        if self.init.is_some() && !self.segments.is_empty() {
+            self.close_segment();
+            self.discontinuity = true;
+        }
+        let id = self.init.as_ref().map_or(0, |(id, _)| id + 1);
+        self.init = Some((id, init.into()));
+        self.tracks = tracks;
+        self.driver = 0; // video first when there is video
+        self.base_us = None;
+        Ok(())
+    }
+
+    /// The current init segment and its number.
+    pub fn init(&self) -> Option<(u32, &Bytes)> {
+        self.init.as_ref().map(|(id, b)| (*id, b))
+    }
+
+    /// An init segment by number, if it is still the current one.
+    pub fn init_by_id(&self, id: u32) -> Option<&Bytes> {
+        self.init.as_ref().filter(|(i, _)| *i == id).map(|(_, b)| b)
+    }
+
+    /// The tracks in the init segment.
+    pub fn tracks(&self) -> impl Iterator<Item = &TrackSpec> {
+        self.tracks.iter().map(|t| &t.spec)
+    }
+
+    /// Segments in the window, oldest first; the last may be incomplete.
+    pub fn segments(&self) -> &VecDeque<Segment> {
+        &self.segments
+    }
+
+    /// At least one part exists: there is something to play.
+    pub fn has_media(&self) -> bool {
+        self.segments.iter().any(|s| !s.parts.is_empty())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SegmenterConfig {
+        &self.config
+    }
+
+    /// EXT-X-DISCONTINUITY-SEQUENCE: discontinuities before the window.
+    pub fn discontinuity_sequence(&self) -> u64 {
+        self.discontinuities_gone
+    }
+
+    /// Where the next part will be: (segment, part index).
+    pub fn next_part(&self) -> Option<(u64, usize)> {
+        let last = self.segments.back()?;
+        Some(if last.data.is_some() {
+            (last.msn + 1, 0)
+        } else {
+            (last.msn, last.parts.len())
+        })
+    }
+
+    /// Whether a blocking playlist request for segment `msn` (and part `part`) can be
+    /// answered now (RFC 8216bis §6.2.5.2).
+    pub fn readiness(&self, msn: u64, part: Option<u64>) -> Readiness {
+        let Some(last) = self.segments.back() else {
+            return if msn <= 2 {
+                Readiness::Wait
+            } else {
+                Readiness::TooFar
+            };
+        };
+        if msn > last.msn + 2 {
+            return Readiness::TooFar;
+        }
+        let ready = match part {
+            // "contains Media Segment N or later": a complete segment.
+            None => self
+                .segments
+                .iter()
+                .any(|s| s.msn >= msn && s.data.is_some()),
+            // Part M of segment N, or (past N's last part) the next segment's first.
+            Some(m) => self.segments.iter().any(|s| {
+                (s.msn == msn && s.parts.len() as u64 > m) || (s.msn > msn && !s.parts.is_empty())
+            }),
+        };
+        if ready || self.segments.front().is_some_and(|f| msn < f.msn) {
+            Readiness::Ready
+        } else {
+            Readiness::Wait
+        }
+    }
+
+    /// The highest bitrate of a complete segment so far (for BANDWIDTH).
+    pub fn peak_bps(&self) -> u64 {
+        self.peak_bps
+    }
+
+    /// A frame from the hub; `now` is the wall clock, for PROGRAM-DATE-TIME.
+    pub fn push(&mut self, frame: &Frame, now: SystemTime) -> Result<(), HlsError> {
+        let Some(ti) = self.tracks.iter().position(|t| t.hub_index == frame.track) else {
+            return Ok(()); // a track HLS does not carry
+        };
+        let is_driver = ti == self.driver;
+        let base = match self.base_us {
+            Some(b) => b,
+            None => {
+                // Start at the driver's first keyframe; everything before it is dropped.
+                if !(is_driver && frame.keyframe) {
+                    return Ok(());
+                }
+                self.base_us = Some(frame.dts);
+                self.wall_base = Some(now);
+                self.part_start_us = frame.dts;
+                self.segment_start_us = frame.dts;
+                self.part_starts_with_key = true;
+                self.open_segment(frame.dts);
+                frame.dts
+            }
+        };
+        if frame.dts < base {
+            return Ok(()); // from before the start (audio ahead of the first keyframe)
+        }
+        if is_driver {
+            let since_segment = frame.dts - self.segment_start_us;
+            let since_part = frame.dts - self.part_start_us;
+            let audio_only = self.tracks[self.driver].spec.info.kind() == MediaKind::Audio;
+            // Half a frame of slack: 60 frames at 30 fps are 1.99998 s in microseconds (and
+            // 1999 or 2000 ms from RTMP), and a 2 s GOP must still give 2 s segments.
+            let slack = self.interval_us() / 2;
+            if (frame.keyframe || audio_only)
+                && since_segment + slack >= self.config.target_duration.as_micros() as i64
+            {
+                self.cut_part(frame.dts)?;
+                self.close_segment();
+                self.segment_start_us = frame.dts;
+                self.open_segment(frame.dts);
+                self.part_starts_with_key = true;
+            } else if self.part_full(since_part) {
+                self.cut_part(frame.dts)?;
+                self.part_starts_with_key = frame.keyframe || audio_only;
+            }
+        }
+        let track = &mut self.tracks[ti];
+        let scale = i128::from(track.spec.timescale);
+        let to_ts = |us: i64| (i128::from(us - base) * scale / 1_000_000) as u64;
+        let dts = to_ts(frame.dts);
+        let pts = to_ts(frame.pts.max(base));
+        let sample = Sample {
+            dts,
+            duration: 0,
+            cts: (pts as i64 - dts as i64).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            keyframe: frame.keyframe || track.spec.info.kind() == MediaKind::Audio,
+            data: Bytes::from_owner(frame.data.clone()),
+        };
+        if let Some(mut held) = track.held.replace(sample) {
+            held.duration = u32::try_from(dts.saturating_sub(held.dts))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            track.last_duration = held.duration;
+            track.samples.push(held);
+        }
+        Ok(())
+    }
+
+    /// Closes the part being built at `at_us`: every held sample that starts before the cut
+    /// goes in (the driver's has its duration now; audio takes its previous one).
+    fn cut_part(&mut self, at_us: i64) -> Result<(), HlsError> {
+        let Some(base) = self.base_us else {
+            return Ok(());
+        };
+        for (i, t) in self.tracks.iter_mut().enumerate() {
+            let at = (i128::from(at_us - base) * i128::from(t.spec.timescale) / 1_000_000) as u64;
+            if i == self.driver {
+                if let Some(mut held) = t.held.take() {
+                    held.duration = u32::try_from(at.saturating_sub(held.dts))
+                        .unwrap_or(u32::MAX)
+                        .max(1);
+                    t.last_duration = held.duration;
+                    t.samples.push(held);
+                }
+            } else if t.held.as_ref().is_some_and(|h| h.dts < at)
+                && let Some(mut held) = t.held.take()
+            {
+                held.duration = t.last_duration.max(1);
+                t.samples.push(held);
+            }
+        }
+        let samples: Vec<(u32, Vec<Sample>)> = self
+            .tracks
+            .iter_mut()
+            .map(|t| (t.spec.id, std::mem::take(&mut t.samples)))
+            .collect();
+        let driver = &samples[self.driver].1;
+        if driver.is_empty() {
+            return Ok(());
+        }
+        let scale = f64::from(self.tracks[self.driver].spec.timescale);
+        let duration = driver.iter().map(|s| f64::from(s.duration)).sum::<f64>() / scale;
+        let refs: Vec<(u32, &[Sample])> = samples.iter().map(|(id, s)| (*id, &s[..])).collect();
+        let data = fmp4::fragment(self.fragment_seq, &refs)?;
+        self.fragment_seq = self.fragment_seq.wrapping_add(1);
+        if let Some(seg) = self.segments.back_mut() {
+            seg.parts.push(Part {
+                data: data.into(),
+                duration,
+                independent: self.part_starts_with_key,
+            });
+        }
+        self.part_start_us = at_us;
+        Ok(())
+    }
+
+    /// A part must not outlast PART-TARGET: it closes at the frame after which the next would
+    /// take it past the target (judged by the last frame interval). 2 ms of slack absorbs the
+    /// millisecond rounding of RTMP timestamps (33/34 ms frames), so a part may be up to 2 ms
+    /// over the target.
+    fn part_full(&self, since_part_us: i64) -> bool {
+        since_part_us + self.interval_us() > self.config.part_duration.as_micros() as i64 + 2_000
+    }
+
+    /// The driver's last frame interval, microseconds.
+    fn interval_us(&self) -> i64 {
+        let t = &self.tracks[self.driver];
+        i64::from(t.last_duration) * 1_000_000 / i64::from(t.spec.timescale.max(1))
+    }
+
+    fn open_segment(&mut self, start_us: i64) {
+        let pdt = match (self.wall_base, self.base_us) {
+            (Some(wall), Some(base)) => wall + Duration::from_micros((start_us - base) as u64),
+            _ => SystemTime::now(),
+        };
+        self.segments.push_back(Segment {
+            msn: self.next_msn,
+            init: self.init.as_ref().map_or(0, |(id, _)| *id),
+            discontinuity: std::mem::take(&mut self.discontinuity),
+            parts: Vec::new(),
+            data: None,
+            program_date_time: pdt,
+        });
+        self.next_msn += 1;
+    }
+
+    fn close_segment(&mut self) {
+        let Some(seg) = self.segments.back_mut() else {
+            return;
+        };
+        if seg.data.is_some() {
+            return;
+        }
+        if seg.parts.is_empty() {
+            // Nothing in it: it never existed.
+            self.segments.pop_back();
+            self.next_msn -= 1;
+            return;
+        }
+        let mut all = Vec::with_capacity(seg.parts.iter().map(|p| p.data.len()).sum());
+        for p in &seg.parts {
+            all.extend_from_slice(&p.data);
+        }
+        let d = seg.duration();
+        if d > 0.0 {
+            self.peak_bps = self.peak_bps.max((all.len() as f64 * 8.0 / d) as u64);
+        }
+        seg.data = Some(all.into());
+        let complete = self.segments.iter().filter(|s| s.data.is_some()).count();
+        if complete > self.config.window_segments
+            && let Some(gone) = self.segments.pop_front()
+            && gone.discontinuity
+        {
+            self.discontinuities_gone += 1;
+        }
+    }
+
+    /// The stream ended: the last part and segment are closed.
+    pub fn finish(&mut self) -> Result<(), HlsError> {
+        if let Some(last) = self.tracks.get(self.driver).and_then(|t| t.held.as_ref()) {
+            let scale = i128::from(self.tracks[self.driver].spec.timescale);
+            let base = self.base_us.unwrap_or(0);
+            let end_us = base
+                + (i128::from(last.dts) * 1_000_000 / scale) as i64
+                + (i128::from(self.tracks[self.driver].last_duration.max(1)) * 1_000_000 / scale)
+                    as i64;
+            self.cut_part(end_us)?;
+        }
+        self.close_segment();
+        Ok(())
+    }
+}

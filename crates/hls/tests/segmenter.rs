@@ -1,0 +1,287 @@
+//! The segmenter and playlists on a synthetic stream: 30 fps H.264 with a keyframe every 2 s
+//! and 48 kHz AAC, interleaved in time order as a publisher sends them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hls::playlist::{self, MediaOptions};
+use hls::{HlsError, Readiness, Segmenter, SegmenterConfig};
+use hub::{Codec, Frame, TrackInfo};
+use mp4_atom::{Any, Decode, DecodeMaybe, Moof, Moov};
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn tracks() -> Vec<TrackInfo> {
+    // An SPS and PPS FFmpeg's libx264 wrote (the media crate's test vector).
+    let sps = hex("6742c01eda0280bfe5c044000003000400000300f03c58ba80");
+    let pps = hex("68ce0fc8");
+    let avcc = media::avc::AvcConfig::from_parameter_sets(&sps, &pps)
+        .expect("avcC")
+        .to_bytes();
+    let mut video = TrackInfo::new(Codec::H264);
+    video.config = Arc::from(avcc);
+    let mut audio = TrackInfo::new(Codec::Aac);
+    // AAC LC, 48 kHz (index 3), stereo.
+    audio.config = Arc::from(&[0x11u8, 0x90][..]);
+    audio.sample_rate = Some(48_000);
+    audio.channels = Some(2);
+    vec![video, audio]
+}
+
+/// `secs` of media: (frame, wall clock) in send order.
+fn stream(secs: f64) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    let (mut v, mut a) = (0i64, 0i64);
+    let video_us = 33_333;
+    let audio_us = 1024 * 1_000_000 / 48_000;
+    let end = (secs * 1e6) as i64;
+    let mut n = 0;
+    while v < end || a < end {
+        if v <= a {
+            frames.push(Frame {
+                track: 0,
+                pts: 1_000_000 + v,
+                dts: 1_000_000 + v,
+                keyframe: n % 60 == 0,
+                data: vec![0, 0, 0, 4, 0x65, 1, 2, 3].into(),
+            });
+            n += 1;
+            v += video_us;
+        } else {
+            frames.push(Frame {
+                track: 1,
+                pts: 1_000_000 + a,
+                dts: 1_000_000 + a,
+                keyframe: true,
+                data: vec![0x21; 40].into(),
+            });
+            a += audio_us;
+        }
+    }
+    frames
+}
+
+fn run(secs: f64, config: SegmenterConfig) -> Segmenter {
+    let mut s = Segmenter::new(config);
+    s.set_tracks(&tracks()).expect("tracks");
+    let t0 = SystemTime::now();
+    for f in stream(secs) {
+        s.push(&f, t0 + Duration::from_micros((f.dts - 1_000_000) as u64))
+            .expect("push");
+    }
+    s
+}
+
+#[test]
+fn segments_start_at_keyframes_and_parts_stay_within_the_target() {
+    let s = run(7.0, SegmenterConfig::default());
+    let segs = s.segments();
+    // 0–2, 2–4, 4–6 complete; 6–7 in progress.
+    assert_eq!(
+        segs.len(),
+        4,
+        "durations {:?}",
+        segs.iter().map(|s| s.duration()).collect::<Vec<_>>()
+    );
+    for seg in segs.iter().take(3) {
+        assert!(seg.data.is_some());
+        assert!((seg.duration() - 2.0).abs() < 0.001, "{}", seg.duration());
+        assert!(seg.parts[0].independent, "a segment starts with a keyframe");
+        assert!(seg.parts[1..].iter().all(|p| !p.independent));
+        for p in &seg.parts {
+            assert!(p.duration <= 0.202 + 1e-9, "part of {} s", p.duration);
+        }
+        // All but the last part are at least 85 % of the target (RFC 8216bis §4.4.4.9).
+        for p in &seg.parts[..seg.parts.len() - 1] {
+            assert!(p.duration >= 0.17, "part of {} s", p.duration);
+        }
+        let joined: Vec<u8> = seg.parts.iter().flat_map(|p| p.data.to_vec()).collect();
+        assert_eq!(seg.data.as_deref(), Some(&joined[..]));
+    }
+    assert!(segs[3].data.is_none());
+    assert_eq!(s.next_part(), Some((3, segs[3].parts.len())));
+}
+
+#[test]
+fn the_init_segment_and_fragments_decode_with_continuous_times() {
+    let s = run(4.5, SegmenterConfig::default());
+    let (id, init) = s.init().expect("init");
+    assert_eq!(id, 0);
+    let mut buf = &init[..];
+    let _ftyp = mp4_atom::Ftyp::decode(&mut buf).expect("ftyp");
+    let moov = Moov::decode(&mut buf).expect("moov");
+    assert_eq!(moov.trak.len(), 2);
+    assert_eq!(moov.trak[0].mdia.mdhd.timescale, 90_000);
+    assert_eq!(moov.trak[1].mdia.mdhd.timescale, 48_000);
+
+    let mut next_video = 0u64;
+    let mut seq = 0;
+    for seg in s.segments() {
+        for part in &seg.parts {
+            let mut buf = &part.data[..];
+            let moof = Moof::decode(&mut buf).expect("moof");
+            let Some(Any::Mdat(mdat)) = Any::decode_maybe(&mut buf).expect("mdat") else {
+                panic!("an mdat after the moof");
+            };
+            assert!(moof.mfhd.sequence_number > seq, "sequence numbers increase");
+            seq = moof.mfhd.sequence_number;
+            let video = &moof.traf[0];
+            assert_eq!(video.tfhd.track_id, 1);
+            let tfdt = video.tfdt.as_ref().expect("tfdt").base_media_decode_time;
+            assert_eq!(tfdt, next_video, "video decode times follow on");
+            let durations: u64 = video.trun[0]
+                .entries
+                .iter()
+                .map(|e| u64::from(e.duration.unwrap_or(0)))
+                .sum();
+            next_video += durations;
+            // Sizes add up to the mdat, and the first data offset points just past the moof.
+            let sizes: u32 = moof
+                .traf
+                .iter()
+                .flat_map(|t| t.trun[0].entries.iter().map(|e| e.size.unwrap_or(0)))
+                .sum();
+            assert_eq!(sizes as usize, mdat.data.len());
+            let moof_len = part.data.len() - mdat.data.len() - 8;
+            assert_eq!(video.trun[0].data_offset, Some(moof_len as i32 + 8));
+            // Keyframe flags: sync only on the first sample of an independent part.
+            let first = video.trun[0].entries[0].flags.expect("flags");
+            assert_eq!(first == 0x0200_0000, part.independent);
+        }
+    }
+    assert!(next_video >= 4 * 90_000, "{next_video}");
+}
+
+#[test]
+fn the_media_playlist_has_the_low_latency_tags_and_parses() {
+    let s = run(5.0, SegmenterConfig::default());
+    let text = playlist::media(&s, "ab12", MediaOptions::default());
+    for tag in [
+        "#EXT-X-VERSION:9",
+        "#EXT-X-TARGETDURATION:2",
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.600,CAN-SKIP-UNTIL=12",
+        "#EXT-X-PART-INF:PART-TARGET=0.200",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-MAP:URI=\"ab12-init0.mp4\"",
+        "#EXT-X-PART:DURATION=0.200,URI=\"ab12-2.0.m4s\",INDEPENDENT=YES",
+        "#EXTINF:2.000,\nab12-0.m4s",
+        "#EXT-X-PROGRAM-DATE-TIME:",
+    ] {
+        assert!(text.contains(tag), "{tag} missing from\n{text}");
+    }
+    let (msn, part) = s.next_part().expect("next");
+    assert!(text.ends_with(&format!(
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"ab12-{msn}.{part}.m4s\"\n"
+    )));
+    let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("m3u8-rs parses it");
+    assert_eq!(parsed.target_duration, 2);
+    assert_eq!(parsed.segments.len(), 2, "two complete segments");
+
+    let ended = playlist::media(
+        &s,
+        "ab12",
+        MediaOptions {
+            ended: true,
+            ..Default::default()
+        },
+    );
+    assert!(ended.ends_with("#EXT-X-ENDLIST\n"));
+    assert!(!ended.contains("PRELOAD-HINT"));
+
+    let main = playlist::multivariant(&s, "media.m3u8");
+    assert!(main.contains("CODECS=\"avc1.42c01e,mp4a.40.2\""), "{main}");
+    let parsed = m3u8_rs::parse_master_playlist_res(main.as_bytes()).expect("parses");
+    assert_eq!(parsed.variants.len(), 1);
+    assert_eq!(parsed.variants[0].uri, "media.m3u8");
+    assert!(parsed.variants[0].bandwidth > 0);
+}
+
+#[test]
+fn delta_updates_skip_old_segments() {
+    let s = run(
+        30.0,
+        SegmenterConfig {
+            window_segments: 20,
+            ..Default::default()
+        },
+    );
+    let full = playlist::media(&s, "x", MediaOptions::default());
+    let delta = playlist::media(
+        &s,
+        "x",
+        MediaOptions {
+            skip: true,
+            ..Default::default()
+        },
+    );
+    // 14 complete segments (28 s) + one in progress; CAN-SKIP-UNTIL is 12 s.
+    assert!(!full.contains("EXT-X-SKIP"));
+    let skipped: usize = delta
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-SKIP:SKIPPED-SEGMENTS="))
+        .expect("a skip tag")
+        .parse()
+        .expect("a number");
+    assert_eq!(skipped, 8, "{delta}");
+    let listed = delta.matches("#EXTINF").count();
+    assert_eq!(listed + skipped, full.matches("#EXTINF").count());
+    // Parts only for the last three target durations.
+    assert!(full.matches("#EXT-X-PART:").count() < 45, "{full}");
+}
+
+#[test]
+fn blocking_requests_wait_for_the_part_and_refuse_the_far_future() {
+    let s = run(2.5, SegmenterConfig::default());
+    let (msn, part) = s.next_part().expect("next");
+    assert_eq!(msn, 1);
+    assert_eq!(s.readiness(1, Some(part as u64 - 1)), Readiness::Ready);
+    assert_eq!(s.readiness(1, Some(part as u64)), Readiness::Wait);
+    assert_eq!(s.readiness(0, None), Readiness::Ready);
+    assert_eq!(
+        s.readiness(1, None),
+        Readiness::Wait,
+        "segment 1 is not complete"
+    );
+    assert_eq!(s.readiness(3, None), Readiness::Wait);
+    assert_eq!(s.readiness(4, None), Readiness::TooFar);
+    assert_eq!(s.readiness(4_000_000_000, Some(0)), Readiness::TooFar);
+}
+
+#[test]
+fn vp8_and_trackless_streams_are_refused_with_a_reason() {
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    assert_eq!(
+        s.set_tracks(&[TrackInfo::new(Codec::Vp8), TrackInfo::new(Codec::Opus)]),
+        Err(HlsError::Unsupported("VP8"))
+    );
+    assert_eq!(
+        s.set_tracks(&[TrackInfo::new(Codec::Pcmu)]),
+        Err(HlsError::NoTracks)
+    );
+    assert_eq!(
+        HlsError::Unsupported("VP8").to_string(),
+        "HLS unavailable: VP8"
+    );
+    // Opus alone is fine (an audio-only stream).
+    assert_eq!(s.set_tracks(&[TrackInfo::new(Codec::Opus)]), Ok(()));
+}
+
+#[test]
+fn a_track_change_starts_a_new_init_and_a_discontinuity() {
+    let mut s = run(3.0, SegmenterConfig::default());
+    let mut t = tracks();
+    t[1].config = Arc::from(&[0x12u8, 0x10][..]); // 44.1 kHz now
+    s.set_tracks(&t).expect("new tracks");
+    assert_eq!(s.init().map(|(id, _)| id), Some(1));
+    for f in stream(3.0) {
+        s.push(&f, SystemTime::now()).expect("push");
+    }
+    let text = playlist::media(&s, "x", MediaOptions::default());
+    assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
+    assert!(text.contains("#EXT-X-MAP:URI=\"x-init1.mp4\""), "{text}");
+}

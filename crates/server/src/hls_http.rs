@@ -1,0 +1,482 @@
+//! LL-HLS over HTTP: every hub stream is packaged by an `hls::Segmenter` as it is published,
+//! and served at `/hls/NAME/index.m3u8` (multivariant), `media.m3u8` (the LL-HLS media
+//! playlist, with blocking reload and delta updates), the init segment, segments and parts.
+//!
+//! A segmenter task per stream reads the hub like any viewer; HTTP handlers only lock the
+//! stream's state to copy out bytes or render a playlist. Blocking requests wait on a version
+//! counter the task bumps whenever a part is added, so an answer leaves the moment its part
+//! exists, and never waits longer than `hls.max_block_ms`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use hls::playlist::{self, MediaOptions};
+use hls::{Query, Readiness, Segmenter, SegmenterConfig};
+use hub::{Hub, HubEvent, Item, Protocol, StreamName};
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+
+/// How long an ended stream's playlist (with EXT-X-ENDLIST) stays available.
+const LINGER: Duration = Duration::from_secs(60);
+
+/// Every stream's packaging.
+pub struct HlsServer {
+    streams: Mutex<HashMap<String, Arc<HlsStream>>>,
+    config: SegmenterConfig,
+    max_block: Duration,
+}
+
+struct HlsStream {
+    /// Changes with every publish: part of every file name, so URLs name immutable bytes.
+    sid: String,
+    state: Mutex<StreamState>,
+    /// Bumped whenever a part is added or the stream ends.
+    version: watch::Sender<u64>,
+}
+
+struct StreamState {
+    seg: Segmenter,
+    ended: bool,
+    /// Why this stream cannot be packaged ("HLS unavailable: VP8").
+    error: Option<String>,
+}
+
+impl HlsStream {
+    fn lock(&self) -> MutexGuard<'_, StreamState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `f` gives an answer, the stream ends, or `deadline`.
+    async fn wait_for<R>(
+        &self,
+        deadline: tokio::time::Instant,
+        f: impl Fn(&StreamState) -> Option<R>,
+    ) -> Option<R> {
+        let mut rx = self.version.subscribe();
+        loop {
+            {
+                let st = self.lock();
+                if let Some(r) = f(&st) {
+                    return Some(r);
+                }
+                if st.ended {
+                    return None;
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Starts packaging every stream the hub gets. None when HLS is off.
+pub fn start(config: &Config, hub: Hub) -> Option<Arc<HlsServer>> {
+    if !config.hls.enabled {
+        return None;
+    }
+    let server = Arc::new(HlsServer {
+        streams: Mutex::new(HashMap::new()),
+        config: config.segmenter(),
+        max_block: Duration::from_millis(config.hls.max_block_ms),
+    });
+    tokio::spawn(watch_hub(server.clone(), hub));
+    Some(server)
+}
+
+impl HlsServer {
+    fn streams(&self) -> MutexGuard<'_, HashMap<String, Arc<HlsStream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<HlsStream>> {
+        self.streams().get(name).cloned()
+    }
+}
+
+async fn watch_hub(server: Arc<HlsServer>, hub: Hub) {
+    let mut events = hub.events();
+    loop {
+        match events.recv().await {
+            Ok(HubEvent::Started(name, _)) => {
+                tokio::spawn(package(server.clone(), hub.clone(), name));
+            }
+            Ok(HubEvent::Ended(_)) => {} // the packaging task sees its reader end
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                warn!("HLS missed {n} hub events; streams started meanwhile are not packaged");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Reads one stream from the hub into its segmenter until the stream ends.
+async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
+    let Some(mut reader) = hub.subscribe(&name, Protocol::Hls) else {
+        return;
+    };
+    let key = name.to_string();
+    let stream = Arc::new(HlsStream {
+        sid: format!("{:08x}", fastrand::u32(..)),
+        state: Mutex::new(StreamState {
+            seg: Segmenter::new(server.config),
+            ended: false,
+            error: None,
+        }),
+        version: watch::channel(0).0,
+    });
+    server.streams().insert(key.clone(), stream.clone());
+    debug!(stream = %key, sid = stream.sid, "HLS packaging");
+    while let Some(item) = reader.recv().await {
+        let mut st = stream.lock();
+        let parts_before = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
+        let result = match &item {
+            Item::Tracks(tracks) => st.seg.set_tracks(tracks),
+            Item::Frame(f) if st.error.is_none() => st.seg.push(f, SystemTime::now()),
+            Item::Frame(_) => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                if matches!(item, Item::Tracks(_)) {
+                    st.error = None;
+                }
+            }
+            Err(e) => {
+                if st.error.is_none() {
+                    info!(stream = %key, "{e}");
+                }
+                st.error = Some(e.to_string());
+            }
+        }
+        let parts_after = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
+        drop(st);
+        if parts_before != parts_after {
+            stream.version.send_modify(|v| *v += 1);
+        }
+    }
+    {
+        let mut st = stream.lock();
+        if let Err(e) = st.seg.finish() {
+            debug!(stream = %key, "HLS finish: {e}");
+        }
+        st.ended = true;
+    }
+    stream.version.send_modify(|v| *v += 1);
+    tokio::time::sleep(LINGER).await;
+    let mut streams = server.streams();
+    if streams.get(&key).is_some_and(|s| Arc::ptr_eq(s, &stream)) {
+        streams.remove(&key);
+    }
+}
+
+pub fn router(server: Arc<HlsServer>) -> Router {
+    Router::new()
+        .route("/hls/{*path}", get(serve))
+        .route("/api/hls", get(list))
+        .with_state(server)
+}
+
+#[derive(Serialize)]
+struct StreamStatus {
+    name: String,
+    /// "live", "ended", "waiting" (no keyframe yet) or "unavailable".
+    state: &'static str,
+    error: Option<String>,
+    url: String,
+    segments: usize,
+}
+
+/// `GET /api/hls`: every packaged stream, and why one cannot be.
+async fn list(State(server): State<Arc<HlsServer>>) -> Response {
+    let streams: Vec<(String, Arc<HlsStream>)> = server
+        .streams()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut out: Vec<StreamStatus> = streams
+        .into_iter()
+        .map(|(name, s)| {
+            let st = s.lock();
+            let segments = st
+                .seg
+                .segments()
+                .iter()
+                .filter(|s| s.data.is_some())
+                .count();
+            StreamStatus {
+                url: format!("/hls/{name}/index.m3u8"),
+                name,
+                state: if st.error.is_some() {
+                    "unavailable"
+                } else if st.ended {
+                    "ended"
+                } else if st.seg.segments().is_empty() {
+                    "waiting"
+                } else {
+                    "live"
+                },
+                error: st.error.clone(),
+                segments,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    with_cors(axum::Json(out).into_response())
+}
+
+fn with_cors(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
+
+fn error(code: StatusCode, why: impl Into<String>) -> Response {
+    let mut body = why.into();
+    body.push('\n');
+    with_cors(
+        (
+            code,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            body,
+        )
+            .into_response(),
+    )
+}
+
+/// Immutable bytes (init, segment, part): cacheable for a year.
+fn media(bytes: Bytes) -> Response {
+    with_cors(
+        (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("video/mp4")),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=31536000, immutable"),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+    )
+}
+
+fn m3u8(text: String, max_age: &'static str) -> Response {
+    with_cors(
+        (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/vnd.apple.mpegurl"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static(max_age)),
+            ],
+            text,
+        )
+            .into_response(),
+    )
+}
+
+/// What a file name inside `/hls/NAME/` asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum File {
+    Multivariant,
+    Media,
+    Init(u32),
+    Segment(u64),
+    Part(u64, usize),
+}
+
+fn parse_file(file: &str, sid: &str) -> Option<File> {
+    match file {
+        "index.m3u8" => return Some(File::Multivariant),
+        "media.m3u8" => return Some(File::Media),
+        _ => {}
+    }
+    let rest = file.strip_prefix(sid)?.strip_prefix('-')?;
+    if let Some(n) = rest
+        .strip_prefix("init")
+        .and_then(|r| r.strip_suffix(".mp4"))
+    {
+        return n.parse().ok().map(File::Init);
+    }
+    let stem = rest.strip_suffix(".m4s")?;
+    match stem.split_once('.') {
+        Some((msn, part)) => Some(File::Part(msn.parse().ok()?, part.parse().ok()?)),
+        None => stem.parse().ok().map(File::Segment),
+    }
+}
+
+/// `GET /hls/NAME/FILE`.
+async fn serve(
+    State(server): State<Arc<HlsServer>>,
+    Path(path): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some((name, file)) = path.rsplit_once('/') else {
+        return error(StatusCode::NOT_FOUND, "expected /hls/NAME/FILE");
+    };
+    // Names are hub names (letters, digits, `-_.`, `/`-separated): no `..`, no traversal,
+    // and nothing here touches the filesystem anyway.
+    let Ok(name) = StreamName::parse(name) else {
+        return error(StatusCode::BAD_REQUEST, "not a stream name");
+    };
+    let Some(stream) = server.get(&name.to_string()) else {
+        return error(StatusCode::NOT_FOUND, format!("stream {name} is not live"));
+    };
+    let Some(file) = parse_file(file, &stream.sid) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no such file (a URL from an earlier publish?)",
+        );
+    };
+    if let Some(e) = stream.lock().error.clone() {
+        return error(StatusCode::CONFLICT, e);
+    }
+    let deadline = tokio::time::Instant::now() + server.max_block;
+    match file {
+        File::Multivariant => {
+            // The first segment tells the codecs and the bitrate: wait for it.
+            let text = stream
+                .wait_for(deadline, |st| {
+                    st.seg
+                        .has_media()
+                        .then(|| playlist::multivariant(&st.seg, "media.m3u8"))
+                })
+                .await;
+            match text {
+                Some(t) => m3u8(t, "public, max-age=1"),
+                None => error(StatusCode::SERVICE_UNAVAILABLE, "no media yet"),
+            }
+        }
+        File::Media => media_playlist(&stream, query.as_deref(), deadline).await,
+        File::Init(id) => match stream.lock().seg.init_by_id(id) {
+            Some(b) => media(b.clone()),
+            None => error(StatusCode::NOT_FOUND, "no such init segment"),
+        },
+        File::Segment(msn) => {
+            if too_far(&stream, msn) {
+                return error(StatusCode::NOT_FOUND, "segment is not in the window");
+            }
+            let data = stream
+                .wait_for(deadline, |st| {
+                    let s = st.seg.segments().iter().find(|s| s.msn == msn);
+                    s.and_then(|s| s.data.clone())
+                })
+                .await;
+            data.map_or_else(|| error(StatusCode::NOT_FOUND, "no such segment"), media)
+        }
+        File::Part(msn, i) => {
+            // A preload hint names the next part before it exists: hold a request for it until
+            // it does (RFC 8216bis §6.2.6). Any other part exists now or never will.
+            let (exists, next) = {
+                let st = stream.lock();
+                let seg = st.seg.segments().iter().find(|s| s.msn == msn);
+                (seg.is_some_and(|s| s.parts.len() > i), st.seg.next_part())
+            };
+            let upcoming = next.is_none_or(|(n, p)| (msn, i) == (n, p) || (msn, i) == (n + 1, 0));
+            if !exists && !upcoming {
+                return error(StatusCode::NOT_FOUND, "no such part");
+            }
+            let data = stream
+                .wait_for(deadline, |st| {
+                    let s = st.seg.segments().iter().find(|s| s.msn == msn);
+                    s.and_then(|s| s.parts.get(i)).map(|p| p.data.clone())
+                })
+                .await;
+            data.map_or_else(|| error(StatusCode::NOT_FOUND, "no such part"), media)
+        }
+    }
+}
+
+/// Older than the window (gone for good).
+fn too_far(stream: &HlsStream, msn: u64) -> bool {
+    let st = stream.lock();
+    st.seg.segments().front().is_some_and(|f| msn < f.msn)
+}
+
+async fn media_playlist(
+    stream: &HlsStream,
+    query: Option<&str>,
+    deadline: tokio::time::Instant,
+) -> Response {
+    let q = match Query::parse(query) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let render = |st: &StreamState| {
+        playlist::media(
+            &st.seg,
+            &stream.sid,
+            MediaOptions {
+                skip: q.skip,
+                ended: st.ended,
+            },
+        )
+    };
+    let Some(msn) = q.msn else {
+        let text = stream
+            .wait_for(deadline, |st| st.seg.has_media().then(|| render(st)))
+            .await;
+        return match text {
+            Some(t) => m3u8(t, "public, max-age=1"),
+            None => error(StatusCode::SERVICE_UNAVAILABLE, "no media yet"),
+        };
+    };
+    if stream.lock().seg.readiness(msn, q.part) == Readiness::TooFar {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "_HLS_msn is more than two segments ahead of the playlist",
+        );
+    }
+    let text = stream
+        .wait_for(deadline, |st| {
+            (st.seg.readiness(msn, q.part) == Readiness::Ready || st.ended).then(|| render(st))
+        })
+        .await;
+    // An answered blocking request names one moment of the stream: a CDN may keep it.
+    match text {
+        Some(t) => m3u8(t, "public, max-age=60"),
+        None => {
+            let st = stream.lock();
+            if st.ended {
+                m3u8(render(&st), "public, max-age=1")
+            } else {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the part asked for did not appear in time",
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_parse_only_with_this_publishs_id() {
+        assert_eq!(parse_file("index.m3u8", "ab"), Some(File::Multivariant));
+        assert_eq!(parse_file("media.m3u8", "ab"), Some(File::Media));
+        assert_eq!(parse_file("ab-init3.mp4", "ab"), Some(File::Init(3)));
+        assert_eq!(parse_file("ab-12.m4s", "ab"), Some(File::Segment(12)));
+        assert_eq!(parse_file("ab-12.4.m4s", "ab"), Some(File::Part(12, 4)));
+        assert_eq!(parse_file("cd-12.m4s", "ab"), None);
+        assert_eq!(parse_file("ab-12.x.m4s", "ab"), None);
+        assert_eq!(parse_file("ab-../../etc/passwd", "ab"), None);
+        assert_eq!(parse_file("ab-99999999999999999999999.m4s", "ab"), None);
+    }
+}

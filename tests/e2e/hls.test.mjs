@@ -1,0 +1,262 @@
+#!/usr/bin/env node
+// End-to-end test of onair's LL-HLS output with real clients:
+//   FFmpeg publishes H.264+AAC over RTMP; the multivariant and media playlists appear with the
+//   low-latency tags; blocking playlist reloads answer when their part appears (measured against
+//   a request for the same part); ffprobe reads init + a segment; hls.js in Chromium plays the
+//   stream in low-latency mode (frames decoded, live latency reported); bad requests get 4xx;
+//   when FFmpeg stops, the playlist ends with EXT-X-ENDLIST.
+// Runs itself inside shared/tools/netns-run unless it already is in one.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import {
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, sleep, waitFor,
+} from './harness.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const OVERALL_TIMEOUT_MS = 120_000;
+const RTMP_PORT = 1935;
+const FFMPEG = process.env.FFMPEG || 'ffmpeg';
+const FFPROBE = process.env.FFPROBE || 'ffprobe';
+const PART_MS = 200;
+
+await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
+const { chromium } = await import('playwright-core');
+
+const { check, figure, summary } = results();
+const logPath = path.join(os.tmpdir(), `onair-e2e-hls-${process.pid}.log`);
+const ffLog = path.join(os.tmpdir(), `onair-e2e-hls-${process.pid}-ffmpeg.log`);
+let server = null;
+let ffmpeg = null;
+let browser = null;
+
+function tail(file, lines = 40) {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+async function finish(code) {
+  if (code !== 0) {
+    console.log(`# server log (${logPath}):\n${tail(logPath).replace(/^/gm, '#   ')}`);
+    console.log(`# ffmpeg log:\n${tail(ffLog, 10).replace(/^/gm, '#   ')}`);
+  }
+  if (ffmpeg && ffmpeg.exitCode === null) ffmpeg.kill('SIGKILL');
+  if (server && server.exitCode === null) server.kill('SIGKILL');
+  if (browser) await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
+  process.exit(code);
+}
+setTimeout(() => { console.log('not ok - overall timeout'); finish(1); }, OVERALL_TIMEOUT_MS - 5000).unref();
+
+async function get(url, opts = {}) {
+  const t0 = performance.now();
+  const res = await fetch(url, opts);
+  const body = Buffer.from(await res.arrayBuffer());
+  return { status: res.status, headers: res.headers, body, text: body.toString('utf8'), ms: performance.now() - t0, at: performance.now() };
+}
+
+/** The (msn, part) of the playlist's PRELOAD-HINT. */
+function hint(playlist) {
+  const m = playlist.match(/#EXT-X-PRELOAD-HINT:TYPE=PART,URI="([0-9a-f]+)-(\d+)\.(\d+)\.m4s"/);
+  return m ? { sid: m[1], msn: Number(m[2]), part: Number(m[3]) } : null;
+}
+
+async function main() {
+  const bin = path.resolve(HERE, process.env.ONAIR_BIN || '../../target/release/onair');
+  if (!fs.existsSync(bin)) {
+    console.error(`error: server binary ${bin} not found (cargo build --release, or set ONAIR_BIN)`);
+    return 2;
+  }
+  for (const tool of [FFMPEG, FFPROBE]) {
+    if (spawnSync(tool, ['-hide_banner', '-version'], { stdio: 'ignore' }).status !== 0) {
+      console.error(`error: ${tool} not found (apt-get install -y ffmpeg)`);
+      return 2;
+    }
+  }
+  const hlsJs = path.join(HERE, 'node_modules/hls.js/dist/hls.min.js');
+  if (!fs.existsSync(hlsJs)) {
+    console.error('error: hls.js missing (cd tests/e2e && npm ci)');
+    return 2;
+  }
+  const httpPort = await freeTcpPort();
+  const base = `http://127.0.0.1:${httpPort}`;
+  const log = fs.openSync(logPath, 'w');
+  server = spawn(bin, [], {
+    env: {
+      ...process.env,
+      ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
+      ONAIR_MEDIA_PORT: String(await freeMediaPort()),
+      ONAIR_RTMP_LISTEN: `127.0.0.1:${RTMP_PORT}`,
+      ONAIR_TURN_ENABLED: 'false',
+    },
+    stdio: ['ignore', log, log],
+  });
+  const up = await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 15_000, 200);
+  if (!check('server up', !!up)) return 1;
+
+  const ff = fs.openSync(ffLog, 'w');
+  const startedAt = Date.now();
+  ffmpeg = spawn(FFMPEG, ['-hide_banner', '-loglevel', 'warning', '-re',
+    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-profile:v', 'baseline', '-pix_fmt', 'yuv420p',
+    '-g', '30', '-b:v', '1000k', '-c:a', 'aac', '-b:a', '96k', '-ar', '48000',
+    '-f', 'flv', `rtmp://127.0.0.1:${RTMP_PORT}/live/hls`], { stdio: ['ignore', ff, ff] });
+
+  const dir = `${base}/hls/live/hls`;
+  // The multivariant playlist is held until the first segment exists.
+  const main = await waitFor(async () => {
+    const r = await get(`${dir}/index.m3u8`);
+    return r.status === 200 ? r : null;
+  }, 20_000, 300);
+  if (!check('index.m3u8 answers 200', !!main)) return 1;
+  figure(`FFmpeg start → multivariant playlist: ${Date.now() - startedAt} ms`);
+  check('multivariant: CODECS avc1 + mp4a.40.2, RESOLUTION 640x360',
+    /CODECS="avc1\.[0-9a-f]{6},mp4a\.40\.2"/.test(main.text) && main.text.includes('RESOLUTION=640x360'), main.text);
+  check('CORS and a short cache on playlists',
+    main.headers.get('access-control-allow-origin') === '*' && /max-age=1\b/.test(main.headers.get('cache-control') || ''),
+    `${main.headers.get('access-control-allow-origin')} / ${main.headers.get('cache-control')}`);
+
+  const media = await get(`${dir}/media.m3u8`);
+  const tags = ['#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES', '#EXT-X-PART-INF:PART-TARGET=0.200', '#EXT-X-PART:',
+    '#EXT-X-PRELOAD-HINT:TYPE=PART', '#EXT-X-MAP:URI=', '#EXT-X-PROGRAM-DATE-TIME:', 'INDEPENDENT=YES'];
+  const missing = tags.filter((t) => !media.text.includes(t));
+  check('media.m3u8 has the LL-HLS tags', missing.length === 0, missing.length ? `missing ${missing}\n${media.text}` : '');
+
+  // Blocking reload: ask for the hinted part's playlist and for the part itself at once; the
+  // playlist must come back within one part duration of the part.
+  const gaps = [];
+  const waits = [];
+  let h = hint(media.text);
+  for (let i = 0; i < 10 && h; i++) {
+    const [pl, part] = await Promise.all([
+      get(`${dir}/media.m3u8?_HLS_msn=${h.msn}&_HLS_part=${h.part}`),
+      get(`${dir}/${h.sid}-${h.msn}.${h.part}.m4s`),
+    ]);
+    if (pl.status !== 200 || part.status !== 200) {
+      check(`blocking request ${i}: 200 for playlist and part`, false, `${pl.status} ${part.status} ${pl.text.slice(0, 200)}`);
+      break;
+    }
+    const uri = `${h.sid}-${h.msn}.${h.part}.m4s`;
+    if (!pl.text.includes(uri)) {
+      check(`blocking answer ${i} lists ${uri}`, false, pl.text);
+      break;
+    }
+    gaps.push(Math.abs(pl.at - part.at));
+    waits.push(pl.ms);
+    h = hint(pl.text);
+  }
+  gaps.sort((a, b) => a - b);
+  waits.sort((a, b) => a - b);
+  check('10 blocking reloads answered, each within one part duration of its part',
+    gaps.length === 10 && gaps[gaps.length - 1] < PART_MS, `gaps ${gaps.map((g) => g.toFixed(1)).join(', ')} ms`);
+  figure(`blocking reload wait for the next part: median ${waits[5]?.toFixed(0)} ms, max ${waits[waits.length - 1]?.toFixed(0)} ms; `
+    + `playlist vs part arrival: max ${gaps[gaps.length - 1]?.toFixed(1)} ms`);
+
+  // ffprobe reads init + the first complete segment.
+  const withSegment = await get(`${dir}/media.m3u8?_HLS_msn=0`);
+  const first = withSegment.text.match(/#EXTINF:([\d.]+),\n([0-9a-f]+-\d+\.m4s)/);
+  const mapUri = withSegment.text.match(/#EXT-X-MAP:URI="([^"]+)"/)?.[1];
+  if (check('a blocking request for segment 0 lists it complete', !!first && !!mapUri, withSegment.text)) {
+    const [init, seg] = await Promise.all([get(`${dir}/${mapUri}`), get(`${dir}/${first[2]}`)]);
+    check('init and segment: video/mp4, immutable', init.status === 200 && seg.status === 200
+      && /immutable/.test(seg.headers.get('cache-control') || ''), `${init.status} ${seg.status} ${seg.headers.get('cache-control')}`);
+    const file = path.join(os.tmpdir(), `onair-hls-${process.pid}.mp4`);
+    fs.writeFileSync(file, Buffer.concat([init.body, seg.body]));
+    const probe = spawnSync(FFPROBE, ['-v', 'error', '-show_entries', 'stream=codec_name,width,height,sample_rate:format=duration',
+      '-of', 'json', file], { encoding: 'utf8' });
+    let info = null;
+    try { info = JSON.parse(probe.stdout); } catch { /* below */ }
+    const codecs = (info?.streams || []).map((s) => s.codec_name).sort().join(',');
+    const dur = Number(info?.format?.duration);
+    check('ffprobe: h264 640x360 + aac, duration ≈ the EXTINF',
+      codecs === 'aac,h264' && info.streams.some((s) => s.width === 640 && s.height === 360) && Math.abs(dur - Number(first[1])) < 0.15,
+      `${probe.stderr.trim()} ${JSON.stringify(info)}`);
+    figure(`first segment: EXTINF ${first[1]} s, ffprobe ${dur} s, ${seg.body.length} bytes`);
+  }
+
+  // FFmpeg's own HLS client reads the playlists over HTTP (the plain-HLS view of the stream).
+  const viaHls = spawnSync(FFPROBE, ['-v', 'error', '-show_entries', 'stream=codec_name', '-of', 'csv=p=0',
+    `${dir}/index.m3u8`], { encoding: 'utf8', timeout: 20_000 });
+  // (Streams are printed once per program and once at top level: compare the set.)
+  const hlsCodecs = [...new Set(viaHls.stdout.split('\n').map((l) => l.replace(/,$/, '').trim()).filter(Boolean))].sort().join(',');
+  check('ffprobe reads the stream through index.m3u8 (h264 + aac)', hlsCodecs === 'aac,h264', `${hlsCodecs} ${viaHls.stderr.trim().slice(0, 300)}`);
+
+  // Bad input: clear 4xx, nothing held open.
+  const bad = [
+    ['media.m3u8?_HLS_msn=abc', 400], ['media.m3u8?_HLS_part=1', 400], ['media.m3u8?_HLS_msn=999999', 400],
+    ['media.m3u8?_HLS_msn=1&_HLS_skip=maybe', 400], [`${h?.sid}-999999.0.m4s`, 404], [`${h?.sid}-0.999.m4s`, 404],
+    ['00000000-1.m4s', 404],
+  ];
+  for (const [file, want] of bad) {
+    const r = await get(`${dir}/${file}`);
+    check(`GET ${file} → ${want} at once`, r.status === want && r.ms < 1000, `${r.status} in ${r.ms.toFixed(0)} ms: ${r.text.trim()}`);
+  }
+  for (const [url, want] of [[`${base}/hls/nope/none/index.m3u8`, 404], [`${base}/hls/live/../etc/index.m3u8`, [400, 404]]]) {
+    const r = await get(url);
+    const ok = Array.isArray(want) ? want.includes(r.status) : r.status === want;
+    check(`GET ${url.replace(base, '')} → ${want}`, ok, `${r.status} ${r.text.trim()}`);
+  }
+
+  // hls.js in Chromium, low-latency mode.
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const page = await browser.newPage();
+  await page.route('**/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+  await page.goto(`${base}/healthz`);
+  await page.setContent('<video id="v" muted autoplay playsinline></video><script src="/hls.min.js"></script>');
+  await page.waitForFunction(() => typeof window.Hls === 'function', null, { timeout: 10_000 });
+  await page.evaluate((src) => {
+    const v = document.getElementById('v');
+    const hls = new window.Hls({ lowLatencyMode: true });
+    window.hlsErrors = [];
+    hls.on(window.Hls.Events.ERROR, (_, d) => window.hlsErrors.push(`${d.type}/${d.details}${d.fatal ? ' FATAL' : ''}`));
+    hls.loadSource(src);
+    hls.attachMedia(v);
+    window.player = hls;
+    v.play().catch(() => {});
+  }, `${dir}/index.m3u8`);
+  const played = await waitFor(() => page.evaluate(() => {
+    const v = document.getElementById('v');
+    const q = v.getVideoPlaybackQuality?.();
+    return q && q.totalVideoFrames > 60 && v.currentTime > 1 ? { frames: q.totalVideoFrames, t: v.currentTime } : null;
+  }), 30_000, 500);
+  const state = await page.evaluate(() => ({
+    latency: window.player?.latency, target: window.player?.targetLatency, ll: window.player?.lowLatencyMode,
+    errors: window.hlsErrors, t: document.getElementById('v').currentTime,
+  }));
+  check('hls.js plays in Chromium (frames decoded, currentTime advancing)', !!played,
+    JSON.stringify({ played, ...state }));
+  if (played) {
+    await sleep(3000);
+    const later = await page.evaluate(() => ({ latency: window.player.latency, t: document.getElementById('v').currentTime,
+      dropped: document.getElementById('v').getVideoPlaybackQuality().droppedVideoFrames }));
+    check('hls.js keeps playing, low-latency mode on, live latency under 3 s', later.t > played.t + 2 && state.ll === true && later.latency < 3,
+      JSON.stringify(later));
+    figure(`hls.js live latency ${later.latency?.toFixed(2)} s (target ${state.target?.toFixed(2)} s), `
+      + `${later.dropped} dropped frames, errors: ${state.errors.length ? state.errors.join(' ') : 'none'}`);
+  }
+
+  // The publisher stops: the playlist ends.
+  ffmpeg.kill('SIGTERM');
+  const ended = await waitFor(async () => {
+    const r = await get(`${dir}/media.m3u8`);
+    return r.status === 200 && r.text.includes('#EXT-X-ENDLIST') ? r : null;
+  }, 10_000, 300);
+  check('after FFmpeg stops, media.m3u8 ends with EXT-X-ENDLIST', !!ended);
+  const api = await get(`${base}/api/hls`);
+  figure(`/api/hls: ${api.text.trim()}`);
+  return 0;
+}
+
+let code = 1;
+try {
+  code = await main();
+} catch (e) {
+  console.log(`not ok - ${e.stack || e}`);
+}
+const failed = summary();
+await finish(failed === 0 && code === 0 ? 0 : code || 1);
