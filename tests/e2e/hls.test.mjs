@@ -240,6 +240,43 @@ async function main() {
       + `${later.dropped} dropped frames, errors: ${state.errors.length ? state.errors.join(' ') : 'none'}`);
   }
 
+  // Chromium publishes H.264 + Opus over WHIP; the same stream plays as LL-HLS in hls.js.
+  const pubPage = await browser.newPage();
+  await pubPage.goto(`${base}/publish.html?stream=live/browser&autostart=1&codec=h264`);
+  const webrtc = await waitFor(async () => {
+    const r = await get(`${base}/hls/live/browser/index.m3u8`);
+    return r.status === 200 ? r : null;
+  }, 20_000, 500);
+  check('WHIP publish (H.264): index.m3u8 with avc1 and opus', !!webrtc && /CODECS="avc1\.[0-9a-f]{6},opus"/.test(webrtc.text),
+    webrtc?.text ?? (await get(`${base}/api/hls`)).text);
+  if (webrtc) {
+    const viewer = await browser.newPage();
+    await viewer.route('**/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+    await viewer.goto(`${base}/healthz`);
+    await viewer.setContent('<video id="v" muted autoplay playsinline></video><script src="/hls.min.js"></script>');
+    await viewer.waitForFunction(() => typeof window.Hls === 'function', null, { timeout: 10_000 });
+    await viewer.evaluate((src) => {
+      const hls = new window.Hls({ lowLatencyMode: true });
+      window.hlsErrors = [];
+      hls.on(window.Hls.Events.ERROR, (_, d) => window.hlsErrors.push(`${d.type}/${d.details}${d.fatal ? ' FATAL' : ''} ${d.frag?.url ?? ''} ${d.response?.code ?? ''}`));
+      hls.loadSource(src);
+      hls.attachMedia(document.getElementById('v'));
+      window.player = hls;
+    }, `${base}/hls/live/browser/index.m3u8`);
+    const playing = await waitFor(() => viewer.evaluate(() => {
+      const v = document.getElementById('v');
+      const q = v.getVideoPlaybackQuality?.();
+      return q && q.totalVideoFrames > 30 && v.currentTime > 1
+        ? { frames: q.totalVideoFrames, t: v.currentTime, latency: window.player.latency, w: v.videoWidth, h: v.videoHeight } : null;
+    }), 30_000, 500);
+    const errs = await viewer.evaluate(() => window.hlsErrors);
+    check('WHIP H.264 publish plays as LL-HLS in hls.js', !!playing,
+      `${JSON.stringify({ playing, errs })}\n${(await get(`${base}/hls/live/browser/media.m3u8`)).text}`);
+    if (playing) figure(`WHIP → LL-HLS: ${playing.w}x${playing.h}, hls.js latency ${playing.latency?.toFixed(2)} s, errors: ${errs.length ? errs.join(' ') : 'none'}`);
+    await viewer.close();
+  }
+  await pubPage.close();
+
   // The publisher stops: the playlist ends.
   ffmpeg.kill('SIGTERM');
   const ended = await waitFor(async () => {

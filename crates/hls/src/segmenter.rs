@@ -101,6 +101,8 @@ pub struct Segmenter {
     /// Index into `tracks` of the track that drives the cuts.
     driver: usize,
     init: Option<(u32, Bytes)>,
+    /// Earlier init segments that segments in the window still name.
+    old_inits: Vec<(u32, Bytes)>,
     /// Decode time (µs) that is zero on every track.
     base_us: Option<i64>,
     /// Wall clock at `base_us`.
@@ -111,6 +113,8 @@ pub struct Segmenter {
     part_start_us: i64,
     segment_start_us: i64,
     part_starts_with_key: bool,
+    /// Decode time (µs) of the driver's latest frame.
+    last_driver_us: i64,
     discontinuity: bool,
     /// Discontinuities that left the window (EXT-X-DISCONTINUITY-SEQUENCE).
     discontinuities_gone: u64,
@@ -134,6 +138,7 @@ impl Segmenter {
             tracks: Vec::new(),
             driver: 0,
             init: None,
+            old_inits: Vec::new(),
             base_us: None,
             wall_base: None,
             segments: VecDeque::new(),
@@ -142,6 +147,7 @@ impl Segmenter {
             part_start_us: 0,
             segment_start_us: 0,
             part_starts_with_key: false,
+            last_driver_us: 0,
             discontinuity: false,
             discontinuities_gone: 0,
             peak_bps: 0,
@@ -203,7 +209,10 @@ impl Segmenter {
             self.discontinuity = true;
         }
         let id = self.init.as_ref().map_or(0, |(id, _)| id + 1);
-        self.init = Some((id, init.into()));
+        if let Some(old) = self.init.replace((id, init.into())) {
+            self.old_inits.push(old);
+        }
+        self.prune_inits();
         self.tracks = tracks;
         self.driver = 0; // video first when there is video
         self.base_us = None;
@@ -215,9 +224,13 @@ impl Segmenter {
         self.init.as_ref().map(|(id, b)| (*id, b))
     }
 
-    /// An init segment by number, if it is still the current one.
+    /// An init segment by number, while a segment in the window needs it.
     pub fn init_by_id(&self, id: u32) -> Option<&Bytes> {
-        self.init.as_ref().filter(|(i, _)| *i == id).map(|(_, b)| b)
+        self.init
+            .iter()
+            .chain(&self.old_inits)
+            .find(|(i, _)| *i == id)
+            .map(|(_, b)| b)
     }
 
     /// The tracks in the init segment.
@@ -230,9 +243,22 @@ impl Segmenter {
         &self.segments
     }
 
-    /// At least one part exists: there is something to play.
-    pub fn has_media(&self) -> bool {
-        self.segments.iter().any(|s| !s.parts.is_empty())
+    /// The segment has reached its target length and waits for a keyframe to end it. A
+    /// source that makes keyframes only when asked (WebRTC) should be asked now.
+    pub fn keyframe_due(&self) -> bool {
+        self.base_us.is_some()
+            && self
+                .tracks
+                .get(self.driver)
+                .is_some_and(|t| t.spec.info.kind() == MediaKind::Video)
+            && self.last_driver_us - self.segment_start_us
+                >= self.config.target_duration.as_micros() as i64
+    }
+
+    /// A complete segment exists. Players start on it: hls.js reports a playlist of parts
+    /// only as empty (`levelEmptyError`) and retries.
+    pub fn has_segment(&self) -> bool {
+        self.segments.iter().any(|s| s.data.is_some())
     }
 
     /// The configuration.
@@ -317,6 +343,7 @@ impl Segmenter {
             return Ok(()); // from before the start (audio ahead of the first keyframe)
         }
         if is_driver {
+            self.last_driver_us = frame.dts;
             let since_segment = frame.dts - self.segment_start_us;
             let since_part = frame.dts - self.part_start_us;
             let audio_only = self.tracks[self.driver].spec.info.kind() == MediaKind::Audio;
@@ -457,14 +484,31 @@ impl Segmenter {
         if d > 0.0 {
             self.peak_bps = self.peak_bps.max((all.len() as f64 * 8.0 / d) as u64);
         }
-        seg.data = Some(all.into());
+        // The parts become views of the segment's bytes: one copy in memory, not two.
+        let all = Bytes::from(all);
+        let mut at = 0;
+        for p in &mut seg.parts {
+            let len = p.data.len();
+            p.data = all.slice(at..at + len);
+            at += len;
+        }
+        seg.data = Some(all);
         let complete = self.segments.iter().filter(|s| s.data.is_some()).count();
         if complete > self.config.window_segments
             && let Some(gone) = self.segments.pop_front()
-            && gone.discontinuity
         {
-            self.discontinuities_gone += 1;
+            if gone.discontinuity {
+                self.discontinuities_gone += 1;
+            }
+            self.prune_inits();
         }
+    }
+
+    /// Drops earlier init segments no segment in the window names any more.
+    fn prune_inits(&mut self) {
+        let segments = &self.segments;
+        self.old_inits
+            .retain(|(id, _)| segments.iter().any(|s| s.init == *id));
     }
 
     /// The stream ended: the last part and segment are closed.

@@ -147,6 +147,9 @@ struct Stream {
     kicked: AtomicBool,
     kick: Notify,
     skips: Arc<AtomicU64>,
+    /// Keyframe requests from readers so far, and how many the publisher has taken.
+    keyframes_wanted: AtomicU64,
+    keyframes_taken: AtomicU64,
 }
 
 struct StreamState {
@@ -223,6 +226,8 @@ impl Hub {
             kicked: AtomicBool::new(false),
             kick: Notify::new(),
             skips: Arc::new(AtomicU64::new(0)),
+            keyframes_wanted: AtomicU64::new(0),
+            keyframes_taken: AtomicU64::new(0),
         });
         streams.insert(name.clone(), stream.clone());
         drop(streams);
@@ -302,6 +307,13 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Whether a reader asked for a keyframe since the last call. A publisher that can make
+    /// one on demand (a WebRTC source: a PLI to the browser) should; others ignore it.
+    pub fn take_keyframe_request(&self) -> bool {
+        let wanted = self.stream.keyframes_wanted.load(Ordering::Relaxed);
+        self.stream.keyframes_taken.swap(wanted, Ordering::Relaxed) != wanted
+    }
+
     /// The stream's name.
     pub fn name(&self) -> &StreamName {
         &self.stream.name
@@ -453,6 +465,12 @@ impl Reader {
                 return Ok(Some(item));
             }
         }
+    }
+
+    /// Asks the publisher for a video keyframe (HLS cuts segments at keyframes, and WebRTC
+    /// encoders make them only when asked).
+    pub fn request_keyframe(&self) {
+        self.stream.keyframes_wanted.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Times this stream's readers fell behind and skipped ahead.

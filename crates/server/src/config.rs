@@ -381,6 +381,7 @@ impl Config {
             ("hls.window_segments", self.hls.window_segments),
             ("hls.segment_ms", self.hls.segment_ms as usize),
             ("hls.part_ms", self.hls.part_ms as usize),
+            ("hls.max_block_ms", self.hls.max_block_ms as usize),
             (
                 "turn.max_allocations_per_user",
                 self.turn.max_allocations_per_user,
@@ -441,7 +442,6 @@ impl Config {
         }
     }
 
-    /// The hub's settings.
     /// The HLS segmenter's settings.
     pub fn segmenter(&self) -> hls::SegmenterConfig {
         hls::SegmenterConfig {
@@ -451,6 +451,7 @@ impl Config {
         }
     }
 
+    /// The hub's settings.
     pub fn hub(&self) -> hub::HubConfig {
         hub::HubConfig {
             on_conflict: self.streams.on_conflict,

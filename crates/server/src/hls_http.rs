@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -138,6 +138,7 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
     });
     server.streams().insert(key.clone(), stream.clone());
     debug!(stream = %key, sid = stream.sid, "HLS packaging");
+    let mut last_keyframe_request: Option<Instant> = None;
     while let Some(item) = reader.recv().await {
         let mut st = stream.lock();
         let parts_before = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
@@ -160,6 +161,14 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
             }
         }
         let parts_after = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
+        // Segments end at keyframes; a WebRTC encoder makes one only when asked. Asked once a
+        // second while a segment is past its target (the SFU throttles PLIs further).
+        if st.seg.keyframe_due()
+            && last_keyframe_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            reader.request_keyframe();
+            last_keyframe_request = Some(Instant::now());
+        }
         drop(st);
         if parts_before != parts_after {
             stream.version.send_modify(|v| *v += 1);
@@ -348,11 +357,12 @@ async fn serve(
     let deadline = tokio::time::Instant::now() + server.max_block;
     match file {
         File::Multivariant => {
-            // The first segment tells the codecs and the bitrate: wait for it.
+            // The first segment tells the codecs and the bitrate, and players start on a
+            // complete one: wait for it.
             let text = stream
                 .wait_for(deadline, |st| {
                     st.seg
-                        .has_media()
+                        .has_segment()
                         .then(|| playlist::multivariant(&st.seg, "media.m3u8"))
                 })
                 .await;
@@ -367,8 +377,18 @@ async fn serve(
             None => error(StatusCode::NOT_FOUND, "no such init segment"),
         },
         File::Segment(msn) => {
-            if too_far(&stream, msn) {
-                return error(StatusCode::NOT_FOUND, "segment is not in the window");
+            // Only the segment being built is worth waiting for; any other exists or never
+            // will.
+            let (exists, building) = {
+                let st = stream.lock();
+                let seg = st.seg.segments().iter().find(|s| s.msn == msn);
+                (
+                    seg.is_some_and(|s| s.data.is_some()),
+                    seg.is_some_and(|s| s.data.is_none()),
+                )
+            };
+            if !exists && !building {
+                return error(StatusCode::NOT_FOUND, "no such segment");
             }
             let data = stream
                 .wait_for(deadline, |st| {
@@ -401,12 +421,6 @@ async fn serve(
     }
 }
 
-/// Older than the window (gone for good).
-fn too_far(stream: &HlsStream, msn: u64) -> bool {
-    let st = stream.lock();
-    st.seg.segments().front().is_some_and(|f| msn < f.msn)
-}
-
 async fn media_playlist(
     stream: &HlsStream,
     query: Option<&str>,
@@ -428,7 +442,7 @@ async fn media_playlist(
     };
     let Some(msn) = q.msn else {
         let text = stream
-            .wait_for(deadline, |st| st.seg.has_media().then(|| render(st)))
+            .wait_for(deadline, |st| st.seg.has_segment().then(|| render(st)))
             .await;
         return match text {
             Some(t) => m3u8(t, "public, max-age=1"),

@@ -151,6 +151,13 @@ impl Streams {
                 let Some(index) = list.iter().position(|(id, _)| *id == track) else {
                     return;
                 };
+                if p.take_keyframe_request() {
+                    for (tid, info) in list.iter() {
+                        if info.kind() == hub::MediaKind::Video {
+                            sfu.request_hub_keyframe(*tid);
+                        }
+                    }
+                }
                 if let Some(config) = frame.config {
                     list[index].1.config = config.into();
                     p.set_tracks(list.iter().map(|(_, i)| i.clone()).collect());

@@ -582,6 +582,17 @@ impl Sfu {
         }
     }
 
+    /// Asks the publisher of `tid` for a keyframe on the layer the hub's frames come from (the
+    /// top one), through the throttle: hub readers that cut at keyframes (HLS) need them on a
+    /// schedule that WebRTC encoders do not keep by themselves.
+    pub fn request_hub_keyframe(&mut self, tid: TrackId) {
+        let Some(layers) = self.tracks.get(&tid).map(|t| t.layers.len().max(1)) else {
+            return;
+        };
+        self.request_keyframe(tid, layers - 1);
+        self.process_events();
+    }
+
     /// Asks a track's publisher for a keyframe on one layer, through the throttle.
     pub(crate) fn request_keyframe(&mut self, tid: TrackId, layer: usize) {
         let min = self.config.keyframe_min_interval;
