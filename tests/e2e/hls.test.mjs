@@ -4,7 +4,9 @@
 //   low-latency tags; blocking playlist reloads answer when their part appears (measured against
 //   a request for the same part); ffprobe reads init + a segment; hls.js in Chromium plays the
 //   stream in low-latency mode (frames decoded, live latency reported); bad requests get 4xx;
-//   when FFmpeg stops, the playlist ends with EXT-X-ENDLIST.
+//   when FFmpeg stops, the playlist ends with EXT-X-ENDLIST; the same publish was recorded to a
+//   fragmented MP4 that ffprobe reads whole (both tracks, the publish's length), and a second
+//   server killed with SIGKILL mid-recording leaves a file that still plays up to the kill.
 // Runs itself inside shared/tools/netns-run unless it already is in one.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -86,6 +88,7 @@ async function main() {
   const httpPort = await freeTcpPort();
   const base = `http://127.0.0.1:${httpPort}`;
   const log = fs.openSync(logPath, 'w');
+  const recDir = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-rec-'));
   server = spawn(bin, [], {
     env: {
       ...process.env,
@@ -93,6 +96,9 @@ async function main() {
       ONAIR_MEDIA_PORT: String(await freeMediaPort()),
       ONAIR_RTMP_LISTEN: `127.0.0.1:${RTMP_PORT}`,
       ONAIR_TURN_ENABLED: 'false',
+      ONAIR_RECORDING_ENABLED: 'true',
+      ONAIR_RECORDING_DIR: recDir,
+      ONAIR_RECORDING_STREAMS: '["live/hls"]',
     },
     stdio: ['ignore', log, log],
   });
@@ -286,7 +292,64 @@ async function main() {
   check('after FFmpeg stops, media.m3u8 ends with EXT-X-ENDLIST', !!ended);
   const api = await get(`${base}/api/hls`);
   figure(`/api/hls: ${api.text.trim()}`);
+  const ranFor = (Date.now() - startedAt) / 1000;
+
+  // The recording of live/hls: listed, downloadable, whole.
+  const rec = await waitFor(async () => {
+    const list = JSON.parse((await get(`${base}/api/recordings`)).text || '[]');
+    return list.find((r) => r.stream === 'live/hls' && r.state === 'done');
+  }, 10_000, 300);
+  if (check('the RTMP publish was recorded (/api/recordings: done)', !!rec, (await get(`${base}/api/recordings`)).text)) {
+    const dl = await get(`${base}/recordings/${rec.file}`);
+    const file = path.join(os.tmpdir(), `onair-rec-dl-${process.pid}.mp4`);
+    fs.writeFileSync(file, dl.body);
+    const p = probe(file);
+    check(`ffprobe reads the downloaded recording: h264 + aac, about the ${ranFor.toFixed(0)} s FFmpeg ran`,
+      p.codecs === 'aac,h264' && p.duration > ranFor - 4 && p.duration <= ranFor + 0.5 && dl.body.length === rec.bytes,
+      `${JSON.stringify(p)}, ${dl.body.length} bytes downloaded, ${rec.bytes} recorded`);
+    figure(`recording ${rec.file}: ${p.duration} s, ${rec.bytes} bytes (FFmpeg ran ${ranFor.toFixed(1)} s)`);
+  }
+  const badName = await get(`${base}/recordings/..%2Fetc%2Fpasswd`);
+  check('GET /recordings/../etc/passwd → 400 or 404', [400, 404].includes(badName.status), `${badName.status}`);
+
+  // A server killed with SIGKILL mid-recording leaves a playable file up to the kill.
+  const port2 = await freeTcpPort();
+  const killDir = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-rec-kill-'));
+  const victim = spawn(bin, [], {
+    env: { ...process.env, ONAIR_HTTP_LISTEN: `127.0.0.1:${port2}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
+      ONAIR_RTMP_LISTEN: `127.0.0.1:${RTMP_PORT + 1}`, ONAIR_TURN_ENABLED: 'false', ONAIR_HLS_ENABLED: 'false',
+      ONAIR_RECORDING_ENABLED: 'true', ONAIR_RECORDING_DIR: killDir },
+    stdio: ['ignore', log, log],
+  });
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${port2}/healthz`).catch(() => null))?.ok, 15_000, 200);
+  const ff2 = spawn(FFMPEG, ['-hide_banner', '-loglevel', 'error', '-re',
+    '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-pix_fmt', 'yuv420p', '-g', '30',
+    '-c:a', 'aac', '-ar', '48000', '-f', 'flv', `rtmp://127.0.0.1:${RTMP_PORT + 1}/live/kill`], { stdio: 'ignore' });
+  const killAfter = 6;
+  await sleep(killAfter * 1000);
+  victim.kill('SIGKILL');
+  await sleep(300);
+  ff2.kill('SIGKILL');
+  const partial = fs.readdirSync(killDir).filter((f) => f.endsWith('.mp4'));
+  if (check('a file was being recorded when the server was killed', partial.length === 1, JSON.stringify(partial))) {
+    const p = probe(path.join(killDir, partial[0]));
+    check(`the killed server's recording still plays: h264 + aac, up to the kill (~${killAfter} s after FFmpeg started)`,
+      p.codecs === 'aac,h264' && p.duration > killAfter - 3 && p.duration <= killAfter, JSON.stringify(p));
+    figure(`killed at ${killAfter} s: the file plays ${p.duration} s`);
+  }
   return 0;
+}
+
+function probe(file) {
+  const r = spawnSync(FFPROBE, ['-v', 'error', '-show_entries', 'stream=codec_name:format=duration', '-of', 'json', file],
+    { encoding: 'utf8' });
+  try {
+    const j = JSON.parse(r.stdout);
+    return { codecs: j.streams.map((s) => s.codec_name).sort().join(','), duration: Number(j.format.duration), err: r.stderr.trim() };
+  } catch {
+    return { codecs: '', duration: 0, err: r.stderr.trim() };
+  }
 }
 
 let code = 1;

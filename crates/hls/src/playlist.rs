@@ -81,6 +81,18 @@ fn date(t: SystemTime) -> String {
     )
 }
 
+/// `YYYYmmdd-HHMMSS` (UTC) for `secs` since 1970, for file names.
+pub fn compact_date(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -205,5 +217,6 @@ mod tests {
         let t = UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
         assert_eq!(date(t), "2026-11-18T11:06:40.123Z");
         assert_eq!(date(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(compact_date(1_795_000_000), "20261118-110640");
     }
 }

@@ -26,6 +26,8 @@ pub struct Config {
     pub turn: Turn,
     /// LL-HLS / HLS output of every stream.
     pub hls: Hls,
+    /// Server-side recording to fragmented MP4.
+    pub recording: Recording,
     /// Access control (the auth issue fills this in).
     pub auth: Auth,
 }
@@ -200,6 +202,27 @@ impl Default for Hls {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recording {
+    /// Record the streams `streams` names.
+    pub enabled: bool,
+    /// Where the files go (created if missing).
+    pub dir: String,
+    /// Stream names to record: exact names, or prefixes ending in `*` (`"*"`: all).
+    pub streams: Vec<String>,
+}
+
+impl Default for Recording {
+    fn default() -> Self {
+        Recording {
+            enabled: false,
+            dir: "recordings".into(),
+            streams: vec!["*".into()],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
@@ -364,6 +387,9 @@ impl Config {
                 self.hls.segment_ms
             );
         }
+        if self.recording.enabled && self.recording.dir.trim().is_empty() {
+            bail!("recording.dir must not be empty when recording is on");
+        }
         let r = &self.rooms;
         for (key, v) in [
             ("rooms.max_participants", r.max_participants),
@@ -448,6 +474,15 @@ impl Config {
             target_duration: std::time::Duration::from_millis(self.hls.segment_ms),
             part_duration: std::time::Duration::from_millis(self.hls.part_ms),
             window_segments: self.hls.window_segments,
+        }
+    }
+
+    /// The recorder's segmenter: one-second fragments (a kill loses at most that much).
+    pub fn recording_segmenter(&self) -> hls::SegmenterConfig {
+        hls::SegmenterConfig {
+            target_duration: std::time::Duration::from_secs(4),
+            part_duration: crate::recording::FRAGMENT,
+            window_segments: 2,
         }
     }
 

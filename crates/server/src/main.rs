@@ -7,6 +7,7 @@ mod ice_servers;
 mod media_loop;
 mod metrics;
 mod net;
+mod recording;
 mod rtmp_server;
 mod streams;
 mod tls;
@@ -85,6 +86,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let turn_addr = turn_server::start(&config, &secret, media.tx.clone(), turn_counters).await?;
     let rtmp_addr = rtmp_server::start(&config, hub.clone()).await?;
     let hls = hls_http::start(&config, hub.clone());
+    let recorder = recording::start(&config, hub.clone())?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;
@@ -131,6 +133,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if config.hls.enabled {
         println!("  LL-HLS     http://{http_addr}/hls/NAME/index.m3u8   (every stream)");
     }
+    if config.recording.enabled {
+        println!(
+            "  recording  {:?} → {}   (GET http://{http_addr}/api/recordings)",
+            config.recording.streams, config.recording.dir
+        );
+    }
     for w in config.production_warnings() {
         warn!("production: {w}");
     }
@@ -142,6 +150,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut app = http::router(media.clone());
     if let Some(hls) = hls {
         app = app.merge(hls_http::router(hls));
+    }
+    if let Some(r) = recorder {
+        app = app.merge(recording::router(r));
     }
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
