@@ -83,6 +83,9 @@ struct Track {
     last_duration: u32,
 }
 
+/// Part durations of silence from the driver after which another track cuts parts itself.
+const STALL_PARTS: i64 = 5;
+
 /// The answer to a blocking playlist request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
@@ -350,18 +353,35 @@ impl Segmenter {
             // Half a frame of slack: 60 frames at 30 fps are 1.99998 s in microseconds (and
             // 1999 or 2000 ms from RTMP), and a 2 s GOP must still give 2 s segments.
             let slack = self.interval_us() / 2;
-            if (frame.keyframe || audio_only)
-                && since_segment + slack >= self.config.target_duration.as_micros() as i64
-            {
+            let target = self.config.target_duration.as_micros() as i64;
+            // A source that never sends another keyframe must not grow one segment without
+            // bound: at ten targets the segment is cut anyway (the next one cannot be joined
+            // at its start, but memory stays bounded).
+            let overdue = since_segment >= 10 * target;
+            if ((frame.keyframe || audio_only) && since_segment + slack >= target) || overdue {
                 self.cut_part(frame.dts)?;
                 self.close_segment();
                 self.segment_start_us = frame.dts;
                 self.open_segment(frame.dts);
-                self.part_starts_with_key = true;
+                self.part_starts_with_key = frame.keyframe || audio_only;
             } else if self.part_full(since_part) {
                 self.cut_part(frame.dts)?;
                 self.part_starts_with_key = frame.keyframe || audio_only;
             }
+        } else if frame.dts - self.part_start_us
+            >= STALL_PARTS * self.config.part_duration.as_micros() as i64
+        {
+            // The driver went quiet while this track goes on (a publisher whose video stopped
+            // and whose audio did not): cut by this track's clock, or its samples would pile up
+            // in one part without bound.
+            self.cut_part(frame.dts)?;
+            let target = self.config.target_duration.as_micros() as i64;
+            if frame.dts - self.segment_start_us >= 10 * target {
+                self.close_segment();
+                self.segment_start_us = frame.dts;
+                self.open_segment(frame.dts);
+            }
+            self.part_starts_with_key = false;
         }
         let track = &mut self.tracks[ti];
         let scale = i128::from(track.spec.timescale);
@@ -413,12 +433,28 @@ impl Segmenter {
             .iter_mut()
             .map(|t| (t.spec.id, std::mem::take(&mut t.samples)))
             .collect();
-        let driver = &samples[self.driver].1;
-        if driver.is_empty() {
+        // The part's duration is the driver's samples', or (the driver stalled) the longest
+        // other track's.
+        let duration = samples
+            .iter()
+            .zip(&self.tracks)
+            .map(|((_, s), t)| {
+                s.iter().map(|x| f64::from(x.duration)).sum::<f64>() / f64::from(t.spec.timescale)
+            })
+            .enumerate()
+            .fold(None, |best: Option<(bool, f64)>, (i, d)| {
+                let driver = i == self.driver && d > 0.0;
+                match best {
+                    Some((true, _)) => best,
+                    _ if driver => Some((true, d)),
+                    Some((false, b)) => Some((false, b.max(d))),
+                    None => Some((false, d)),
+                }
+            })
+            .map_or(0.0, |(_, d)| d);
+        if duration <= 0.0 {
             return Ok(());
         }
-        let scale = f64::from(self.tracks[self.driver].spec.timescale);
-        let duration = driver.iter().map(|s| f64::from(s.duration)).sum::<f64>() / scale;
         let refs: Vec<(u32, &[Sample])> = samples.iter().map(|(id, s)| (*id, &s[..])).collect();
         let data = fmp4::fragment(self.fragment_seq, &refs)?;
         self.fragment_seq = self.fragment_seq.wrapping_add(1);

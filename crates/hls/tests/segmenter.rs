@@ -285,3 +285,53 @@ fn a_track_change_starts_a_new_init_and_a_discontinuity() {
     assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     assert!(text.contains("#EXT-X-MAP:URI=\"x-init1.mp4\""), "{text}");
 }
+
+#[test]
+fn a_source_without_keyframes_still_gets_its_segments_cut() {
+    // One keyframe at the start, none after: at ten target durations the segment is cut
+    // anyway, so memory stays bounded.
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    s.set_tracks(&tracks()).expect("tracks");
+    for (i, mut f) in stream(25.0).into_iter().enumerate() {
+        if f.track == 0 {
+            f.keyframe = i == 0;
+        }
+        s.push(&f, SystemTime::now()).expect("push");
+    }
+    let segs = s.segments();
+    assert_eq!(segs.len(), 2);
+    assert!(
+        (segs[0].duration() - 20.0).abs() < 0.05,
+        "{}",
+        segs[0].duration()
+    );
+    assert!(
+        s.keyframe_due(),
+        "a WebRTC source would be asked for a keyframe"
+    );
+    assert!(
+        !segs[1].parts[0].independent,
+        "the cut was not at a keyframe"
+    );
+}
+
+#[test]
+fn audio_goes_on_being_cut_when_video_stops() {
+    // FFmpeg with `-t` on the video input only: video ends at 5 s, audio goes on to 30 s.
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    s.set_tracks(&tracks()).expect("tracks");
+    for f in stream(30.0) {
+        if f.track == 0 && f.dts >= 1_000_000 + 5_000_000 {
+            continue;
+        }
+        s.push(&f, SystemTime::now()).expect("push");
+    }
+    let total: f64 = s.segments().iter().map(|x| x.duration()).sum();
+    assert!(total > 28.0, "audio kept being packaged: {total} s");
+    let longest = s
+        .segments()
+        .iter()
+        .flat_map(|x| x.parts.iter().map(|p| p.duration))
+        .fold(0.0, f64::max);
+    assert!(longest < 1.5, "parts stay short: {longest} s");
+}

@@ -86,7 +86,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let turn_addr = turn_server::start(&config, &secret, media.tx.clone(), turn_counters).await?;
     let rtmp_addr = rtmp_server::start(&config, hub.clone()).await?;
     let hls = hls_http::start(&config, hub.clone());
-    let recorder = recording::start(&config, hub.clone())?;
+    let recorder = recording::start(&config, hub.clone());
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;

@@ -68,14 +68,17 @@ impl Recorder {
 }
 
 /// Starts recording matching streams. None when recording is off.
-pub fn start(config: &Config, hub: Hub) -> anyhow::Result<Option<Arc<Recorder>>> {
+pub fn start(config: &Config, hub: Hub) -> Option<Arc<Recorder>> {
     let r = &config.recording;
     if !r.enabled {
-        return Ok(None);
+        return None;
     }
     let dir = PathBuf::from(&r.dir);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| anyhow::anyhow!("recording.dir {}: {e}", dir.display()))?;
+    // A directory onair cannot make is reported, and each recording then fails with the
+    // reason; the server and its live streams run on.
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        warn!("recording.dir {}: {e}; recordings will fail", dir.display());
+    }
     let recorder = Arc::new(Recorder {
         dir,
         patterns: r.streams.clone(),
@@ -86,7 +89,7 @@ pub fn start(config: &Config, hub: Hub) -> anyhow::Result<Option<Arc<Recorder>>>
         hub,
         config.recording_segmenter(),
     ));
-    Ok(Some(recorder))
+    Some(recorder)
 }
 
 async fn watch_hub(recorder: Arc<Recorder>, hub: Hub, seg: SegmenterConfig) {
@@ -126,6 +129,7 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
     let mut writer: Option<(u32, mpsc::Sender<Bytes>, String)> = None;
     let mut written = (0u64, 0usize); // (msn, parts) already handed to the writer
     let mut files = 0;
+    let mut last_keyframe_request: Option<std::time::Instant> = None;
     while let Some(item) = reader.recv().await {
         let r = match &item {
             Item::Tracks(t) => seg.set_tracks(t),
@@ -135,12 +139,24 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
             warn!(stream = %name, "not recording: {e}");
             continue;
         }
+        // Fragments end at keyframes' segments too: ask a WebRTC source for them, as HLS does.
+        if seg.keyframe_due()
+            && last_keyframe_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            reader.request_keyframe();
+            last_keyframe_request = Some(std::time::Instant::now());
+        }
         let Some((init_id, init)) = seg.init().map(|(i, b)| (i, b.clone())) else {
             continue;
         };
         // A new init segment (first, or after a track change) starts a new file.
         if writer.as_ref().is_none_or(|(id, _, _)| *id != init_id) && !seg.segments().is_empty() {
-            let file = file_name(&name, SystemTime::now(), files);
+            // Never overwrite: a republish within the same second gets the next number.
+            let mut file = file_name(&name, SystemTime::now(), files);
+            while recorder.dir.join(&file).exists() || recorder.status().contains_key(&file) {
+                files += 1;
+                file = file_name(&name, SystemTime::now(), files);
+            }
             files += 1;
             let (tx, rx) = mpsc::channel(QUEUE);
             let path = recorder.dir.join(&file);
@@ -219,9 +235,15 @@ async fn write_file(
     recorder: Arc<Recorder>,
     path: PathBuf,
     file: String,
-    mut rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
 ) {
-    let mut f = match tokio::fs::File::create(&path).await {
+    // create_new: an existing file (another run's, or a name collision) is never truncated.
+    let f = match tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .await
+    {
         Ok(f) => f,
         Err(e) => {
             fail(
@@ -232,6 +254,16 @@ async fn write_file(
             return;
         }
     };
+    write_chunks(recorder, &path, file, f, rx).await;
+}
+
+async fn write_chunks(
+    recorder: Arc<Recorder>,
+    path: &Path,
+    file: String,
+    mut f: tokio::fs::File,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
     while let Some(chunk) = rx.recv().await {
         if recorder
             .status()
@@ -351,3 +383,89 @@ async fn download(
 
 /// Fragments of about a second: a kill loses at most that much.
 pub const FRAGMENT: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorder(dir: &str) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            dir: PathBuf::from(dir),
+            patterns: vec!["live/*".into(), "exact".into()],
+            status: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn status(file: &str) -> RecordingStatus {
+        RecordingStatus {
+            file: file.into(),
+            stream: "live/x".into(),
+            state: "recording",
+            bytes: 0,
+            error: None,
+            started: 0,
+        }
+    }
+
+    #[test]
+    fn patterns_and_file_names() {
+        let r = recorder("/tmp");
+        let n = |s: &str| StreamName::parse(s).expect("name");
+        assert!(r.wanted(&n("live/show")));
+        assert!(r.wanted(&n("exact")));
+        assert!(!r.wanted(&n("exactly")));
+        assert!(!r.wanted(&n("room/alice")));
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(
+            file_name(&n("live/show"), t, 0),
+            "live_show-20261118-110640.mp4"
+        );
+        assert_eq!(
+            file_name(&n("live/show"), t, 2),
+            "live_show-20261118-110640-2.mp4"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_written_fails_with_its_reason() {
+        // /proc refuses new files, whoever runs the test (root included).
+        let r = recorder("/proc/onair-recording-test");
+        r.status().insert("x.mp4".into(), status("x.mp4"));
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Bytes::from_static(b"data")).await.expect("queued");
+        drop(tx);
+        write_file(r.clone(), r.dir.join("x.mp4"), "x.mp4".into(), rx).await;
+        let st = r.status().get("x.mp4").cloned().expect("status");
+        assert_eq!(st.state, "failed");
+        assert!(
+            st.error
+                .as_deref()
+                .is_some_and(|e| e.contains("creating /proc/onair-recording-test/x.mp4")),
+            "{st:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_fails_the_recording() {
+        // /dev/full takes the open and fails every write with ENOSPC.
+        let r = recorder("/dev");
+        r.status().insert("full".into(), status("full"));
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Bytes::from_static(b"data")).await.expect("queued");
+        drop(tx);
+        let full = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .await
+            .expect("/dev/full");
+        write_chunks(r.clone(), Path::new("/dev/full"), "full".into(), full, rx).await;
+        let st = r.status().get("full").cloned().expect("status");
+        assert_eq!(st.state, "failed");
+        assert!(
+            st.error
+                .as_deref()
+                .is_some_and(|e| e.contains("No space left")),
+            "{st:?}"
+        );
+    }
+}
