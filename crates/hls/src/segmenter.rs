@@ -118,6 +118,8 @@ pub struct Segmenter {
     part_starts_with_key: bool,
     /// Decode time (µs) of the driver's latest frame.
     last_driver_us: i64,
+    /// When [`Segmenter::keyframe_request`] last said yes.
+    last_keyframe_request: Option<std::time::Instant>,
     discontinuity: bool,
     /// Discontinuities that left the window (EXT-X-DISCONTINUITY-SEQUENCE).
     discontinuities_gone: u64,
@@ -151,6 +153,7 @@ impl Segmenter {
             segment_start_us: 0,
             part_starts_with_key: false,
             last_driver_us: 0,
+            last_keyframe_request: None,
             discontinuity: false,
             discontinuities_gone: 0,
             peak_bps: 0,
@@ -256,6 +259,19 @@ impl Segmenter {
                 .is_some_and(|t| t.spec.info.kind() == MediaKind::Video)
             && self.last_driver_us - self.segment_start_us
                 >= self.config.target_duration.as_micros() as i64
+    }
+
+    /// Whether to ask the source for a keyframe now: [`Segmenter::keyframe_due`], at most
+    /// once a second (a lost request is repeated; the SFU throttles PLIs further).
+    pub fn keyframe_request(&mut self, now: std::time::Instant) -> bool {
+        let ask = self.keyframe_due()
+            && self
+                .last_keyframe_request
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if ask {
+            self.last_keyframe_request = Some(now);
+        }
+        ask
     }
 
     /// A complete segment exists. Players start on it: hls.js reports a playlist of parts

@@ -313,6 +313,13 @@ fn a_source_without_keyframes_still_gets_its_segments_cut() {
         !segs[1].parts[0].independent,
         "the cut was not at a keyframe"
     );
+    let t = std::time::Instant::now();
+    assert!(s.keyframe_request(t));
+    assert!(
+        !s.keyframe_request(t + Duration::from_millis(900)),
+        "at most once a second"
+    );
+    assert!(s.keyframe_request(t + Duration::from_millis(1000)));
 }
 
 #[test]

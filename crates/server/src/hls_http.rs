@@ -138,7 +138,6 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
     });
     server.streams().insert(key.clone(), stream.clone());
     debug!(stream = %key, sid = stream.sid, "HLS packaging");
-    let mut last_keyframe_request: Option<Instant> = None;
     while let Some(item) = reader.recv().await {
         let mut st = stream.lock();
         let parts_before = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
@@ -161,13 +160,9 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
             }
         }
         let parts_after = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
-        // Segments end at keyframes; a WebRTC encoder makes one only when asked. Asked once a
-        // second while a segment is past its target (the SFU throttles PLIs further).
-        if st.seg.keyframe_due()
-            && last_keyframe_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
+        // Segments end at keyframes; a WebRTC encoder makes one only when asked.
+        if st.seg.keyframe_request(Instant::now()) {
             reader.request_keyframe();
-            last_keyframe_request = Some(Instant::now());
         }
         drop(st);
         if parts_before != parts_after {

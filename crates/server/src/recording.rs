@@ -129,7 +129,6 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
     let mut writer: Option<(u32, mpsc::Sender<Bytes>, String)> = None;
     let mut written = (0u64, 0usize); // (msn, parts) already handed to the writer
     let mut files = 0;
-    let mut last_keyframe_request: Option<std::time::Instant> = None;
     while let Some(item) = reader.recv().await {
         let r = match &item {
             Item::Tracks(t) => seg.set_tracks(t),
@@ -140,11 +139,8 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
             continue;
         }
         // Fragments end at keyframes' segments too: ask a WebRTC source for them, as HLS does.
-        if seg.keyframe_due()
-            && last_keyframe_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
+        if seg.keyframe_request(std::time::Instant::now()) {
             reader.request_keyframe();
-            last_keyframe_request = Some(std::time::Instant::now());
         }
         let Some((init_id, init)) = seg.init().map(|(i, b)| (i, b.clone())) else {
             continue;
@@ -183,39 +179,41 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
         let Some((id, tx, file)) = writer.as_ref() else {
             continue;
         };
-        for s in seg.segments() {
-            if s.init != *id || s.msn < written.0 {
-                continue;
+        for data in new_parts(&seg, *id, &mut written) {
+            if tx.try_send(data).is_err() {
+                fail(
+                    &recorder,
+                    file,
+                    "the disk is too slow: recording stopped".into(),
+                );
+                break;
             }
-            let from = if s.msn == written.0 { written.1 } else { 0 };
-            for p in s.parts.iter().skip(from) {
-                if tx.try_send(p.data.clone()).is_err() {
-                    fail(
-                        &recorder,
-                        file,
-                        "the disk is too slow: recording stopped".into(),
-                    );
-                }
-            }
-            written = (s.msn, s.parts.len());
         }
     }
     if let Err(e) = seg.finish() {
         warn!(stream = %name, "recording finish: {e}");
     }
     if let Some((id, tx, _)) = writer.as_ref() {
-        for s in seg.segments() {
-            if s.init != *id || s.msn < written.0 {
-                continue;
-            }
-            let from = if s.msn == written.0 { written.1 } else { 0 };
-            for p in s.parts.iter().skip(from) {
-                let _ = tx.send(p.data.clone()).await;
-            }
-            written = (s.msn, s.parts.len());
+        for data in new_parts(&seg, *id, &mut written) {
+            let _ = tx.send(data).await;
         }
     }
     // Dropping the sender lets the writer finish the file.
+}
+
+/// The parts of init `init`'s segments cut since `written` (segment, parts of it already
+/// taken), which it moves past them.
+fn new_parts(seg: &Segmenter, init: u32, written: &mut (u64, usize)) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    for s in seg.segments() {
+        if s.init != init || s.msn < written.0 {
+            continue;
+        }
+        let from = if s.msn == written.0 { written.1 } else { 0 };
+        out.extend(s.parts.iter().skip(from).map(|p| p.data.clone()));
+        *written = (s.msn, s.parts.len());
+    }
+    out
 }
 
 fn fail(recorder: &Recorder, file: &str, why: String) {
