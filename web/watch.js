@@ -4,7 +4,9 @@
 //
 // ?stream=NAME (default live/demo), &autoplay=1, &muted=0 (start unmuted where the browser lets
 // it), &token=T (Authorization: Bearer), &trickle=0 (candidates in the offer, no PATCH),
-// &server=http://host:port (another onair server).
+// &server=http://host:port (another onair server), &via=hls (LL-HLS instead of WHEP: hls.js where
+// the browser has MSE, its own HLS otherwise; &hlsjs=URL loads hls.js from there instead of the
+// jsDelivr CDN, for networks without it).
 import { whepPlay } from './onair.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -13,11 +15,14 @@ const server = (params.get('server') || '').replace(/\/+$/, '');
 const NAME_RE = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 const RETRY_NOT_LIVE_MS = 2000;
 const RETRY_ERROR_MS = 5000;
+const HLS_JS = params.get('hlsjs') || 'https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js';
 
 /** What the page is doing, for people and tests. */
 const state = {
   page: 'watch',
   stream: params.get('stream') || 'live/demo',
+  /** whep | hls */
+  via: params.get('via') === 'hls' ? 'hls' : 'whep',
   /** idle | connecting | waiting (not live, retrying) | connected | playing | reconnecting |
    * ended (will retry) | stopped | error */
   status: 'idle',
@@ -47,7 +52,14 @@ let statsTimer = null;
 const video = $('#video');
 
 $('#stream').value = state.stream;
+$('#via').value = state.via;
 showLinks();
+$('#via').addEventListener('change', () => {
+  if (!wanted) {
+    state.via = $('#via').value;
+    showLinks();
+  }
+});
 video.muted = params.get('muted') !== '0';
 showMuted();
 
@@ -106,6 +118,8 @@ function showLinks() {
   const name = state.stream;
   $('#stream-title').textContent = name;
   $('#whep-url').textContent = endpoint('whep', name);
+  $('#hls-url').textContent = `${endpoint('hls', name)}/index.m3u8`;
+  $('#heading').textContent = state.via === 'hls' ? 'Watch over LL-HLS' : 'Watch over WHEP';
   const pub = pageLink('publish.html', { stream: name });
   $('#publish-link').href = pub;
   $('#publish-link').textContent = new URL(pub, location.href).href;
@@ -121,13 +135,17 @@ function play() {
   stop(true);
   wanted = true;
   state.stream = name;
+  state.via = $('#via').value;
   showLinks();
   const q = new URLSearchParams(location.search);
   q.set('stream', name);
+  if (state.via === 'hls') q.set('via', 'hls');
+  else if (q.get('via') === 'hls') q.delete('via');
   history.replaceState(null, '', `?${q.toString().replace(/%2F/gi, '/')}`);
   $('#play').disabled = true;
   $('#stop').disabled = false;
   $('#stream').disabled = true;
+  $('#via').disabled = true;
   connect();
 }
 
@@ -141,6 +159,10 @@ function retry(ms) {
 
 async function connect() {
   if (!wanted || session) return;
+  if (state.via === 'hls') {
+    connectHls();
+    return;
+  }
   state.attempts += 1;
   if (state.status !== 'waiting' && state.status !== 'ended') setStatus('connecting', 'connecting…');
   let s;
@@ -245,6 +267,7 @@ function stop(silent = false) {
   window.onairSession = null;
   s?.stop();
   video.srcObject = null;
+  video.removeAttribute('src');
   $('#placeholder').hidden = false;
   resetControls();
   if (!silent) setStatus('stopped', 'stopped');
@@ -254,6 +277,7 @@ function resetControls() {
   $('#play').disabled = false;
   $('#stop').disabled = true;
   $('#stream').disabled = false;
+  $('#via').disabled = false;
 }
 
 const fmt = (v, unit = '', digits = 0) => (v == null || Number.isNaN(v) ? '–' : `${Number(v).toFixed(digits)}${unit}`);
@@ -261,6 +285,10 @@ const fmt = (v, unit = '', digits = 0) => (v == null || Number.isNaN(v) ? '–' 
 async function updateStats() {
   const s = session;
   if (!s) return;
+  if (s.hls !== undefined) {
+    updateHlsStats(s);
+    return;
+  }
   let r;
   try {
     r = await s.stats();
@@ -294,4 +322,141 @@ async function updateStats() {
   }
   if (a) lines.push(`audio ${a.codec || '?'} · ${fmt(a.bitrate_kbps, ' kbit/s')} · loss ${fmt(a.loss_pct, ' %', 1)} · jitter ${fmt(a.jitter_ms, ' ms')}`);
   $('#stats').textContent = lines.join('\n');
+}
+
+// ------------------------------------------------------------------ LL-HLS
+
+/** Loads hls.js once (a classic script: it sets window.Hls). */
+let hlsJsLoading = null;
+function loadHlsJs() {
+  if (window.Hls) return Promise.resolve(window.Hls);
+  hlsJsLoading ??= new Promise((resolve, reject) => {
+    const el = document.createElement('script');
+    el.src = HLS_JS;
+    el.onload = () => (window.Hls ? resolve(window.Hls) : reject(new Error('hls.js did not load')));
+    el.onerror = () => reject(new Error(`could not load hls.js from ${HLS_JS}`));
+    document.head.append(el);
+  }).catch((e) => {
+    hlsJsLoading = null;
+    throw e;
+  });
+  return hlsJsLoading;
+}
+
+/** Plays NAME's LL-HLS: hls.js in low-latency mode where there is MSE, native HLS otherwise. */
+async function connectHls() {
+  state.attempts += 1;
+  if (state.status !== 'waiting' && state.status !== 'ended') setStatus('connecting', 'loading the playlist…');
+  const url = `${endpoint('hls', state.stream)}/index.m3u8`;
+  // The server holds this answer until the stream has a segment; 404 means not live.
+  let res;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    showError(e.message);
+    setStatus('error', `failed, trying again in ${RETRY_ERROR_MS / 1000} s`);
+    retry(RETRY_ERROR_MS);
+    return;
+  }
+  if (!wanted || session) return;
+  state.httpStatus = res.status;
+  if (res.status === 404 || res.status === 503) {
+    state.notLive += 1;
+    showError(null);
+    setStatus('waiting', 'not live yet, trying again every 2 s');
+    retry(RETRY_NOT_LIVE_MS);
+    return;
+  }
+  if (!res.ok) {
+    showError((await res.text()).trim() || `HTTP ${res.status}`); // 409: "HLS unavailable: VP8"
+    setStatus('error', `refused (${res.status})`);
+    wanted = false;
+    resetControls();
+    return;
+  }
+  const native = video.canPlayType('application/vnd.apple.mpegurl') !== '';
+  let Hls = null;
+  if (window.MediaSource || window.ManagedMediaSource) {
+    try {
+      Hls = await loadHlsJs();
+    } catch (e) {
+      if (!native) {
+        showError(e.message);
+        setStatus('error', 'no hls.js');
+        wanted = false;
+        resetControls();
+        return;
+      }
+    }
+  }
+  if (!wanted || session) return;
+  const s = {
+    hls: null,
+    resource: url,
+    stop() {
+      this.hls?.destroy();
+      video.removeAttribute('src');
+      video.load();
+    },
+  };
+  session = s;
+  window.onairSession = s;
+  state.resource = url;
+  state.firstFrameAt = null;
+  state.stats = null;
+  showError(null);
+  const ended = (reason) => {
+    if (s !== session) return;
+    session = null;
+    window.onairSession = null;
+    clearInterval(statsTimer);
+    statsTimer = null;
+    s.stop();
+    $('#placeholder').hidden = false;
+    state.ended += 1;
+    state.endReason = reason;
+    setStatus('ended', reason === 'ended' ? 'stream ended, waiting for it to return' : `${reason}, trying again`);
+    retry(RETRY_NOT_LIVE_MS);
+  };
+  video.addEventListener('ended', () => ended('ended'), { once: true });
+  if (Hls && Hls.isSupported()) {
+    s.hls = new Hls({ lowLatencyMode: true });
+    s.hls.on(Hls.Events.ERROR, (_, d) => {
+      if (d.fatal) ended(`${d.type}: ${d.details}`);
+    });
+    s.hls.loadSource(url);
+    s.hls.attachMedia(video);
+  } else {
+    video.src = url; // Safari, iOS: the browser's own (LL-)HLS
+  }
+  setStatus('connected', 'connected, waiting for video');
+  video.play().catch((e) => {
+    if (e.name === 'NotAllowedError' && !video.muted) {
+      video.muted = true;
+      video.play().catch(() => {});
+    }
+  });
+  clearInterval(statsTimer);
+  statsTimer = setInterval(updateStats, 1000);
+}
+
+function updateHlsStats(s) {
+  const q = video.getVideoPlaybackQuality?.();
+  const b = video.buffered;
+  const buffer = b.length ? b.end(b.length - 1) - video.currentTime : 0;
+  const latency = s.hls ? s.hls.latency : null;
+  const level = s.hls?.levels?.[s.hls.currentLevel];
+  state.stats = {
+    latency_s: latency,
+    buffer_s: buffer,
+    frames_decoded: q?.totalVideoFrames ?? null,
+    dropped_frames: q?.droppedVideoFrames ?? null,
+    bitrate_kbps: level ? level.bitrate / 1000 : null,
+    player: s.hls ? 'hls.js' : 'native',
+  };
+  $('#stats').textContent = [
+    `LL-HLS (${state.stats.player}) · latency ${fmt(latency, ' s', 2)} · buffer ${fmt(buffer, ' s', 2)}`,
+    `video ${video.videoWidth || '?'}×${video.videoHeight || '?'} · ${q?.totalVideoFrames ?? 0} frames decoded · ${q?.droppedVideoFrames ?? 0} dropped`
+      + (level ? ` · ${fmt(level.bitrate / 1000, ' kbit/s')}` : ''),
+  ].join('\n');
 }

@@ -211,7 +211,7 @@ async function main() {
   // hls.js in Chromium, low-latency mode.
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   const page = await browser.newPage();
-  await page.route('**/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+  await page.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
   await page.goto(`${base}/healthz`);
   await page.setContent('<video id="v" muted autoplay playsinline></video><script src="/hls.min.js"></script>');
   await page.waitForFunction(() => typeof window.Hls === 'function', null, { timeout: 10_000 });
@@ -246,6 +246,19 @@ async function main() {
       + `${later.dropped} dropped frames, errors: ${state.errors.length ? state.errors.join(' ') : 'none'}`);
   }
 
+  // The watch page's LL-HLS mode (hls.js handed to it with &hlsjs=, no CDN in the namespace).
+  const watch = await browser.newPage();
+  await watch.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+  await watch.goto(`${base}/watch.html?stream=live/hls&via=hls&autoplay=1&hlsjs=/hls.min.js`);
+  const watched = await waitFor(() => watch.evaluate(() => {
+    const st = window.onairState;
+    return st?.status === 'playing' && st.stats?.frames_decoded > 30 ? { ...st.stats, w: st.width, h: st.height } : null;
+  }), 30_000, 500);
+  check('watch.html?via=hls plays the stream (hls.js, frames decoded)', !!watched,
+    JSON.stringify(await watch.evaluate(() => window.onairState)));
+  if (watched) figure(`watch.html LL-HLS: ${watched.w}x${watched.h}, latency ${watched.latency_s?.toFixed(2)} s, buffer ${watched.buffer_s?.toFixed(2)} s, ${watched.dropped_frames} dropped`);
+  await watch.close();
+
   // Chromium publishes H.264 + Opus over WHIP; the same stream plays as LL-HLS in hls.js.
   const pubPage = await browser.newPage();
   await pubPage.goto(`${base}/publish.html?stream=live/browser&autostart=1&codec=h264`);
@@ -257,7 +270,7 @@ async function main() {
     webrtc?.text ?? (await get(`${base}/api/hls`)).text);
   if (webrtc) {
     const viewer = await browser.newPage();
-    await viewer.route('**/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+    await viewer.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
     await viewer.goto(`${base}/healthz`);
     await viewer.setContent('<video id="v" muted autoplay playsinline></video><script src="/hls.min.js"></script>');
     await viewer.waitForFunction(() => typeof window.Hls === 'function', null, { timeout: 10_000 });
