@@ -34,6 +34,8 @@ pub enum Protocol {
     Rtws,
     /// LL-HLS / HLS.
     Hls,
+    /// Server-side recording.
+    Recording,
     /// Anything else (tests, tools).
     Other,
 }

@@ -122,7 +122,7 @@ fn file_name(name: &StreamName, now: SystemTime, n: u32) -> String {
 
 /// Reads one stream and writes its fragments.
 async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: SegmenterConfig) {
-    let Some(mut reader) = hub.subscribe(&name, Protocol::Other) else {
+    let Some(mut reader) = hub.subscribe(&name, Protocol::Recording) else {
         return;
     };
     let mut seg = Segmenter::new(config);
