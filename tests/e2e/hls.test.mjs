@@ -6,7 +6,8 @@
 //   stream in low-latency mode (frames decoded, live latency reported); bad requests get 4xx;
 //   when FFmpeg stops, the playlist ends with EXT-X-ENDLIST; the same publish was recorded to a
 //   fragmented MP4 that ffprobe reads whole (both tracks, the publish's length), and a second
-//   server killed with SIGKILL mid-recording leaves a file that still plays up to the kill.
+//   server, on HTTPS, serves watch.html's LL-HLS over HTTP/2 and, killed with SIGKILL
+//   mid-recording, leaves a file that still plays up to the kill.
 // Runs itself inside shared/tools/netns-run unless it already is in one.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -325,22 +326,46 @@ async function main() {
   const badName = await get(`${base}/recordings/..%2Fetc%2Fpasswd`);
   check('GET /recordings/../etc/passwd → 400 or 404', [400, 404].includes(badName.status), `${badName.status}`);
 
-  // A server killed with SIGKILL mid-recording leaves a playable file up to the kill.
+  // A second server, on HTTPS: hls.js in Chromium fetches its LL-HLS over HTTP/2. Then it is
+  // killed with SIGKILL mid-recording, and leaves a playable file up to the kill.
   const port2 = await freeTcpPort();
   const killDir = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-rec-kill-'));
+  const certDir = fs.mkdtempSync(path.join(os.tmpdir(), 'onair-cert-'));
+  const [cert, key] = [path.join(certDir, 'cert.pem'), path.join(certDir, 'key.pem')];
+  const openssl = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+  if (!check('openssl made a test certificate', openssl.status === 0, openssl.status === 0 ? '' : openssl.stderr)) return 1;
   const victim = spawn(bin, [], {
     env: { ...process.env, ONAIR_HTTP_LISTEN: `127.0.0.1:${port2}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
-      ONAIR_RTMP_LISTEN: `127.0.0.1:${RTMP_PORT + 1}`, ONAIR_TURN_ENABLED: 'false', ONAIR_HLS_ENABLED: 'false',
+      ONAIR_HTTP_TLS_CERT: cert, ONAIR_HTTP_TLS_KEY: key,
+      ONAIR_RTMP_LISTEN: `127.0.0.1:${RTMP_PORT + 1}`, ONAIR_TURN_ENABLED: 'false',
       ONAIR_RECORDING_ENABLED: 'true', ONAIR_RECORDING_DIR: killDir },
     stdio: ['ignore', log, log],
   });
-  await waitFor(async () => (await fetch(`http://127.0.0.1:${port2}/healthz`).catch(() => null))?.ok, 15_000, 200);
+  const base2 = `https://127.0.0.1:${port2}`;
+  const tlsContext = await browser.newContext({ ignoreHTTPSErrors: true });
+  const tlsPage = await tlsContext.newPage();
+  const tlsUp = await waitFor(async () => (await tlsPage.request.get(`${base2}/healthz`).catch(() => null))?.ok(), 15_000, 200);
+  check('the second server answers over HTTPS', !!tlsUp);
+  const killStart = Date.now();
   const ff2 = spawn(FFMPEG, ['-hide_banner', '-loglevel', 'error', '-re',
     '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
     '-c:v', 'libx264', '-preset', 'veryfast', '-tune', 'zerolatency', '-pix_fmt', 'yuv420p', '-g', '30',
     '-c:a', 'aac', '-ar', '48000', '-f', 'flv', `rtmp://127.0.0.1:${RTMP_PORT + 1}/live/kill`], { stdio: 'ignore' });
-  const killAfter = 6;
-  await sleep(killAfter * 1000);
+  await tlsPage.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+  await tlsPage.goto(`${base2}/watch.html?stream=live/kill&via=hls&autoplay=1&hlsjs=/hls.min.js`);
+  const overH2 = await waitFor(() => tlsPage.evaluate(() => {
+    const st = window.onairState;
+    const parts = performance.getEntriesByType('resource').filter((e) => e.name.includes('.m4s'));
+    return st?.status === 'playing' && st.stats?.frames_decoded > 15 && parts.length > 3
+      ? { protocols: [...new Set(parts.map((e) => e.nextHopProtocol))], parts: parts.length, latency: st.stats.latency_s } : null;
+  }), 15_000, 300);
+  check('HTTPS: watch.html plays LL-HLS, every part fetched over HTTP/2', overH2?.protocols.join() === 'h2',
+    JSON.stringify(overH2 ?? await tlsPage.evaluate(() => window.onairState)));
+  if (overH2) figure(`HTTPS/2: ${overH2.parts} parts over ${overH2.protocols}, latency ${overH2.latency?.toFixed(2)} s`);
+  await tlsContext.close();
+  const killAfter = 9;
+  await sleep(Math.max(0, killAfter * 1000 - (Date.now() - killStart)));
   victim.kill('SIGKILL');
   await sleep(300);
   ff2.kill('SIGKILL');

@@ -37,6 +37,12 @@ pub struct Config {
 pub struct Http {
     /// Address for HTTP and WebSocket signalling.
     pub listen: SocketAddr,
+    /// PEM certificate chain: with `tls_key`, `listen` speaks HTTPS (HTTP/2 and HTTP/1.1 by
+    /// ALPN) instead of plain HTTP. Browsers give a page camera access only over HTTPS (or on
+    /// localhost), so a public deployment needs this or a TLS-terminating proxy.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +240,8 @@ impl Default for Http {
     fn default() -> Self {
         Http {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -338,6 +346,9 @@ impl Config {
         }
         if let Some(ip) = self.media.public_ips.iter().find(|ip| ip.is_unspecified()) {
             bail!("media.public_ips contains {ip}: list addresses clients can reach");
+        }
+        if self.http.tls_cert.is_empty() != self.http.tls_key.is_empty() {
+            bail!("http.tls_cert and http.tls_key go together: set both or neither");
         }
         let t = &self.turn;
         if t.enabled {
@@ -664,6 +675,10 @@ mod tests {
         let mut c = Config::default();
         c.turn.users = vec!["nopassword".into()];
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.http.tls_cert = "/etc/onair/cert.pem".into();
+        let e = c.validate().expect_err("a certificate without its key");
+        assert!(e.to_string().contains("http.tls_key"), "{e}");
         assert!(Config::default().validate().is_ok());
     }
 

@@ -3,6 +3,7 @@
 mod config;
 mod hls_http;
 mod http;
+mod https;
 mod ice_servers;
 mod media_loop;
 mod metrics;
@@ -95,6 +96,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         // Listening everywhere: show a URL that opens on this machine.
         http_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    let https = if config.http.tls_cert.is_empty() {
+        None
+    } else {
+        let tls = tls::load(
+            Some(std::path::Path::new(&config.http.tls_cert)),
+            Some(std::path::Path::new(&config.http.tls_key)),
+            &[],
+        )
+        .context("http.tls_cert / http.tls_key")?;
+        Some(https::acceptor(&tls.config))
+    };
+    let (scheme, ws) = if https.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     info!(
         "onair {} — media on udp/{} (ICE-TCP {})",
         env!("CARGO_PKG_VERSION"),
@@ -102,14 +119,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         if config.media.ice_tcp { "on" } else { "off" }
     );
     println!("onair is running:");
-    println!("  home       http://{http_addr}/");
-    println!("  room       http://{http_addr}/room.html?room=demo");
-    println!("  signalling ws://{http_addr}/rtc");
+    println!("  home       {scheme}://{http_addr}/");
+    println!("  room       {scheme}://{http_addr}/room.html?room=demo");
+    println!("  signalling {ws}://{http_addr}/rtc");
     println!(
-        "  publish    http://{http_addr}/publish.html?stream=live/demo   (WHIP: POST http://{http_addr}/whip/NAME)"
+        "  publish    {scheme}://{http_addr}/publish.html?stream=live/demo   (WHIP: POST {scheme}://{http_addr}/whip/NAME)"
     );
     println!(
-        "  watch      http://{http_addr}/watch.html?stream=live/demo     (WHEP: POST http://{http_addr}/whep/NAME)"
+        "  watch      {scheme}://{http_addr}/watch.html?stream=live/demo     (WHEP: POST {scheme}://{http_addr}/whep/NAME)"
     );
     if let Some(a) = turn_addr {
         let tls: String = config
@@ -124,18 +141,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             ""
         };
         println!(
-            "  STUN/TURN  {a} udp+tcp{tls}{v6}   (credentials: GET http://{http_addr}/api/ice-servers)"
+            "  STUN/TURN  {a} udp+tcp{tls}{v6}   (credentials: GET {scheme}://{http_addr}/api/ice-servers)"
         );
     }
     if let Some(a) = rtmp_addr {
         println!("  RTMP       rtmp://{a}/live/KEY   (plays as stream live/KEY)");
     }
     if config.hls.enabled {
-        println!("  LL-HLS     http://{http_addr}/hls/NAME/index.m3u8   (every stream)");
+        println!("  LL-HLS     {scheme}://{http_addr}/hls/NAME/index.m3u8   (every stream)");
     }
     if config.recording.enabled {
         println!(
-            "  recording  {:?} → {}   (GET http://{http_addr}/api/recordings)",
+            "  recording  {:?} → {}   (GET {scheme}://{http_addr}/api/recordings)",
             config.recording.streams, config.recording.dir
         );
     }
@@ -154,12 +171,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(r) = recorder {
         app = app.merge(recording::router(r));
     }
+    let stop = async {
+        let _ = stop_rx.await;
+    };
+    // Plain HTTP also takes HTTP/2 from clients that start with it (h2c, prior knowledge).
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await
+        match https {
+            Some(acceptor) => https::serve(listener, acceptor, app, stop).await,
+            None => {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    warn!("HTTP server: {e}");
+                }
+            }
+        }
     });
 
     shutdown_signal().await;
