@@ -16,6 +16,7 @@ use testkit::server::TestServer;
 
 mod compare;
 mod fanout;
+mod hls_latency;
 mod janus;
 mod plot;
 
@@ -34,7 +35,12 @@ fn main() {
                  onair-bench compare N[,N...] PATH_TO_ONAIR [SECONDS] [OUT_DIR]\n       \
                  onair-bench meeting M PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench compare-meeting M[,M...] PATH_TO_ONAIR [SECONDS]\n       \
-                 onair-bench smoke PATH_TO_ONAIR";
+                 onair-bench smoke PATH_TO_ONAIR\n       \
+                 onair-bench hls-latency PATH_TO_ONAIR [SECONDS]";
+    if args.len() >= 3 && args[1] == "hls-latency" {
+        let secs = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
+        std::process::exit(hls_latency::run(&args[2], Duration::from_secs(secs)));
+    }
     if args.len() >= 3 && args[1] == "smoke" {
         std::process::exit(fanout::smoke(&args[2]));
     }

@@ -562,7 +562,13 @@ impl Config {
                     .to_owned(),
             );
         }
-        w.push("no TLS: browsers need HTTPS for camera access anywhere but localhost (put a TLS proxy in front)".to_owned());
+        if self.http.tls_cert.is_empty() {
+            w.push(
+                "no TLS: browsers need HTTPS for camera access anywhere but localhost (set \
+                 http.tls_cert and http.tls_key, or put a TLS proxy in front)"
+                    .to_owned(),
+            );
+        }
         if self.auth.token_secret.is_empty() {
             w.push("auth is off: anyone who can reach this server can join any room".to_owned());
         }

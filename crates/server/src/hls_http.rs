@@ -405,12 +405,21 @@ async fn serve(
             if !exists && !upcoming {
                 return error(StatusCode::NOT_FOUND, "no such part");
             }
+            // A hint can name a part that never comes: the keyframe that closes its segment
+            // starts the next one instead. Answer that at once, not after `max_block`.
             let data = stream
                 .wait_for(deadline, |st| {
-                    let s = st.seg.segments().iter().find(|s| s.msn == msn);
-                    s.and_then(|s| s.parts.get(i)).map(|p| p.data.clone())
+                    let segments = st.seg.segments();
+                    match segments.iter().find(|s| s.msn == msn) {
+                        Some(s) => match s.parts.get(i) {
+                            Some(p) => Some(Some(p.data.clone())),
+                            None => s.data.is_some().then_some(None),
+                        },
+                        None => segments.back().is_some_and(|l| l.msn > msn).then_some(None),
+                    }
                 })
-                .await;
+                .await
+                .flatten();
             data.map_or_else(|| error(StatusCode::NOT_FOUND, "no such part"), media)
         }
     }

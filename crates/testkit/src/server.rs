@@ -41,8 +41,15 @@ impl TestServer {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::null())
             .stdin(Stdio::null());
+        // TESTKIT_SERVER_LOG=FILE keeps the server's log (it goes to stdout) for debugging.
+        match std::env::var("TESTKIT_SERVER_LOG")
+            .ok()
+            .and_then(|p| std::fs::File::create(p).ok())
+        {
+            Some(f) => cmd.stdout(f),
+            None => cmd.stdout(Stdio::null()),
+        };
         for (k, v) in env {
             cmd.env(k, v);
         }
