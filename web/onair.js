@@ -1613,7 +1613,9 @@ export class WhipSession extends StreamSession {
       if (track.kind === 'video' && opts.simulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
       const transceiver = this.pc.addTransceiver(track, init);
       const codec = track.kind === 'video' ? opts.codec : opts.audioCodec;
-      if (codec) preferCodec(transceiver, track.kind, codec);
+      // Only the chosen codec is offered: onair answers a VP8-first offer with H.264 when it
+      // packages streams for LL-HLS, and an explicit choice must not be overridden.
+      if (codec) preferCodec(transceiver, track.kind, codec, true);
     }
   }
 
@@ -1968,13 +1970,16 @@ function connectionStats(pc, cur, prev) {
 }
 
 /** Puts `codec` ('vp8', 'vp9', 'h264', 'av1', 'opus' …) first in the transceiver's preferences,
- * keeping the rest (and RTX/RED/FEC) behind it, so the browser sends it if the server accepts. */
-function preferCodec(transceiver, kind, codec) {
+ * keeping the rest (and RTX/RED/FEC) behind it, so the browser sends it if the server accepts.
+ * With `only`, the other media codecs are left out: the choice then stands even where the
+ * server would rather have another (a WHIP server preferring H.264 for LL-HLS, for one). */
+function preferCodec(transceiver, kind, codec, only = false) {
   const caps = globalThis.RTCRtpReceiver?.getCapabilities?.(kind);
   if (!caps || !transceiver.setCodecPreferences) return;
   const want = `${kind}/${codec}`.toLowerCase();
   const first = caps.codecs.filter((c) => c.mimeType.toLowerCase() === want);
   if (!first.length) return;
-  const rest = caps.codecs.filter((c) => c.mimeType.toLowerCase() !== want);
+  const helper = (c) => /\/(rtx|red|ulpfec|flexfec-03)$/i.test(c.mimeType);
+  const rest = caps.codecs.filter((c) => c.mimeType.toLowerCase() !== want && (!only || helper(c)));
   transceiver.setCodecPreferences([...first, ...rest]);
 }

@@ -420,7 +420,10 @@ async function connectHls() {
   };
   video.addEventListener('ended', () => ended('ended'), { once: true });
   if (Hls && Hls.isSupported()) {
-    s.hls = new Hls({ lowLatencyMode: true });
+    // maxLiveSyncPlaybackRate: after a stall (a WebRTC source changing resolution starts a new
+    // init segment, a discontinuity), play up to 1.5x until back at the target latency instead
+    // of staying seconds behind for good.
+    s.hls = new Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
     s.hls.on(Hls.Events.ERROR, (_, d) => {
       if (d.fatal) ended(`${d.type}: ${d.details}`);
     });

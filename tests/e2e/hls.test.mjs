@@ -260,9 +260,10 @@ async function main() {
   if (watched) figure(`watch.html LL-HLS: ${watched.w}x${watched.h}, latency ${watched.latency_s?.toFixed(2)} s, buffer ${watched.buffer_s?.toFixed(2)} s, ${watched.dropped_frames} dropped`);
   await watch.close();
 
-  // Chromium publishes H.264 + Opus over WHIP; the same stream plays as LL-HLS in hls.js.
+  // Chromium publishes over WHIP with no codec chosen (its offer puts VP8 first); onair answers
+  // with H.264, so the same stream plays as LL-HLS in hls.js.
   const pubPage = await browser.newPage();
-  await pubPage.goto(`${base}/publish.html?stream=live/browser&autostart=1&codec=h264`);
+  await pubPage.goto(`${base}/publish.html?stream=live/browser&autostart=1`);
   const webrtc = await waitFor(async () => {
     const r = await get(`${base}/hls/live/browser/index.m3u8`);
     return r.status === 200 ? r : null;
@@ -276,7 +277,9 @@ async function main() {
     await viewer.setContent('<video id="v" muted autoplay playsinline></video><script src="/hls.min.js"></script>');
     await viewer.waitForFunction(() => typeof window.Hls === 'function', null, { timeout: 10_000 });
     await viewer.evaluate((src) => {
-      const hls = new window.Hls({ lowLatencyMode: true });
+      // As watch.html does: catch up after a stall (the source's resolution ramp starts new
+      // init segments) instead of staying behind.
+      const hls = new window.Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
       window.hlsErrors = [];
       hls.on(window.Hls.Events.ERROR, (_, d) => window.hlsErrors.push(`${d.type}/${d.details}${d.fatal ? ' FATAL' : ''} ${d.frag?.url ?? ''} ${d.response?.code ?? ''}`));
       hls.loadSource(src);
@@ -290,12 +293,32 @@ async function main() {
         ? { frames: q.totalVideoFrames, t: v.currentTime, latency: window.player.latency, w: v.videoWidth, h: v.videoHeight } : null;
     }), 30_000, 500);
     const errs = await viewer.evaluate(() => window.hlsErrors);
-    check('WHIP H.264 publish plays as LL-HLS in hls.js', !!playing,
-      `${JSON.stringify({ playing, errs })}\n${(await get(`${base}/hls/live/browser/media.m3u8`)).text}`);
-    if (playing) figure(`WHIP → LL-HLS: ${playing.w}x${playing.h}, hls.js latency ${playing.latency?.toFixed(2)} s, errors: ${errs.length ? errs.join(' ') : 'none'}`);
+    check('WHIP H.264 publish plays as LL-HLS in hls.js', !!playing, playing ? JSON.stringify({ playing, errs })
+      : `${JSON.stringify({ playing, errs })}\n${(await get(`${base}/hls/live/browser/media.m3u8`)).text}`);
+    if (playing) {
+      await sleep(4000);
+      const later = await viewer.evaluate(() => ({ latency: window.player.latency, target: window.player.targetLatency,
+        buffer: (() => { const v = document.getElementById('v'); return v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : 0; })(),
+        rate: document.getElementById('v').playbackRate,
+        w: document.getElementById('v').videoWidth, h: document.getElementById('v').videoHeight }));
+      figure(`WHIP → LL-HLS: ${playing.w}x${playing.h}, hls.js latency ${playing.latency?.toFixed(2)} s at first, `
+        + `${later.latency?.toFixed(2)} s 4 s later (target ${later.target?.toFixed(2)} s, buffer ${later.buffer.toFixed(2)} s, ${later.w}x${later.h}, rate ${later.rate}), errors: ${errs.length ? errs.join(' ') : 'none'}`);
+    }
     await viewer.close();
   }
   await pubPage.close();
+
+  // An explicit VP8 choice stands (the SDK offers only VP8), and HLS says why it cannot package it.
+  const vp8Page = await browser.newPage();
+  await vp8Page.goto(`${base}/publish.html?stream=live/vp8&autostart=1&codec=vp8`);
+  const vp8 = await waitFor(async () => {
+    const list = JSON.parse((await get(`${base}/api/hls`)).text || '[]');
+    return list.find((s) => s.name === 'live/vp8' && s.state === 'unavailable');
+  }, 15_000, 300);
+  const vp8Index = await get(`${base}/hls/live/vp8/index.m3u8`);
+  check('publish.html?codec=vp8 stays VP8: /api/hls "HLS unavailable: VP8", index.m3u8 409',
+    vp8?.error === 'HLS unavailable: VP8' && vp8Index.status === 409, `${JSON.stringify(vp8)} ${vp8Index.status} ${vp8Index.text.trim()}`);
+  await vp8Page.close();
 
   // The publisher stops: the playlist ends.
   ffmpeg.kill('SIGTERM');

@@ -87,6 +87,9 @@ pub struct Streams {
     pub on_conflict: hub::ConflictPolicy,
     /// Frames a reader may fall behind before it skips to the next keyframe.
     pub reader_queue: usize,
+    /// Answer WHIP publishers that would send VP8 with H.264 first when they offer it, so the
+    /// stream can be packaged (LL-HLS, recording) — while HLS or recording is on.
+    pub whip_prefer_h264: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,6 +255,7 @@ impl Default for Streams {
         Streams {
             on_conflict: d.on_conflict,
             reader_queue: d.reader_queue,
+            whip_prefer_h264: true,
         }
     }
 }
@@ -475,6 +479,8 @@ impl Config {
             keyframe_min_interval: std::time::Duration::from_millis(r.keyframe_interval_ms),
             p2p_rooms: r.p2p_rooms.clone(),
             max_participants_per_p2p_room: r.max_p2p_participants,
+            whip_prefer_h264: self.streams.whip_prefer_h264
+                && (self.hls.enabled || self.recording.enabled),
             ..sfu::SfuConfig::default()
         }
     }

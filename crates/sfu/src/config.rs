@@ -29,6 +29,9 @@ pub struct SfuConfig {
     pub p2p_rooms: Vec<String>,
     /// Participants in one peer-to-peer room (each sends to every other: a mesh).
     pub max_participants_per_p2p_room: usize,
+    /// A WHIP publisher that would send VP8 but offers H.264 too is answered with H.264 first,
+    /// so its stream can be packaged as fMP4 (LL-HLS, recording), which VP8 cannot go into.
+    pub whip_prefer_h264: bool,
 }
 
 impl SfuConfig {
@@ -55,6 +58,7 @@ impl Default for SfuConfig {
             ice_servers: Vec::new(),
             p2p_rooms: Vec::new(),
             max_participants_per_p2p_room: 6,
+            whip_prefer_h264: false,
         }
     }
 }

@@ -169,6 +169,40 @@ pub fn follow_offer_order(answer: &str, offer: &str) -> String {
     out
 }
 
+/// In each video m-line of `answer` whose first codec is VP8, moves the H.264 payload types
+/// (in their order) ahead of everything else. The offerer sends with the first codec of the
+/// answer (RFC 3264 §6.1), so a browser that listed VP8 first sends H.264. m-lines without
+/// H.264, or not led by VP8, are left as they are.
+pub fn prefer_h264_over_vp8(answer: &str) -> String {
+    let mut out = String::with_capacity(answer.len());
+    let mut parts = answer.split("\r\nm=");
+    out.push_str(parts.next().unwrap_or(""));
+    for section in parts {
+        out.push_str("\r\nm=");
+        let (mline, rest) = section.split_once("\r\n").unwrap_or((section, ""));
+        let codec_of = |pt: &str| {
+            rest.split("\r\n").find_map(|l| {
+                let (p, enc) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+                (p == pt).then(|| enc.split('/').next().unwrap_or("").to_ascii_uppercase())
+            })
+        };
+        let mut words: Vec<&str> = mline.split(' ').collect();
+        let leads_with_vp8 = words.first() == Some(&"video")
+            && words.get(3).and_then(|pt| codec_of(pt)).as_deref() == Some("VP8");
+        if leads_with_vp8 && words.len() > 3 {
+            let is_h264 = |pt: &&str| codec_of(pt).as_deref() == Some("H264");
+            // A stable sort: H.264 first, everything else keeps its place behind it.
+            words[3..].sort_by_key(|pt| !is_h264(pt));
+        }
+        out.push_str(&words.join(" "));
+        if !rest.is_empty() || section.contains("\r\n") {
+            out.push_str("\r\n");
+        }
+        out.push_str(rest);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +247,24 @@ mod tests {
         // Unknown mids and sections are left alone.
         let other = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=mid:0\r\n";
         assert_eq!(follow_offer_order(other, offer), other);
+    }
+
+    #[test]
+    fn h264_goes_ahead_of_a_leading_vp8_only() {
+        let out = prefer_h264_over_vp8(OFFER);
+        assert!(
+            out.contains("m=video 9 UDP/TLS/RTP/SAVPF 98 96 97 99\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\n"));
+        assert_eq!(out.len(), OFFER.len());
+        // Led by something else (a choice made on purpose), or no H.264: unchanged.
+        let vp9 =
+            "v=0\r\nm=video 9 X 100 98\r\na=rtpmap:100 VP9/90000\r\na=rtpmap:98 H264/90000\r\n";
+        assert_eq!(prefer_h264_over_vp8(vp9), vp9);
+        let vp8_only =
+            "v=0\r\nm=video 9 X 96 97\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n";
+        assert_eq!(prefer_h264_over_vp8(vp8_only), vp8_only);
     }
 
     #[test]

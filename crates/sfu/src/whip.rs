@@ -110,7 +110,10 @@ impl Sfu {
         let (pid, _, answer) = self.open_http_session(role, stream, offer, |sfu, pid| {
             sfu.new_peer_with(pid, PcKind::Publisher, true)
         })?;
-        let answer = crate::sdp::follow_offer_order(&answer, offer);
+        let mut answer = crate::sdp::follow_offer_order(&answer, offer);
+        if self.config.whip_prefer_h264 {
+            answer = crate::sdp::prefer_h264_over_vp8(&answer);
+        }
         info!(participant = %pid, stream, "WHIP session started");
         Ok(self.http_session(pid, answer))
     }
