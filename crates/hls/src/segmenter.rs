@@ -26,6 +26,9 @@ pub struct SegmenterConfig {
     pub part_duration: Duration,
     /// Complete segments kept (the playlist's window).
     pub window_segments: usize,
+    /// Package only this kind of track (a recording of one track per file); `None`: the first
+    /// video and the first audio track.
+    pub only: Option<MediaKind>,
 }
 
 impl Default for SegmenterConfig {
@@ -34,6 +37,7 @@ impl Default for SegmenterConfig {
             target_duration: Duration::from_secs(2),
             part_duration: Duration::from_millis(200),
             window_segments: 15,
+            only: None,
         }
     }
 }
@@ -168,7 +172,11 @@ impl Segmenter {
         if infos.is_empty() {
             return Ok(()); // an RTMP publisher before its metadata: wait
         }
-        let video = infos.iter().position(|t| t.kind() == MediaKind::Video);
+        let wanted = |kind: MediaKind| self.config.only.is_none_or(|k| k == kind);
+        let video = infos
+            .iter()
+            .position(|t| t.kind() == MediaKind::Video)
+            .filter(|_| wanted(MediaKind::Video));
         if let Some(v) = video
             && infos[v].codec != Codec::H264
         {
@@ -176,7 +184,8 @@ impl Segmenter {
         }
         let audio = infos
             .iter()
-            .position(|t| matches!(t.codec, Codec::Aac | Codec::Opus));
+            .position(|t| matches!(t.codec, Codec::Aac | Codec::Opus))
+            .filter(|_| wanted(MediaKind::Audio));
         let chosen: Vec<usize> = video.into_iter().chain(audio).collect();
         if chosen.is_empty() {
             return Err(HlsError::NoTracks);
@@ -192,8 +201,13 @@ impl Segmenter {
             && chosen
                 .iter()
                 .zip(&self.tracks)
-                .all(|(&i, t)| t.hub_index == i && t.spec.info == infos[i]);
+                .all(|(&i, t)| t.spec.info == infos[i]);
         if same {
+            // The same tracks, perhaps at new places in the list (another track came or went):
+            // no new init segment, just follow them.
+            for (&i, t) in chosen.iter().zip(&mut self.tracks) {
+                t.hub_index = i;
+            }
             return Ok(());
         }
         let mut tracks = Vec::new();

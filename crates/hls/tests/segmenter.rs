@@ -342,3 +342,52 @@ fn audio_goes_on_being_cut_when_video_stops() {
         .fold(0.0, f64::max);
     assert!(longest < 1.5, "parts stay short: {longest} s");
 }
+
+#[test]
+fn one_kind_only_and_a_track_that_moves_in_the_list_keeps_its_init() {
+    // A room recording's audio file: only the audio track, which stays the same track when
+    // the video before it in the hub's list goes away (its index drops from 1 to 0).
+    let config = SegmenterConfig {
+        only: Some(hub::MediaKind::Audio),
+        ..Default::default()
+    };
+    let mut s = Segmenter::new(config);
+    let all = tracks();
+    s.set_tracks(&all).expect("tracks");
+    let t0 = SystemTime::now();
+    let frames = stream(5.0);
+    for f in &frames {
+        s.push(f, t0).expect("push");
+    }
+    let (init, bytes) = s.init().map(|(i, b)| (i, b.clone())).expect("init");
+    let mut buf = &bytes[..];
+    let mut moov = None;
+    while let Ok(Some(atom)) = Any::decode_maybe(&mut buf) {
+        if let Any::Moov(m) = atom {
+            moov = Some(m);
+        }
+    }
+    assert_eq!(moov.expect("moov").trak.len(), 1, "one track in the init");
+    let parts_before: usize = s.segments().iter().map(|g| g.parts.len()).sum();
+    assert!(parts_before > 0);
+    // The video track leaves: audio is now at index 0.
+    s.set_tracks(&all[1..]).expect("audio alone");
+    assert_eq!(s.init().map(|(i, _)| i), Some(init), "no new init segment");
+    let audio_us = 1024 * 1_000_000 / 48_000;
+    for k in 0..100 {
+        let f = Frame {
+            track: 0,
+            pts: 7_000_000 + k * audio_us,
+            dts: 7_000_000 + k * audio_us,
+            keyframe: true,
+            data: vec![0x21; 40].into(),
+        };
+        s.push(&f, t0).expect("push");
+    }
+    let parts_after: usize = s.segments().iter().map(|g| g.parts.len()).sum();
+    assert!(
+        parts_after > parts_before,
+        "audio at its new index is still packaged"
+    );
+    assert!(!s.segments().iter().any(|g| g.discontinuity));
+}

@@ -491,6 +491,7 @@ impl Config {
             target_duration: std::time::Duration::from_millis(self.hls.segment_ms),
             part_duration: std::time::Duration::from_millis(self.hls.part_ms),
             window_segments: self.hls.window_segments,
+            only: None,
         }
     }
 
@@ -500,6 +501,7 @@ impl Config {
             target_duration: std::time::Duration::from_secs(4),
             part_duration: crate::recording::FRAGMENT,
             window_segments: 2,
+            only: None,
         }
     }
 

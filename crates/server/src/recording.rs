@@ -1,5 +1,10 @@
-//! Server-side recording: streams whose names match `recording.streams` are written to
-//! `recording.dir` as fragmented MP4, the same CMAF fragments LL-HLS serves.
+//! Server-side recording: streams whose names match `recording.streams`, and streams or rooms
+//! named through the API, are written to `recording.dir` as fragmented MP4, the same CMAF
+//! fragments LL-HLS serves.
+//!
+//! A stream becomes one file with its video and audio. A room becomes one file per participant
+//! track (`ROOM_NAME-STAMP-video.mp4`, `…-audio.mp4`) and a JSON manifest saying when each
+//! file starts and ends on the room recording's clock, so they can be laid out or mixed later.
 //!
 //! Each fragment is appended as soon as it is cut (one a second), after an init segment at the
 //! start of the file, so a file is playable up to its last whole fragment even if onair is
@@ -20,10 +25,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use hls::{Segmenter, SegmenterConfig};
-use hub::{Hub, HubEvent, Item, Protocol, StreamName};
+use hub::{Hub, HubEvent, Item, MediaKind, Protocol, StreamName};
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -36,8 +41,52 @@ const QUEUE: usize = 64;
 pub struct Recorder {
     dir: PathBuf,
     patterns: Vec<String>,
+    hub: Hub,
+    seg: SegmenterConfig,
     /// Active and ended recordings' status, by file name.
     status: Mutex<HashMap<String, RecordingStatus>>,
+    /// Stream recordings running, by stream name: `true` stops one. The id tells a
+    /// recording from a later one of the same stream.
+    active: Mutex<HashMap<String, (u64, watch::Sender<bool>)>>,
+    /// Room recordings running, by room.
+    rooms: Mutex<HashMap<String, Arc<RoomRecording>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// A room being recorded: every member's tracks, each to its own file, and the manifest.
+struct RoomRecording {
+    room: String,
+    /// The manifest's file name.
+    manifest: String,
+    started: SystemTime,
+    stop: watch::Sender<bool>,
+    state: Mutex<Manifest>,
+    /// Held while the manifest is written: one writer at a time, each with the latest state.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// The JSON file beside a room's track files.
+#[derive(Debug, Clone, Serialize)]
+struct Manifest {
+    room: String,
+    /// Milliseconds since 1970 when the room recording started; every `start_ms`/`end_ms` is
+    /// relative to it.
+    started_unix_ms: u64,
+    stopped_unix_ms: Option<u64>,
+    tracks: Vec<ManifestTrack>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ManifestTrack {
+    participant: String,
+    stream: String,
+    kind: MediaKind,
+    codec: &'static str,
+    file: String,
+    /// When the file's first sample arrived (wall clock), after the room recording started.
+    start_ms: i64,
+    /// When the file ended; `null` while it is being written.
+    end_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,11 +100,63 @@ pub struct RecordingStatus {
     pub error: Option<String>,
     /// Seconds since 1970 when it started.
     pub started: u64,
+    /// The room recording it belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// The one kind of track in it (room recordings); absent when it holds video and audio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<MediaKind>,
 }
 
 impl Recorder {
     fn status(&self) -> MutexGuard<'_, HashMap<String, RecordingStatus>> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn active(&self) -> MutexGuard<'_, HashMap<String, (u64, watch::Sender<bool>)>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rooms(&self) -> MutexGuard<'_, HashMap<String, Arc<RoomRecording>>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts recording stream `name` to one file; false when it is being recorded already.
+    fn start_stream(self: &Arc<Self>, name: StreamName) -> bool {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = watch::channel(false);
+        {
+            let mut active = self.active();
+            if active.contains_key(&name.to_string()) {
+                return false;
+            }
+            active.insert(name.to_string(), (id, tx));
+        }
+        let job = Job {
+            name,
+            only: None,
+            room: None,
+            stop: rx,
+            id: Some(id),
+        };
+        tokio::spawn(record(self.clone(), job));
+        true
+    }
+
+    /// Starts recording one member's stream of a recorded room: a file per track kind.
+    fn start_member(self: &Arc<Self>, room: &Arc<RoomRecording>, name: &StreamName) {
+        for kind in [MediaKind::Video, MediaKind::Audio] {
+            let job = Job {
+                name: name.clone(),
+                only: Some(kind),
+                room: Some(room.clone()),
+                stop: room.stop.subscribe(),
+                id: None,
+            };
+            tokio::spawn(record(self.clone(), job));
+        }
     }
 
     fn wanted(&self, name: &StreamName) -> bool {
@@ -82,22 +183,39 @@ pub fn start(config: &Config, hub: Hub) -> Option<Arc<Recorder>> {
     let recorder = Arc::new(Recorder {
         dir,
         patterns: r.streams.clone(),
+        hub: hub.clone(),
+        seg: config.recording_segmenter(),
         status: Mutex::new(HashMap::new()),
+        active: Mutex::new(HashMap::new()),
+        rooms: Mutex::new(HashMap::new()),
+        next_id: std::sync::atomic::AtomicU64::new(0),
     });
-    tokio::spawn(watch_hub(
-        recorder.clone(),
-        hub,
-        config.recording_segmenter(),
-    ));
+    tokio::spawn(watch_hub(recorder.clone(), hub));
     Some(recorder)
 }
 
-async fn watch_hub(recorder: Arc<Recorder>, hub: Hub, seg: SegmenterConfig) {
+/// The room a room member's stream (`ROOM/NAME`) belongs to.
+fn room_of(name: &StreamName, source: Protocol) -> Option<String> {
+    if source != Protocol::Room {
+        return None;
+    }
+    name.to_string()
+        .rsplit_once('/')
+        .map(|(room, _)| room.to_owned())
+}
+
+async fn watch_hub(recorder: Arc<Recorder>, hub: Hub) {
     let mut events = hub.events();
     loop {
         match events.recv().await {
-            Ok(HubEvent::Started(name, _)) if recorder.wanted(&name) => {
-                tokio::spawn(record(recorder.clone(), hub.clone(), name, seg));
+            Ok(HubEvent::Started(name, source)) => {
+                if recorder.wanted(&name) {
+                    recorder.start_stream(name.clone());
+                }
+                let room = room_of(&name, source).and_then(|r| recorder.rooms().get(&r).cloned());
+                if let Some(room) = room {
+                    recorder.start_member(&room, &name);
+                }
             }
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -108,34 +226,93 @@ async fn watch_hub(recorder: Arc<Recorder>, hub: Hub, seg: SegmenterConfig) {
     }
 }
 
-/// A file name for `name` starting now: `live_show-20261123-231500.mp4`.
-fn file_name(name: &StreamName, now: SystemTime, n: u32) -> String {
+/// A file name for `name` starting now: `live_show-20261123-231500.mp4`, with `suffix`
+/// (`-video`) before the extension.
+fn file_name(name: &StreamName, now: SystemTime, n: u32, suffix: &str) -> String {
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let stamp = hls::playlist::compact_date(secs);
     let base = name.to_string().replace('/', "_");
     if n == 0 {
-        format!("{base}-{stamp}.mp4")
+        format!("{base}-{stamp}{suffix}.mp4")
     } else {
-        format!("{base}-{stamp}-{n}.mp4")
+        format!("{base}-{stamp}-{n}{suffix}.mp4")
     }
 }
 
-/// Reads one stream and writes its fragments.
-async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: SegmenterConfig) {
-    let Some(mut reader) = hub.subscribe(&name, Protocol::Recording) else {
-        return;
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What one recording task records.
+struct Job {
+    name: StreamName,
+    /// One kind of track (room recordings), or both.
+    only: Option<MediaKind>,
+    room: Option<Arc<RoomRecording>>,
+    /// `true`: stop (the API asked).
+    stop: watch::Receiver<bool>,
+    /// Its entry in `Recorder::active` (stream recordings).
+    id: Option<u64>,
+}
+
+/// Reads one stream and writes its fragments, until the stream ends or the job is stopped.
+async fn record(recorder: Arc<Recorder>, mut job: Job) {
+    let name = job.name.clone();
+    let reader = recorder.hub.subscribe(&name, Protocol::Recording);
+    if let Some(reader) = reader {
+        record_from(&recorder, &mut job, reader).await;
+    }
+    if let Some(id) = job.id {
+        let mut active = recorder.active();
+        if active.get(&name.to_string()).is_some_and(|(i, _)| *i == id) {
+            active.remove(&name.to_string());
+        }
+    }
+}
+
+async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::Reader) {
+    let name = job.name.clone();
+    let config = SegmenterConfig {
+        only: job.only,
+        ..recorder.seg
+    };
+    let suffix = match job.only {
+        Some(MediaKind::Video) => "-video",
+        Some(MediaKind::Audio) => "-audio",
+        None => "",
     };
     let mut seg = Segmenter::new(config);
     let mut writer: Option<(u32, mpsc::Sender<Bytes>, String)> = None;
     let mut written = (0u64, 0usize); // (msn, parts) already handed to the writer
     let mut files = 0;
-    while let Some(item) = reader.recv().await {
+    let mut tracks: Arc<[hub::TrackInfo]> = Arc::from(Vec::new());
+    let mut warned = false;
+    if *job.stop.borrow() {
+        return;
+    }
+    loop {
+        let item = tokio::select! {
+            item = reader.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+            // The API stopped it (or the room recording it belongs to went away).
+            _ = job.stop.wait_for(|stop| *stop) => break,
+        };
+        if let Item::Tracks(t) = &item {
+            tracks = t.clone();
+        }
         let r = match &item {
             Item::Tracks(t) => seg.set_tracks(t),
             Item::Frame(f) => seg.push(f, SystemTime::now()),
         };
         if let Err(e) = r {
-            warn!(stream = %name, "not recording: {e}");
+            // Every frame would say it again.
+            if !warned || matches!(item, Item::Tracks(_)) {
+                warn!(stream = %name, "not recording: {e}");
+            }
+            warned = true;
             continue;
         }
         // Fragments end at keyframes' segments too: ask a WebRTC source for them, as HLS does.
@@ -148,10 +325,10 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
         // A new init segment (first, or after a track change) starts a new file.
         if writer.as_ref().is_none_or(|(id, _, _)| *id != init_id) && !seg.segments().is_empty() {
             // Never overwrite: a republish within the same second gets the next number.
-            let mut file = file_name(&name, SystemTime::now(), files);
+            let mut file = file_name(&name, SystemTime::now(), files, suffix);
             while recorder.dir.join(&file).exists() || recorder.status().contains_key(&file) {
                 files += 1;
-                file = file_name(&name, SystemTime::now(), files);
+                file = file_name(&name, SystemTime::now(), files, suffix);
             }
             files += 1;
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -168,9 +345,39 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
                         .duration_since(UNIX_EPOCH)
                         .unwrap_or_default()
                         .as_secs(),
+                    room: job.room.as_ref().map(|r| r.room.clone()),
+                    kind: job.only,
                 },
             );
             info!(stream = %name, file, "recording");
+            if let Some(room) = &job.room {
+                // The file's first sample: the first segment of this init.
+                let first = seg
+                    .segments()
+                    .iter()
+                    .find(|s| s.init == init_id)
+                    .map_or_else(SystemTime::now, |s| s.program_date_time);
+                let kind = job.only.unwrap_or(MediaKind::Video);
+                let codec = tracks
+                    .iter()
+                    .find(|t| t.kind() == kind)
+                    .map_or("", |t| t.codec.name());
+                room.add_track(ManifestTrack {
+                    participant: name.to_string().rsplit('/').next().unwrap_or("").to_owned(),
+                    stream: name.to_string(),
+                    kind,
+                    codec,
+                    file: file.clone(),
+                    start_ms: room.offset_ms(first),
+                    end_ms: None,
+                });
+                write_manifest(recorder, room).await;
+            }
+            if let Some((_, _, old)) = &writer
+                && let Some(room) = &job.room
+            {
+                room.end_track(old, SystemTime::now());
+            }
             tokio::spawn(write_file(recorder.clone(), path, file.clone(), rx));
             let _ = tx.try_send(init);
             writer = Some((init_id, tx, file));
@@ -182,7 +389,7 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
         for data in new_parts(&seg, *id, &mut written) {
             if tx.try_send(data).is_err() {
                 fail(
-                    &recorder,
+                    recorder,
                     file,
                     "the disk is too slow: recording stopped".into(),
                 );
@@ -193,12 +400,61 @@ async fn record(recorder: Arc<Recorder>, hub: Hub, name: StreamName, config: Seg
     if let Err(e) = seg.finish() {
         warn!(stream = %name, "recording finish: {e}");
     }
-    if let Some((id, tx, _)) = writer.as_ref() {
+    if let Some((id, tx, file)) = writer.as_ref() {
         for data in new_parts(&seg, *id, &mut written) {
             let _ = tx.send(data).await;
         }
+        if let Some(room) = &job.room {
+            room.end_track(file, SystemTime::now());
+            write_manifest(recorder, room).await;
+        }
     }
     // Dropping the sender lets the writer finish the file.
+}
+
+impl RoomRecording {
+    fn lock(&self) -> MutexGuard<'_, Manifest> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Milliseconds from the room recording's start to `t`.
+    fn offset_ms(&self, t: SystemTime) -> i64 {
+        match t.duration_since(self.started) {
+            Ok(d) => d.as_millis() as i64,
+            Err(e) => -(e.duration().as_millis() as i64),
+        }
+    }
+
+    fn add_track(&self, track: ManifestTrack) {
+        self.lock().tracks.push(track);
+    }
+
+    fn end_track(&self, file: &str, at: SystemTime) {
+        let end = self.offset_ms(at);
+        if let Some(t) = self.lock().tracks.iter_mut().find(|t| t.file == file) {
+            t.end_ms.get_or_insert(end);
+        }
+    }
+}
+
+/// Rewrites a room's manifest: to a temporary file, then renamed over the old one, so a
+/// reader never sees half a manifest.
+async fn write_manifest(recorder: &Recorder, room: &RoomRecording) {
+    let _writing = room.writing.lock().await;
+    let json = match serde_json::to_vec_pretty(&*room.lock()) {
+        Ok(j) => j,
+        Err(e) => return warn!(room = room.room, "manifest: {e}"),
+    };
+    let path = recorder.dir.join(&room.manifest);
+    let tmp = recorder.dir.join(format!(".{}.tmp", room.manifest));
+    let result = async {
+        tokio::fs::write(&tmp, &json).await?;
+        tokio::fs::rename(&tmp, &path).await
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(room = room.room, "writing {}: {e}", path.display());
+    }
 }
 
 /// The parts of init `init`'s segments cut since `written` (segment, parts of it already
@@ -298,9 +554,171 @@ async fn write_chunks(
 
 pub fn router(recorder: Arc<Recorder>) -> Router {
     Router::new()
-        .route("/api/recordings", get(list))
+        .route("/api/recordings", get(list).post(start_api))
+        .route("/api/recordings/stop", axum::routing::post(stop_api))
         .route("/recordings/{file}", get(download))
         .with_state(recorder)
+}
+
+/// The body of `POST /api/recordings` and `/api/recordings/stop`: one of the two.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    stream: Option<String>,
+    room: Option<String>,
+}
+
+fn json_error(code: StatusCode, why: impl Into<String>) -> Response {
+    (code, axum::Json(serde_json::json!({ "error": why.into() }))).into_response()
+}
+
+/// What an API call names.
+enum RecTarget {
+    Stream(StreamName),
+    Room(String),
+}
+
+/// Reads the body: `{"stream": NAME}` or `{"room": ROOM}`; the error says what is wrong.
+fn target(body: &[u8]) -> Result<RecTarget, String> {
+    let t: Target = serde_json::from_slice(body)
+        .map_err(|e| format!("expected {{\"stream\": NAME}} or {{\"room\": ROOM}}: {e}"))?;
+    match (t.stream, t.room) {
+        (Some(s), None) => StreamName::parse(&s)
+            .map(RecTarget::Stream)
+            .map_err(|e| format!("stream: {e}")),
+        // A room name is one stream-name segment.
+        (None, Some(r)) => match StreamName::parse(&r) {
+            Ok(n) if !r.contains('/') => Ok(RecTarget::Room(n.to_string())),
+            _ => Err("room: not a room name".into()),
+        },
+        _ => Err("give exactly one of \"stream\" and \"room\"".into()),
+    }
+}
+
+/// `POST /api/recordings`: starts recording a live stream, or a room (its members now and any
+/// who join until it is stopped).
+async fn start_api(State(recorder): State<Arc<Recorder>>, body: Bytes) -> Response {
+    let target = match target(&body) {
+        Ok(t) => t,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    match target {
+        RecTarget::Stream(name) => {
+            if !recorder.hub.streams().iter().any(|s| s.name == name) {
+                return json_error(StatusCode::NOT_FOUND, format!("stream {name} is not live"));
+            }
+            if !recorder.start_stream(name.clone()) {
+                return json_error(
+                    StatusCode::CONFLICT,
+                    format!("stream {name} is being recorded already"),
+                );
+            }
+            let body = serde_json::json!({ "stream": name.to_string(), "state": "recording" });
+            (StatusCode::CREATED, axum::Json(body)).into_response()
+        }
+        RecTarget::Room(room) => {
+            let now = SystemTime::now();
+            let rec = {
+                let mut rooms = recorder.rooms();
+                if rooms.contains_key(&room) {
+                    return json_error(
+                        StatusCode::CONFLICT,
+                        format!("room {room} is being recorded already"),
+                    );
+                }
+                let stamp = hls::playlist::compact_date(unix_ms(now) / 1000);
+                let mut manifest = format!("room-{room}-{stamp}.json");
+                let mut n = 1;
+                while recorder.dir.join(&manifest).exists() {
+                    manifest = format!("room-{room}-{stamp}-{n}.json");
+                    n += 1;
+                }
+                let rec = Arc::new(RoomRecording {
+                    room: room.clone(),
+                    manifest,
+                    started: now,
+                    stop: watch::channel(false).0,
+                    state: Mutex::new(Manifest {
+                        room: room.clone(),
+                        started_unix_ms: unix_ms(now),
+                        stopped_unix_ms: None,
+                        tracks: Vec::new(),
+                    }),
+                    writing: tokio::sync::Mutex::new(()),
+                });
+                rooms.insert(room.clone(), rec.clone());
+                rec
+            };
+            write_manifest(&recorder, &rec).await;
+            let members: Vec<StreamName> = recorder
+                .hub
+                .streams()
+                .into_iter()
+                .filter(|s| room_of(&s.name, s.source).as_deref() == Some(room.as_str()))
+                .map(|s| s.name)
+                .collect();
+            for m in &members {
+                recorder.start_member(&rec, m);
+            }
+            info!(
+                room,
+                members = members.len(),
+                manifest = rec.manifest,
+                "recording room"
+            );
+            let body = serde_json::json!({
+                "room": room,
+                "state": "recording",
+                "manifest": rec.manifest,
+                "members": members.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            });
+            (StatusCode::CREATED, axum::Json(body)).into_response()
+        }
+    }
+}
+
+/// `POST /api/recordings/stop`: stops a stream's or a room's recording; its files are
+/// finished (the last fragments written) and stay listed.
+async fn stop_api(State(recorder): State<Arc<Recorder>>, body: Bytes) -> Response {
+    let target = match target(&body) {
+        Ok(t) => t,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    match target {
+        RecTarget::Stream(name) => {
+            let Some((_, tx)) = recorder.active().remove(&name.to_string()) else {
+                return json_error(
+                    StatusCode::NOT_FOUND,
+                    format!("stream {name} is not being recorded"),
+                );
+            };
+            let _ = tx.send(true);
+            let body = serde_json::json!({ "stream": name.to_string(), "state": "stopped" });
+            axum::Json(body).into_response()
+        }
+        RecTarget::Room(room) => {
+            let Some(rec) = recorder.rooms().remove(&room) else {
+                return json_error(
+                    StatusCode::NOT_FOUND,
+                    format!("room {room} is not being recorded"),
+                );
+            };
+            let _ = rec.stop.send(true);
+            rec.lock().stopped_unix_ms = Some(unix_ms(SystemTime::now()));
+            // The tracks' tasks finish their files and note their ends; give them a moment so
+            // the manifest this answer points to is final.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            write_manifest(&recorder, &rec).await;
+            info!(room, manifest = rec.manifest, "room recording stopped");
+            let body = serde_json::json!({
+                "room": room,
+                "state": "stopped",
+                "manifest": rec.manifest,
+                "tracks": rec.lock().tracks.clone(),
+            });
+            axum::Json(body).into_response()
+        }
+    }
 }
 
 /// `GET /api/recordings`: this run's recordings and the files already in the directory.
@@ -309,7 +727,8 @@ async fn list(State(recorder): State<Arc<Recorder>>) -> Response {
     if let Ok(entries) = std::fs::read_dir(&recorder.dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".mp4") || out.contains_key(&name) {
+            let ours = name.ends_with(".mp4") || name.ends_with(".json");
+            if !ours || name.starts_with('.') || out.contains_key(&name) {
                 continue;
             }
             let meta = e.metadata().ok();
@@ -325,6 +744,8 @@ async fn list(State(recorder): State<Arc<Recorder>>) -> Response {
                         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                         .map_or(0, |d| d.as_secs()),
                     file: name,
+                    room: None,
+                    kind: None,
                 },
             );
         }
@@ -340,8 +761,9 @@ async fn download(
     UrlPath(file): UrlPath<String>,
 ) -> Response {
     // One path component of our own naming: no separators, no dot files.
+    let json = file.ends_with(".json");
     let safe = !file.starts_with('.')
-        && file.ends_with(".mp4")
+        && (file.ends_with(".mp4") || json)
         && file
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
@@ -369,9 +791,14 @@ async fn download(
             Err(e) => Some((Err(e), f)),
         }
     });
+    let content_type = if json {
+        "application/json"
+    } else {
+        "video/mp4"
+    };
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("video/mp4")),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
         Body::from_stream(chunks),
@@ -390,7 +817,12 @@ mod tests {
         Arc::new(Recorder {
             dir: PathBuf::from(dir),
             patterns: vec!["live/*".into(), "exact".into()],
+            hub: Hub::new(hub::HubConfig::default()),
+            seg: SegmenterConfig::default(),
             status: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -402,6 +834,8 @@ mod tests {
             bytes: 0,
             error: None,
             started: 0,
+            room: None,
+            kind: None,
         }
     }
 
@@ -415,13 +849,21 @@ mod tests {
         assert!(!r.wanted(&n("room/alice")));
         let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         assert_eq!(
-            file_name(&n("live/show"), t, 0),
+            file_name(&n("live/show"), t, 0, ""),
             "live_show-20261118-110640.mp4"
         );
         assert_eq!(
-            file_name(&n("live/show"), t, 2),
+            file_name(&n("live/show"), t, 2, ""),
             "live_show-20261118-110640-2.mp4"
         );
+        assert_eq!(
+            file_name(&n("demo/alice"), t, 0, "-audio"),
+            "demo_alice-20261118-110640-audio.mp4"
+        );
+        let room = |s: &str| room_of(&n(s), Protocol::Room);
+        assert_eq!(room("demo/alice").as_deref(), Some("demo"));
+        assert_eq!(room("alone"), None);
+        assert_eq!(room_of(&n("demo/alice"), Protocol::Rtmp), None);
     }
 
     #[tokio::test]
