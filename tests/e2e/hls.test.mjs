@@ -245,6 +245,19 @@ async function main() {
       JSON.stringify(later));
     figure(`hls.js live latency ${later.latency?.toFixed(2)} s (target ${state.target?.toFixed(2)} s), `
       + `${later.dropped} dropped frames, errors: ${state.errors.length ? state.errors.join(' ') : 'none'}`);
+    // Seeking back in the window (hls.dvr_window_s makes it longer): the player goes to the
+    // window's start and plays on from there, seconds behind live.
+    const seek = await page.evaluate(async () => {
+      const v = document.getElementById('v');
+      const from = { start: v.seekable.start(0), end: v.seekable.end(0) };
+      v.currentTime = from.start + 0.5;
+      await new Promise((r) => setTimeout(r, 2500));
+      return { ...from, t: v.currentTime, latency: window.player.latency, frames: v.getVideoPlaybackQuality().totalVideoFrames };
+    });
+    check('seeking back to the start of the window plays on from there', seek.end - seek.start > 5
+      && seek.t > seek.start + 1 && seek.t < seek.start + 4 && seek.latency > 4, JSON.stringify(seek));
+    figure(`window ${seek.start.toFixed(1)}–${seek.end.toFixed(1)} s: after a seek to its start, playing at ${seek.t.toFixed(1)} s, `
+      + `${seek.latency.toFixed(1)} s behind live`);
   }
 
   // The watch page's LL-HLS mode (hls.js handed to it with &hlsjs=, no CDN in the namespace).

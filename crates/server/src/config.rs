@@ -197,6 +197,9 @@ pub struct Hls {
     pub window_segments: usize,
     /// A blocking playlist request waits at most this long, milliseconds (then 503).
     pub max_block_ms: u64,
+    /// Seconds of each stream kept for players to seek back in (a DVR window); 0: only
+    /// `window_segments`. Memory per stream is about its bitrate times this.
+    pub dvr_window_s: u64,
 }
 
 impl Default for Hls {
@@ -207,6 +210,7 @@ impl Default for Hls {
             part_ms: 200,
             window_segments: 15,
             max_block_ms: 6000,
+            dvr_window_s: 0,
         }
     }
 }
@@ -394,6 +398,13 @@ impl Config {
                 bail!("turn.bind is IPv6 ({}); use turn.bind_v6 for IPv6", t.bind);
             }
         }
+        if self.hls.dvr_window_s > 4 * 3600 {
+            bail!(
+                "hls.dvr_window_s ({}) is more than 4 hours: every stream's window is held in \
+                 memory (about bitrate × window)",
+                self.hls.dvr_window_s
+            );
+        }
         if self.hls.part_ms * 2 > self.hls.segment_ms {
             bail!(
                 "hls.part_ms ({}) must be at most half of hls.segment_ms ({}): a segment holds \
@@ -485,12 +496,20 @@ impl Config {
         }
     }
 
+    /// Segments kept per stream: the live window, or the DVR window when that is longer
+    /// (segments can run a little over `segment_ms`, so one more is kept).
+    pub fn hls_window_segments(&self) -> usize {
+        let dvr = self.hls.dvr_window_s * 1000;
+        let for_dvr = dvr.div_ceil(self.hls.segment_ms.max(1)) as usize + usize::from(dvr > 0);
+        self.hls.window_segments.max(for_dvr)
+    }
+
     /// The HLS segmenter's settings.
     pub fn segmenter(&self) -> hls::SegmenterConfig {
         hls::SegmenterConfig {
             target_duration: std::time::Duration::from_millis(self.hls.segment_ms),
             part_duration: std::time::Duration::from_millis(self.hls.part_ms),
-            window_segments: self.hls.window_segments,
+            window_segments: self.hls_window_segments(),
             only: None,
         }
     }
@@ -693,7 +712,20 @@ mod tests {
         c.http.tls_cert = "/etc/onair/cert.pem".into();
         let e = c.validate().expect_err("a certificate without its key");
         assert!(e.to_string().contains("http.tls_key"), "{e}");
+        let mut c = Config::default();
+        c.hls.dvr_window_s = 5 * 3600;
+        assert!(c.validate().is_err());
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_dvr_window_keeps_enough_segments() {
+        let mut c = Config::default();
+        assert_eq!(c.hls_window_segments(), 15);
+        c.hls.dvr_window_s = 1800; // 30 minutes of 2 s segments, and one spare
+        assert_eq!(c.hls_window_segments(), 901);
+        c.hls.dvr_window_s = 10; // shorter than the live window: the live window stands
+        assert_eq!(c.hls_window_segments(), 15);
     }
 
     #[test]
