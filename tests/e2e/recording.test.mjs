@@ -2,7 +2,7 @@
 // End-to-end test of recording started and stopped through the API, with real clients:
 //   FFmpeg publishes over RTMP; POST /api/recordings {"stream"} records it (a second start is a
 //   409), POST /api/recordings/stop finishes the file, which ffprobe reads (h264 + aac, about
-//   as long as it was recorded). Three Chromium participants in a room (H.264): POST
+//   as long as it was recorded). Three Chromium participants in a room (two H.264, one VP8): POST
 //   {"room"} records each one's video and audio to files of their own, with a JSON manifest
 //   of when each starts and ends — alice and bob from the start, bob leaving early, carol
 //   joining later. ffprobe reads every track file, one stream of the right codec, about as
@@ -137,10 +137,11 @@ async function main() {
 
   // ---------------------------------------------------------------- a room, by API
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-  const join = async (name) => {
+  // alice and bob send H.264; carol her browser's own choice (VP8), recorded as vp08.
+  const join = async (name, codec = 'h264') => {
     const ctx = await browser.newContext();
     const page = await ctx.newPage();
-    await page.goto(`${base}/room.html?room=rec&name=${name}&autojoin=1&codec=h264`);
+    await page.goto(`${base}/room.html?room=rec&name=${name}&autojoin=1${codec ? `&codec=${codec}` : ''}`);
     return { ctx, page };
   };
   const members = async () => (await (await fetch(`${base}/api/streams`)).json())
@@ -157,7 +158,7 @@ async function main() {
   check('a second start of the same room → 409', roomAgain.status === 409, `${roomAgain.status} ${roomAgain.text}`);
   await sleep(4000);
   await bob.ctx.close(); // bob leaves: his files end early
-  const carol = await join('carol'); // carol joins: her files start late
+  const carol = await join('carol', ''); // carol joins: her files start late
   await waitFor(async () => ((await members()).includes('rec/carol') ? true : null), 20_000, 300);
   await sleep(5000);
   const roomStop = await api('/stop', '{"room":"rec"}');
@@ -187,9 +188,12 @@ async function main() {
       tracks.map((t) => `${t.participant}/${t.kind} ${t.start_ms}–${t.end_ms}`).join(', '));
     for (const t of tracks) {
       const p = probe(path.join(recDir, t.file));
-      const codec = t.kind === 'video' ? 'h264' : 'opus';
-      check(`${t.file}: one ${codec} stream, ${p.duration} s, about the manifest's ${span(t).toFixed(1)} s`,
-        p.codecs === codec && Math.abs(p.duration - span(t)) < 1.5, JSON.stringify({ p, t }));
+      const codec = t.kind === 'audio' ? 'opus' : t.participant === 'carol' ? 'vp8' : 'h264';
+      // FFmpeg decodes the whole file without an error.
+      const decode = spawnSync(FFMPEG, ['-v', 'error', '-i', path.join(recDir, t.file), '-f', 'null', '-'], { encoding: 'utf8' });
+      check(`${t.file}: one ${codec} stream that FFmpeg decodes cleanly, ${p.duration} s, about the manifest's ${span(t).toFixed(1)} s`,
+        p.codecs === codec && Math.abs(p.duration - span(t)) < 1.5 && decode.status === 0 && decode.stderr.trim() === '',
+        JSON.stringify({ p, t, decode: decode.stderr.trim().slice(0, 300) }));
     }
     figure(`room recording: ${tracks.map((t) => `${t.participant}/${t.kind} ${(t.start_ms / 1000).toFixed(1)}–${(t.end_ms / 1000).toFixed(1)} s`).join(', ')}`);
   }

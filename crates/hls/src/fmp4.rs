@@ -5,7 +5,7 @@ use hub::{Codec, TrackInfo};
 use mp4_atom::{
     Audio, Avc1, Avcc, Dinf, Dops, Dref, Encode, Esds, FourCC, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd,
     Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd,
-    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd, esds,
+    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd, Vp08, Vp09, VpcC, esds,
 };
 
 use crate::HlsError;
@@ -25,7 +25,7 @@ impl TrackSpec {
     /// The timescale CMAF players expect: 90 kHz video, the sample rate for audio.
     pub fn new(id: u32, info: TrackInfo) -> Result<TrackSpec, HlsError> {
         let timescale = match info.codec {
-            Codec::H264 => 90_000,
+            Codec::H264 | Codec::Vp8 | Codec::Vp9 => 90_000,
             Codec::Opus => 48_000,
             Codec::Aac => {
                 media::aac::AudioSpecificConfig::parse(&info.config)
@@ -56,6 +56,25 @@ impl TrackSpec {
                 format!("mp4a.40.{aot}")
             }
             Codec::Opus => "opus".into(),
+            Codec::Vp9 | Codec::Vp8 => {
+                let mut c = media::vp::VpConfig::parse_record(&self.info.config).unwrap_or(
+                    media::vp::VpConfig {
+                        profile: 0,
+                        bit_depth: 8,
+                        chroma_subsampling: 0,
+                        full_range: false,
+                        width: 0,
+                        height: 0,
+                    },
+                );
+                (c.width, c.height) = dimensions(&self.info);
+                let vp9 = c.vp9_codecs();
+                if self.info.codec == Codec::Vp8 {
+                    vp9.replacen("vp09", "vp08", 1)
+                } else {
+                    vp9
+                }
+            }
             other => other.name().to_lowercase(),
         }
     }
@@ -110,7 +129,17 @@ fn encode_error(e: mp4_atom::Error) -> HlsError {
 
 fn track(t: &TrackSpec) -> Result<Trak, HlsError> {
     let info = &t.info;
-    let video = info.codec == Codec::H264;
+    let video = info.kind() == hub::MediaKind::Video;
+    let visual = |(w, h): (u32, u32)| Visual {
+        data_reference_index: 1,
+        width: w as u16,
+        height: h as u16,
+        horizresolution: 72.into(),
+        vertresolution: 72.into(),
+        frame_count: 1,
+        compressor: "".into(),
+        depth: 24,
+    };
     let codec: mp4_atom::Codec = match info.codec {
         Codec::H264 => {
             let avcc = <Avcc as mp4_atom::Atom>::decode_body(&mut &info.config[..])
@@ -135,6 +164,42 @@ fn track(t: &TrackSpec) -> Result<Trak, HlsError> {
                 fiel: None,
             }
             .into()
+        }
+        Codec::Vp8 | Codec::Vp9 => {
+            let c = media::vp::VpConfig::parse_record(&info.config)
+                .map_err(|e| HlsError::BadConfig(format!("vpcC: {e}")))?;
+            let (w, h) = dimensions(info);
+            let vpcc = VpcC {
+                profile: c.profile,
+                level: media::vp::VpConfig {
+                    width: w,
+                    height: h,
+                    ..c
+                }
+                .level(),
+                bit_depth: c.bit_depth,
+                chroma_subsampling: c.chroma_subsampling,
+                video_full_range_flag: c.full_range,
+                color_primaries: 1,
+                transfer_characteristics: 1,
+                matrix_coefficients: 1,
+                codec_initialization_data: Vec::new(),
+            };
+            if info.codec == Codec::Vp9 {
+                Vp09 {
+                    visual: visual((w, h)),
+                    vpcc,
+                    ..Default::default()
+                }
+                .into()
+            } else {
+                Vp08 {
+                    visual: visual((w, h)),
+                    vpcc,
+                    ..Default::default()
+                }
+                .into()
+            }
         }
         Codec::Aac => {
             let asc = media::aac::AudioSpecificConfig::parse(&info.config)

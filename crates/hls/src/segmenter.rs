@@ -29,6 +29,9 @@ pub struct SegmenterConfig {
     /// Package only this kind of track (a recording of one track per file); `None`: the first
     /// video and the first audio track.
     pub only: Option<MediaKind>,
+    /// Take VP8 video (as `vp08`, which FFmpeg and browsers' MP4 readers play). Recordings do;
+    /// HLS does not, as HLS players do not take VP8.
+    pub vp8: bool,
 }
 
 impl Default for SegmenterConfig {
@@ -38,6 +41,7 @@ impl Default for SegmenterConfig {
             part_duration: Duration::from_millis(200),
             window_segments: 15,
             only: None,
+            vp8: false,
         }
     }
 }
@@ -124,6 +128,9 @@ pub struct Segmenter {
     last_driver_us: i64,
     /// When [`Segmenter::keyframe_request`] last said yes.
     last_keyframe_request: Option<std::time::Instant>,
+    /// A video track is described only by its first keyframe (WebRTC's parameter sets or VP9
+    /// header), which has not come yet.
+    awaiting_config: bool,
     discontinuity: bool,
     /// Discontinuities that left the window (EXT-X-DISCONTINUITY-SEQUENCE).
     discontinuities_gone: u64,
@@ -158,6 +165,7 @@ impl Segmenter {
             part_starts_with_key: false,
             last_driver_us: 0,
             last_keyframe_request: None,
+            awaiting_config: false,
             discontinuity: false,
             discontinuities_gone: 0,
             peak_bps: 0,
@@ -177,10 +185,15 @@ impl Segmenter {
             .iter()
             .position(|t| t.kind() == MediaKind::Video)
             .filter(|_| wanted(MediaKind::Video));
-        if let Some(v) = video
-            && infos[v].codec != Codec::H264
-        {
-            return Err(HlsError::Unsupported(infos[v].codec.name()));
+        if let Some(v) = video {
+            let ok = match infos[v].codec {
+                Codec::H264 | Codec::Vp9 => true,
+                Codec::Vp8 => self.config.vp8,
+                _ => false,
+            };
+            if !ok {
+                return Err(HlsError::Unsupported(infos[v].codec.name()));
+            }
         }
         let audio = infos
             .iter()
@@ -193,10 +206,24 @@ impl Segmenter {
         // A track whose configuration has not arrived yet (RTMP sends it in its first tag):
         // wait for the next description.
         if chosen.iter().any(|&i| {
-            matches!(infos[i].codec, Codec::H264 | Codec::Aac) && infos[i].config.is_empty()
+            matches!(
+                infos[i].codec,
+                Codec::H264 | Codec::Aac | Codec::Vp8 | Codec::Vp9
+            ) && infos[i].config.is_empty()
         }) {
+            // Until it has come, package nothing new: a stream that began with its audio
+            // alone would otherwise start without video and need a new init (and players a
+            // new decoder set-up, which MSE cannot do for an added track) a moment later.
+            // Segments already out stay as they are.
+            if self.segments.is_empty() {
+                self.init = None;
+                self.tracks.clear();
+                self.base_us = None;
+            }
+            self.awaiting_config = video.is_some_and(|v| infos[v].config.is_empty());
             return Ok(());
         }
+        self.awaiting_config = false;
         let same = chosen.len() == self.tracks.len()
             && chosen
                 .iter()
@@ -266,6 +293,10 @@ impl Segmenter {
     /// The segment has reached its target length and waits for a keyframe to end it. A
     /// source that makes keyframes only when asked (WebRTC) should be asked now.
     pub fn keyframe_due(&self) -> bool {
+        // A video track waits for its first keyframe to describe it.
+        if self.awaiting_config {
+            return true;
+        }
         self.base_us.is_some()
             && self
                 .tracks

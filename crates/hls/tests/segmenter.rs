@@ -391,3 +391,86 @@ fn one_kind_only_and_a_track_that_moves_in_the_list_keeps_its_init() {
     );
     assert!(!s.segments().iter().any(|g| g.discontinuity));
 }
+
+#[test]
+fn vp9_is_packaged_as_vp09_and_vp8_only_where_allowed() {
+    let record = media::vp::VpConfig {
+        profile: 0,
+        bit_depth: 8,
+        chroma_subsampling: 0,
+        full_range: false,
+        width: 1280,
+        height: 720,
+    }
+    .to_record();
+    let mut video = TrackInfo::new(Codec::Vp9);
+    video.config = Arc::from(record.clone());
+    (video.width, video.height) = (Some(1280), Some(720));
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    s.set_tracks(&[video.clone()]).expect("VP9 is packaged");
+    let (_, init) = s.init().expect("init");
+    let mut buf = &init[..];
+    let mut entry = None;
+    while let Ok(Some(atom)) = Any::decode_maybe(&mut buf) {
+        if let Any::Moov(m) = atom {
+            entry = m.trak[0].mdia.minf.stbl.stsd.codecs.first().cloned();
+        }
+    }
+    match entry {
+        Some(mp4_atom::Codec::Vp09(v)) => {
+            assert_eq!((v.visual.width, v.visual.height), (1280, 720));
+            assert_eq!((v.vpcc.profile, v.vpcc.level, v.vpcc.bit_depth), (0, 31, 8));
+        }
+        other => panic!("expected vp09, got {other:?}"),
+    }
+    // A VP9 track without its record yet: wait, no init.
+    let mut s2 = Segmenter::new(SegmenterConfig::default());
+    s2.set_tracks(&[TrackInfo::new(Codec::Vp9)]).expect("waits");
+    assert!(s2.init().is_none());
+    // VP8: refused by HLS, taken by a recording's segmenter.
+    let mut vp8 = video;
+    vp8.codec = Codec::Vp8;
+    let mut hls = Segmenter::new(SegmenterConfig::default());
+    assert_eq!(
+        hls.set_tracks(&[vp8.clone()]),
+        Err(HlsError::Unsupported("VP8"))
+    );
+    let mut rec = Segmenter::new(SegmenterConfig {
+        vp8: true,
+        ..Default::default()
+    });
+    rec.set_tracks(&[vp8]).expect("a recording takes VP8");
+    assert!(rec.init().is_some());
+}
+
+#[test]
+fn audio_waits_for_a_video_track_still_without_its_configuration() {
+    // A WebRTC publisher: Opus flows at once, H.264's parameter sets come with its first
+    // keyframe. Packaging the audio alone first would need a new init (and a new decoder
+    // set-up in players) a moment later.
+    let all = tracks();
+    let mut bare_video = all[0].clone();
+    bare_video.config = Arc::from(&[][..]);
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    s.set_tracks(&[all[1].clone()]).expect("audio alone first");
+    assert!(s.init().is_some());
+    s.set_tracks(&[bare_video, all[1].clone()])
+        .expect("video announced");
+    assert!(
+        s.init().is_none(),
+        "nothing is packaged until the video is described"
+    );
+    assert!(s.keyframe_due(), "and its keyframe is asked for");
+    let t0 = SystemTime::now();
+    for f in stream(3.0).iter().filter(|f| f.track == 1) {
+        s.push(f, t0).expect("push");
+    }
+    assert!(s.segments().is_empty());
+    s.set_tracks(&all).expect("described");
+    assert!(!s.keyframe_due());
+    for f in stream(3.0) {
+        s.push(&f, t0).expect("push");
+    }
+    assert!(s.has_segment());
+    assert!(!s.segments().iter().any(|g| g.discontinuity));
+}

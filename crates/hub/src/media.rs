@@ -5,7 +5,10 @@
 //!   MP4/FLV layout); the track's `config` holds the `avcC`/`hvcC` record with SPS/PPS.
 //! - AAC frames are raw access units (no ADTS header); `config` holds the
 //!   AudioSpecificConfig. Opus frames are raw Opus packets.
-//! - VP8, VP9 and AV1 frames are whole frames (AV1 as a temporal unit of OBUs).
+//! - VP8, VP9 and AV1 frames are whole frames (AV1 as a temporal unit of OBUs; a VP9 picture
+//!   of several spatial layers as one superframe). For VP8 and VP9 the track's `config` holds
+//!   the `VPCodecConfigurationRecord` (the body of MP4's `vpcC`) once a keyframe was seen,
+//!   and `width`/`height` its picture size.
 //! - Times are microseconds on the publisher's clock: only differences mean anything.
 
 use std::sync::Arc;
@@ -77,8 +80,9 @@ impl Codec {
 pub struct TrackInfo {
     /// The codec.
     pub codec: Codec,
-    /// Codec configuration: `avcC`/`hvcC` for H.264/H.265, AudioSpecificConfig for AAC;
-    /// empty when the codec needs none or it is not known yet.
+    /// Codec configuration: `avcC`/`hvcC` for H.264/H.265, `VPCodecConfigurationRecord` for
+    /// VP8/VP9, AudioSpecificConfig for AAC; empty when the codec needs none or it is not
+    /// known yet.
     #[serde(skip)]
     pub config: Arc<[u8]>,
     /// Picture size, when known.

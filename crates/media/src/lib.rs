@@ -8,3 +8,4 @@
 
 pub mod aac;
 pub mod avc;
+pub mod vp;

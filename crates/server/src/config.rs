@@ -511,6 +511,7 @@ impl Config {
             part_duration: std::time::Duration::from_millis(self.hls.part_ms),
             window_segments: self.hls_window_segments(),
             only: None,
+            vp8: false,
         }
     }
 
@@ -521,6 +522,7 @@ impl Config {
             part_duration: crate::recording::FRAGMENT,
             window_segments: 2,
             only: None,
+            vp8: true,
         }
     }
 

@@ -160,6 +160,9 @@ impl Streams {
                 }
                 if let Some(config) = frame.config {
                     list[index].1.config = config.into();
+                    if let Some((w, h)) = frame.size {
+                        (list[index].1.width, list[index].1.height) = (Some(w), Some(h));
+                    }
                     p.set_tracks(list.iter().map(|(_, i)| i.clone()).collect());
                 }
                 let pts = frame.pts_us as i64;

@@ -7,11 +7,14 @@
 //! dropped, and video then waits for the next keyframe, like a decoder would.
 //!
 //! H.264 comes out in the hub's layout: 4-byte length-prefixed NAL units, with the parameter
-//! sets lifted out into an `avcC` record (sent again whenever they change).
+//! sets lifted out into an `avcC` record (sent again whenever they change). VP8 and VP9 come
+//! out as whole frames (a VP9 picture of several spatial layers as one superframe), with a
+//! `VPCodecConfigurationRecord` and the picture size whenever a keyframe changes them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use media::vp::VpConfig;
 use str0m::format::CodecExtra;
 use str0m::unversioned::{Depacketizer, H264Depacketizer, Vp8Depacketizer};
 
@@ -27,14 +30,20 @@ pub struct AssembledFrame {
     pub keyframe: bool,
     /// Presentation time in microseconds since the track's first packet.
     pub pts_us: u64,
-    /// H.264: a new `avcC` record, when the parameter sets appeared or changed.
+    /// A new codec configuration record when it appeared or changed: H.264 `avcC`, VP8/VP9
+    /// `VPCodecConfigurationRecord`.
     pub config: Option<Vec<u8>>,
+    /// VP8/VP9: the picture size, with `config`.
+    pub size: Option<(u32, u32)>,
 }
 
 #[derive(Debug)]
 enum Kind {
     H264(H264Depacketizer, ParamSets),
-    Vp8(Vp8Depacketizer),
+    /// With the configuration last announced.
+    Vp8(Vp8Depacketizer, Option<VpConfig>),
+    /// Our own depacketizer: str0m's is not public in RTP mode.
+    Vp9(Option<VpConfig>),
     Opus,
 }
 
@@ -67,7 +76,8 @@ impl Assembler {
         use str0m::format::Codec;
         let kind = match codec {
             Codec::H264 => Kind::H264(H264Depacketizer::default(), ParamSets::default()),
-            Codec::Vp8 => Kind::Vp8(Vp8Depacketizer::default()),
+            Codec::Vp8 => Kind::Vp8(Vp8Depacketizer::default(), None),
+            Codec::Vp9 => Kind::Vp9(None),
             Codec::Opus => Kind::Opus,
             _ => return None,
         };
@@ -98,6 +108,7 @@ impl Assembler {
                 keyframe: true,
                 pts_us,
                 config: None,
+                size: None,
             });
         }
         match self.current {
@@ -132,11 +143,16 @@ impl Assembler {
             return None;
         }
         self.need_keyframe = false;
+        let size = match (&self.kind, &config) {
+            (Kind::Vp8(_, Some(c)) | Kind::Vp9(Some(c)), Some(_)) => Some((c.width, c.height)),
+            _ => None,
+        };
         Some(AssembledFrame {
             data,
             keyframe,
             pts_us,
             config,
+            size,
         })
     }
 
@@ -157,12 +173,23 @@ impl Assembler {
         if !marker || last - first + 1 != self.packets.len() as u64 {
             return None;
         }
+        if let Kind::Vp9(last) = &mut self.kind {
+            let frame = vp9_picture(self.packets.values().map(|(_, p)| &p[..]));
+            let Some(data) = frame else {
+                self.need_keyframe = true;
+                self.current = self.current.map(|(t, _)| (t, true));
+                return None;
+            };
+            let key = media::vp::vp9_keyframe(&data).ok();
+            let config = announce(last, key);
+            return Some((data, key.is_some(), config));
+        }
         let mut out = Vec::new();
         let mut extra = CodecExtra::None;
         let depack: &mut dyn Depacketizer = match &mut self.kind {
             Kind::H264(d, _) => d,
-            Kind::Vp8(d) => d,
-            Kind::Opus => return None,
+            Kind::Vp8(d, _) => d,
+            Kind::Vp9(_) | Kind::Opus => return None,
         };
         let head = self.packets.values().next()?;
         if !depack.is_partition_head(&head.1) {
@@ -177,14 +204,113 @@ impl Assembler {
         }
         match &mut self.kind {
             Kind::H264(_, sets) => Some(annex_b_to_avcc(&out, sets)),
-            Kind::Vp8(_) => {
+            Kind::Vp8(_, last) => {
                 // VP8 frame tag: bit 0 clear means a key frame (RFC 6386 §9.1).
                 let key = out.first().is_some_and(|b| b & 1 == 0);
-                Some((out, key, None))
+                let config = announce(last, media::vp::vp8_keyframe(&out).ok());
+                Some((out, key, config))
             }
-            Kind::Opus => None,
+            Kind::Vp9(_) | Kind::Opus => None,
         }
     }
+}
+
+/// The configuration record to send when a keyframe's configuration differs from the last one
+/// announced (the first keyframe, a resolution change).
+fn announce(last: &mut Option<VpConfig>, key: Option<VpConfig>) -> Option<Vec<u8>> {
+    let key = key?;
+    if *last == Some(key) {
+        return None;
+    }
+    *last = Some(key);
+    Some(key.to_record())
+}
+
+/// The length of a VP9 payload descriptor (RFC 9628 §4.2) and its B bit (the packet starts a
+/// layer frame); `None` when the packet is shorter than its descriptor says.
+fn vp9_descriptor(p: &[u8]) -> Option<(usize, bool)> {
+    let b0 = *p.first()?;
+    let bit = |m: u8| b0 & m != 0;
+    let (i, pred, l, flex, begin, v) = (
+        bit(0x80),
+        bit(0x40),
+        bit(0x20),
+        bit(0x10),
+        bit(0x08),
+        bit(0x02),
+    );
+    let mut idx = 1;
+    if i {
+        // Picture ID: 7 bits, or 15 with M set.
+        idx += if *p.get(idx)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if l {
+        idx += 1; // TID, U, SID, D
+        if !flex {
+            idx += 1; // TL0PICIDX
+        }
+    }
+    if flex && pred {
+        // Up to three reference indices, each with N set when another follows.
+        for _ in 0..3 {
+            let r = *p.get(idx)?;
+            idx += 1;
+            if r & 0x01 == 0 {
+                break;
+            }
+        }
+    }
+    if v {
+        // Scalability structure: N_S, Y, G; sizes; picture group.
+        let ss = *p.get(idx)?;
+        idx += 1;
+        let layers = usize::from(ss >> 5) + 1;
+        if ss & 0x10 != 0 {
+            idx += 4 * layers;
+        }
+        if ss & 0x08 != 0 {
+            let pictures = *p.get(idx)?;
+            idx += 1;
+            for _ in 0..pictures {
+                let d = *p.get(idx)?;
+                idx += 1 + usize::from((d >> 2) & 0x03);
+            }
+        }
+    }
+    (idx < p.len()).then_some((idx, begin))
+}
+
+/// A VP9 picture from its packets in order: each layer frame's payloads joined, and several
+/// layer frames (spatial layers) packed as one superframe (VP9 spec Annex B) so that an MP4
+/// sample or a decoder gets the picture in one piece.
+fn vp9_picture<'a>(packets: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut frames: Vec<Vec<u8>> = Vec::new();
+    for p in packets {
+        let (len, begin) = vp9_descriptor(p)?;
+        if begin || frames.is_empty() {
+            frames.push(Vec::with_capacity(p.len()));
+        }
+        frames.last_mut()?.extend_from_slice(&p[len..]);
+    }
+    if frames.len() <= 1 {
+        return frames.pop();
+    }
+    if frames.len() > 8 {
+        return None;
+    }
+    let largest = frames.iter().map(Vec::len).max().unwrap_or(0);
+    let bytes = (1..=4usize).find(|b| largest < 1 << (8 * b))?;
+    let marker = 0xc0 | ((bytes as u8 - 1) << 3) | (frames.len() as u8 - 1);
+    let mut out: Vec<u8> = Vec::with_capacity(frames.iter().map(Vec::len).sum::<usize>() + 34);
+    for f in &frames {
+        out.extend_from_slice(f);
+    }
+    out.push(marker);
+    for f in &frames {
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes()[..bytes]);
+    }
+    out.push(marker);
+    Some(out)
 }
 
 /// Splits Annex B into NAL units, keeps SPS/PPS aside (returning a new `avcC` when they
@@ -326,7 +452,99 @@ mod tests {
         let f = a.push(1, 0, true, &arc(&[0x10, 0x50, 0x01, 0x00])).unwrap();
         assert!(f.keyframe);
         assert_eq!(f.data, vec![0x50, 0x01, 0x00]);
-        assert!(Assembler::new(Codec::Vp9, 90_000, 0).is_none());
+        assert!(Assembler::new(Codec::G722, 8_000, 0).is_none());
+    }
+
+    /// A VP8 keyframe: frame tag, start code, 640×360.
+    const VP8_KEY: [u8; 10] = [0x50, 0x42, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01];
+
+    #[test]
+    fn a_vp8_keyframe_announces_its_configuration_once() {
+        let mut a = Assembler::new(Codec::Vp8, 90_000, 0).unwrap();
+        let mut p = vec![0x10];
+        p.extend_from_slice(&VP8_KEY);
+        let f = a.push(1, 0, true, &arc(&p)).unwrap();
+        assert!(f.keyframe);
+        assert_eq!(f.size, Some((640, 360)));
+        let c = media::vp::VpConfig::parse_record(f.config.as_deref().unwrap()).unwrap();
+        assert_eq!((c.profile, c.bit_depth), (0, 8));
+        // The same configuration again: nothing new to announce.
+        let f = a.push(2, 3000, true, &arc(&p)).unwrap();
+        assert_eq!((f.config, f.size), (None, None));
+    }
+
+    /// A VP9 profile-0 keyframe header for 1280×720 (see media::vp's tests), then filler.
+    fn vp9_key() -> Vec<u8> {
+        // 10 0 0 0 0 1 0 | sync 0x498342 | cs 010, range 0 | 1279 | 719
+        let mut bits = String::from("10000010");
+        bits += "010010011000001101000010";
+        bits += "0100";
+        bits += &format!("{:016b}{:016b}", 1279, 719);
+        bits += "0000";
+        let mut out: Vec<u8> = (0..bits.len() / 8)
+            .map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap())
+            .collect();
+        out.extend_from_slice(&[0xaa; 20]);
+        out
+    }
+
+    #[test]
+    fn vp9_pictures_are_reassembled_and_announced() {
+        let key = vp9_key();
+        assert!(media::vp::vp9_is_keyframe(&key));
+        let mut a = Assembler::new(Codec::Vp9, 90_000, 0).unwrap();
+        // Two packets: I (15-bit picture id), B on the first, E on the second; a scalability
+        // structure with one 1280×720 layer rides on the first (V).
+        let mut p1 = vec![0x80 | 0x08 | 0x02, 0x80, 0x01, 0x10, 0x05, 0x00, 0x02, 0xd0];
+        p1.extend_from_slice(&key[..12]);
+        let mut p2 = vec![0x80 | 0x04, 0x80, 0x01];
+        p2.extend_from_slice(&key[12..]);
+        assert!(a.push(10, 0, false, &arc(&p1)).is_none());
+        let f = a.push(11, 0, true, &arc(&p2)).unwrap();
+        assert!(f.keyframe);
+        assert_eq!(f.data, key);
+        assert_eq!(f.size, Some((1280, 720)));
+        assert!(f.config.is_some());
+        // An inter picture: P set, one packet.
+        let f = a
+            .push(
+                12,
+                3000,
+                true,
+                &arc(&[0x40 | 0x08 | 0x04, 0x81, 0x11, 0x22]),
+            )
+            .unwrap();
+        assert!(!f.keyframe);
+        assert_eq!(f.data, vec![0x81, 0x11, 0x22]);
+    }
+
+    #[test]
+    fn vp9_spatial_layers_become_one_superframe() {
+        let key = vp9_key();
+        let mut a = Assembler::new(Codec::Vp9, 90_000, 0).unwrap();
+        // L set (flexible mode off: layer byte and TL0PICIDX): layer 0 then layer 1, each
+        // one packet with B and E; the marker ends the picture.
+        let mut l0 = vec![0x20 | 0x08 | 0x04, 0x00, 0x00];
+        l0.extend_from_slice(&key);
+        let l1 = vec![0x20 | 0x08 | 0x04 | 0x40, 0x02, 0x00, 0x83, 0x44];
+        assert!(a.push(1, 0, false, &arc(&l0)).is_none());
+        let f = a.push(2, 0, true, &arc(&l1)).unwrap();
+        assert!(f.keyframe);
+        let n = key.len();
+        assert_eq!(&f.data[..n], &key[..]);
+        assert_eq!(&f.data[n..n + 2], &[0x83, 0x44]);
+        // Superframe index: marker (1-byte sizes, 2 frames), the sizes, marker again.
+        assert_eq!(&f.data[n + 2..], &[0xc1, n as u8, 2, 0xc1]);
+    }
+
+    #[test]
+    fn a_vp9_packet_shorter_than_its_descriptor_is_dropped() {
+        let mut a = Assembler::new(Codec::Vp9, 90_000, 0).unwrap();
+        // I and M set, but the picture id's second byte is missing.
+        assert!(a.push(1, 0, true, &arc(&[0x88 | 0x04, 0x80])).is_none());
+        assert_eq!(vp9_descriptor(&[]), None);
+        // V with a picture group claiming more than the packet holds.
+        assert_eq!(vp9_descriptor(&[0x0a, 0x08, 0x05, 0x0c]), None);
     }
 
     #[test]

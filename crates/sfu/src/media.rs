@@ -370,8 +370,26 @@ impl Sfu {
             );
             self.announce(tid);
             // WHEP viewers bound by the announcement forward (and the hub gets) this packet:
-            // it is usually a keyframe's first. VP9's SVC layers are read from the next one on.
+            // it is usually a keyframe's first. VP9's SVC layers are read from the next one on,
+            // but the hub's reassembly needs this one (a keyframe's start) too.
             if params.spec().codec == str0m::format::Codec::Vp9 {
+                if let Some(t) = self.tracks.get_mut(&tid)
+                    && let Some(a) = t.assembler.as_mut()
+                    && let Some(frame) = a.push(
+                        *pkt.seq_no,
+                        pkt.header.timestamp,
+                        pkt.header.marker,
+                        &pkt.payload,
+                    )
+                {
+                    let owner = t.owner;
+                    self.out
+                        .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
+                            participant: owner,
+                            track: tid,
+                            frame,
+                        }));
+                }
                 return;
             }
             let Some(t) = self.tracks.get_mut(&tid) else {
@@ -379,8 +397,10 @@ impl Sfu {
             };
             track = t;
         }
-        // The top layer, reassembled into frames for the hub's other readers.
-        if layer + 1 == track.layers.len().max(1)
+        // The top layer, reassembled into frames for the hub's other readers. VP9 SVC's
+        // spatial layers build on each other within one picture: all of them go in, and come
+        // out as one superframe.
+        if (svc.is_some() || layer + 1 == track.layers.len().max(1))
             && let Some(a) = track.assembler.as_mut()
             && let Some(frame) = a.push(
                 *pkt.seq_no,
