@@ -20,7 +20,7 @@ import {
 } from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const OVERALL_TIMEOUT_MS = 120_000;
+const OVERALL_TIMEOUT_MS = 180_000;
 const RTMP_PORT = 1935;
 const FFMPEG = process.env.FFMPEG || 'ffmpeg';
 const FFPROBE = process.env.FFPROBE || 'ffprobe';
@@ -321,29 +321,33 @@ async function main() {
   }
   await pubPage.close();
 
-  // Chromium publishes VP9 over WHIP: packaged as vp09 in fMP4, and hls.js plays it.
-  const vp9Page = await browser.newPage();
-  await vp9Page.goto(`${base}/publish.html?stream=live/vp9&autostart=1&codec=vp9`);
-  const vp9Index = await waitFor(async () => {
-    const r = await get(`${base}/hls/live/vp9/index.m3u8`);
-    return r.status === 200 ? r : null;
-  }, 20_000, 500);
-  check('WHIP publish (VP9): index.m3u8 with vp09 and opus', !!vp9Index && /CODECS="vp09\.00\.\d\d\.08,opus"/.test(vp9Index.text),
-    vp9Index?.text ?? (await get(`${base}/api/hls`)).text);
-  if (vp9Index) {
-    const viewer = await browser.newPage();
-    await viewer.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
-    await viewer.goto(`${base}/watch.html?stream=live/vp9&via=hls&autoplay=1&hlsjs=/hls.min.js`);
-    const vp9Played = await waitFor(() => viewer.evaluate(() => {
-      const st = window.onairState;
-      return st?.status === 'playing' && st.stats?.frames_decoded > 30 ? { ...st.stats, w: st.width, h: st.height } : null;
-    }), 30_000, 500);
-    check('VP9 over LL-HLS plays in hls.js (watch.html, frames decoded)', !!vp9Played,
-      JSON.stringify(await viewer.evaluate(() => window.onairState)));
-    if (vp9Played) figure(`WHIP VP9 → LL-HLS: ${vp9Played.w}x${vp9Played.h}, latency ${vp9Played.latency_s?.toFixed(2)} s, ${vp9Played.dropped_frames} dropped`);
-    await viewer.close();
+  // Chromium publishes VP9, then AV1, over WHIP: packaged as vp09 / av01 in fMP4, and hls.js
+  // plays them.
+  for (const [codec, entry, codecs] of [['vp9', 'vp09', /CODECS="vp09\.00\.\d\d\.08,opus"/],
+    ['av1', 'av01', /CODECS="av01\.0\.\d\d[MH]\.08,opus"/]]) {
+    const pub = await browser.newPage();
+    await pub.goto(`${base}/publish.html?stream=live/${codec}&autostart=1&codec=${codec}`);
+    const index = await waitFor(async () => {
+      const r = await get(`${base}/hls/live/${codec}/index.m3u8`);
+      return r.status === 200 ? r : null;
+    }, 20_000, 500);
+    check(`WHIP publish (${codec.toUpperCase()}): index.m3u8 with ${entry} and opus`, !!index && codecs.test(index.text),
+      index?.text ?? (await get(`${base}/api/hls`)).text);
+    if (index) {
+      const viewer = await browser.newPage();
+      await viewer.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+      await viewer.goto(`${base}/watch.html?stream=live/${codec}&via=hls&autoplay=1&hlsjs=/hls.min.js`);
+      const played = await waitFor(() => viewer.evaluate(() => {
+        const st = window.onairState;
+        return st?.status === 'playing' && st.stats?.frames_decoded > 30 ? { ...st.stats, w: st.width, h: st.height } : null;
+      }), 30_000, 500);
+      check(`${codec.toUpperCase()} over LL-HLS plays in hls.js (watch.html, frames decoded)`, !!played,
+        JSON.stringify(await viewer.evaluate(() => window.onairState)));
+      if (played) figure(`WHIP ${codec.toUpperCase()} → LL-HLS: ${played.w}x${played.h}, latency ${played.latency_s?.toFixed(2)} s, ${played.dropped_frames} dropped`);
+      await viewer.close();
+    }
+    await pub.close();
   }
-  await vp9Page.close();
 
   // An explicit VP8 choice stands (the SDK offers only VP8), and HLS says why it cannot package it.
   const vp8Page = await browser.newPage();

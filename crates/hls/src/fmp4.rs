@@ -3,9 +3,9 @@
 
 use hub::{Codec, TrackInfo};
 use mp4_atom::{
-    Audio, Avc1, Avcc, Dinf, Dops, Dref, Encode, Esds, FourCC, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd,
-    Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd,
-    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd, Vp08, Vp09, VpcC, esds,
+    Audio, Av01, Av1c, Avc1, Avcc, Dinf, Dops, Dref, Encode, Esds, FourCC, Ftyp, Hdlr, Mdat, Mdhd,
+    Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts,
+    Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd, Vp08, Vp09, VpcC, esds,
 };
 
 use crate::HlsError;
@@ -25,7 +25,7 @@ impl TrackSpec {
     /// The timescale CMAF players expect: 90 kHz video, the sample rate for audio.
     pub fn new(id: u32, info: TrackInfo) -> Result<TrackSpec, HlsError> {
         let timescale = match info.codec {
-            Codec::H264 | Codec::Vp8 | Codec::Vp9 => 90_000,
+            Codec::H264 | Codec::Vp8 | Codec::Vp9 | Codec::Av1 => 90_000,
             Codec::Opus => 48_000,
             Codec::Aac => {
                 media::aac::AudioSpecificConfig::parse(&info.config)
@@ -56,6 +56,8 @@ impl TrackSpec {
                 format!("mp4a.40.{aot}")
             }
             Codec::Opus => "opus".into(),
+            Codec::Av1 => media::av1::Av1Config::parse_record(&self.info.config)
+                .map_or_else(|_| "av01.0.08M.08".into(), |c| c.codecs()),
             Codec::Vp9 | Codec::Vp8 => {
                 let mut c = media::vp::VpConfig::parse_record(&self.info.config).unwrap_or(
                     media::vp::VpConfig {
@@ -162,6 +164,28 @@ fn track(t: &TrackSpec) -> Result<Trak, HlsError> {
                 pasp: None,
                 taic: None,
                 fiel: None,
+            }
+            .into()
+        }
+        Codec::Av1 => {
+            let c = media::av1::Av1Config::parse_record(&info.config)
+                .map_err(|e| HlsError::BadConfig(format!("av1C: {e}")))?;
+            Av01 {
+                visual: visual(dimensions(info)),
+                av1c: Av1c {
+                    seq_profile: c.profile,
+                    seq_level_idx_0: c.level,
+                    seq_tier_0: c.tier,
+                    high_bitdepth: c.bit_depth > 8,
+                    twelve_bit: c.bit_depth == 12,
+                    monochrome: c.monochrome,
+                    chroma_subsampling_x: c.subsampling_x,
+                    chroma_subsampling_y: c.subsampling_y,
+                    chroma_sample_position: c.chroma_sample_position,
+                    initial_presentation_delay: None,
+                    config_obus: c.sequence_header,
+                },
+                ..Default::default()
             }
             .into()
         }

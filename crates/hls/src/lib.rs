@@ -8,9 +8,9 @@
 //! - [`Segmenter::readiness`] answers blocking playlist reloads (`_HLS_msn`/`_HLS_part`); the
 //!   IO layer holds the request until it says Ready.
 //!
-//! Supported now: H.264 or VP9 video with AAC or Opus audio (either alone too). VP8 goes into
-//! recordings (`vp08`, which FFmpeg and browsers' MP4 readers play) but HLS players do not
-//! take it, so HLS refuses it with [`HlsError::Unsupported`]; so are H.265 and AV1 for now.
+//! Supported now: H.264, VP9 or AV1 video with AAC or Opus audio (either alone too). VP8 goes
+//! into recordings (`vp08`, which FFmpeg and browsers' MP4 readers play) but HLS players do not
+//! take it, so HLS refuses it with [`HlsError::Unsupported`]; so is H.265 for now.
 
 mod fmp4;
 pub mod playlist;
@@ -29,7 +29,7 @@ pub enum HlsError {
     #[error("HLS unavailable: {0}")]
     Unsupported(&'static str),
     /// No video or audio track HLS can carry.
-    #[error("HLS unavailable: no H.264, VP9, AAC or Opus track")]
+    #[error("HLS unavailable: no H.264, VP9, AV1, AAC or Opus track")]
     NoTracks,
     /// A codec configuration (avcC, AudioSpecificConfig) that does not parse.
     #[error("bad codec configuration: {0}")]

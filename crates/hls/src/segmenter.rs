@@ -187,7 +187,7 @@ impl Segmenter {
             .filter(|_| wanted(MediaKind::Video));
         if let Some(v) = video {
             let ok = match infos[v].codec {
-                Codec::H264 | Codec::Vp9 => true,
+                Codec::H264 | Codec::Vp9 | Codec::Av1 => true,
                 Codec::Vp8 => self.config.vp8,
                 _ => false,
             };
@@ -208,7 +208,7 @@ impl Segmenter {
         if chosen.iter().any(|&i| {
             matches!(
                 infos[i].codec,
-                Codec::H264 | Codec::Aac | Codec::Vp8 | Codec::Vp9
+                Codec::H264 | Codec::Aac | Codec::Vp8 | Codec::Vp9 | Codec::Av1
             ) && infos[i].config.is_empty()
         }) {
             // Until it has come, package nothing new: a stream that began with its audio

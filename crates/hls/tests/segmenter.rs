@@ -474,3 +474,17 @@ fn audio_waits_for_a_video_track_still_without_its_configuration() {
     assert!(s.has_segment());
     assert!(!s.segments().iter().any(|g| g.discontinuity));
 }
+
+#[test]
+fn an_av1_track_without_a_usable_record_is_a_clear_error() {
+    let mut av1 = TrackInfo::new(Codec::Av1);
+    // Still waiting for the first keyframe: no init, no error.
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    s.set_tracks(&[av1.clone()]).expect("waits for its record");
+    assert!(s.init().is_none());
+    av1.config = Arc::from(&[0x81u8, 0, 0, 0][..]);
+    let e = s
+        .set_tracks(&[av1])
+        .expect_err("no sequence header in the record");
+    assert!(matches!(e, HlsError::BadConfig(_)), "{e}");
+}

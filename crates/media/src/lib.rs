@@ -7,5 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod aac;
+pub mod av1;
 pub mod avc;
 pub mod vp;

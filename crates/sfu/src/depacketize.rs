@@ -44,6 +44,8 @@ enum Kind {
     Vp8(Vp8Depacketizer, Option<VpConfig>),
     /// Our own depacketizer: str0m's is not public in RTP mode.
     Vp9(Option<VpConfig>),
+    /// Our own too; with the sequence header last announced.
+    Av1(Option<media::av1::Av1Config>),
     Opus,
 }
 
@@ -78,6 +80,7 @@ impl Assembler {
             Codec::H264 => Kind::H264(H264Depacketizer::default(), ParamSets::default()),
             Codec::Vp8 => Kind::Vp8(Vp8Depacketizer::default(), None),
             Codec::Vp9 => Kind::Vp9(None),
+            Codec::Av1 => Kind::Av1(None),
             Codec::Opus => Kind::Opus,
             _ => return None,
         };
@@ -145,6 +148,7 @@ impl Assembler {
         self.need_keyframe = false;
         let size = match (&self.kind, &config) {
             (Kind::Vp8(_, Some(c)) | Kind::Vp9(Some(c)), Some(_)) => Some((c.width, c.height)),
+            (Kind::Av1(Some(c)), Some(_)) => Some((c.width, c.height)),
             _ => None,
         };
         Some(AssembledFrame {
@@ -184,12 +188,33 @@ impl Assembler {
             let config = announce(last, key);
             return Some((data, key.is_some(), config));
         }
+        if let Kind::Av1(last) = &mut self.kind {
+            let first = self.packets.values().next()?;
+            // N: the first packet of a coded video sequence, a keyframe.
+            let new_sequence = first.1.first().is_some_and(|a| a & 0x08 != 0);
+            let Some(data) = av1_temporal_unit(self.packets.values().map(|(_, p)| &p[..])) else {
+                self.need_keyframe = true;
+                self.current = self.current.map(|(t, _)| (t, true));
+                return None;
+            };
+            let header = media::av1::Av1Config::from_temporal_unit(&data).ok();
+            let key = new_sequence || header.is_some();
+            let config = match header {
+                Some(h) if last.as_ref() != Some(&h) => {
+                    let record = h.to_record();
+                    *last = Some(h);
+                    Some(record)
+                }
+                _ => None,
+            };
+            return Some((data, key, config));
+        }
         let mut out = Vec::new();
         let mut extra = CodecExtra::None;
         let depack: &mut dyn Depacketizer = match &mut self.kind {
             Kind::H264(d, _) => d,
             Kind::Vp8(d, _) => d,
-            Kind::Vp9(_) | Kind::Opus => return None,
+            Kind::Vp9(_) | Kind::Av1(_) | Kind::Opus => return None,
         };
         let head = self.packets.values().next()?;
         if !depack.is_partition_head(&head.1) {
@@ -210,7 +235,7 @@ impl Assembler {
                 let config = announce(last, media::vp::vp8_keyframe(&out).ok());
                 Some((out, key, config))
             }
-            Kind::Vp9(_) | Kind::Opus => None,
+            Kind::Vp9(_) | Kind::Av1(_) | Kind::Opus => None,
         }
     }
 }
@@ -278,6 +303,81 @@ fn vp9_descriptor(p: &[u8]) -> Option<(usize, bool)> {
         }
     }
     (idx < p.len()).then_some((idx, begin))
+}
+
+/// An AV1 temporal unit from its packets in order (RTP payload format for AV1 §4.4): OBU
+/// elements gathered across packets (Z: the first element continues the previous packet's
+/// last; Y: the last continues in the next), then written out in the low-overhead format MP4
+/// wants — every OBU with its size field, no temporal delimiters or tile lists.
+fn av1_temporal_unit<'a>(packets: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut obus: Vec<Vec<u8>> = Vec::new();
+    let mut open: Option<Vec<u8>> = None;
+    for p in packets {
+        let aggregation = *p.first()?;
+        let (z, y, w) = (
+            aggregation & 0x80 != 0,
+            aggregation & 0x40 != 0,
+            (aggregation >> 4) & 0x03,
+        );
+        let mut elements: Vec<&[u8]> = Vec::new();
+        let mut idx = 1;
+        while idx < p.len() {
+            // W: how many elements; the last of W has no length. W = 0: all have one.
+            let counted = w != 0 && elements.len() + 1 == usize::from(w);
+            let len = if counted {
+                p.len() - idx
+            } else {
+                let (len, used) = media::av1::leb128(&p[idx..])?;
+                idx += used;
+                usize::try_from(len).ok()?
+            };
+            elements.push(p.get(idx..idx.checked_add(len)?)?);
+            idx += len;
+            if counted {
+                break;
+            }
+        }
+        let n = elements.len();
+        for (i, e) in elements.into_iter().enumerate() {
+            if i == 0 && z {
+                open.as_mut()?.extend_from_slice(e);
+            } else {
+                if let Some(done) = open.take() {
+                    obus.push(done);
+                }
+                open = Some(e.to_vec());
+            }
+            if !(i + 1 == n && y)
+                && let Some(done) = open.take()
+            {
+                obus.push(done);
+            }
+        }
+    }
+    if let Some(done) = open.take() {
+        obus.push(done); // a Y on the last packet: keep what there is
+    }
+    let mut out = Vec::with_capacity(obus.iter().map(|o| o.len() + 4).sum());
+    for obu in &obus {
+        let h = *obu.first()?;
+        let kind = (h >> 3) & 0x0f;
+        if kind == media::av1::OBU_TEMPORAL_DELIMITER || kind == media::av1::OBU_TILE_LIST {
+            continue;
+        }
+        let header = if h & 0x04 != 0 { 2 } else { 1 };
+        if obu.len() < header {
+            return None;
+        }
+        if h & 0x02 != 0 {
+            out.extend_from_slice(obu); // it carries its size already
+        } else {
+            out.push(h | 0x02);
+            out.extend_from_slice(&obu[1..header]);
+            media::av1::write_leb128((obu.len() - header) as u64, &mut out);
+            out.extend_from_slice(&obu[header..]);
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// A VP9 picture from its packets in order: each layer frame's payloads joined, and several
@@ -535,6 +635,30 @@ mod tests {
         assert_eq!(&f.data[n..n + 2], &[0x83, 0x44]);
         // Superframe index: marker (1-byte sizes, 2 frames), the sizes, marker again.
         assert_eq!(&f.data[n + 2..], &[0xc1, n as u8, 2, 0xc1]);
+    }
+
+    #[test]
+    fn av1_obus_are_gathered_across_packets_and_given_sizes() {
+        let mut a = Assembler::new(Codec::Av1, 90_000, 0).unwrap();
+        // A temporal delimiter (dropped), then a frame OBU (type 6, no size field) split in
+        // two: packet 1 has W=2 (the second element unsized), Y (it goes on), N (keyframe).
+        let td = [0x12u8];
+        let frame = [0x30u8, 1, 2, 3, 4, 5, 6];
+        let mut p1 = vec![0x40 | 0x20 | 0x08, td.len() as u8];
+        p1.extend_from_slice(&td);
+        p1.extend_from_slice(&frame[..4]);
+        // Packet 2: Z (continues), W=1.
+        let mut p2 = vec![0x80 | 0x10];
+        p2.extend_from_slice(&frame[4..]);
+        assert!(a.push(1, 0, false, &arc(&p1)).is_none());
+        let f = a.push(2, 0, true, &arc(&p2)).unwrap();
+        assert!(f.keyframe, "N marks a keyframe");
+        assert_eq!(f.data, vec![0x32, 6, 1, 2, 3, 4, 5, 6]);
+        // W=0: every element has a length; an element longer than the packet drops it.
+        let mut b = Assembler::new(Codec::Av1, 90_000, 0).unwrap();
+        assert!(b.push(1, 0, true, &arc(&[0x08, 9, 0x30, 1])).is_none());
+        // A continuation with nothing before it is not a frame either.
+        assert_eq!(av1_temporal_unit([&[0x80u8, 1][..]].into_iter()), None);
     }
 
     #[test]
