@@ -343,7 +343,16 @@ async function main() {
       }), 30_000, 500);
       check(`${codec.toUpperCase()} over LL-HLS plays in hls.js (watch.html, frames decoded)`, !!played,
         JSON.stringify(await viewer.evaluate(() => window.onairState)));
-      if (played) figure(`WHIP ${codec.toUpperCase()} → LL-HLS: ${played.w}x${played.h}, latency ${played.latency_s?.toFixed(2)} s, ${played.dropped_frames} dropped`);
+      const mediaText = (await get(`${base}/hls/live/${codec}/media.m3u8`)).text;
+      const discontinuities = (mediaText.match(/#EXT-X-DISCONTINUITY\n/g) || []).length;
+      if (played) figure(`WHIP ${codec.toUpperCase()} → LL-HLS: ${played.w}x${played.h}, latency ${played.latency_s?.toFixed(2)} s, `
+        + `${played.dropped_frames} dropped, ${discontinuities} discontinuities in the playlist`);
+      // VP9 carries its picture size in every keyframe: a browser's resolution ramp must not
+      // start new init segments (discontinuities that stall players).
+      if (codec === 'vp9') {
+        check('VP9: the resolution ramp makes no discontinuity', discontinuities === 0,
+          discontinuities ? mediaText.split('\n').filter((l) => !l.startsWith('#EXT-X-PART:')).join('\n') : '0');
+      }
       await viewer.close();
     }
     await pub.close();

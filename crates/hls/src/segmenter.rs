@@ -215,10 +215,10 @@ impl Segmenter {
             // alone would otherwise start without video and need a new init (and players a
             // new decoder set-up, which MSE cannot do for an added track) a moment later.
             // Segments already out stay as they are.
-            if self.segments.is_empty() {
+            if !self.has_segment() {
+                self.start_over();
                 self.init = None;
                 self.tracks.clear();
-                self.base_us = None;
             }
             self.awaiting_config = video.is_some_and(|v| infos[v].config.is_empty());
             return Ok(());
@@ -249,11 +249,15 @@ impl Segmenter {
         }
         let specs: Vec<TrackSpec> = tracks.iter().map(|t| t.spec.clone()).collect();
         let init = fmp4::init_segment(&specs)?;
-        // Whatever was being built belongs to the old tracks: close it. (Before any media,
-        // the new description simply replaces the old: RTMP describes video, then audio.)
-        if self.init.is_some() && !self.segments.is_empty() {
+        // Whatever was being built belongs to the old tracks: close it, and mark the
+        // discontinuity. Before the first complete segment nothing has been served (playlists
+        // wait for one), so the new description simply replaces the old: RTMP describes video,
+        // then audio; a WebRTC source's audio may start before its video is described.
+        if self.has_segment() {
             self.close_segment();
             self.discontinuity = true;
+        } else {
+            self.start_over();
         }
         let id = self.init.as_ref().map_or(0, |(id, _)| id + 1);
         if let Some(old) = self.init.replace((id, init.into())) {
@@ -297,13 +301,20 @@ impl Segmenter {
         if self.awaiting_config {
             return true;
         }
-        self.base_us.is_some()
-            && self
-                .tracks
-                .get(self.driver)
-                .is_some_and(|t| t.spec.info.kind() == MediaKind::Video)
-            && self.last_driver_us - self.segment_start_us
-                >= self.config.target_duration.as_micros() as i64
+        let video = self
+            .tracks
+            .get(self.driver)
+            .is_some_and(|t| t.spec.info.kind() == MediaKind::Video);
+        match self.base_us {
+            // Nothing starts before the video's first keyframe, and a WebRTC source sends one
+            // only when asked: a reader that joined mid-GOP, or tracks that changed, wait here.
+            None => video,
+            Some(_) => {
+                video
+                    && self.last_driver_us - self.segment_start_us
+                        >= self.config.target_duration.as_micros() as i64
+            }
+        }
     }
 
     /// Whether to ask the source for a keyframe now: [`Segmenter::keyframe_due`], at most
@@ -558,6 +569,15 @@ impl Segmenter {
             program_date_time: pdt,
         });
         self.next_msn += 1;
+    }
+
+    /// Drops the segment being built (before any complete one): its media is not served.
+    /// Media sequence numbers go on increasing, so a reader that took its parts (the
+    /// recorder) never mistakes new parts for ones it has.
+    fn start_over(&mut self) {
+        self.segments.clear();
+        self.discontinuity = false;
+        self.base_us = None;
     }
 
     fn close_segment(&mut self) {

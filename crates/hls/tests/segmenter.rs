@@ -454,6 +454,16 @@ fn audio_waits_for_a_video_track_still_without_its_configuration() {
     let mut s = Segmenter::new(SegmenterConfig::default());
     s.set_tracks(&[all[1].clone()]).expect("audio alone first");
     assert!(s.init().is_some());
+    // Audio alone for a second: parts, but no complete segment, so nothing was served yet.
+    let t0 = SystemTime::now();
+    for f in stream(1.0).iter().filter(|f| f.track == 1) {
+        let f = Frame {
+            track: 0,
+            ..f.clone()
+        };
+        s.push(&f, t0).expect("push");
+    }
+    assert!(!s.segments().is_empty() && !s.has_segment());
     s.set_tracks(&[bare_video, all[1].clone()])
         .expect("video announced");
     assert!(
@@ -461,16 +471,23 @@ fn audio_waits_for_a_video_track_still_without_its_configuration() {
         "nothing is packaged until the video is described"
     );
     assert!(s.keyframe_due(), "and its keyframe is asked for");
-    let t0 = SystemTime::now();
+    assert!(
+        s.segments().is_empty(),
+        "the audio-only start is dropped, unseen"
+    );
     for f in stream(3.0).iter().filter(|f| f.track == 1) {
         s.push(f, t0).expect("push");
     }
     assert!(s.segments().is_empty());
     s.set_tracks(&all).expect("described");
-    assert!(!s.keyframe_due());
+    assert!(
+        s.keyframe_due(),
+        "described, and waiting for a keyframe to start at"
+    );
     for f in stream(3.0) {
         s.push(&f, t0).expect("push");
     }
+    assert!(!s.keyframe_due(), "started, and the segment is young");
     assert!(s.has_segment());
     assert!(!s.segments().iter().any(|g| g.discontinuity));
 }
@@ -487,4 +504,19 @@ fn an_av1_track_without_a_usable_record_is_a_clear_error() {
         .set_tracks(&[av1])
         .expect_err("no sequence header in the record");
     assert!(matches!(e, HlsError::BadConfig(_)), "{e}");
+}
+
+#[test]
+fn a_reader_that_joins_mid_gop_asks_for_a_keyframe_at_once() {
+    // A WebRTC source sends keyframes only when asked: a recorder or packager that starts
+    // between two must ask, or it waits forever.
+    let mut s = Segmenter::new(SegmenterConfig::default());
+    s.set_tracks(&tracks()).expect("tracks");
+    let t0 = SystemTime::now();
+    for f in stream(1.0).iter().skip(1) {
+        s.push(f, t0).expect("push"); // no keyframe among these
+    }
+    assert!(s.segments().is_empty());
+    assert!(s.keyframe_due());
+    assert!(s.keyframe_request(std::time::Instant::now()));
 }

@@ -241,10 +241,23 @@ impl Assembler {
 }
 
 /// The configuration record to send when a keyframe's configuration differs from the last one
-/// announced (the first keyframe, a resolution change).
+/// announced: the first keyframe, or a new profile, bit depth or chroma format. A new picture
+/// size alone is not announced: VP8 and VP9 decoders take it from the keyframe itself, and a
+/// new record would make the packager start a new init segment (a discontinuity for players,
+/// a new file for recordings) at every step of a browser's resolution ramp. The record keeps
+/// the first keyframe's size and level.
 fn announce(last: &mut Option<VpConfig>, key: Option<VpConfig>) -> Option<Vec<u8>> {
     let key = key?;
-    if *last == Some(key) {
+    let same_format = |a: &VpConfig| {
+        (a.profile, a.bit_depth, a.chroma_subsampling, a.full_range)
+            == (
+                key.profile,
+                key.bit_depth,
+                key.chroma_subsampling,
+                key.full_range,
+            )
+    };
+    if last.as_ref().is_some_and(same_format) {
         return None;
     }
     *last = Some(key);
@@ -571,6 +584,13 @@ mod tests {
         // The same configuration again: nothing new to announce.
         let f = a.push(2, 3000, true, &arc(&p)).unwrap();
         assert_eq!((f.config, f.size), (None, None));
+        // A new picture size alone (a browser's resolution ramp) is not announced either: the
+        // decoder reads it from the keyframe, and a new record would start a new init segment.
+        let mut bigger = p.clone();
+        bigger[7..11].copy_from_slice(&[0x00, 0x05, 0xd0, 0x02]); // 1280×720
+        let f = a.push(3, 6000, true, &arc(&bigger)).unwrap();
+        assert!(f.keyframe);
+        assert_eq!((f.config, f.size), (None, None));
     }
 
     /// A VP9 profile-0 keyframe header for 1280×720 (see media::vp's tests), then filler.
@@ -669,6 +689,29 @@ mod tests {
         assert_eq!(vp9_descriptor(&[]), None);
         // V with a picture group claiming more than the packet holds.
         assert_eq!(vp9_descriptor(&[0x0a, 0x08, 0x05, 0x0c]), None);
+    }
+
+    #[test]
+    fn vp9_and_av1_garbage_is_not_a_panic() {
+        // A fixed pseudo-random sequence: packets of any length and content, any markers.
+        let mut x: u32 = 0x9e37_79b9;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        for codec in [Codec::Vp9, Codec::Av1] {
+            let mut a = Assembler::new(codec, 90_000, 0).unwrap();
+            for i in 0..20_000u64 {
+                let len = (next() % 40) as usize;
+                let p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let marker = next() % 3 == 0;
+                if let Some(f) = a.push(i, (i / 4) as u32 * 3000, marker, &arc(&p)) {
+                    assert!(f.data.len() < 4 * 40 * 4 + 64, "{}", f.data.len());
+                }
+            }
+        }
     }
 
     #[test]
