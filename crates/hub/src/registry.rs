@@ -469,6 +469,15 @@ impl Reader {
         }
     }
 
+    /// Skips the frames kept for a new reader (the GOP so far, which from a WebRTC source may
+    /// be many seconds old) and starts at the next video keyframe instead; audio from now on.
+    /// For readers that must begin at the moment they were asked to (a recording started by
+    /// the API). Pair it with [`Reader::request_keyframe`].
+    pub fn start_from_now(&mut self) {
+        self.pending.retain(|i| matches!(i, Item::Tracks(_)));
+        self.waiting_keyframe = true;
+    }
+
     /// Asks the publisher for a video keyframe (HLS cuts segments at keyframes, and WebRTC
     /// encoders make them only when asked).
     pub fn request_keyframe(&self) {
@@ -575,6 +584,24 @@ mod tests {
         assert_eq!(ready(&mut r), vec![(0, 2), (1, 3), (0, 4)]);
         p.push(frame(0, 5, false));
         assert_eq!(ready(&mut r), vec![(0, 5)]);
+    }
+
+    #[test]
+    fn a_reader_can_start_from_now_at_the_next_keyframe() {
+        let hub = Hub::new(HubConfig::default());
+        let p = av_publisher(&hub, "live/now");
+        p.push(frame(0, 0, true));
+        p.push(frame(0, 1, false));
+        let mut r = hub
+            .subscribe(&name("live/now"), Protocol::Recording)
+            .unwrap();
+        r.start_from_now();
+        assert!(matches!(r.try_recv(), Ok(Some(Item::Tracks(_)))));
+        p.push(frame(1, 2, true)); // audio: at once
+        p.push(frame(0, 3, false)); // video before a keyframe: skipped
+        p.push(frame(0, 4, true));
+        p.push(frame(0, 5, false));
+        assert_eq!(ready(&mut r), vec![(1, 2), (0, 4), (0, 5)]);
     }
 
     #[test]

@@ -122,7 +122,8 @@ impl Recorder {
     }
 
     /// Starts recording stream `name` to one file; false when it is being recorded already.
-    fn start_stream(self: &Arc<Self>, name: StreamName) -> bool {
+    /// `from_now`: begin at the next keyframe rather than the frames the hub kept.
+    fn start_stream(self: &Arc<Self>, name: StreamName, from_now: bool) -> bool {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -140,6 +141,7 @@ impl Recorder {
             room: None,
             stop: rx,
             id: Some(id),
+            from_now,
         };
         tokio::spawn(record(self.clone(), job));
         true
@@ -154,6 +156,7 @@ impl Recorder {
                 room: Some(room.clone()),
                 stop: room.stop.subscribe(),
                 id: None,
+                from_now: true,
             };
             tokio::spawn(record(self.clone(), job));
         }
@@ -210,7 +213,7 @@ async fn watch_hub(recorder: Arc<Recorder>, hub: Hub) {
         match events.recv().await {
             Ok(HubEvent::Started(name, source)) => {
                 if recorder.wanted(&name) {
-                    recorder.start_stream(name.clone());
+                    recorder.start_stream(name.clone(), false);
                 }
                 let room = room_of(&name, source).and_then(|r| recorder.rooms().get(&r).cloned());
                 if let Some(room) = room {
@@ -254,13 +257,21 @@ struct Job {
     stop: watch::Receiver<bool>,
     /// Its entry in `Recorder::active` (stream recordings).
     id: Option<u64>,
+    /// Start at the next keyframe, not with the frames the hub kept (API starts).
+    from_now: bool,
 }
 
 /// Reads one stream and writes its fragments, until the stream ends or the job is stopped.
 async fn record(recorder: Arc<Recorder>, mut job: Job) {
     let name = job.name.clone();
     let reader = recorder.hub.subscribe(&name, Protocol::Recording);
-    if let Some(reader) = reader {
+    if let Some(mut reader) = reader {
+        if job.from_now {
+            // Asked for now: not the GOP the hub kept, which from a WebRTC source can be
+            // many seconds old (and would put the manifest's times off by that much).
+            reader.start_from_now();
+            reader.request_keyframe();
+        }
         record_from(&recorder, &mut job, reader).await;
     }
     if let Some(id) = job.id {
@@ -291,39 +302,61 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
     if *job.stop.borrow() {
         return;
     }
+    // One more pass after the stream ends or the job is stopped: the segment being built is
+    // closed and written (and its file opened, if the recording was that short).
+    let mut ended = false;
     loop {
-        let item = tokio::select! {
-            item = reader.recv() => match item {
-                Some(item) => item,
-                None => break,
-            },
-            // The API stopped it (or the room recording it belongs to went away).
-            _ = job.stop.wait_for(|stop| *stop) => break,
-        };
-        if let Item::Tracks(t) = &item {
-            tracks = t.clone();
-        }
-        let r = match &item {
-            Item::Tracks(t) => seg.set_tracks(t),
-            Item::Frame(f) => seg.push(f, SystemTime::now()),
-        };
-        if let Err(e) = r {
-            // Every frame would say it again.
-            if !warned || matches!(item, Item::Tracks(_)) {
-                warn!(stream = %name, "not recording: {e}");
+        if !ended {
+            let item = tokio::select! {
+                item = reader.recv() => item,
+                // The API stopped it (or the room recording it belongs to went away).
+                _ = job.stop.wait_for(|stop| *stop) => None,
+            };
+            match item {
+                None => {
+                    ended = true;
+                    if let Err(e) = seg.finish() {
+                        warn!(stream = %name, "recording finish: {e}");
+                    }
+                }
+                Some(item) => {
+                    if let Item::Tracks(t) = &item {
+                        tracks = t.clone();
+                    }
+                    let r = match &item {
+                        Item::Tracks(t) => seg.set_tracks(t),
+                        Item::Frame(f) => seg.push(f, SystemTime::now()),
+                    };
+                    if let Err(e) = r {
+                        // Every frame would say it again.
+                        if !warned || matches!(item, Item::Tracks(_)) {
+                            warn!(stream = %name, "not recording: {e}");
+                        }
+                        warned = true;
+                        continue;
+                    }
+                    // Fragments end at keyframes' segments too: ask a WebRTC source for them,
+                    // as HLS does.
+                    if seg.keyframe_request(std::time::Instant::now()) {
+                        reader.request_keyframe();
+                    }
+                }
             }
-            warned = true;
-            continue;
-        }
-        // Fragments end at keyframes' segments too: ask a WebRTC source for them, as HLS does.
-        if seg.keyframe_request(std::time::Instant::now()) {
-            reader.request_keyframe();
         }
         let Some((init_id, init)) = seg.init().map(|(i, b)| (i, b.clone())) else {
+            if ended {
+                break;
+            }
             continue;
         };
-        // A new init segment (first, or after a track change) starts a new file.
-        if writer.as_ref().is_none_or(|(id, _, _)| *id != init_id) && !seg.segments().is_empty() {
+        // A new init segment (first, or after a track change) starts a new file, once it has a
+        // complete segment: a source's first moments can change its tracks again (a WebRTC
+        // publisher's layers coming up), and a file per such flicker helps nobody.
+        let complete = seg
+            .segments()
+            .iter()
+            .any(|s| s.init == init_id && s.data.is_some());
+        if writer.as_ref().is_none_or(|(id, _, _)| *id != init_id) && complete {
             // Never overwrite: a republish within the same second gets the next number.
             let mut file = file_name(&name, SystemTime::now(), files, suffix);
             while recorder.dir.join(&file).exists() || recorder.status().contains_key(&file) {
@@ -384,10 +417,18 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
         }
         // Hand over every part cut since the last look.
         let Some((id, tx, file)) = writer.as_ref() else {
+            if ended {
+                break;
+            }
             continue;
         };
         for data in new_parts(&seg, *id, &mut written) {
-            if tx.try_send(data).is_err() {
+            let sent = if ended {
+                tx.send(data).await.is_ok()
+            } else {
+                tx.try_send(data).is_ok()
+            };
+            if !sent {
                 fail(
                     recorder,
                     file,
@@ -396,18 +437,15 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
                 break;
             }
         }
-    }
-    if let Err(e) = seg.finish() {
-        warn!(stream = %name, "recording finish: {e}");
-    }
-    if let Some((id, tx, file)) = writer.as_ref() {
-        for data in new_parts(&seg, *id, &mut written) {
-            let _ = tx.send(data).await;
+        if ended {
+            break;
         }
-        if let Some(room) = &job.room {
-            room.end_track(file, SystemTime::now());
-            write_manifest(recorder, room).await;
-        }
+    }
+    if let Some((_, _, file)) = writer.as_ref()
+        && let Some(room) = &job.room
+    {
+        room.end_track(file, SystemTime::now());
+        write_manifest(recorder, room).await;
     }
     // Dropping the sender lets the writer finish the file.
 }
@@ -607,7 +645,7 @@ async fn start_api(State(recorder): State<Arc<Recorder>>, body: Bytes) -> Respon
             if !recorder.hub.streams().iter().any(|s| s.name == name) {
                 return json_error(StatusCode::NOT_FOUND, format!("stream {name} is not live"));
             }
-            if !recorder.start_stream(name.clone()) {
+            if !recorder.start_stream(name.clone(), true) {
                 return json_error(
                     StatusCode::CONFLICT,
                     format!("stream {name} is being recorded already"),

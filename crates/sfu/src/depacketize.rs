@@ -95,6 +95,22 @@ impl Assembler {
         })
     }
 
+    /// Takes over what `previous` announced (H.264 parameter sets, VP8/VP9/AV1 configuration),
+    /// so that moving the hub to another layer of the same track announces only a real change:
+    /// VP8/VP9 layers differ in size alone, which needs no new record.
+    pub fn inherit_config(&mut self, previous: &Assembler) {
+        match (&mut self.kind, &previous.kind) {
+            (Kind::H264(_, a), Kind::H264(_, b)) => {
+                a.sps.clone_from(&b.sps);
+                a.pps.clone_from(&b.pps);
+            }
+            (Kind::Vp8(_, a), Kind::Vp8(_, b)) => *a = *b,
+            (Kind::Vp9(a), Kind::Vp9(b)) => *a = *b,
+            (Kind::Av1(a), Kind::Av1(b)) => a.clone_from(b),
+            _ => {}
+        }
+    }
+
     /// One RTP packet (extended sequence number). Returns a frame when this packet completed
     /// one.
     pub fn push(
@@ -591,6 +607,12 @@ mod tests {
         let f = a.push(3, 6000, true, &arc(&bigger)).unwrap();
         assert!(f.keyframe);
         assert_eq!((f.config, f.size), (None, None));
+        // A new assembler for another simulcast layer of the track, taking over what was
+        // announced: its keyframes announce nothing new either.
+        let mut b = Assembler::new(Codec::Vp8, 90_000, 0).unwrap();
+        b.inherit_config(&a);
+        let f = b.push(100, 9000, true, &arc(&bigger)).unwrap();
+        assert_eq!((f.keyframe, f.config), (true, None));
     }
 
     /// A VP9 profile-0 keyframe header for 1280×720 (see media::vp's tests), then filler.

@@ -308,6 +308,7 @@ impl Sfu {
                 first_packet: None,
                 bytes_in: 0,
                 assembler: None,
+                hub_layer: None,
             },
         );
     }
@@ -319,7 +320,7 @@ impl Sfu {
         let Some((tid, layer)) = self.resolve_ssrc(peer_id, ssrc) else {
             return;
         };
-        let Some(mut track) = self.tracks.get_mut(&tid) else {
+        let Some(track) = self.tracks.get_mut(&tid) else {
             return;
         };
         // A VP9 stream with layer indices is SVC: its spatial layers count as the track's
@@ -373,49 +374,14 @@ impl Sfu {
             // it is usually a keyframe's first. VP9's SVC layers are read from the next one on,
             // but the hub's reassembly needs this one (a keyframe's start) too.
             if params.spec().codec == str0m::format::Codec::Vp9 {
-                if let Some(t) = self.tracks.get_mut(&tid)
-                    && let Some(a) = t.assembler.as_mut()
-                    && let Some(frame) = a.push(
-                        *pkt.seq_no,
-                        pkt.header.timestamp,
-                        pkt.header.marker,
-                        &pkt.payload,
-                    )
-                {
-                    let owner = t.owner;
-                    self.out
-                        .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
-                            participant: owner,
-                            track: tid,
-                            frame,
-                        }));
-                }
+                self.feed_hub(tid, layer, svc.is_some(), &pkt);
                 return;
             }
-            let Some(t) = self.tracks.get_mut(&tid) else {
-                return;
-            };
-            track = t;
         }
-        // The top layer, reassembled into frames for the hub's other readers. VP9 SVC's
-        // spatial layers build on each other within one picture: all of them go in, and come
-        // out as one superframe.
-        if (svc.is_some() || layer + 1 == track.layers.len().max(1))
-            && let Some(a) = track.assembler.as_mut()
-            && let Some(frame) = a.push(
-                *pkt.seq_no,
-                pkt.header.timestamp,
-                pkt.header.marker,
-                &pkt.payload,
-            )
-        {
-            self.out
-                .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
-                    participant: track.owner,
-                    track: tid,
-                    frame,
-                }));
-        }
+        self.feed_hub(tid, layer, svc.is_some(), &pkt);
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
         let codec = track.codec.map(|c| c.spec().codec);
         let video = track.kind == TrackKind::Video;
         let infos = track.layer_infos(now, self.config.layer_inactive_after);
@@ -606,11 +572,86 @@ impl Sfu {
     /// top one), through the throttle: hub readers that cut at keyframes (HLS) need them on a
     /// schedule that WebRTC encoders do not keep by themselves.
     pub fn request_hub_keyframe(&mut self, tid: TrackId) {
-        let Some(layers) = self.tracks.get(&tid).map(|t| t.layers.len().max(1)) else {
+        let Some(layer) = self
+            .tracks
+            .get(&tid)
+            .map(|t| t.hub_layer.unwrap_or(t.layers.len().max(1) - 1))
+        else {
             return;
         };
-        self.request_keyframe(tid, layers - 1);
+        self.request_keyframe(tid, layer);
         self.process_events();
+    }
+
+    /// Hands a packet to the hub's reassembly when it belongs to the layer the hub takes. That
+    /// is the highest layer sending: a packet of a higher layer than the current one, or of
+    /// any layer once the current one has gone quiet, moves the hub to it (a new assembler,
+    /// waiting for a keyframe, which is asked for). VP9 SVC's spatial layers build on each
+    /// other within one picture: all of them go in, and come out as one superframe.
+    fn feed_hub(&mut self, tid: TrackId, layer: usize, svc: bool, pkt: &RtpPacket) {
+        let now = self.now;
+        let quiet_after = self.config.layer_inactive_after;
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        if track.assembler.is_none() {
+            return;
+        }
+        let mut switched = false;
+        if !svc && track.layers.len() > 1 && track.hub_layer != Some(layer) {
+            let current_sending = track.hub_layer.is_some_and(|h| {
+                track.layers.get(h).is_some_and(|l| {
+                    l.last_seen
+                        .is_some_and(|t| now.saturating_duration_since(t) < quiet_after)
+                })
+            });
+            if track.hub_layer.is_none_or(|h| layer > h) || !current_sending {
+                if track.hub_layer.is_some()
+                    && let Some(params) = track.codec
+                {
+                    let base = self
+                        .participants
+                        .get(&track.owner)
+                        .and_then(|p| p.media_base)
+                        .unwrap_or(now);
+                    let mut fresh = crate::depacketize::Assembler::new(
+                        params.spec().codec,
+                        params.spec().clock_rate.get(),
+                        now.saturating_duration_since(base).as_micros() as u64,
+                    );
+                    if let (Some(f), Some(old)) = (fresh.as_mut(), track.assembler.as_ref()) {
+                        f.inherit_config(old);
+                    }
+                    track.assembler = fresh;
+                    switched = true;
+                }
+                debug!(track = %tid, layer, "the hub takes this layer");
+                track.hub_layer = Some(layer);
+            } else {
+                return; // another layer than the hub's
+            }
+        }
+        if track.hub_layer.is_none() {
+            track.hub_layer = Some(layer);
+        }
+        if let Some(a) = track.assembler.as_mut()
+            && let Some(frame) = a.push(
+                *pkt.seq_no,
+                pkt.header.timestamp,
+                pkt.header.marker,
+                &pkt.payload,
+            )
+        {
+            self.out
+                .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
+                    participant: track.owner,
+                    track: tid,
+                    frame,
+                }));
+        }
+        if switched {
+            self.request_keyframe(tid, layer);
+        }
     }
 
     /// Asks a track's publisher for a keyframe on one layer, through the throttle.

@@ -250,8 +250,12 @@ pub(crate) struct Track {
     pub first_packet: Option<Instant>,
     /// RTP payload bytes received, all layers.
     pub bytes_in: u64,
-    /// Reassembles the top layer into frames for the hub (codecs it knows).
+    /// Reassembles one layer into frames for the hub (codecs it knows): the highest that is
+    /// sending (a browser holds back its top simulcast layer until its bandwidth estimate
+    /// allows it, and pauses it when the estimate drops).
     pub assembler: Option<crate::depacketize::Assembler>,
+    /// The layer `assembler` reassembles.
+    pub hub_layer: Option<usize>,
 }
 
 #[derive(Default)]
