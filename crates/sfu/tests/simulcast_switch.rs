@@ -83,3 +83,53 @@ fn layer_switches_only_at_keyframes_and_stream_stays_continuous() {
         "keyframes per layer: {sent:?}"
     );
 }
+
+#[test]
+fn the_hub_takes_the_highest_layer_that_is_sending() {
+    // A browser holds its top simulcast layers back until its bandwidth estimate allows them.
+    // The hub (LL-HLS, recording) must get frames from what is sent, and move up when more is.
+    let mut s = Scenario::new(SfuConfig::default(), 11);
+    let p = s.add_client("pub", Link::clean());
+    s.clients[p].publish = Some(Publish {
+        video: true,
+        audio: false,
+        simulcast: true,
+    });
+    s.clients[p].layers_sending = 1;
+    s.join(p, "hub");
+    s.run_for(Duration::from_secs(2));
+    // The test peer's frames carry their layer's index in their second byte.
+    let layers_seen = |s: &Scenario, from: usize| -> Vec<u8> {
+        let mut v: Vec<u8> = s.hub_frames[from..]
+            .iter()
+            .filter_map(|(_, _, f)| f.data.get(1).copied())
+            .collect();
+        v.dedup();
+        v
+    };
+    assert!(
+        !s.hub_frames.is_empty(),
+        "only the lowest layer is sent: the hub must still get frames"
+    );
+    assert_eq!(layers_seen(&s, 0), vec![0]);
+    // The top layer comes up: the hub moves to it (at a keyframe it asks for).
+    s.clients[p].layers_sending = 3;
+    let before = s.hub_frames.len();
+    s.run_for(Duration::from_secs(2));
+    let after = layers_seen(&s, before);
+    assert_eq!(
+        after.last(),
+        Some(&2),
+        "the hub follows the top layer: {after:?}"
+    );
+    assert!(
+        s.clients[p].keyframes_sent[2] >= 1,
+        "a keyframe was asked of layer 2"
+    );
+    // The top layer stops again: after a second of quiet the hub goes back down.
+    s.clients[p].layers_sending = 1;
+    let before = s.hub_frames.len();
+    s.run_for(Duration::from_secs(3));
+    let down = layers_seen(&s, before);
+    assert_eq!(down.last(), Some(&0), "back to what is sent: {down:?}");
+}

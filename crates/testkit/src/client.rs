@@ -89,6 +89,9 @@ pub struct Client {
     key_wanted: HashSet<Option<Rid>>,
     /// Keyframes sent, per layer index.
     pub keyframes_sent: [u32; 3],
+    /// Simulcast layers sent, from the lowest (3: all; fewer, as a browser whose bandwidth
+    /// estimate holds the top ones back).
+    pub layers_sending: usize,
     /// Stop producing media after this time.
     pub stop_media_at: Option<Instant>,
     /// Subscriber m-lines and the tracks they carry.
@@ -155,6 +158,7 @@ impl Client {
             audio_no: 0,
             key_wanted: HashSet::new(),
             keyframes_sent: [0; 3],
+            layers_sending: 3,
             stop_media_at: None,
             sub_tracks: HashMap::new(),
             frames: Vec::new(),
@@ -287,7 +291,7 @@ impl Client {
         } else {
             vec![None]
         };
-        for (i, rid) in layers.into_iter().enumerate() {
+        for (i, rid) in layers.into_iter().enumerate().take(self.layers_sending) {
             let key = self.key_wanted.remove(&rid);
             if key {
                 self.keyframes_sent[i] += 1;

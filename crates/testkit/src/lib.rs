@@ -52,6 +52,12 @@ pub struct Scenario {
     rng: fastrand::Rng,
     /// Datagrams dropped by link emulation, both directions.
     pub dropped: u64,
+    /// Frames the SFU reassembled for the hub: (publisher, track, frame).
+    pub hub_frames: Vec<(
+        sfu::ParticipantId,
+        sfu::TrackId,
+        sfu::depacketize::AssembledFrame,
+    )>,
 }
 
 impl Scenario {
@@ -72,6 +78,7 @@ impl Scenario {
             sfu_deadline: now,
             rng: fastrand::Rng::with_seed(seed),
             dropped: 0,
+            hub_frames: Vec::new(),
         }
     }
 
@@ -174,7 +181,16 @@ impl Scenario {
                             c.online = false;
                         }
                     }
-                    // Hub mirroring is the server's business; scenarios watch the SFU itself.
+                    // Hub mirroring is the server's business; scenarios keep only the frames
+                    // reassembled for it.
+                    Output::Event(sfu::SfuEvent::Frame {
+                        participant,
+                        track,
+                        frame,
+                    }) => {
+                        moved = true;
+                        self.hub_frames.push((participant, track, frame));
+                    }
                     Output::Event(_) => {}
                     Output::Timeout(t) => {
                         self.sfu_deadline = t;
