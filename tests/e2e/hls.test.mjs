@@ -358,6 +358,30 @@ async function main() {
     await pub.close();
   }
 
+  // A simulcast WHIP publish (H.264, as onair answers): the hub takes the highest layer being
+  // sent, which the browser raises as its bandwidth estimate grows; hls.js plays it.
+  const simPage = await browser.newPage();
+  await simPage.goto(`${base}/publish.html?stream=live/sim&autostart=1&simulcast=1`);
+  const simIndex = await waitFor(async () => {
+    const r = await get(`${base}/hls/live/sim/index.m3u8`);
+    return r.status === 200 ? r : null;
+  }, 20_000, 500);
+  check('simulcast WHIP publish: index.m3u8 answers', !!simIndex, simIndex ? '' : (await get(`${base}/api/hls`)).text);
+  if (simIndex) {
+    const viewer = await browser.newPage();
+    await viewer.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+    await viewer.goto(`${base}/watch.html?stream=live/sim&via=hls&autoplay=1&hlsjs=/hls.min.js`);
+    const played = await waitFor(() => viewer.evaluate(() => {
+      const st = window.onairState;
+      return st?.status === 'playing' && st.stats?.frames_decoded > 30 ? { ...st.stats, w: st.width, h: st.height } : null;
+    }), 30_000, 500);
+    check('simulcast over LL-HLS plays in hls.js (watch.html, frames decoded)', !!played,
+      JSON.stringify(await viewer.evaluate(() => window.onairState)));
+    if (played) figure(`simulcast WHIP → LL-HLS: ${played.w}x${played.h} in hls.js, latency ${played.latency_s?.toFixed(2)} s`);
+    await viewer.close();
+  }
+  await simPage.close();
+
   // An explicit VP8 choice stands (the SDK offers only VP8), and HLS says why it cannot package it.
   const vp8Page = await browser.newPage();
   await vp8Page.goto(`${base}/publish.html?stream=live/vp8&autostart=1&codec=vp8`);
