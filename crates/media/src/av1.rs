@@ -87,6 +87,30 @@ pub fn obus(data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8]), Av1Error>> 
     })
 }
 
+/// Whether the first frame in a temporal unit is a key frame: its frame header (in a frame
+/// or frame header OBU) starts with `show_existing_frame` = 0 and `frame_type` = KEY_FRAME (AV1
+/// spec §5.9.2; streams with `reduced_still_picture_header` are still pictures and not
+/// looked at here).
+pub fn is_key_frame(temporal_unit: &[u8]) -> bool {
+    for obu in obus(temporal_unit) {
+        let Ok((kind, obu)) = obu else { return false };
+        if kind != 3 && kind != 6 {
+            continue; // not a frame header or frame OBU
+        }
+        let h = obu[0];
+        let mut at = if h & 0x04 != 0 { 2 } else { 1 };
+        if h & 0x02 != 0 {
+            let Some((_, used)) = obu.get(at..).and_then(leb128) else {
+                return false;
+            };
+            at += used;
+        }
+        // show_existing_frame (1 bit) = 0, frame_type (2 bits) = 0.
+        return obu.get(at).is_some_and(|b| b & 0xe0 == 0);
+    }
+    false
+}
+
 /// What a sequence header says about the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Av1Config {
@@ -450,5 +474,17 @@ mod tests {
             Some(Av1Error::NoSequenceHeader)
         );
         assert!(obus(&[0x0a, 0x05, 1]).any(|o| o.is_err()));
+    }
+
+    #[test]
+    fn key_frames_are_told_by_their_frame_header() {
+        // A frame OBU (type 6) with show_existing_frame 0 and frame_type 0 (KEY_FRAME)...
+        let key = [(6 << 3) | 0x02, 2, 0x10, 0xff];
+        // ...and one with frame_type 1 (INTER), after a temporal delimiter.
+        let inter = [(2 << 3) | 0x02, 0, (6 << 3) | 0x02, 2, 0x20, 0xff];
+        assert!(is_key_frame(&key));
+        assert!(!is_key_frame(&inter));
+        assert!(!is_key_frame(&[]));
+        assert!(!is_key_frame(&[(6 << 3) | 0x02, 5]));
     }
 }

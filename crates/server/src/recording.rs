@@ -63,6 +63,9 @@ struct RoomRecording {
     state: Mutex<Manifest>,
     /// Held while the manifest is written: one writer at a time, each with the latest state.
     writing: tokio::sync::Mutex<()>,
+    /// `STREAM#kind` of the jobs running, so a member is never recorded twice (the API and
+    /// the hub's start event can both see a member that starts as the recording does).
+    jobs: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The JSON file beside a room's track files.
@@ -150,6 +153,9 @@ impl Recorder {
     /// Starts recording one member's stream of a recorded room: a file per track kind.
     fn start_member(self: &Arc<Self>, room: &Arc<RoomRecording>, name: &StreamName) {
         for kind in [MediaKind::Video, MediaKind::Audio] {
+            if !room.jobs().insert(job_key(name, kind)) {
+                continue; // already being recorded
+            }
             let job = Job {
                 name: name.clone(),
                 only: Some(kind),
@@ -274,6 +280,9 @@ async fn record(recorder: Arc<Recorder>, mut job: Job) {
         }
         record_from(&recorder, &mut job, reader).await;
     }
+    if let (Some(room), Some(kind)) = (&job.room, job.only) {
+        room.jobs().remove(&job_key(&name, kind));
+    }
     if let Some(id) = job.id {
         let mut active = recorder.active();
         if active.get(&name.to_string()).is_some_and(|(i, _)| *i == id) {
@@ -357,33 +366,42 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
             .iter()
             .any(|s| s.init == init_id && s.data.is_some());
         if writer.as_ref().is_none_or(|(id, _, _)| *id != init_id) && complete {
-            // Never overwrite: a republish within the same second gets the next number.
-            let mut file = file_name(&name, SystemTime::now(), files, suffix);
-            while recorder.dir.join(&file).exists() || recorder.status().contains_key(&file) {
+            // Never overwrite: a republish within the same second gets the next number. The
+            // name is chosen and claimed under one lock, so two recordings never pick the same.
+            let file = {
+                let mut status = recorder.status();
+                let mut file = file_name(&name, SystemTime::now(), files, suffix);
+                while recorder.dir.join(&file).exists() || status.contains_key(&file) {
+                    files += 1;
+                    file = file_name(&name, SystemTime::now(), files, suffix);
+                }
                 files += 1;
-                file = file_name(&name, SystemTime::now(), files, suffix);
-            }
-            files += 1;
+                status.insert(
+                    file.clone(),
+                    RecordingStatus {
+                        file: file.clone(),
+                        stream: name.to_string(),
+                        state: "recording",
+                        bytes: 0,
+                        error: None,
+                        started: SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs(),
+                        room: job.room.as_ref().map(|r| r.room.clone()),
+                        kind: job.only,
+                    },
+                );
+                file
+            };
             let (tx, rx) = mpsc::channel(QUEUE);
             let path = recorder.dir.join(&file);
-            recorder.status().insert(
-                file.clone(),
-                RecordingStatus {
-                    file: file.clone(),
-                    stream: name.to_string(),
-                    state: "recording",
-                    bytes: 0,
-                    error: None,
-                    started: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs(),
-                    room: job.room.as_ref().map(|r| r.room.clone()),
-                    kind: job.only,
-                },
-            );
             info!(stream = %name, file, "recording");
             if let Some(room) = &job.room {
+                // The file before (a track change) ends where this one begins.
+                if let Some((_, _, old)) = &writer {
+                    room.end_track(old, SystemTime::now());
+                }
                 // The file's first sample: the first segment of this init.
                 let first = seg
                     .segments()
@@ -405,11 +423,6 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
                     end_ms: None,
                 });
                 write_manifest(recorder, room).await;
-            }
-            if let Some((_, _, old)) = &writer
-                && let Some(room) = &job.room
-            {
-                room.end_track(old, SystemTime::now());
             }
             tokio::spawn(write_file(recorder.clone(), path, file.clone(), rx));
             let _ = tx.try_send(init);
@@ -450,7 +463,16 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
     // Dropping the sender lets the writer finish the file.
 }
 
+/// A room job's key: the member's stream and the kind of track.
+fn job_key(name: &StreamName, kind: MediaKind) -> String {
+    format!("{name}#{kind:?}")
+}
+
 impl RoomRecording {
+    fn jobs(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Manifest> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -683,6 +705,7 @@ async fn start_api(State(recorder): State<Arc<Recorder>>, body: Bytes) -> Respon
                         tracks: Vec::new(),
                     }),
                     writing: tokio::sync::Mutex::new(()),
+                    jobs: Mutex::new(std::collections::HashSet::new()),
                 });
                 rooms.insert(room.clone(), rec.clone());
                 rec

@@ -193,6 +193,18 @@ impl Assembler {
         if !marker || last - first + 1 != self.packets.len() as u64 {
             return None;
         }
+        // The first packet held must start the frame; one that does not means the start is
+        // still on its way (reordered) or lost: wait, as for the other codecs.
+        let head = &self.packets.values().next()?.1;
+        let starts = match self.kind {
+            Kind::Vp9(_) => vp9_descriptor(head).is_some_and(|(_, begin)| begin),
+            // Z: the first element continues an OBU from the packet before.
+            Kind::Av1(_) => head.first().is_some_and(|a| a & 0x80 == 0),
+            _ => true,
+        };
+        if !starts {
+            return None;
+        }
         if let Kind::Vp9(last) = &mut self.kind {
             let frame = vp9_picture(self.packets.values().map(|(_, p)| &p[..]));
             let Some(data) = frame else {
@@ -214,7 +226,8 @@ impl Assembler {
                 return None;
             };
             let header = media::av1::Av1Config::from_temporal_unit(&data).ok();
-            let key = new_sequence || header.is_some();
+            // A sequence header may ride on any temporal unit; only a key frame starts one.
+            let key = new_sequence || (header.is_some() && media::av1::is_key_frame(&data));
             let config = match header {
                 Some(h) if last.as_ref() != Some(&h) => {
                     let record = h.to_record();
@@ -658,6 +671,30 @@ mod tests {
             .unwrap();
         assert!(!f.keyframe);
         assert_eq!(f.data, vec![0x81, 0x11, 0x22]);
+    }
+
+    #[test]
+    fn a_vp9_or_av1_frame_whose_first_packet_is_late_waits_for_it() {
+        let key = vp9_key();
+        let mut a = Assembler::new(Codec::Vp9, 90_000, 0).unwrap();
+        let mut p1 = vec![0x08]; // B
+        p1.extend_from_slice(&key[..10]);
+        let mut p2 = vec![0x04]; // E
+        p2.extend_from_slice(&key[10..]);
+        // The end arrives first: no frame, nothing given up.
+        assert!(a.push(2, 0, true, &arc(&p2)).is_none());
+        let f = a
+            .push(1, 0, false, &arc(&p1))
+            .expect("complete once the start is in");
+        assert!(f.keyframe);
+        assert_eq!(f.data, key);
+        // AV1: a continuation (Z) first waits too.
+        let mut b = Assembler::new(Codec::Av1, 90_000, 0).unwrap();
+        assert!(b.push(2, 0, true, &arc(&[0x80 | 0x10, 4, 5, 6])).is_none());
+        let f = b
+            .push(1, 0, false, &arc(&[0x40 | 0x10 | 0x08, 0x30, 1, 2, 3]))
+            .expect("complete once the start is in");
+        assert_eq!(f.data, vec![0x32, 6, 1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
