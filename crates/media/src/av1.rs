@@ -138,20 +138,12 @@ pub struct Av1Config {
     pub sequence_header: Vec<u8>,
 }
 
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
+/// The shared reader, failing as cut-short data.
+struct Bits<'a>(crate::bits::Bits<'a>);
 
 impl Bits<'_> {
     fn f(&mut self, n: u32) -> Result<u32, Av1Error> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = self.data.get(self.pos / 8).ok_or(Av1Error::Truncated)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Ok(v)
+        self.0.read(n).ok_or(Av1Error::Truncated)
     }
 
     fn flag(&mut self) -> Result<bool, Av1Error> {
@@ -195,10 +187,9 @@ impl Av1Config {
                 .ok_or(Av1Error::Truncated)?
                 .1;
         }
-        let mut b = Bits {
-            data: obu.get(start..).ok_or(Av1Error::Truncated)?,
-            pos: 0,
-        };
+        let mut b = Bits(crate::bits::Bits::new(
+            obu.get(start..).ok_or(Av1Error::Truncated)?,
+        ));
         let profile = b.f(3)? as u8;
         if profile > 2 {
             return Err(Av1Error::Invalid("seq_profile"));

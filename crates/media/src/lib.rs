@@ -9,4 +9,5 @@
 pub mod aac;
 pub mod av1;
 pub mod avc;
+mod bits;
 pub mod vp;

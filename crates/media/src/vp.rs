@@ -120,21 +120,12 @@ pub fn vp8_keyframe(frame: &[u8]) -> Result<VpConfig, VpError> {
     })
 }
 
-/// Most significant bit first, as VP9 headers are written.
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
+/// The shared reader, failing as a cut-short header.
+struct Bits<'a>(crate::bits::Bits<'a>);
 
 impl Bits<'_> {
     fn read(&mut self, n: u32) -> Result<u32, VpError> {
-        let mut v = 0;
-        for _ in 0..n {
-            let byte = self.data.get(self.pos / 8).ok_or(VpError::Truncated)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Ok(v)
+        self.0.read(n).ok_or(VpError::Truncated)
     }
 }
 
@@ -147,10 +138,7 @@ pub fn vp9_is_keyframe(frame: &[u8]) -> bool {
 /// frame_marker, profile, show_existing_frame, frame_type, show_frame, error_resilient_mode,
 /// frame_sync_code, color_config, frame_size).
 pub fn vp9_keyframe(frame: &[u8]) -> Result<VpConfig, VpError> {
-    let mut b = Bits {
-        data: frame,
-        pos: 0,
-    };
+    let mut b = Bits(crate::bits::Bits::new(frame));
     if b.read(2)? != 2 {
         return Err(VpError::BadStartCode); // frame_marker
     }

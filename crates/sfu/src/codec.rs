@@ -115,11 +115,9 @@ fn vp8_key_height(p: &[u8]) -> Option<u32> {
             idx += 1;
         }
     }
-    let f = p.get(idx..idx + 10)?;
-    if f[0] & 1 != 0 || f[3..6] != [0x9d, 0x01, 0x2a] {
-        return None;
-    }
-    Some(u16::from_le_bytes([f[8], f[9]]) as u32 & 0x3fff)
+    media::vp::vp8_keyframe(p.get(idx..)?)
+        .ok()
+        .map(|c| c.height)
 }
 
 /// An SPS alone or inside a STAP-A (RFC 6184 §5.7.1).
