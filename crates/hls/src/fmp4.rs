@@ -134,8 +134,8 @@ fn track(t: &TrackSpec) -> Result<Trak, HlsError> {
     let video = info.kind() == hub::MediaKind::Video;
     let visual = |(w, h): (u32, u32)| Visual {
         data_reference_index: 1,
-        width: w as u16,
-        height: h as u16,
+        width: w.min(u32::from(u16::MAX)) as u16,
+        height: h.min(u32::from(u16::MAX)) as u16,
         horizresolution: 72.into(),
         vertresolution: 72.into(),
         frame_count: 1,

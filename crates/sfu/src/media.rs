@@ -309,6 +309,7 @@ impl Sfu {
                 bytes_in: 0,
                 assembler: None,
                 hub_layer: None,
+                hub_last_pts: 0,
             },
         );
     }
@@ -614,10 +615,14 @@ impl Sfu {
                         .get(&track.owner)
                         .and_then(|p| p.media_base)
                         .unwrap_or(now);
+                    // The new layer's frames start after the last one the hub got: its own
+                    // timeline began with its first packet, not with the old layer's.
+                    let offset = (now.saturating_duration_since(base).as_micros() as u64)
+                        .max(track.hub_last_pts + 1_000);
                     let mut fresh = crate::depacketize::Assembler::new(
                         params.spec().codec,
                         params.spec().clock_rate.get(),
-                        now.saturating_duration_since(base).as_micros() as u64,
+                        offset,
                     );
                     if let (Some(f), Some(old)) = (fresh.as_mut(), track.assembler.as_ref()) {
                         f.inherit_config(old);
@@ -642,6 +647,7 @@ impl Sfu {
                 &pkt.payload,
             )
         {
+            track.hub_last_pts = track.hub_last_pts.max(frame.pts_us);
             self.out
                 .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
                     participant: track.owner,

@@ -256,6 +256,9 @@ pub(crate) struct Track {
     pub assembler: Option<crate::depacketize::Assembler>,
     /// The layer `assembler` reassembles.
     pub hub_layer: Option<usize>,
+    /// The pts of the last frame handed to the hub, so that one from another layer never
+    /// goes back in time.
+    pub hub_last_pts: u64,
 }
 
 #[derive(Default)]

@@ -132,4 +132,11 @@ fn the_hub_takes_the_highest_layer_that_is_sending() {
     s.run_for(Duration::from_secs(3));
     let down = layers_seen(&s, before);
     assert_eq!(down.last(), Some(&0), "back to what is sent: {down:?}");
+    // Across both moves the hub's times only go forward.
+    let pts: Vec<u64> = s.hub_frames.iter().map(|(_, _, f)| f.pts_us).collect();
+    assert!(
+        pts.windows(2).all(|w| w[1] > w[0]),
+        "hub frame times go back: {:?}",
+        pts.windows(2).find(|w| w[1] <= w[0])
+    );
 }
