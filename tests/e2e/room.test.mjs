@@ -302,11 +302,18 @@ async function main() {
         `subscriber ${sub.protocol}, publisher ${pub.protocol}`);
     }
     // ONAIR_E2E_EXPECT_CANDIDATE=relay (with ?relay=1) proves the call went through onair's TURN.
+    // Chromium sometimes labels the selected local candidate of a relayed path peer-reflexive
+    // (prflx, learnt from the SFU's binding response) rather than relay; it then still reports
+    // its relayProtocol, which only relayed candidates have. With ?relay=1 that is the same
+    // TURN path, so a prflx candidate with a relay protocol counts as relay. (Seen in 1 CI run
+    // of several; why the label differs is not understood yet.)
     const wantCand = process.env.ONAIR_E2E_EXPECT_CANDIDATE;
     if (wantCand) {
+      const kind = (s) => (wantCand === 'relay' && s.local_candidate_type === 'prflx' && s.relay_protocol ? 'relay' : s.local_candidate_type);
       check(`${p.name} media via ${wantCand} candidates both ways`,
-        sub.local_candidate_type === wantCand && pub.local_candidate_type === wantCand,
-        `subscriber ${sub.local_candidate_type}, publisher ${pub.local_candidate_type}`);
+        kind(sub) === wantCand && kind(pub) === wantCand,
+        `subscriber ${sub.local_candidate_type}${sub.relay_protocol ? ` (relay protocol ${sub.relay_protocol})` : ''}, `
+        + `publisher ${pub.local_candidate_type}${pub.relay_protocol ? ` (relay protocol ${pub.relay_protocol})` : ''}`);
     }
     // ONAIR_E2E_EXPECT_RELAY_PROTOCOL=tcp: the browser reached TURN over TCP (UDP blocked).
     const wantRelayProto = process.env.ONAIR_E2E_EXPECT_RELAY_PROTOCOL;
