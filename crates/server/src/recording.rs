@@ -306,7 +306,9 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
     let mut writer: Option<(u32, mpsc::Sender<Bytes>, String)> = None;
     let mut written = (0u64, 0usize); // (msn, parts) already handed to the writer
     let mut files = 0;
-    let mut tracks: Arc<[hub::TrackInfo]> = Arc::from(Vec::new());
+    // The codec of each kind last described: a file may open after its track has left the
+    // hub's list (a member who leaves before the first segment is complete).
+    let mut codecs: HashMap<MediaKind, &'static str> = HashMap::new();
     let mut warned = false;
     if *job.stop.borrow() {
         return;
@@ -330,7 +332,9 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
                 }
                 Some(item) => {
                     if let Item::Tracks(t) = &item {
-                        tracks = t.clone();
+                        for info in t.iter() {
+                            codecs.insert(info.kind(), info.codec.name());
+                        }
                     }
                     let r = match &item {
                         Item::Tracks(t) => seg.set_tracks(t),
@@ -409,10 +413,7 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
                     .find(|s| s.init == init_id)
                     .map_or_else(SystemTime::now, |s| s.program_date_time);
                 let kind = job.only.unwrap_or(MediaKind::Video);
-                let codec = tracks
-                    .iter()
-                    .find(|t| t.kind() == kind)
-                    .map_or("", |t| t.codec.name());
+                let codec = codecs.get(&kind).copied().unwrap_or("");
                 room.add_track(ManifestTrack {
                     participant: name.to_string().rsplit('/').next().unwrap_or("").to_owned(),
                     stream: name.to_string(),
