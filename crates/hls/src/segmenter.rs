@@ -32,6 +32,12 @@ pub struct SegmenterConfig {
     /// Take VP8 video (as `vp08`, which FFmpeg and browsers' MP4 readers play). Recordings do;
     /// HLS does not, as HLS players do not take VP8.
     pub vp8: bool,
+    /// Keep every frame (recordings): a track that changes its configuration before the first
+    /// complete segment ends the media built so far as a short segment of the old init,
+    /// instead of dropping it. HLS starts over, as nothing has been served yet; so does this
+    /// when the kinds of track change (a source's audio described before its video), which
+    /// is a source still coming up, not a new picture size.
+    pub keep_every_frame: bool,
 }
 
 impl Default for SegmenterConfig {
@@ -42,6 +48,7 @@ impl Default for SegmenterConfig {
             window_segments: 15,
             only: None,
             vp8: false,
+            keep_every_frame: false,
         }
     }
 }
@@ -249,12 +256,21 @@ impl Segmenter {
         }
         let specs: Vec<TrackSpec> = tracks.iter().map(|t| t.spec.clone()).collect();
         let init = fmp4::init_segment(&specs)?;
-        // Whatever was being built belongs to the old tracks: close it, and mark the
-        // discontinuity. Before the first complete segment nothing has been served (playlists
-        // wait for one), so the new description simply replaces the old: RTMP describes video,
-        // then audio; a WebRTC source's audio may start before its video is described.
+        // Whatever was being built belongs to the old tracks: close it (with the frames still
+        // held for the next part), and mark the discontinuity. Before the first complete
+        // segment nothing has been served (playlists wait for one), so the new description
+        // simply replaces the old: RTMP describes video, then audio; a WebRTC source's audio
+        // may start before its video is described.
+        let same_kinds = self.tracks.len() == tracks.len()
+            && self
+                .tracks
+                .iter()
+                .zip(&tracks)
+                .all(|(a, b)| a.spec.info.kind() == b.spec.info.kind());
+        if self.has_segment() || (self.config.keep_every_frame && same_kinds) {
+            self.finish()?;
+        }
         if self.has_segment() {
-            self.close_segment();
             self.discontinuity = true;
         } else {
             self.start_over();

@@ -520,3 +520,69 @@ fn a_reader_that_joins_mid_gop_asks_for_a_keyframe_at_once() {
     assert!(s.keyframe_due());
     assert!(s.keyframe_request(std::time::Instant::now()));
 }
+
+#[test]
+fn a_recording_keeps_the_frames_before_an_early_picture_change() {
+    // 1.5 s of media, shorter than the first segment's 2 s, then the video's configuration
+    // changes (a WebRTC publisher's resolution ramping up).
+    let changed = || {
+        let mut t = tracks();
+        let sps = hex("6742c01fda0280bfe5c044000003000400000300f03c58ba80");
+        let avcc = media::avc::AvcConfig::from_parameter_sets(&sps, &hex("68ce0fc8"))
+            .expect("avcC")
+            .to_bytes();
+        t[0].config = Arc::from(avcc);
+        t
+    };
+    let frames_in = |s: &Segmenter, init: u32| -> f64 {
+        s.segments()
+            .iter()
+            .filter(|g| g.init == init)
+            .map(|g| g.duration())
+            .sum()
+    };
+    // A recording: the 1.5 s become a complete (short) segment of the first init.
+    let mut rec = run(
+        1.5,
+        SegmenterConfig {
+            keep_every_frame: true,
+            ..Default::default()
+        },
+    );
+    rec.set_tracks(&changed()).expect("new tracks");
+    assert_eq!(rec.init().map(|(id, _)| id), Some(1));
+    let first = &rec.segments()[0];
+    assert_eq!(first.init, 0);
+    assert!(
+        first.data.is_some(),
+        "closed, so a file can be opened for it"
+    );
+    assert!(
+        (frames_in(&rec, 0) - 1.5).abs() < 0.1,
+        "every frame kept: {} s",
+        frames_in(&rec, 0)
+    );
+    assert!(rec.init_by_id(0).is_some(), "its init is still there");
+    // HLS: nothing was served yet, so it starts over with the new init.
+    let mut live = run(1.5, SegmenterConfig::default());
+    live.set_tracks(&changed()).expect("new tracks");
+    assert!(live.segments().is_empty());
+    // A recording whose kinds of track change (audio first, then video described) starts
+    // over too: a source coming up is not worth a file of its own.
+    let mut rec = Segmenter::new(SegmenterConfig {
+        keep_every_frame: true,
+        ..Default::default()
+    });
+    rec.set_tracks(&tracks()[1..]).expect("audio alone");
+    let t0 = SystemTime::now();
+    for f in stream(1.0).iter().filter(|f| f.track == 1) {
+        let f = Frame {
+            track: 0,
+            ..f.clone()
+        };
+        rec.push(&f, t0).expect("push");
+    }
+    assert!(frames_in(&rec, 0) > 0.5);
+    rec.set_tracks(&tracks()).expect("video described");
+    assert!(rec.segments().is_empty(), "started over");
+}

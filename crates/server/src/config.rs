@@ -512,6 +512,7 @@ impl Config {
             window_segments: self.hls_window_segments(),
             only: None,
             vp8: false,
+            keep_every_frame: false,
         }
     }
 
@@ -523,6 +524,7 @@ impl Config {
             window_segments: 2,
             only: None,
             vp8: true,
+            keep_every_frame: true,
         }
     }
 

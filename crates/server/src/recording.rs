@@ -356,100 +356,81 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
                 }
             }
         }
-        let Some((init_id, init)) = seg.init().map(|(i, b)| (i, b.clone())) else {
-            if ended {
-                break;
-            }
-            continue;
-        };
-        // A new init segment (first, or after a track change) starts a new file, once it has a
-        // complete segment: a source's first moments can change its tracks again (a WebRTC
-        // publisher's layers coming up), and a file per such flicker helps nobody.
-        let complete = seg
+        // Hand every part cut since the last look to the file of its init segment. A new init
+        // (first, or after a track change) starts a new file, once it has a complete segment:
+        // a source's first moments can change its tracks again (a WebRTC publisher's audio
+        // described before its video), and a file per such flicker helps nobody. (A change of
+        // the same tracks, as a new picture size, closes the segment before it, so no frame is
+        // lost: `keep_every_frame`.)
+        let ready: Vec<u32> = seg
             .segments()
             .iter()
-            .any(|s| s.init == init_id && s.data.is_some());
-        if writer.as_ref().is_none_or(|(id, _, _)| *id != init_id) && complete {
-            // Never overwrite: a republish within the same second gets the next number. The
-            // name is chosen and claimed under one lock, so two recordings never pick the same.
-            let file = {
-                let mut status = recorder.status();
-                let mut file = file_name(&name, SystemTime::now(), files, suffix);
-                while recorder.dir.join(&file).exists() || status.contains_key(&file) {
-                    files += 1;
-                    file = file_name(&name, SystemTime::now(), files, suffix);
-                }
-                files += 1;
-                status.insert(
-                    file.clone(),
-                    RecordingStatus {
-                        file: file.clone(),
+            .filter(|s| s.data.is_some())
+            .map(|s| s.init)
+            .collect();
+        let mut failed = false;
+        for s in seg.segments() {
+            if s.msn < written.0 || !ready.contains(&s.init) {
+                continue;
+            }
+            if writer.as_ref().is_none_or(|(id, _, _)| *id != s.init) {
+                let Some(init) = seg.init_by_id(s.init).cloned() else {
+                    continue;
+                };
+                let file = claim_file(recorder, job, &name, &mut files, suffix);
+                let (tx, rx) = mpsc::channel(QUEUE);
+                let path = recorder.dir.join(&file);
+                info!(stream = %name, file, "recording");
+                if let Some(room) = &job.room {
+                    // The file before (a track change) ends where this one begins.
+                    if let Some((_, _, old)) = &writer {
+                        room.end_track(old, s.program_date_time);
+                    }
+                    let kind = job.only.unwrap_or(MediaKind::Video);
+                    let codec = codecs.get(&kind).copied().unwrap_or("");
+                    room.add_track(ManifestTrack {
+                        participant: name.to_string().rsplit('/').next().unwrap_or("").to_owned(),
                         stream: name.to_string(),
-                        state: "recording",
-                        bytes: 0,
-                        error: None,
-                        started: SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_secs(),
-                        room: job.room.as_ref().map(|r| r.room.clone()),
-                        kind: job.only,
-                    },
-                );
-                file
-            };
-            let (tx, rx) = mpsc::channel(QUEUE);
-            let path = recorder.dir.join(&file);
-            info!(stream = %name, file, "recording");
-            if let Some(room) = &job.room {
-                // The file before (a track change) ends where this one begins.
-                if let Some((_, _, old)) = &writer {
-                    room.end_track(old, SystemTime::now());
+                        kind,
+                        codec,
+                        file: file.clone(),
+                        start_ms: room.offset_ms(s.program_date_time),
+                        end_ms: None,
+                    });
+                    write_manifest(recorder, room).await;
                 }
-                // The file's first sample: the first segment of this init.
-                let first = seg
-                    .segments()
-                    .iter()
-                    .find(|s| s.init == init_id)
-                    .map_or_else(SystemTime::now, |s| s.program_date_time);
-                let kind = job.only.unwrap_or(MediaKind::Video);
-                let codec = codecs.get(&kind).copied().unwrap_or("");
-                room.add_track(ManifestTrack {
-                    participant: name.to_string().rsplit('/').next().unwrap_or("").to_owned(),
-                    stream: name.to_string(),
-                    kind,
-                    codec,
-                    file: file.clone(),
-                    start_ms: room.offset_ms(first),
-                    end_ms: None,
-                });
-                write_manifest(recorder, room).await;
+                tokio::spawn(write_file(recorder.clone(), path, file.clone(), rx));
+                let _ = tx.try_send(init);
+                writer = Some((s.init, tx, file));
+                written = (s.msn, 0);
             }
-            tokio::spawn(write_file(recorder.clone(), path, file.clone(), rx));
-            let _ = tx.try_send(init);
-            writer = Some((init_id, tx, file));
-        }
-        // Hand over every part cut since the last look.
-        let Some((id, tx, file)) = writer.as_ref() else {
-            if ended {
+            let Some((_, tx, file)) = writer.as_ref() else {
                 break;
-            }
-            continue;
-        };
-        for data in new_parts(&seg, *id, &mut written) {
-            let sent = if ended {
-                tx.send(data).await.is_ok()
-            } else {
-                tx.try_send(data).is_ok()
             };
-            if !sent {
-                fail(
-                    recorder,
-                    file,
-                    "the disk is too slow: recording stopped".into(),
-                );
+            let from = if s.msn == written.0 { written.1 } else { 0 };
+            for p in s.parts.iter().skip(from) {
+                let sent = if ended {
+                    tx.send(p.data.clone()).await.is_ok()
+                } else {
+                    tx.try_send(p.data.clone()).is_ok()
+                };
+                if !sent {
+                    fail(
+                        recorder,
+                        file,
+                        "the disk is too slow: recording stopped".into(),
+                    );
+                    failed = true;
+                    break;
+                }
+            }
+            written = (s.msn, s.parts.len());
+            if failed {
                 break;
             }
+        }
+        if failed {
+            break;
         }
         if ended {
             break;
@@ -462,6 +443,42 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
         write_manifest(recorder, room).await;
     }
     // Dropping the sender lets the writer finish the file.
+}
+
+/// Chooses the next file name for a job and claims it. Never overwrite: a republish within
+/// the same second gets the next number. The name is chosen and claimed under one lock, so two
+/// recordings never pick the same.
+fn claim_file(
+    recorder: &Recorder,
+    job: &Job,
+    name: &StreamName,
+    files: &mut u32,
+    suffix: &str,
+) -> String {
+    let mut status = recorder.status();
+    let mut file = file_name(name, SystemTime::now(), *files, suffix);
+    while recorder.dir.join(&file).exists() || status.contains_key(&file) {
+        *files += 1;
+        file = file_name(name, SystemTime::now(), *files, suffix);
+    }
+    *files += 1;
+    status.insert(
+        file.clone(),
+        RecordingStatus {
+            file: file.clone(),
+            stream: name.to_string(),
+            state: "recording",
+            bytes: 0,
+            error: None,
+            started: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            room: job.room.as_ref().map(|r| r.room.clone()),
+            kind: job.only,
+        },
+    );
+    file
 }
 
 /// A room job's key: the member's stream and the kind of track.
@@ -516,21 +533,6 @@ async fn write_manifest(recorder: &Recorder, room: &RoomRecording) {
     if let Err(e) = result {
         warn!(room = room.room, "writing {}: {e}", path.display());
     }
-}
-
-/// The parts of init `init`'s segments cut since `written` (segment, parts of it already
-/// taken), which it moves past them.
-fn new_parts(seg: &Segmenter, init: u32, written: &mut (u64, usize)) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    for s in seg.segments() {
-        if s.init != init || s.msn < written.0 {
-            continue;
-        }
-        let from = if s.msn == written.0 { written.1 } else { 0 };
-        out.extend(s.parts.iter().skip(from).map(|p| p.data.clone()));
-        *written = (s.msn, s.parts.len());
-    }
-    out
 }
 
 fn fail(recorder: &Recorder, file: &str, why: String) {
