@@ -434,7 +434,7 @@ async function main() {
   if (!check('openssl made a test certificate', openssl.status === 0, openssl.status === 0 ? '' : openssl.stderr)) return 1;
   const victim = spawn(bin, [], {
     env: { ...process.env, ONAIR_HTTP_LISTEN: `127.0.0.1:${port2}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
-      ONAIR_HTTP_TLS_CERT: cert, ONAIR_HTTP_TLS_KEY: key,
+      ONAIR_HTTP_TLS_CERT: cert, ONAIR_HTTP_TLS_KEY: key, ONAIR_HLS_AAC_FROM_OPUS: 'true',
       ONAIR_RTMP_LISTEN: `127.0.0.1:${RTMP_PORT + 1}`, ONAIR_TURN_ENABLED: 'false',
       ONAIR_RECORDING_ENABLED: 'true', ONAIR_RECORDING_DIR: killDir },
     stdio: ['ignore', log, log],
@@ -444,6 +444,51 @@ async function main() {
   const tlsPage = await tlsContext.newPage();
   const tlsUp = await waitFor(async () => (await tlsPage.request.get(`${base2}/healthz`).catch(() => null))?.ok(), 15_000, 200);
   check('the second server answers over HTTPS', !!tlsUp);
+
+  // hls.aac_from_opus (on for this server): a WHIP publish's Opus is served as AAC, for native
+  // HLS players that take only AAC. Chromium decodes it in hls.js, and FFmpeg without an error.
+  const aacPub = await tlsContext.newPage();
+  await aacPub.goto(`${base2}/publish.html?stream=live/aac&autostart=1&codec=h264`);
+  const aacIndex = await waitFor(async () => {
+    const r = await tlsPage.request.get(`${base2}/hls/live/aac/index.m3u8`).catch(() => null);
+    return r?.status() === 200 ? r.text() : null;
+  }, 20_000, 500);
+  check('aac_from_opus: a WHIP stream\'s index.m3u8 has avc1 and mp4a.40.2, not opus',
+    /CODECS="avc1\.[0-9a-f]{6},mp4a\.40\.2"/.test(aacIndex ?? ''), aacIndex ?? 'no playlist');
+  if (aacIndex) {
+    const aacWatch = await tlsContext.newPage();
+    await aacWatch.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+    await aacWatch.goto(`${base2}/watch.html?stream=live/aac&via=hls&autoplay=1&hlsjs=/hls.min.js`);
+    const heard = await waitFor(() => aacWatch.evaluate(() => {
+      const v = document.querySelector('video');
+      return window.onairState?.status === 'playing' && v?.webkitAudioDecodedByteCount > 20_000
+        ? { audio_bytes: v.webkitAudioDecodedByteCount, latency: window.onairState.stats?.latency_s } : null;
+    }), 20_000, 500);
+    check('aac_from_opus: hls.js in Chromium plays it and decodes its audio', !!heard,
+      JSON.stringify(await aacWatch.evaluate(() => ({ st: window.onairState, audio: document.querySelector('video')?.webkitAudioDecodedByteCount }))));
+    // The AAC of the last complete segment, with its init segment, through FFmpeg's decoder.
+    const media = await (await tlsPage.request.get(`${base2}/hls/live/aac/media.m3u8`)).text();
+    const map = media.match(/#EXT-X-MAP:URI="([^"]+)"/g)?.at(-1)?.match(/URI="([^"]+)"/)?.[1];
+    const segs = media.split('\n').filter((l) => l && !l.startsWith('#'));
+    if (check('aac_from_opus: the media playlist has an init and a segment', !!map && segs.length > 0, media)) {
+      const body = async (u) => Buffer.from(await (await tlsPage.request.get(`${base2}/hls/live/aac/${u}`)).body());
+      const file = path.join(certDir, 'aac.mp4');
+      fs.writeFileSync(file, Buffer.concat([await body(map), await body(segs.at(-1))]));
+      const dec = spawnSync(FFMPEG, ['-v', 'error', '-i', file, '-map', '0:a', '-f', 'null', '-'], { encoding: 'utf8' });
+      const vol = spawnSync(FFMPEG, ['-hide_banner', '-nostats', '-i', file, '-map', '0:a', '-af', 'volumedetect', '-f', 'null', '-'],
+        { encoding: 'utf8' });
+      const p = spawnSync(FFPROBE, ['-v', 'error', '-select_streams', 'a', '-show_entries', 'stream=codec_name,profile,sample_rate',
+        '-of', 'csv=p=0', file], { encoding: 'utf8' }).stdout.trim();
+      // Chromium's fake microphone beeps: loud at its peaks, not silence.
+      const peak = Number(vol.stderr.match(/max_volume: (-?[\d.]+) dB/)?.[1] ?? -999);
+      const errors = dec.stderr.split('\n').filter((l) => l.trim());
+      check('aac_from_opus: FFmpeg decodes the AAC-LC 48 kHz audio without an error, and it is not silence',
+        p === 'aac,LC,48000' && errors.length === 0 && peak > -30, JSON.stringify({ p, peak, errors }));
+      figure(`aac_from_opus: ${p}, peak ${peak} dB in the last segment; hls.js decoded ${heard?.audio_bytes} audio bytes, latency ${heard?.latency?.toFixed(2)} s`);
+    }
+    await aacWatch.close();
+  }
+  await aacPub.close();
   const killStart = Date.now();
   const ff2 = spawn(FFMPEG, ['-hide_banner', '-loglevel', 'error', '-re',
     '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
@@ -466,7 +511,7 @@ async function main() {
   victim.kill('SIGKILL');
   await sleep(300);
   ff2.kill('SIGKILL');
-  const partial = fs.readdirSync(killDir).filter((f) => f.endsWith('.mp4'));
+  const partial = fs.readdirSync(killDir).filter((f) => f.startsWith('live_kill-') && f.endsWith('.mp4'));
   if (check('a file was being recorded when the server was killed', partial.length === 1, JSON.stringify(partial))) {
     const p = probe(path.join(killDir, partial[0]));
     check(`the killed server's recording still plays: h264 + aac, up to the kill (~${killAfter} s after FFmpeg started)`,

@@ -200,6 +200,9 @@ pub struct Hls {
     /// Seconds of each stream kept for players to seek back in (a DVR window); 0: only
     /// `window_segments`. Memory per stream is about its bitrate times this.
     pub dvr_window_s: u64,
+    /// Serve AAC encoded from a stream's Opus (WebRTC sources), for native HLS players that
+    /// take only AAC (Safari, iOS); off: Opus, which hls.js and Chromium play.
+    pub aac_from_opus: bool,
 }
 
 impl Default for Hls {
@@ -211,6 +214,7 @@ impl Default for Hls {
             window_segments: 15,
             max_block_ms: 6000,
             dvr_window_s: 0,
+            aac_from_opus: false,
         }
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::hls_aac::AacFromOpus;
 
 /// How long an ended stream's playlist (with EXT-X-ENDLIST) stays available.
 const LINGER: Duration = Duration::from_secs(60);
@@ -34,6 +35,8 @@ pub struct HlsServer {
     streams: Mutex<HashMap<String, Arc<HlsStream>>>,
     config: SegmenterConfig,
     max_block: Duration,
+    /// `hls.aac_from_opus`.
+    aac_from_opus: bool,
 }
 
 struct HlsStream {
@@ -90,6 +93,7 @@ pub fn start(config: &Config, hub: Hub) -> Option<Arc<HlsServer>> {
         streams: Mutex::new(HashMap::new()),
         config: config.segmenter(),
         max_block: Duration::from_millis(config.hls.max_block_ms),
+        aac_from_opus: config.hls.aac_from_opus,
     });
     tokio::spawn(watch_hub(server.clone(), hub));
     Some(server)
@@ -138,35 +142,21 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
     });
     server.streams().insert(key.clone(), stream.clone());
     debug!(stream = %key, sid = stream.sid, "HLS packaging");
+    let mut aac = server.aac_from_opus.then(AacFromOpus::default);
     while let Some(item) = reader.recv().await {
-        let mut st = stream.lock();
-        let parts_before = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
-        let result = match &item {
-            Item::Tracks(tracks) => st.seg.set_tracks(tracks),
-            Item::Frame(f) if st.error.is_none() => st.seg.push(f, SystemTime::now()),
-            Item::Frame(_) => Ok(()),
+        let items = match &mut aac {
+            Some(stage) => stage.map(item),
+            None => vec![item],
         };
-        match result {
-            Ok(()) => {
-                if matches!(item, Item::Tracks(_)) {
-                    st.error = None;
-                }
+        for item in items {
+            let added = take(&stream, &key, &item);
+            // Segments end at keyframes; a WebRTC encoder makes one only when asked.
+            if stream.lock().seg.keyframe_request(Instant::now()) {
+                reader.request_keyframe();
             }
-            Err(e) => {
-                if st.error.is_none() {
-                    info!(stream = %key, "{e}");
-                }
-                st.error = Some(e.to_string());
+            if added {
+                stream.version.send_modify(|v| *v += 1);
             }
-        }
-        let parts_after = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
-        // Segments end at keyframes; a WebRTC encoder makes one only when asked.
-        if st.seg.keyframe_request(Instant::now()) {
-            reader.request_keyframe();
-        }
-        drop(st);
-        if parts_before != parts_after {
-            stream.version.send_modify(|v| *v += 1);
         }
     }
     {
@@ -182,6 +172,31 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
     if streams.get(&key).is_some_and(|s| Arc::ptr_eq(s, &stream)) {
         streams.remove(&key);
     }
+}
+
+/// Hands one item to the stream's segmenter; true when a part was added.
+fn take(stream: &HlsStream, key: &str, item: &Item) -> bool {
+    let mut st = stream.lock();
+    let parts_before = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
+    let result = match item {
+        Item::Tracks(tracks) => st.seg.set_tracks(tracks),
+        Item::Frame(f) if st.error.is_none() => st.seg.push(f, SystemTime::now()),
+        Item::Frame(_) => Ok(()),
+    };
+    match result {
+        Ok(()) => {
+            if matches!(item, Item::Tracks(_)) {
+                st.error = None;
+            }
+        }
+        Err(e) => {
+            if st.error.is_none() {
+                info!(stream = %key, "{e}");
+            }
+            st.error = Some(e.to_string());
+        }
+    }
+    parts_before != st.seg.segments().back().map(|s| (s.msn, s.parts.len()))
 }
 
 pub fn router(server: Arc<HlsServer>) -> Router {

@@ -1,6 +1,7 @@
 //! `onair`: one binary that carries live audio and video.
 
 mod config;
+mod hls_aac;
 mod hls_http;
 mod http;
 mod https;

@@ -1,4 +1,5 @@
-//! AAC to Opus audio transcoding, so that a WebRTC (WHEP) viewer of an RTMP stream hears it.
+//! AAC to Opus audio transcoding, so that a WebRTC (WHEP) viewer of an RTMP stream hears it;
+//! and Opus to AAC ([`OpusToAac`]), so that a native HLS player hears a WebRTC source.
 //!
 //! RTMP publishers (FFmpeg, OBS) send AAC; browsers receiving WebRTC only take Opus. This crate
 //! decodes AAC-LC with symphonia (pure Rust), resamples to 48 kHz with rubato when the source
@@ -37,7 +38,10 @@
 //! (`cargo run -p transcode --release --example cost`).
 
 mod asc;
+mod opus_to_aac;
 mod resample;
+
+pub use opus_to_aac::{AacConfig, AacFrame, OpusToAac};
 
 use opusic_c::{Application, Bitrate, Channels, Encoder, SampleRate};
 use symphonia_codec_aac::AacDecoder;
@@ -101,6 +105,18 @@ pub enum TranscodeError {
     /// libopus refused to create the encoder or to encode a frame.
     #[error("Opus encoder: {reason}")]
     Encoder { reason: &'static str },
+    /// Opus to AAC takes mono or stereo.
+    #[error("Opus with {channels} channels is not supported: only mono and stereo are")]
+    UnsupportedOpusChannels { channels: u8 },
+    /// libopus refused to create the decoder.
+    #[error("Opus decoder: {reason}")]
+    OpusDecoderInit { reason: &'static str },
+    /// A packet did not decode. libopus's concealment took its place.
+    #[error("corrupt Opus packet ({len} bytes): {reason}")]
+    OpusDecode { len: usize, reason: &'static str },
+    /// The AAC encoder refused its settings or a frame (it starts again).
+    #[error("AAC encoder: {reason}")]
+    AacEncoder { reason: String },
 }
 
 /// Opus encoder settings.

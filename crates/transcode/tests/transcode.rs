@@ -321,3 +321,115 @@ fn extreme_timestamps_do_not_panic() {
         t.push(&f.aus[i], pts).unwrap();
     }
 }
+
+// ------------------------------------------------------------------ Opus to AAC
+
+/// Decodes AAC-LC units with symphonia, as a player would.
+fn decode_aac(asc: &[u8], units: &[transcode::AacFrame], channels: usize) -> Vec<f32> {
+    use symphonia_codec_aac::AacDecoder;
+    use symphonia_core::audio::{Channels as SymChannels, Position};
+    use symphonia_core::codecs::audio::well_known::CODEC_ID_AAC;
+    use symphonia_core::codecs::audio::{AudioCodecParameters, AudioDecoder, AudioDecoderOptions};
+    use symphonia_core::packet::PacketRef;
+    use symphonia_core::units::{Duration, Timestamp};
+    let layout = if channels == 1 {
+        Position::FRONT_CENTER
+    } else {
+        Position::FRONT_LEFT | Position::FRONT_RIGHT
+    };
+    let mut params = AudioCodecParameters::new();
+    params
+        .for_codec(CODEC_ID_AAC)
+        .with_sample_rate(48_000)
+        .with_channels(SymChannels::Positioned(layout))
+        .with_extra_data(asc.into());
+    let mut dec = AacDecoder::try_new(&params, &AudioDecoderOptions::default()).unwrap();
+    let mut pcm = Vec::new();
+    let mut buf = Vec::new();
+    for u in units {
+        let packet = PacketRef::new(0, Timestamp::new(0), Duration::from(1024u64), &u.data);
+        dec.decode_ref(&packet)
+            .unwrap()
+            .copy_to_vec_interleaved(&mut buf);
+        assert_eq!(buf.len(), 1024 * channels, "each unit holds 1024 samples");
+        pcm.extend_from_slice(&buf);
+    }
+    pcm
+}
+
+/// The fixture's tone as 20 ms Opus packets from `start_us`.
+fn opus_tone(name: &str, channels: usize, start_us: i64) -> Vec<OpusPacket> {
+    transcode(&fixture(name, 48_000, channels), start_us)
+}
+
+fn assert_units_continuous(units: &[transcode::AacFrame], first_pts_us: i64) {
+    for (i, u) in units.iter().enumerate() {
+        assert_eq!(u.duration_us, 21_333);
+        let want = first_pts_us + (i as i64 - 1) * 1024 * 1_000_000 / 48_000;
+        assert!(
+            (u.pts_us - want).abs() <= 1,
+            "unit {i}: {} for {want}",
+            u.pts_us
+        );
+    }
+}
+
+#[test]
+fn opus_becomes_aac_that_decodes_to_the_same_tone() {
+    for (name, ch) in [("sine440_48k_stereo.au", 2), ("sine440_48k_mono.au", 1)] {
+        let start = 3_000_000;
+        let packets = opus_tone(name, ch, start);
+        let mut t = transcode::OpusToAac::new(ch as u8, transcode::AacConfig::default()).unwrap();
+        // AAC-LC (object type 2), 48 kHz (index 3), the channel count.
+        assert_eq!(t.asc(), [0x11, 0x80 | (ch as u8) << 3]);
+        let mut units = Vec::new();
+        for p in &packets {
+            units.extend(t.push(&p.data, p.pts_us).unwrap());
+        }
+        let samples = packets.len() as i64 * 960;
+        // The priming unit comes first, so the last partial frame is still held.
+        assert_eq!(units.len() as i64, samples / 1024, "{name}");
+        // The first unit is the encoder's priming, a frame before the first sample.
+        assert_units_continuous(&units, start);
+        let pcm = decode_aac(t.asc(), &units, ch);
+        for c in 0..ch {
+            assert_tone_440(&pcm, ch, c);
+        }
+    }
+}
+
+#[test]
+fn opus_gaps_are_filled_late_packets_dropped_and_a_jump_reanchors() {
+    let packets = opus_tone("sine440_48k_stereo.au", 2, 0);
+    let mut t = transcode::OpusToAac::new(2, transcode::AacConfig::default()).unwrap();
+    let mut units = Vec::new();
+    for (i, p) in packets.iter().enumerate() {
+        // DTX or loss: packets 10 to 19 never come; their 200 ms become silence.
+        if (10..20).contains(&i) {
+            continue;
+        }
+        units.extend(t.push(&p.data, p.pts_us).unwrap());
+        if i == 30 {
+            // A duplicate of a packet already placed: dropped, nothing comes out.
+            assert!(t.push(&p.data, p.pts_us).unwrap().is_empty());
+        }
+    }
+    // Every sample of the timeline, the silence included, is there, and in order.
+    assert_eq!(units.len() as i64, packets.len() as i64 * 960 / 1024);
+    assert_units_continuous(&units, 0);
+    // A jump of 10 s starts a new timeline from the packet that jumped.
+    let mut after = Vec::new();
+    for p in &packets[..20] {
+        after.extend(t.push(&p.data, p.pts_us + 60_000_000).unwrap());
+    }
+    assert_units_continuous(&after, 60_000_000);
+    // Garbage is an error (concealed), never a panic, and the timeline goes on.
+    let next = 60_000_000 + 20 * 20_000;
+    assert!(t.push(&[0xff; 3], next).is_err());
+    let more = t.push(&packets[0].data, next + 20_000).unwrap();
+    assert!(more.iter().all(|u| u.pts_us > 60_000_000));
+    assert!(matches!(
+        transcode::OpusToAac::new(6, transcode::AacConfig::default()),
+        Err(TranscodeError::UnsupportedOpusChannels { channels: 6 })
+    ));
+}
