@@ -379,6 +379,79 @@ async function main() {
       JSON.stringify(await viewer.evaluate(() => window.onairState)));
     if (played) figure(`simulcast WHIP → LL-HLS: ${played.w}x${played.h} in hls.js, latency ${played.latency_s?.toFixed(2)} s`);
     await viewer.close();
+
+    // One variant per simulcast layer (no transcoding): the multivariant playlist lists them,
+    // top first, each media playlist reports the others (EXT-X-RENDITION-REPORT), and hls.js
+    // switches between them.
+    const ladder = await waitFor(async () => {
+      const r = await get(`${base}/hls/live/sim/index.m3u8`);
+      const v = [...r.text.matchAll(/#EXT-X-STREAM-INF:BANDWIDTH=(\d+)[^\n]*RESOLUTION=(\d+)x(\d+)\n([^\n]+)/g)]
+        .map((m) => ({ bw: Number(m[1]), w: Number(m[2]), h: Number(m[3]), uri: m[4] }));
+      return v.length >= 3 ? { v, text: r.text } : null;
+    }, 20_000, 1000);
+    const last = ladder ?? { v: [], text: (await get(`${base}/hls/live/sim/index.m3u8`)).text };
+    check('simulcast: one variant per layer, the main (top) first, each smaller than the one before',
+      last.v.length >= 3 && last.v[0].uri === 'media.m3u8' && last.v.every((x, i) => i === 0 || x.h < last.v[i - 1].h),
+      last.text);
+    if (ladder) {
+      figure(`simulcast ladder: ${ladder.v.map((x) => `${x.w}x${x.h} ${Math.round(x.bw / 1000)}k ${x.uri}`).join(', ')}`);
+      const media = (await get(`${base}/hls/live/sim/media.m3u8`)).text;
+      const reports = [...media.matchAll(/#EXT-X-RENDITION-REPORT:URI="([^"]+)",LAST-MSN=(\d+),LAST-PART=(\d+)/g)].map((m) => m[1]);
+      check('simulcast: the main media playlist reports the other renditions',
+        ladder.v.slice(1).every((x) => reports.includes(x.uri)), media.split('\n').filter((l) => l.includes('RENDITION')).join('\n'));
+      // The lowest variant's own segment: FFmpeg decodes it at its (smaller) size.
+      const low = ladder.v.at(-1);
+      const lowMedia = (await get(`${base}/hls/live/sim/${low.uri}`)).text;
+      const map = lowMedia.match(/#EXT-X-MAP:URI="([^"]+)"/g)?.at(-1)?.match(/URI="([^"]+)"/)?.[1];
+      const seg = lowMedia.split('\n').filter((l) => l && !l.startsWith('#')).at(-1);
+      if (check(`simulcast: ${low.uri} lists an init and a segment`, !!map && !!seg, lowMedia)) {
+        const file = path.join(recDir, 'low.mp4');
+        const body = async (u) => Buffer.from(await (await fetch(`${base}/hls/live/sim/${u}`)).arrayBuffer());
+        fs.writeFileSync(file, Buffer.concat([await body(map), await body(seg)]));
+        const p = spawnSync(FFPROBE, ['-v', 'error', '-select_streams', 'v', '-show_entries', 'stream=codec_name,width,height',
+          '-of', 'csv=p=0', file], { encoding: 'utf8' }).stdout.trim();
+        const dec = spawnSync(FFMPEG, ['-v', 'error', '-i', file, '-f', 'null', '-'], { encoding: 'utf8' }).stderr.trim();
+        check(`simulcast: the lowest variant's segment is H.264 at ${low.w}x${low.h} and decodes cleanly`,
+          p === `h264,${low.w},${low.h}` && dec === '', JSON.stringify({ p, dec }));
+        fs.rmSync(file, { force: true });
+      }
+      // hls.js: play, then ask for the smallest level; the picture follows.
+      const abr = await browser.newPage();
+      await abr.route((url) => url.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+      await abr.goto(`${base}/healthz`);
+      await abr.setContent('<video id="v" muted autoplay playsinline></video><script src="/hls.min.js"></script>');
+      await abr.waitForFunction(() => typeof window.Hls === 'function', null, { timeout: 10_000 });
+      await abr.evaluate((src) => {
+        const hls = new window.Hls({ lowLatencyMode: true, maxLiveSyncPlaybackRate: 1.5 });
+        window.hlsErrors = [];
+        hls.on(window.Hls.Events.ERROR, (_, d) => window.hlsErrors.push(`${d.type}/${d.details}${d.fatal ? ' FATAL' : ''}`));
+        hls.loadSource(src);
+        hls.attachMedia(document.getElementById('v'));
+        window.player = hls;
+      }, `${base}/hls/live/sim/index.m3u8`);
+      const started = await waitFor(() => abr.evaluate(() => {
+        const v = document.getElementById('v');
+        return v.currentTime > 1 && window.player.levels.length ? { levels: window.player.levels.map((l) => l.height) } : null;
+      }), 20_000, 500);
+      let switched = null;
+      if (started) {
+        const smallest = Math.min(...started.levels);
+        await abr.evaluate((h) => { window.player.currentLevel = window.player.levels.findIndex((l) => l.height === h); }, smallest);
+        switched = await waitFor(() => abr.evaluate((h) => {
+          const v = document.getElementById('v');
+          return v.videoHeight === h && !v.paused ? { h: v.videoHeight, w: v.videoWidth, t: v.currentTime } : null;
+        }, smallest), 15_000, 300);
+        const t0 = switched?.t ?? 0;
+        await sleep(1500);
+        const still = await abr.evaluate(() => document.getElementById('v').currentTime);
+        switched = switched && still > t0 + 0.5 ? { ...switched, levels: started.levels } : null;
+      }
+      const errs = await abr.evaluate(() => window.hlsErrors);
+      check('simulcast: hls.js sees every level, switches to the smallest, and plays on',
+        !!switched && started.levels.length >= 3, JSON.stringify({ started, switched, errs }));
+      if (switched) figure(`simulcast ABR: hls.js levels ${switched.levels.join('/')}p, switched to ${switched.w}x${switched.h}, errors: ${errs.length ? errs.join(' ') : 'none'}`);
+      await abr.close();
+    }
   }
   await simPage.close();
 
@@ -484,7 +557,7 @@ async function main() {
       const errors = dec.stderr.split('\n').filter((l) => l.trim());
       check('aac_from_opus: FFmpeg decodes the AAC-LC 48 kHz audio without an error, and it is not silence',
         p === 'aac,LC,48000' && errors.length === 0 && peak > -30, JSON.stringify({ p, peak, errors }));
-      figure(`aac_from_opus: ${p}, peak ${peak} dB in the last segment; hls.js decoded ${heard?.audio_bytes} audio bytes, latency ${heard?.latency?.toFixed(2)} s`);
+      figure(`aac_from_opus: ${p}, peak ${peak} dB in the last segment; hls.js decoded ${heard?.audio_bytes} audio bytes, latency ${heard?.latency?.toFixed(2) ?? "not reported"} s`);
     }
     await aacWatch.close();
   }

@@ -23,35 +23,64 @@ pub fn init_uri(sid: &str, init: u32) -> String {
     format!("{sid}-init{init}.mp4")
 }
 
-/// The multivariant playlist: one variant, the media playlist at `media_uri`.
-pub fn multivariant(seg: &Segmenter, media_uri: &str) -> String {
-    let codecs: Vec<String> = seg.tracks().map(|t| t.codecs()).collect();
-    let bandwidth = if seg.peak_bps() > 0 {
-        seg.peak_bps()
-    } else {
-        2_000_000
-    };
+/// The multivariant playlist: one variant per segmenter (a simulcast source's layers, top
+/// first), each with its media playlist's URI. Variants without a complete segment yet are
+/// left out (their codecs and bitrate are not known).
+pub fn multivariant(variants: &[(&Segmenter, &str)]) -> String {
     let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let _ = write!(
-        s,
-        "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
-        codecs.join(",")
-    );
-    let video = seg
-        .tracks()
-        .find_map(|t| t.info.width.zip(t.info.height))
-        .or_else(|| {
-            seg.tracks().find_map(|t| {
-                media::avc::AvcConfig::parse(&t.info.config)
-                    .ok()
-                    .and_then(|c| c.dimensions())
-            })
-        });
-    if let Some((w, h)) = video {
-        let _ = write!(s, ",RESOLUTION={w}x{h}");
+    for (seg, media_uri) in variants {
+        if !seg.has_segment() && variants.len() > 1 {
+            continue;
+        }
+        let codecs: Vec<String> = seg.tracks().map(|t| t.codecs()).collect();
+        let bandwidth = if seg.peak_bps() > 0 {
+            seg.peak_bps()
+        } else {
+            2_000_000
+        };
+        let _ = write!(
+            s,
+            "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
+            codecs.join(",")
+        );
+        let video = seg
+            .tracks()
+            .find_map(|t| t.info.width.zip(t.info.height))
+            .or_else(|| {
+                seg.tracks().find_map(|t| {
+                    media::avc::AvcConfig::parse(&t.info.config)
+                        .ok()
+                        .and_then(|c| c.dimensions())
+                })
+            });
+        if let Some((w, h)) = video {
+            let _ = write!(s, ",RESOLUTION={w}x{h}");
+        }
+        let _ = write!(s, "\n{media_uri}\n");
     }
-    let _ = write!(s, "\n{media_uri}\n");
     s
+}
+
+/// Where another rendition of the same stream stands, for EXT-X-RENDITION-REPORT: a player
+/// switching to it makes its first blocking request from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionReport {
+    /// Its media playlist, relative to this one.
+    pub uri: String,
+    pub last_msn: u64,
+    pub last_part: usize,
+}
+
+impl RenditionReport {
+    /// The report for `seg`'s playlist at `uri`; `None` before it has a part.
+    pub fn of(seg: &Segmenter, uri: &str) -> Option<RenditionReport> {
+        let last = seg.segments().iter().rev().find(|s| !s.parts.is_empty())?;
+        Some(RenditionReport {
+            uri: uri.to_owned(),
+            last_msn: last.msn,
+            last_part: last.parts.len() - 1,
+        })
+    }
 }
 
 /// How the media playlist is asked for.
@@ -120,7 +149,13 @@ pub fn target_duration(seg: &Segmenter) -> u64 {
 }
 
 /// The LL-HLS media playlist.
-pub fn media(seg: &Segmenter, sid: &str, opts: MediaOptions) -> String {
+/// `reports`: the stream's other renditions (EXT-X-RENDITION-REPORT).
+pub fn media(
+    seg: &Segmenter,
+    sid: &str,
+    opts: MediaOptions,
+    reports: &[RenditionReport],
+) -> String {
     let target = target_duration(seg);
     let part_target = seg.config().part_duration.as_secs_f64();
     let skip_until = 6 * target;
@@ -203,6 +238,13 @@ pub fn media(seg: &Segmenter, sid: &str, opts: MediaOptions) -> String {
             s,
             "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
             part_uri(sid, msn, part)
+        );
+    }
+    for r in reports {
+        let _ = writeln!(
+            s,
+            "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={},LAST-PART={}",
+            r.uri, r.last_msn, r.last_part
         );
     }
     s

@@ -38,6 +38,9 @@ pub struct SegmenterConfig {
     /// when the kinds of track change (a source's audio described before its video), which
     /// is a source still coming up, not a new picture size.
     pub keep_every_frame: bool,
+    /// The video track to package: `None`, the stream's main video (its first video track);
+    /// `Some(n)`, the track carrying simulcast layer n alone (an HLS variant).
+    pub layer: Option<u8>,
 }
 
 impl Default for SegmenterConfig {
@@ -49,6 +52,7 @@ impl Default for SegmenterConfig {
             only: None,
             vp8: false,
             keep_every_frame: false,
+            layer: None,
         }
     }
 }
@@ -190,8 +194,12 @@ impl Segmenter {
         let wanted = |kind: MediaKind| self.config.only.is_none_or(|k| k == kind);
         let video = infos
             .iter()
-            .position(|t| t.kind() == MediaKind::Video)
+            .position(|t| t.kind() == MediaKind::Video && t.layer == self.config.layer)
             .filter(|_| wanted(MediaKind::Video));
+        if self.config.layer.is_some() && video.is_none() {
+            // A variant of one simulcast layer is that layer's video or nothing.
+            return Err(HlsError::NoTracks);
+        }
         if let Some(v) = video {
             let ok = match infos[v].codec {
                 Codec::H264 | Codec::Vp9 | Codec::Av1 => true,

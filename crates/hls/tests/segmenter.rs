@@ -160,7 +160,7 @@ fn the_init_segment_and_fragments_decode_with_continuous_times() {
 #[test]
 fn the_media_playlist_has_the_low_latency_tags_and_parses() {
     let s = run(5.0, SegmenterConfig::default());
-    let text = playlist::media(&s, "ab12", MediaOptions::default());
+    let text = playlist::media(&s, "ab12", MediaOptions::default(), &[]);
     for tag in [
         "#EXT-X-VERSION:9",
         "#EXT-X-TARGETDURATION:2",
@@ -189,11 +189,12 @@ fn the_media_playlist_has_the_low_latency_tags_and_parses() {
             ended: true,
             ..Default::default()
         },
+        &[],
     );
     assert!(ended.ends_with("#EXT-X-ENDLIST\n"));
     assert!(!ended.contains("PRELOAD-HINT"));
 
-    let main = playlist::multivariant(&s, "media.m3u8");
+    let main = playlist::multivariant(&[(&s, "media.m3u8")]);
     assert!(main.contains("CODECS=\"avc1.42c01e,mp4a.40.2\""), "{main}");
     let parsed = m3u8_rs::parse_master_playlist_res(main.as_bytes()).expect("parses");
     assert_eq!(parsed.variants.len(), 1);
@@ -210,7 +211,7 @@ fn delta_updates_skip_old_segments() {
             ..Default::default()
         },
     );
-    let full = playlist::media(&s, "x", MediaOptions::default());
+    let full = playlist::media(&s, "x", MediaOptions::default(), &[]);
     let delta = playlist::media(
         &s,
         "x",
@@ -218,6 +219,7 @@ fn delta_updates_skip_old_segments() {
             skip: true,
             ..Default::default()
         },
+        &[],
     );
     // 14 complete segments (28 s) + one in progress; CAN-SKIP-UNTIL is 12 s.
     assert!(!full.contains("EXT-X-SKIP"));
@@ -281,7 +283,7 @@ fn a_track_change_starts_a_new_init_and_a_discontinuity() {
     for f in stream(3.0) {
         s.push(&f, SystemTime::now()).expect("push");
     }
-    let text = playlist::media(&s, "x", MediaOptions::default());
+    let text = playlist::media(&s, "x", MediaOptions::default(), &[]);
     assert!(text.contains("#EXT-X-DISCONTINUITY\n"), "{text}");
     assert!(text.contains("#EXT-X-MAP:URI=\"x-init1.mp4\""), "{text}");
 }
@@ -585,4 +587,62 @@ fn a_recording_keeps_the_frames_before_an_early_picture_change() {
     assert!(frames_in(&rec, 0) > 0.5);
     rec.set_tracks(&tracks()).expect("video described");
     assert!(rec.segments().is_empty(), "started over");
+}
+
+#[test]
+fn a_simulcast_layer_variant_packages_that_layer_and_reports_the_others() {
+    // The hub's list: the main video, audio, then a lower layer's video on its own.
+    let mut list = tracks();
+    let mut layer0 = list[0].clone();
+    layer0.layer = Some(0);
+    list.push(layer0);
+    let variant = |layer| SegmenterConfig {
+        layer,
+        ..Default::default()
+    };
+    let mut main = Segmenter::new(variant(None));
+    let mut low = Segmenter::new(variant(Some(0)));
+    main.set_tracks(&list).expect("main");
+    low.set_tracks(&list).expect("layer 0");
+    let t0 = SystemTime::now();
+    for f in stream(5.0) {
+        // The same pictures on both video tracks (index 0, the main; index 2, layer 0).
+        let copy = Frame {
+            track: 2,
+            ..f.clone()
+        };
+        for s in [&mut main, &mut low] {
+            s.push(&f, t0).expect("push");
+            if f.track == 0 {
+                s.push(&copy, t0).expect("push");
+            }
+        }
+    }
+    // Each packages one video track and the audio.
+    for s in [&main, &low] {
+        assert_eq!(s.tracks().count(), 2);
+        assert!(s.has_segment());
+    }
+    // A layer that is not in the list is no variant at all (not an audio-only one).
+    let mut gone = Segmenter::new(variant(Some(1)));
+    assert!(gone.set_tracks(&list).is_err());
+
+    let report = playlist::RenditionReport::of(&low, "media-l0.m3u8").expect("a part");
+    let last = low.segments().back().expect("segment");
+    assert_eq!(report.last_msn, last.msn);
+    assert_eq!(report.last_part, last.parts.len() - 1);
+    let text = playlist::media(&main, "ab", MediaOptions::default(), &[report]);
+    assert!(
+        text.ends_with(&format!(
+            "#EXT-X-RENDITION-REPORT:URI=\"media-l0.m3u8\",LAST-MSN={},LAST-PART={}\n",
+            last.msn,
+            last.parts.len() - 1
+        )),
+        "{text}"
+    );
+    m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("parses");
+    let multi = playlist::multivariant(&[(&main, "media.m3u8"), (&low, "media-l0.m3u8")]);
+    let parsed = m3u8_rs::parse_master_playlist_res(multi.as_bytes()).expect("parses");
+    let uris: Vec<&str> = parsed.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(uris, ["media.m3u8", "media-l0.m3u8"]);
 }

@@ -93,6 +93,12 @@ pub struct TrackInfo {
     pub sample_rate: Option<u32>,
     /// Audio channels, when known.
     pub channels: Option<u8>,
+    /// A lower simulcast layer (0 = the lowest) of the stream's main video, carried as a
+    /// track of its own for readers that offer renditions (HLS variants). The main video
+    /// track, the highest layer being sent, comes first in the list and is never one of these:
+    /// a reader that wants one picture takes the first video track and skips these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u8>,
 }
 
 impl TrackInfo {
@@ -105,6 +111,7 @@ impl TrackInfo {
             height: None,
             sample_rate: None,
             channels: None,
+            layer: None,
         }
     }
 

@@ -496,6 +496,7 @@ impl Config {
             max_participants_per_p2p_room: r.max_p2p_participants,
             whip_prefer_h264: self.streams.whip_prefer_h264
                 && (self.hls.enabled || self.recording.enabled),
+            hub_layers: self.hls.enabled,
             ..sfu::SfuConfig::default()
         }
     }
@@ -517,6 +518,7 @@ impl Config {
             only: None,
             vp8: false,
             keep_every_frame: false,
+            layer: None,
         }
     }
 
@@ -529,6 +531,7 @@ impl Config {
             only: None,
             vp8: true,
             keep_every_frame: true,
+            layer: None,
         }
     }
 

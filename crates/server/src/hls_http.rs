@@ -2,6 +2,12 @@
 //! and served at `/hls/NAME/index.m3u8` (multivariant), `media.m3u8` (the LL-HLS media
 //! playlist, with blocking reload and delta updates), the init segment, segments and parts.
 //!
+//! A simulcast source (a WebRTC publisher sending several layers) gives one variant per layer:
+//! the main one (`media.m3u8`, the highest layer being sent) and one per lower layer
+//! (`media-lN.m3u8`), each with its own segmenter and its own file names, and every media
+//! playlist carries EXT-X-RENDITION-REPORTs of the others. No transcoding: the layers are what
+//! the publisher encoded.
+//!
 //! A segmenter task per stream reads the hub like any viewer; HTTP handlers only lock the
 //! stream's state to copy out bytes or render a playlist. Blocking requests wait on a version
 //! counter the task bumps whenever a part is added, so an answer leaves the moment its part
@@ -48,10 +54,68 @@ struct HlsStream {
 }
 
 struct StreamState {
-    seg: Segmenter,
+    /// The main variant first, then one per lower simulcast layer, highest first.
+    variants: Vec<Variant>,
     ended: bool,
-    /// Why this stream cannot be packaged ("HLS unavailable: VP8").
+}
+
+struct Variant {
+    /// `None`: the stream's main video; `Some(n)`: simulcast layer n alone.
+    layer: Option<u8>,
+    seg: Segmenter,
+    /// Why it cannot be packaged ("HLS unavailable: VP8"); for the main variant, the stream.
     error: Option<String>,
+}
+
+impl Variant {
+    /// The prefix of its file names: the publish's id, and the layer.
+    fn sid(&self, stream_sid: &str) -> String {
+        match self.layer {
+            None => stream_sid.to_owned(),
+            Some(n) => format!("{stream_sid}l{n}"),
+        }
+    }
+
+    /// Its media playlist's file name.
+    fn playlist(&self) -> String {
+        match self.layer {
+            None => "media.m3u8".to_owned(),
+            Some(n) => format!("media-l{n}.m3u8"),
+        }
+    }
+
+    /// Whether players are told of it: packaged, with a complete segment.
+    fn offered(&self) -> bool {
+        self.error.is_none() && self.seg.has_segment()
+    }
+}
+
+impl StreamState {
+    fn main(&self) -> &Variant {
+        &self.variants[0]
+    }
+
+    fn variant(&self, layer: Option<u8>) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.layer == layer)
+    }
+
+    fn seg(&self, layer: Option<u8>) -> Option<&Segmenter> {
+        self.variant(layer).map(|v| &v.seg)
+    }
+
+    /// Variants are never removed once made: one that `serve` found is there.
+    fn variant_or_main(&self, layer: Option<u8>) -> &Variant {
+        self.variant(layer).unwrap_or(self.main())
+    }
+
+    /// EXT-X-RENDITION-REPORTs for the media playlist of `layer`: every other variant offered.
+    fn reports(&self, layer: Option<u8>) -> Vec<playlist::RenditionReport> {
+        self.variants
+            .iter()
+            .filter(|v| v.layer != layer && v.offered())
+            .filter_map(|v| playlist::RenditionReport::of(&v.seg, &v.playlist()))
+            .collect()
+    }
 }
 
 impl HlsStream {
@@ -134,9 +198,12 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
     let stream = Arc::new(HlsStream {
         sid: format!("{:08x}", fastrand::u32(..)),
         state: Mutex::new(StreamState {
-            seg: Segmenter::new(server.config),
+            variants: vec![Variant {
+                layer: None,
+                seg: Segmenter::new(server.config),
+                error: None,
+            }],
             ended: false,
-            error: None,
         }),
         version: watch::channel(0).0,
     });
@@ -149,9 +216,15 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
             None => vec![item],
         };
         for item in items {
-            let added = take(&stream, &key, &item);
+            let added = take(&stream, &key, &item, server.config);
             // Segments end at keyframes; a WebRTC encoder makes one only when asked.
-            if stream.lock().seg.keyframe_request(Instant::now()) {
+            let now = Instant::now();
+            // Every variant is asked (each keeps its own schedule), not just the first due.
+            let mut due = false;
+            for v in &mut stream.lock().variants {
+                due |= v.seg.keyframe_request(now);
+            }
+            if due {
                 reader.request_keyframe();
             }
             if added {
@@ -161,8 +234,10 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
     }
     {
         let mut st = stream.lock();
-        if let Err(e) = st.seg.finish() {
-            debug!(stream = %key, "HLS finish: {e}");
+        for v in &mut st.variants {
+            if let Err(e) = v.seg.finish() {
+                debug!(stream = %key, "HLS finish: {e}");
+            }
         }
         st.ended = true;
     }
@@ -174,29 +249,50 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
     }
 }
 
-/// Hands one item to the stream's segmenter; true when a part was added.
-fn take(stream: &HlsStream, key: &str, item: &Item) -> bool {
+/// Hands one item to the stream's segmenters; true when a part was added.
+fn take(stream: &HlsStream, key: &str, item: &Item, config: SegmenterConfig) -> bool {
     let mut st = stream.lock();
-    let parts_before = st.seg.segments().back().map(|s| (s.msn, s.parts.len()));
-    let result = match item {
-        Item::Tracks(tracks) => st.seg.set_tracks(tracks),
-        Item::Frame(f) if st.error.is_none() => st.seg.push(f, SystemTime::now()),
-        Item::Frame(_) => Ok(()),
-    };
-    match result {
-        Ok(()) => {
-            if matches!(item, Item::Tracks(_)) {
-                st.error = None;
+    // A simulcast layer carried on its own (hub track with `layer`) is a variant.
+    if let Item::Tracks(tracks) = item {
+        for layer in tracks.iter().filter_map(|t| t.layer) {
+            if st.variant(Some(layer)).is_none() {
+                debug!(stream = %key, layer, "HLS variant for a simulcast layer");
+                st.variants.push(Variant {
+                    layer: Some(layer),
+                    seg: Segmenter::new(SegmenterConfig {
+                        layer: Some(layer),
+                        ..config
+                    }),
+                    error: None,
+                });
+                st.variants[1..].sort_by_key(|v| std::cmp::Reverse(v.layer));
             }
-        }
-        Err(e) => {
-            if st.error.is_none() {
-                info!(stream = %key, "{e}");
-            }
-            st.error = Some(e.to_string());
         }
     }
-    parts_before != st.seg.segments().back().map(|s| (s.msn, s.parts.len()))
+    let mut added = false;
+    for v in &mut st.variants {
+        let parts_before = v.seg.segments().back().map(|s| (s.msn, s.parts.len()));
+        let result = match item {
+            Item::Tracks(tracks) => v.seg.set_tracks(tracks),
+            Item::Frame(f) if v.error.is_none() => v.seg.push(f, SystemTime::now()),
+            Item::Frame(_) => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                if matches!(item, Item::Tracks(_)) {
+                    v.error = None;
+                }
+            }
+            Err(e) => {
+                if v.error.is_none() && v.layer.is_none() {
+                    info!(stream = %key, "{e}");
+                }
+                v.error = Some(e.to_string());
+            }
+        }
+        added |= parts_before != v.seg.segments().back().map(|s| (s.msn, s.parts.len()));
+    }
+    added
 }
 
 pub fn router(server: Arc<HlsServer>) -> Router {
@@ -214,6 +310,8 @@ struct StreamStatus {
     error: Option<String>,
     url: String,
     segments: usize,
+    /// Renditions offered: one, or one per simulcast layer.
+    variants: usize,
 }
 
 /// `GET /api/hls`: every packaged stream, and why one cannot be.
@@ -227,7 +325,8 @@ async fn list(State(server): State<Arc<HlsServer>>) -> Response {
         .into_iter()
         .map(|(name, s)| {
             let st = s.lock();
-            let segments = st
+            let main = st.main();
+            let segments = main
                 .seg
                 .segments()
                 .iter()
@@ -236,17 +335,18 @@ async fn list(State(server): State<Arc<HlsServer>>) -> Response {
             StreamStatus {
                 url: format!("/hls/{name}/index.m3u8"),
                 name,
-                state: if st.error.is_some() {
+                state: if main.error.is_some() {
                     "unavailable"
                 } else if st.ended {
                     "ended"
-                } else if st.seg.segments().is_empty() {
+                } else if main.seg.segments().is_empty() {
                     "waiting"
                 } else {
                     "live"
                 },
-                error: st.error.clone(),
+                error: main.error.clone(),
                 segments,
+                variants: st.variants.iter().filter(|v| v.offered()).count().max(1),
             }
         })
         .collect();
@@ -318,24 +418,48 @@ enum File {
     Part(u64, usize),
 }
 
-fn parse_file(file: &str, sid: &str) -> Option<File> {
+/// The file a name asks for, and of which variant (`None`: the main one; `Some(n)`: simulcast
+/// layer n, whose names are `media-lN.m3u8` and `SIDlN-…`).
+fn parse_file(file: &str, sid: &str) -> Option<(Option<u8>, File)> {
     match file {
-        "index.m3u8" => return Some(File::Multivariant),
-        "media.m3u8" => return Some(File::Media),
+        "index.m3u8" => return Some((None, File::Multivariant)),
+        "media.m3u8" => return Some((None, File::Media)),
         _ => {}
     }
-    let rest = file.strip_prefix(sid)?.strip_prefix('-')?;
+    if let Some(n) = file
+        .strip_prefix("media-l")
+        .and_then(|r| r.strip_suffix(".m3u8"))
+    {
+        return Some((Some(layer_number(n)?), File::Media));
+    }
+    let rest = file.strip_prefix(sid)?;
+    let (layer, rest) = match rest.strip_prefix('l') {
+        Some(r) => {
+            let (n, r) = r.split_once('-')?;
+            (Some(layer_number(n)?), r)
+        }
+        None => (None, rest.strip_prefix('-')?),
+    };
     if let Some(n) = rest
         .strip_prefix("init")
         .and_then(|r| r.strip_suffix(".mp4"))
     {
-        return n.parse().ok().map(File::Init);
+        return n.parse().ok().map(|n| (layer, File::Init(n)));
     }
     let stem = rest.strip_suffix(".m4s")?;
-    match stem.split_once('.') {
-        Some((msn, part)) => Some(File::Part(msn.parse().ok()?, part.parse().ok()?)),
-        None => stem.parse().ok().map(File::Segment),
+    let file = match stem.split_once('.') {
+        Some((msn, part)) => File::Part(msn.parse().ok()?, part.parse().ok()?),
+        None => File::Segment(stem.parse().ok()?),
+    };
+    Some((layer, file))
+}
+
+/// A layer number as written in file names: digits only (`u8::from_str` takes a `+`).
+fn layer_number(n: &str) -> Option<u8> {
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
+    n.parse().ok()
 }
 
 /// `GET /hls/NAME/FILE`.
@@ -355,14 +479,20 @@ async fn serve(
     let Some(stream) = server.get(&name.to_string()) else {
         return error(StatusCode::NOT_FOUND, format!("stream {name} is not live"));
     };
-    let Some(file) = parse_file(file, &stream.sid) else {
+    let Some((layer, file)) = parse_file(file, &stream.sid) else {
         return error(
             StatusCode::NOT_FOUND,
             "no such file (a URL from an earlier publish?)",
         );
     };
-    if let Some(e) = stream.lock().error.clone() {
-        return error(StatusCode::CONFLICT, e);
+    {
+        let st = stream.lock();
+        if let Some(e) = st.main().error.clone() {
+            return error(StatusCode::CONFLICT, e);
+        }
+        if st.variant(layer).is_none_or(|v| v.error.is_some()) {
+            return error(StatusCode::NOT_FOUND, "no such rendition");
+        }
     }
     let deadline = tokio::time::Instant::now() + server.max_block;
     match file {
@@ -371,9 +501,17 @@ async fn serve(
             // complete one: wait for it.
             let text = stream
                 .wait_for(deadline, |st| {
-                    st.seg
-                        .has_segment()
-                        .then(|| playlist::multivariant(&st.seg, "media.m3u8"))
+                    st.main().seg.has_segment().then(|| {
+                        let offered: Vec<(&Segmenter, String)> = st
+                            .variants
+                            .iter()
+                            .filter(|v| v.offered())
+                            .map(|v| (&v.seg, v.playlist()))
+                            .collect();
+                        let list: Vec<(&Segmenter, &str)> =
+                            offered.iter().map(|(s, u)| (*s, u.as_str())).collect();
+                        playlist::multivariant(&list)
+                    })
                 })
                 .await;
             match text {
@@ -381,8 +519,8 @@ async fn serve(
                 None => error(StatusCode::SERVICE_UNAVAILABLE, "no media yet"),
             }
         }
-        File::Media => media_playlist(&stream, query.as_deref(), deadline).await,
-        File::Init(id) => match stream.lock().seg.init_by_id(id) {
+        File::Media => media_playlist(&stream, layer, query.as_deref(), deadline).await,
+        File::Init(id) => match stream.lock().seg(layer).and_then(|s| s.init_by_id(id)) {
             Some(b) => media(b.clone()),
             None => error(StatusCode::NOT_FOUND, "no such init segment"),
         },
@@ -391,7 +529,9 @@ async fn serve(
             // will.
             let (exists, building) = {
                 let st = stream.lock();
-                let seg = st.seg.segments().iter().find(|s| s.msn == msn);
+                let seg = st
+                    .seg(layer)
+                    .and_then(|g| g.segments().iter().find(|s| s.msn == msn));
                 (
                     seg.is_some_and(|s| s.data.is_some()),
                     seg.is_some_and(|s| s.data.is_none()),
@@ -402,7 +542,7 @@ async fn serve(
             }
             let data = stream
                 .wait_for(deadline, |st| {
-                    let s = st.seg.segments().iter().find(|s| s.msn == msn);
+                    let s = st.seg(layer)?.segments().iter().find(|s| s.msn == msn);
                     s.and_then(|s| s.data.clone())
                 })
                 .await;
@@ -413,8 +553,11 @@ async fn serve(
             // it does (RFC 8216bis §6.2.6). Any other part exists now or never will.
             let (exists, next) = {
                 let st = stream.lock();
-                let seg = st.seg.segments().iter().find(|s| s.msn == msn);
-                (seg.is_some_and(|s| s.parts.len() > i), st.seg.next_part())
+                let Some(g) = st.seg(layer) else {
+                    return error(StatusCode::NOT_FOUND, "no such rendition");
+                };
+                let seg = g.segments().iter().find(|s| s.msn == msn);
+                (seg.is_some_and(|s| s.parts.len() > i), g.next_part())
             };
             let upcoming = next.is_none_or(|(n, p)| (msn, i) == (n, p) || (msn, i) == (n + 1, 0));
             if !exists && !upcoming {
@@ -424,7 +567,7 @@ async fn serve(
             // starts the next one instead. Answer that at once, not after `max_block`.
             let data = stream
                 .wait_for(deadline, |st| {
-                    let segments = st.seg.segments();
+                    let segments = st.seg(layer)?.segments();
                     match segments.iter().find(|s| s.msn == msn) {
                         Some(s) => match s.parts.get(i) {
                             Some(p) => Some(Some(p.data.clone())),
@@ -440,8 +583,10 @@ async fn serve(
     }
 }
 
+/// A variant's media playlist (`layer` as in [`parse_file`]), answering blocking requests.
 async fn media_playlist(
     stream: &HlsStream,
+    layer: Option<u8>,
     query: Option<&str>,
     deadline: tokio::time::Instant,
 ) -> Response {
@@ -449,26 +594,40 @@ async fn media_playlist(
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    // Variants are never removed once made, and `serve` found this one.
     let render = |st: &StreamState| {
+        let v = st.variant_or_main(layer);
         playlist::media(
-            &st.seg,
-            &stream.sid,
+            &v.seg,
+            &v.sid(&stream.sid),
             MediaOptions {
                 skip: q.skip,
                 ended: st.ended,
             },
+            &st.reports(layer),
         )
     };
     let Some(msn) = q.msn else {
         let text = stream
-            .wait_for(deadline, |st| st.seg.has_segment().then(|| render(st)))
+            .wait_for(deadline, |st| {
+                st.variant_or_main(layer)
+                    .seg
+                    .has_segment()
+                    .then(|| render(st))
+            })
             .await;
         return match text {
             Some(t) => m3u8(t, "public, max-age=1"),
             None => error(StatusCode::SERVICE_UNAVAILABLE, "no media yet"),
         };
     };
-    if stream.lock().seg.readiness(msn, q.part) == Readiness::TooFar {
+    if stream
+        .lock()
+        .variant_or_main(layer)
+        .seg
+        .readiness(msn, q.part)
+        == Readiness::TooFar
+    {
         return error(
             StatusCode::BAD_REQUEST,
             "_HLS_msn is more than two segments ahead of the playlist",
@@ -476,7 +635,8 @@ async fn media_playlist(
     }
     let text = stream
         .wait_for(deadline, |st| {
-            (st.seg.readiness(msn, q.part) == Readiness::Ready || st.ended).then(|| render(st))
+            (st.variant_or_main(layer).seg.readiness(msn, q.part) == Readiness::Ready || st.ended)
+                .then(|| render(st))
         })
         .await;
     // An answered blocking request names one moment of the stream: a CDN may keep it.
@@ -502,14 +662,32 @@ mod tests {
 
     #[test]
     fn file_names_parse_only_with_this_publishs_id() {
-        assert_eq!(parse_file("index.m3u8", "ab"), Some(File::Multivariant));
-        assert_eq!(parse_file("media.m3u8", "ab"), Some(File::Media));
-        assert_eq!(parse_file("ab-init3.mp4", "ab"), Some(File::Init(3)));
-        assert_eq!(parse_file("ab-12.m4s", "ab"), Some(File::Segment(12)));
-        assert_eq!(parse_file("ab-12.4.m4s", "ab"), Some(File::Part(12, 4)));
+        let main = |f| Some((None, f));
+        assert_eq!(parse_file("index.m3u8", "ab"), main(File::Multivariant));
+        assert_eq!(parse_file("media.m3u8", "ab"), main(File::Media));
+        assert_eq!(parse_file("ab-init3.mp4", "ab"), main(File::Init(3)));
+        assert_eq!(parse_file("ab-12.m4s", "ab"), main(File::Segment(12)));
+        assert_eq!(parse_file("ab-12.4.m4s", "ab"), main(File::Part(12, 4)));
         assert_eq!(parse_file("cd-12.m4s", "ab"), None);
         assert_eq!(parse_file("ab-12.x.m4s", "ab"), None);
         assert_eq!(parse_file("ab-../../etc/passwd", "ab"), None);
         assert_eq!(parse_file("ab-99999999999999999999999.m4s", "ab"), None);
+        // A simulcast layer's variant.
+        let l1 = |f| Some((Some(1), f));
+        assert_eq!(parse_file("media-l1.m3u8", "ab"), l1(File::Media));
+        assert_eq!(parse_file("abl1-init0.mp4", "ab"), l1(File::Init(0)));
+        assert_eq!(parse_file("abl1-7.2.m4s", "ab"), l1(File::Part(7, 2)));
+        assert_eq!(parse_file("abl1-7.m4s", "ab"), l1(File::Segment(7)));
+        for bad in [
+            "media-l.m3u8",
+            "media-l+1.m3u8",
+            "media-l256.m3u8",
+            "abl-7.m4s",
+            "abl+1-7.m4s",
+            "abl1x-7.m4s",
+            "abl999-7.m4s",
+        ] {
+            assert_eq!(parse_file(bad, "ab"), None, "{bad}");
+        }
     }
 }

@@ -20,6 +20,10 @@ pub struct StreamStatus {
     pub name: StreamName,
     pub source: Protocol,
     pub tracks: Vec<TrackInfo>,
+    /// The lower simulcast layers of its video carried for HLS variants (`hls.enabled`), each
+    /// described like a track; not in `tracks`, which lists what the publisher sends.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<TrackInfo>,
     pub readers: std::collections::BTreeMap<Protocol, usize>,
     pub bitrate_kbps: u64,
     pub uptime_secs: u64,
@@ -123,23 +127,32 @@ impl Streams {
                     return;
                 };
                 let old = self.tracks.remove(&participant).unwrap_or_default();
-                let list: Vec<(sfu::TrackId, TrackInfo)> = tracks
+                let mut list: Vec<(sfu::TrackId, TrackInfo)> = tracks
                     .iter()
                     .filter_map(|t| {
                         let mut info = hub_track(t)?;
                         // Keep a codec config learnt from the media (H.264 parameter sets).
-                        if let Some((_, o)) = old.iter().find(|(id, _)| *id == t.id) {
+                        if let Some((_, o)) =
+                            old.iter().find(|(id, i)| *id == t.id && i.layer.is_none())
+                        {
                             info.config = o.config.clone();
                         }
                         Some((t.id, info))
                     })
                     .collect();
+                // The single-layer tracks (HLS variants) of tracks still there stay, after the
+                // main ones.
+                list.extend(
+                    old.into_iter()
+                        .filter(|(id, i)| i.layer.is_some() && tracks.iter().any(|t| t.id == *id)),
+                );
                 p.set_tracks(list.iter().map(|(_, i)| i.clone()).collect());
                 self.tracks.insert(participant, list);
             }
             SfuEvent::Frame {
                 participant,
                 track,
+                layer,
                 frame,
             } => {
                 let (Some(p), Some(list)) = (
@@ -148,12 +161,31 @@ impl Streams {
                 ) else {
                     return;
                 };
-                let Some(index) = list.iter().position(|(id, _)| *id == track) else {
-                    return;
+                let found = list
+                    .iter()
+                    .position(|(id, i)| *id == track && i.layer == layer);
+                let mut changed = found.is_none();
+                let index = match (found, layer) {
+                    (Some(i), _) => i,
+                    // A simulcast layer's first frame (`hub_layers`): it becomes a track of
+                    // its own, described like its main track.
+                    (None, Some(_)) => {
+                        let Some(main) = list
+                            .iter()
+                            .find(|(id, i)| *id == track && i.layer.is_none())
+                        else {
+                            return;
+                        };
+                        let mut info = TrackInfo::new(main.1.codec);
+                        info.layer = layer;
+                        list.push((track, info));
+                        list.len() - 1
+                    }
+                    (None, None) => return,
                 };
                 if p.take_keyframe_request() {
                     for (tid, info) in list.iter() {
-                        if info.kind() == hub::MediaKind::Video {
+                        if info.kind() == hub::MediaKind::Video && info.layer.is_none() {
                             sfu.request_hub_keyframe(*tid);
                         }
                     }
@@ -163,6 +195,9 @@ impl Streams {
                     if let Some((w, h)) = frame.size {
                         (list[index].1.width, list[index].1.height) = (Some(w), Some(h));
                     }
+                    changed = true;
+                }
+                if changed {
                     p.set_tracks(list.iter().map(|(_, i)| i.clone()).collect());
                 }
                 let pts = frame.pts_us as i64;
@@ -236,7 +271,13 @@ impl Streams {
                 uptime_secs: now.saturating_duration_since(s.started).as_secs(),
                 name: s.name,
                 source: s.source,
-                tracks: s.tracks,
+                layers: s
+                    .tracks
+                    .iter()
+                    .filter(|t| t.layer.is_some())
+                    .cloned()
+                    .collect(),
+                tracks: s.tracks.into_iter().filter(|t| t.layer.is_none()).collect(),
                 readers: s.readers,
                 reader_skips: s.skips,
             });
@@ -270,6 +311,9 @@ fn hub_track(t: &SfuTrack) -> Option<TrackInfo> {
 
 /// The WebRTC form of a hub track, when a WHEP viewer can receive it without transcoding.
 pub fn frame_track(t: &TrackInfo) -> Option<FrameTrack> {
+    if t.layer.is_some() {
+        return None; // a lower simulcast layer's copy (HLS variants): the viewer has the main
+    }
     match t.codec {
         Codec::H264 => Some(FrameTrack::H264),
         Codec::Opus => Some(FrameTrack::Opus),

@@ -32,6 +32,10 @@ pub struct SfuConfig {
     /// A WHIP publisher that would send VP8 but offers H.264 too is answered with H.264 first,
     /// so its stream can be packaged as fMP4 (LL-HLS, recording), which VP8 cannot go into.
     pub whip_prefer_h264: bool,
+    /// Besides the highest layer being sent, reassemble every lower simulcast layer of a
+    /// video track for the hub (`SfuEvent::Frame` with a layer), so that HLS can offer one
+    /// variant per layer. It costs a reassembly per layer, so it is on only when HLS is.
+    pub hub_layers: bool,
 }
 
 impl SfuConfig {
@@ -59,6 +63,7 @@ impl Default for SfuConfig {
             p2p_rooms: Vec::new(),
             max_participants_per_p2p_room: 6,
             whip_prefer_h264: false,
+            hub_layers: false,
         }
     }
 }

@@ -310,6 +310,7 @@ impl Sfu {
                 assembler: None,
                 hub_layer: None,
                 hub_last_pts: 0,
+                layer_assemblers: Vec::new(),
             },
         );
     }
@@ -573,14 +574,22 @@ impl Sfu {
     /// top one), through the throttle: hub readers that cut at keyframes (HLS) need them on a
     /// schedule that WebRTC encoders do not keep by themselves.
     pub fn request_hub_keyframe(&mut self, tid: TrackId) {
-        let Some(layer) = self
-            .tracks
-            .get(&tid)
-            .map(|t| t.hub_layer.unwrap_or(t.layers.len().max(1) - 1))
-        else {
+        let Some((layer, below)) = self.tracks.get(&tid).map(|t| {
+            (
+                t.hub_layer.unwrap_or(t.layers.len().max(1) - 1),
+                t.layer_assemblers.len(),
+            )
+        }) else {
             return;
         };
         self.request_keyframe(tid, layer);
+        // The layers fed on their own (`hub_layers`) are HLS variants: their segments end at
+        // keyframes too.
+        for l in 0..below {
+            if l != layer {
+                self.request_keyframe(tid, l);
+            }
+        }
         self.process_events();
     }
 
@@ -590,6 +599,9 @@ impl Sfu {
     /// waiting for a keyframe, which is asked for). VP9 SVC's spatial layers build on each
     /// other within one picture: all of them go in, and come out as one superframe.
     fn feed_hub(&mut self, tid: TrackId, layer: usize, svc: bool, pkt: &RtpPacket) {
+        if self.config.hub_layers && !svc {
+            self.feed_hub_layer(tid, layer, pkt);
+        }
         let now = self.now;
         let quiet_after = self.config.layer_inactive_after;
         let Some(track) = self.tracks.get_mut(&tid) else {
@@ -652,10 +664,64 @@ impl Sfu {
                 .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
                     participant: track.owner,
                     track: tid,
+                    layer: None,
                     frame,
                 }));
         }
         if switched {
+            self.request_keyframe(tid, layer);
+        }
+    }
+
+    /// `hub_layers`: a packet of a simulcast layer below the top goes to that layer's own
+    /// reassembly too (the top layer's frames are the main feed's, most of the time).
+    fn feed_hub_layer(&mut self, tid: TrackId, layer: usize, pkt: &RtpPacket) {
+        let now = self.now;
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let (Some(params), true) = (track.codec, layer + 1 < track.layers.len()) else {
+            return;
+        };
+        let Ok(index) = u8::try_from(layer) else {
+            return;
+        };
+        if track.layer_assemblers.len() <= layer {
+            track.layer_assemblers.resize_with(layer + 1, || None);
+        }
+        let mut fresh = false;
+        if track.layer_assemblers[layer].is_none() {
+            // On the participant's media clock, as the main feed: the variants line up.
+            let base = self
+                .participants
+                .get(&track.owner)
+                .and_then(|p| p.media_base)
+                .unwrap_or(now);
+            track.layer_assemblers[layer] = crate::depacketize::Assembler::new(
+                params.spec().codec,
+                params.spec().clock_rate.get(),
+                now.saturating_duration_since(base).as_micros() as u64,
+            );
+            fresh = true;
+        }
+        let Some(a) = track.layer_assemblers[layer].as_mut() else {
+            return;
+        };
+        if let Some(frame) = a.push(
+            *pkt.seq_no,
+            pkt.header.timestamp,
+            pkt.header.marker,
+            &pkt.payload,
+        ) {
+            self.out
+                .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
+                    participant: track.owner,
+                    track: tid,
+                    layer: Some(index),
+                    frame,
+                }));
+        }
+        if fresh {
             self.request_keyframe(tid, layer);
         }
     }

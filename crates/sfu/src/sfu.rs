@@ -67,12 +67,16 @@ pub enum SfuEvent {
         participant: ParticipantId,
     },
     /// A frame of a track of a room participant or WHIP publisher, reassembled for the hub
-    /// (H.264, VP8 and Opus; the top simulcast layer).
+    /// (H.264, VP8, VP9, AV1 and Opus; the highest simulcast layer being sent, or with
+    /// `hub_layers` a lower one).
     Frame {
         /// Whose.
         participant: ParticipantId,
         /// Which of its tracks.
         track: TrackId,
+        /// `None`: the track's main feed (the highest layer being sent). `Some(n)`: simulcast
+        /// layer n (0 = lowest) alone, for a track that has higher ones (`hub_layers`).
+        layer: Option<u8>,
         /// The frame.
         frame: crate::depacketize::AssembledFrame,
     },
@@ -259,6 +263,9 @@ pub(crate) struct Track {
     /// The pts of the last frame handed to the hub, so that one from another layer never
     /// goes back in time.
     pub hub_last_pts: u64,
+    /// With `hub_layers`: one reassembly per simulcast layer below the top, each a track of
+    /// its own in the hub (an HLS variant). Made at a layer's first packet.
+    pub layer_assemblers: Vec<Option<crate::depacketize::Assembler>>,
 }
 
 #[derive(Default)]

@@ -140,3 +140,62 @@ fn the_hub_takes_the_highest_layer_that_is_sending() {
         pts.windows(2).find(|w| w[1] <= w[0])
     );
 }
+
+#[test]
+fn with_hub_layers_each_lower_layer_is_reassembled_on_its_own() {
+    // HLS offers one variant per simulcast layer: the main feed is the top layer being sent,
+    // and each layer below it comes as frames of its own, starting at a keyframe.
+    let config = SfuConfig {
+        hub_layers: true,
+        ..SfuConfig::default()
+    };
+    let mut s = Scenario::new(config, 13);
+    let p = s.add_client("pub", Link::clean());
+    s.clients[p].publish = Some(Publish {
+        video: true,
+        audio: false,
+        simulcast: true,
+    });
+    s.join(p, "layers");
+    s.run_for(Duration::from_secs(3));
+    // The test peer's frames carry their layer's index in their second byte.
+    let main: Vec<u8> = s
+        .hub_frames
+        .iter()
+        .filter_map(|(_, _, f)| f.data.get(1).copied())
+        .collect();
+    assert_eq!(main.last(), Some(&2), "the main feed ends on the top layer");
+    for layer in [0u8, 1] {
+        let frames: Vec<_> = s
+            .hub_layer_frames
+            .iter()
+            .filter(|(_, _, l, _)| *l == layer)
+            .map(|(_, _, _, f)| f)
+            .collect();
+        assert!(frames.len() > 30, "layer {layer}: {} frames", frames.len());
+        assert!(frames[0].keyframe, "layer {layer} starts at a keyframe");
+        assert!(
+            frames.iter().all(|f| f.data.get(1) == Some(&layer)),
+            "layer {layer}'s feed holds only its own frames"
+        );
+        assert!(
+            frames.windows(2).all(|w| w[1].pts_us > w[0].pts_us),
+            "layer {layer}'s times go forward"
+        );
+    }
+    assert!(
+        s.hub_layer_frames.iter().all(|(_, _, l, _)| *l < 2),
+        "the top layer is the main feed's, not fed twice"
+    );
+    // Without `hub_layers` (HLS off) nothing is reassembled beyond the main feed.
+    let mut s = Scenario::new(SfuConfig::default(), 13);
+    let p = s.add_client("pub", Link::clean());
+    s.clients[p].publish = Some(Publish {
+        video: true,
+        audio: false,
+        simulcast: true,
+    });
+    s.join(p, "layers");
+    s.run_for(Duration::from_secs(2));
+    assert!(!s.hub_frames.is_empty() && s.hub_layer_frames.is_empty());
+}

@@ -58,6 +58,13 @@ pub struct Scenario {
         sfu::TrackId,
         sfu::depacketize::AssembledFrame,
     )>,
+    /// Frames of single simulcast layers (`hub_layers`): (publisher, track, layer, frame).
+    pub hub_layer_frames: Vec<(
+        sfu::ParticipantId,
+        sfu::TrackId,
+        u8,
+        sfu::depacketize::AssembledFrame,
+    )>,
 }
 
 impl Scenario {
@@ -79,6 +86,7 @@ impl Scenario {
             rng: fastrand::Rng::with_seed(seed),
             dropped: 0,
             hub_frames: Vec::new(),
+            hub_layer_frames: Vec::new(),
         }
     }
 
@@ -186,10 +194,14 @@ impl Scenario {
                     Output::Event(sfu::SfuEvent::Frame {
                         participant,
                         track,
+                        layer,
                         frame,
                     }) => {
                         moved = true;
-                        self.hub_frames.push((participant, track, frame));
+                        match layer {
+                            None => self.hub_frames.push((participant, track, frame)),
+                            Some(l) => self.hub_layer_frames.push((participant, track, l, frame)),
+                        }
                     }
                     Output::Event(_) => {}
                     Output::Timeout(t) => {
