@@ -455,6 +455,58 @@ async function main() {
   }
   await simPage.close();
 
+  // H.265 over enhanced RTMP, as OBS 30+ and FFmpeg 6.1+ send it (FFmpeg 9 from imageio-ffmpeg;
+  // the system's FFmpeg 5.1 has no enhanced RTMP): packaged as hvc1, B-frames and all.
+  const py9 = spawnSync('python3', ['-c', 'import imageio_ffmpeg;print(imageio_ffmpeg.get_ffmpeg_exe())'], { encoding: 'utf8' });
+  const ff9 = py9.status === 0 ? py9.stdout.trim() : null;
+  if (!ff9 || !fs.existsSync(ff9)) {
+    const why = `imageio-ffmpeg not importable (pip install imageio-ffmpeg): ${(py9.stderr || '').trim().slice(0, 160)}`;
+    if (process.env.CI === 'true') check('H.265 over enhanced RTMP', false, why);
+    else console.log(`# skip - H.265 over enhanced RTMP: ${why}`);
+  } else {
+    const hevc = spawn(ff9, ['-hide_banner', '-loglevel', 'error', '-re',
+      '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+      '-c:v', 'libx265', '-preset', 'ultrafast', '-x265-params', 'log-level=error:keyint=30:min-keyint=30:bframes=2',
+      '-pix_fmt', 'yuv420p', '-c:a', 'aac', '-ar', '48000',
+      '-f', 'flv', `rtmp://127.0.0.1:${RTMP_PORT}/live/hevc`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let hevcErr = '';
+    hevc.stderr.on('data', (d) => { hevcErr += d; });
+    const hevcIndex = await waitFor(async () => {
+      const r = await get(`${base}/hls/live/hevc/index.m3u8`);
+      return r.status === 200 ? r.text : null;
+    }, 20_000, 500);
+    check('H.265 (enhanced RTMP from FFmpeg 9): index.m3u8 with hvc1 + mp4a.40.2 at 640x360',
+      /CODECS="hvc1\.[0-9A-Za-z.]+,mp4a\.40\.2"/.test(hevcIndex ?? '') && hevcIndex.includes('RESOLUTION=640x360'),
+      hevcIndex ?? `${(await get(`${base}/api/hls`)).text} ${hevcErr.slice(0, 300)}`);
+    if (hevcIndex) {
+      await sleep(2500);
+      const media = (await get(`${base}/hls/live/hevc/media.m3u8`)).text;
+      const map = media.match(/#EXT-X-MAP:URI="([^"]+)"/g)?.at(-1)?.match(/URI="([^"]+)"/)?.[1];
+      const segs = media.split('\n').filter((l) => l && !l.startsWith('#'));
+      if (check('H.265: the media playlist has an init and segments', !!map && segs.length >= 2, media)) {
+        const file = path.join(recDir, 'hevc.mp4');
+        const body = async (u) => Buffer.from(await (await fetch(`${base}/hls/live/hevc/${u}`)).arrayBuffer());
+        fs.writeFileSync(file, Buffer.concat([await body(map), ...(await Promise.all(segs.slice(-2).map(body)))]));
+        const p = spawnSync(FFPROBE, ['-v', 'error', '-show_entries', 'stream=codec_name,codec_tag_string,width,height', '-of', 'csv=p=0', file],
+          { encoding: 'utf8' }).stdout.trim().split('\n').sort().join(' ');
+        const dec = spawnSync(FFMPEG, ['-v', 'error', '-i', file, '-f', 'null', '-'], { encoding: 'utf8' });
+        const frames = spawnSync(FFPROBE, ['-v', 'error', '-select_streams', 'v', '-count_frames', '-show_entries', 'stream=nb_read_frames',
+          '-of', 'csv=p=0', file], { encoding: 'utf8' }).stdout.trim();
+        check('H.265: two segments are hvc1 640x360 + AAC that FFmpeg decodes without an error',
+          p === 'aac,mp4a hevc,hvc1,640,360' && dec.stderr.trim() === '' && Number(frames) > 30,
+          JSON.stringify({ p, frames, err: dec.stderr.trim().slice(0, 300) }));
+        figure(`H.265 via enhanced RTMP: ${hevcIndex.match(/CODECS="([^"]+)"/)?.[1]}, ${frames} frames decoded from the last two segments`);
+        fs.rmSync(file, { force: true });
+      }
+      // FFmpeg's HLS client, through the multivariant playlist.
+      const viaHls = spawnSync(FFPROBE, ['-v', 'error', '-show_entries', 'stream=codec_name', '-of', 'csv=p=0',
+        `${base}/hls/live/hevc/index.m3u8`], { encoding: 'utf8', timeout: 20_000 });
+      const got = [...new Set(viaHls.stdout.split('\n').map((l) => l.replace(/,$/, '').trim()).filter(Boolean))].sort().join(',');
+      check('H.265: ffprobe reads it through index.m3u8 (hevc + aac)', got === 'aac,hevc', `${got} ${viaHls.stderr.trim().slice(0, 300)}`);
+    }
+    hevc.kill('SIGTERM');
+  }
+
   // An explicit VP8 choice stands (the SDK offers only VP8), and HLS says why it cannot package it.
   const vp8Page = await browser.newPage();
   await vp8Page.goto(`${base}/publish.html?stream=live/vp8&autostart=1&codec=vp8`);

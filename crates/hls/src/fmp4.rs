@@ -3,9 +3,10 @@
 
 use hub::{Codec, TrackInfo};
 use mp4_atom::{
-    Audio, Av01, Av1c, Avc1, Avcc, Dinf, Dops, Dref, Encode, Esds, FourCC, Ftyp, Hdlr, Mdat, Mdhd,
-    Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts,
-    Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd, Vp08, Vp09, VpcC, esds,
+    Audio, Av01, Av1c, Avc1, Avcc, Dinf, Dops, Dref, Encode, Esds, FourCC, Ftyp, Hdlr, Hvc1, Hvcc,
+    Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd,
+    Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd, Vp08, Vp09,
+    VpcC, esds,
 };
 
 use crate::HlsError;
@@ -25,7 +26,7 @@ impl TrackSpec {
     /// The timescale CMAF players expect: 90 kHz video, the sample rate for audio.
     pub fn new(id: u32, info: TrackInfo) -> Result<TrackSpec, HlsError> {
         let timescale = match info.codec {
-            Codec::H264 | Codec::Vp8 | Codec::Vp9 | Codec::Av1 => 90_000,
+            Codec::H264 | Codec::H265 | Codec::Vp8 | Codec::Vp9 | Codec::Av1 => 90_000,
             Codec::Opus => 48_000,
             Codec::Aac => {
                 media::aac::AudioSpecificConfig::parse(&info.config)
@@ -39,6 +40,11 @@ impl TrackSpec {
             timescale,
             info,
         })
+    }
+
+    /// The picture size, when known (video).
+    pub fn dimensions(&self) -> Option<(u32, u32)> {
+        Some(dimensions(&self.info)).filter(|&(w, h)| w > 0 && h > 0)
     }
 
     /// The RFC 6381 `CODECS` entry of this track.
@@ -56,6 +62,8 @@ impl TrackSpec {
                 format!("mp4a.40.{aot}")
             }
             Codec::Opus => "opus".into(),
+            Codec::H265 => media::hevc::HevcConfig::parse(&self.info.config)
+                .map_or_else(|_| "hvc1.1.6.L93.B0".into(), |c| c.codecs()),
             Codec::Av1 => media::av1::Av1Config::parse_record(&self.info.config)
                 .map_or_else(|_| "av01.0.08M.08".into(), |c| c.codecs()),
             Codec::Vp9 | Codec::Vp8 => {
@@ -164,6 +172,27 @@ fn track(t: &TrackSpec) -> Result<Trak, HlsError> {
                 pasp: None,
                 taic: None,
                 fiel: None,
+            }
+            .into()
+        }
+        Codec::H265 => {
+            // The record goes in as the publisher sent it (enhanced RTMP's sequence start).
+            let hvcc = <Hvcc as mp4_atom::Atom>::decode_body(&mut &info.config[..])
+                .map_err(|e| HlsError::BadConfig(format!("hvcC: {e}")))?;
+            let (w, h) = dimensions(info);
+            Hvc1 {
+                visual: Visual {
+                    data_reference_index: 1,
+                    width: w.min(u32::from(u16::MAX)) as u16,
+                    height: h.min(u32::from(u16::MAX)) as u16,
+                    horizresolution: 72.into(),
+                    vertresolution: 72.into(),
+                    frame_count: 1,
+                    compressor: "".into(),
+                    depth: 24,
+                },
+                hvcc,
+                ..Default::default()
             }
             .into()
         }
@@ -333,12 +362,17 @@ fn audio(t: &TrackSpec, channels: u8) -> Audio {
 }
 
 fn dimensions(info: &TrackInfo) -> (u32, u32) {
-    match (info.width, info.height) {
-        (Some(w), Some(h)) => (w, h),
-        _ => media::avc::AvcConfig::parse(&info.config)
+    match (info.width, info.height, info.codec) {
+        (Some(w), Some(h), _) => (w, h),
+        (_, _, Codec::H264) => media::avc::AvcConfig::parse(&info.config)
             .ok()
             .and_then(|c| c.dimensions())
             .unwrap_or((0, 0)),
+        (_, _, Codec::H265) => media::hevc::HevcConfig::parse(&info.config)
+            .ok()
+            .and_then(|c| c.dimensions())
+            .unwrap_or((0, 0)),
+        _ => (0, 0),
     }
 }
 

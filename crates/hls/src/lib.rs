@@ -8,9 +8,9 @@
 //! - [`Segmenter::readiness`] answers blocking playlist reloads (`_HLS_msn`/`_HLS_part`); the
 //!   IO layer holds the request until it says Ready.
 //!
-//! Supported now: H.264, VP9 or AV1 video with AAC or Opus audio (either alone too). VP8 goes
-//! into recordings (`vp08`, which FFmpeg and browsers' MP4 readers play) but HLS players do not
-//! take it, so HLS refuses it with [`HlsError::Unsupported`]; so is H.265 for now.
+//! Supported: H.264, H.265 (`hvc1`), VP9 or AV1 video with AAC or Opus audio (either alone
+//! too). VP8 goes into recordings (`vp08`, which FFmpeg and browsers' MP4 readers play) but HLS
+//! players do not take it, so HLS refuses it with [`HlsError::Unsupported`].
 
 mod fmp4;
 pub mod playlist;

@@ -43,16 +43,7 @@ pub fn multivariant(variants: &[(&Segmenter, &str)]) -> String {
             "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
             codecs.join(",")
         );
-        let video = seg
-            .tracks()
-            .find_map(|t| t.info.width.zip(t.info.height))
-            .or_else(|| {
-                seg.tracks().find_map(|t| {
-                    media::avc::AvcConfig::parse(&t.info.config)
-                        .ok()
-                        .and_then(|c| c.dimensions())
-                })
-            });
+        let video = seg.tracks().find_map(|t| t.dimensions());
         if let Some((w, h)) = video {
             let _ = write!(s, ",RESOLUTION={w}x{h}");
         }

@@ -202,7 +202,7 @@ impl Segmenter {
         }
         if let Some(v) = video {
             let ok = match infos[v].codec {
-                Codec::H264 | Codec::Vp9 | Codec::Av1 => true,
+                Codec::H264 | Codec::H265 | Codec::Vp9 | Codec::Av1 => true,
                 Codec::Vp8 => self.config.vp8,
                 _ => false,
             };
@@ -223,13 +223,17 @@ impl Segmenter {
         if chosen.iter().any(|&i| {
             matches!(
                 infos[i].codec,
-                Codec::H264 | Codec::Aac | Codec::Vp8 | Codec::Vp9 | Codec::Av1
+                Codec::H264 | Codec::H265 | Codec::Aac | Codec::Vp8 | Codec::Vp9 | Codec::Av1
             ) && infos[i].config.is_empty()
         }) {
             // Until it has come, package nothing new: a stream that began with its audio
             // alone would otherwise start without video and need a new init (and players a
             // new decoder set-up, which MSE cannot do for an added track) a moment later.
             // Segments already out stay as they are.
+            // A recording keeps what it has (`keep_every_frame`): it is closed as it is.
+            if self.config.keep_every_frame {
+                self.finish()?;
+            }
             if !self.has_segment() {
                 self.start_over();
                 self.init = None;
@@ -339,6 +343,11 @@ impl Segmenter {
                         >= self.config.target_duration.as_micros() as i64
             }
         }
+    }
+
+    /// No video packaged yet: waiting for a keyframe (or the configuration) to start.
+    pub fn waiting_for_keyframe(&self) -> bool {
+        self.awaiting_config || self.base_us.is_none()
     }
 
     /// Whether to ask the source for a keyframe now: [`Segmenter::keyframe_due`], at most

@@ -257,6 +257,7 @@ impl Hub {
             rx,
             pending,
             waiting_keyframe: false,
+            resumed: Vec::new(),
             ended: false,
         })
     }
@@ -347,10 +348,12 @@ impl Publisher {
         let Some(tx) = st.tx.clone() else {
             return; // taken over: nobody reads this publisher any more
         };
+        // The main video's keyframes start a GOP; a lower simulcast layer carried on its own
+        // (an HLS variant) has keyframes of its own, which say nothing about the main picture.
         let video = st
             .tracks
             .get(frame.track)
-            .is_some_and(|t| t.kind() == MediaKind::Video);
+            .is_some_and(|t| t.kind() == MediaKind::Video && t.layer.is_none());
         let (len, keyframe) = (frame.data.len(), frame.keyframe);
         st.bytes_in += len as u64;
         st.frames_in += 1;
@@ -417,7 +420,11 @@ pub struct Reader {
     proto: Protocol,
     rx: broadcast::Receiver<Item>,
     pending: VecDeque<Item>,
+    /// After a skip (or `start_from_now`), video waits for a keyframe, track by track: each
+    /// video track's frames are dropped until its own keyframe (`resumed` lists those that had
+    /// one), so that no track resumes on frames whose references were skipped.
     waiting_keyframe: bool,
+    resumed: Vec<usize>,
     ended: bool,
 }
 
@@ -476,6 +483,7 @@ impl Reader {
     pub fn start_from_now(&mut self) {
         self.pending.retain(|i| matches!(i, Item::Tracks(_)));
         self.waiting_keyframe = true;
+        self.resumed.clear();
     }
 
     /// Asks the publisher for a video keyframe (HLS cuts segments at keyframes, and WebRTC
@@ -498,19 +506,31 @@ impl Reader {
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 self.stream.skips.fetch_add(1, Ordering::Relaxed);
                 self.waiting_keyframe = true;
+                self.resumed.clear();
                 None
             }
             Ok(Item::Frame(f)) if self.waiting_keyframe => {
                 let tracks = lock(&self.stream.state).tracks.clone();
-                match tracks.get(f.track).map(|t| t.kind()) {
+                let pass = match tracks.get(f.track).map(|t| t.kind()) {
+                    Some(MediaKind::Video) if self.resumed.contains(&f.track) => true,
                     Some(MediaKind::Video) if f.keyframe => {
-                        self.waiting_keyframe = false;
-                        Some(Item::Frame(f))
+                        self.resumed.push(f.track);
+                        true
                     }
-                    Some(MediaKind::Video) | None => None,
+                    Some(MediaKind::Video) | None => false,
                     // Audio first: it resumes at once.
-                    Some(MediaKind::Audio) => Some(Item::Frame(f)),
+                    Some(MediaKind::Audio) => true,
+                };
+                // Every video track has had its keyframe: back to passing everything.
+                if tracks
+                    .iter()
+                    .enumerate()
+                    .all(|(i, t)| t.kind() != MediaKind::Video || self.resumed.contains(&i))
+                {
+                    self.waiting_keyframe = false;
+                    self.resumed.clear();
                 }
+                pass.then_some(Item::Frame(f))
             }
             Ok(item) => Some(item),
         }
@@ -633,6 +653,46 @@ mod tests {
         assert_eq!(got, vec![(0, 0), (1, 41), (0, 43), (0, 44)], "{got:?}");
         assert_eq!(slow.skips(), 1);
         assert_eq!(hub.stream(&name("live/slow")).unwrap().skips, 1);
+    }
+
+    #[test]
+    fn after_a_skip_each_video_track_waits_for_its_own_keyframe() {
+        // The main video (0), audio (1) and a lower simulcast layer carried on its own (2).
+        let hub = Hub::new(HubConfig {
+            reader_queue: 16,
+            ..HubConfig::default()
+        });
+        let p = hub
+            .publish(name("live/layers"), Protocol::Whip, Instant::now())
+            .unwrap();
+        let mut layer = TrackInfo::new(Codec::H264);
+        layer.layer = Some(0);
+        p.set_tracks(vec![
+            TrackInfo::new(Codec::H264),
+            TrackInfo::new(Codec::Opus),
+            layer,
+        ]);
+        p.push(frame(0, 0, true));
+        // The layer's keyframe does not start a new GOP for new readers.
+        p.push(frame(2, 1, true));
+        let mut late = hub.subscribe(&name("live/layers"), Protocol::Hls).unwrap();
+        let got = ready(&mut late);
+        assert!(
+            got.contains(&(0, 0)),
+            "the GOP starts at the main keyframe: {got:?}"
+        );
+        let mut slow = hub.subscribe(&name("live/layers"), Protocol::Hls).unwrap();
+        for t in 2..=40 {
+            p.push(frame(0, t, false));
+        }
+        p.push(frame(2, 41, true)); // the layer's keyframe: the layer resumes
+        p.push(frame(0, 42, false)); // main still waits for its own
+        p.push(frame(2, 43, false));
+        p.push(frame(0, 44, true)); // main resumes
+        p.push(frame(0, 45, false));
+        let got = ready(&mut slow);
+        let after_gap: Vec<_> = got.into_iter().filter(|(_, t)| *t >= 41).collect();
+        assert_eq!(after_gap, vec![(2, 41), (2, 43), (0, 44), (0, 45)]);
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! (ITU-T H.264 7.3.2.1.1), and length-prefixed ↔ Annex B access units. The WebRTC path uses
 //! the Annex B conversion to packetize what RTMP publishers send.
 
+use crate::bits::Bits;
+
 /// What was wrong with H.264 data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -234,22 +236,10 @@ pub fn to_annex_b(
 /// `None` when the SPS does not parse; only the fields before the size are read.
 pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     // Drop the NAL header and emulation prevention bytes (00 00 03 → 00 00).
-    let mut rbsp = Vec::with_capacity(sps.len());
-    let mut zeros = 0;
-    for &b in sps.get(1..)? {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        rbsp.push(b);
-    }
-    let mut r = BitReader {
-        data: &rbsp,
-        bit: 0,
-    };
-    let profile_idc = r.bits(8)?;
-    r.bits(16)?; // constraint flags, level_idc
+    let rbsp = crate::bits::rbsp(sps.get(1..)?);
+    let mut r = Bits::new(&rbsp);
+    let profile_idc = r.read(8)?;
+    r.read(16)?; // constraint flags, level_idc
     r.ue()?; // seq_parameter_set_id
     let mut chroma_format_idc = 1;
     let mut separate_colour_plane = false;
@@ -259,15 +249,15 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     ) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc == 3 {
-            separate_colour_plane = r.bits(1)? == 1;
+            separate_colour_plane = r.read(1)? == 1;
         }
         r.ue()?; // bit_depth_luma_minus8
         r.ue()?; // bit_depth_chroma_minus8
-        r.bits(1)?; // qpprime_y_zero_transform_bypass_flag
-        if r.bits(1)? == 1 {
+        r.read(1)?; // qpprime_y_zero_transform_bypass_flag
+        if r.read(1)? == 1 {
             let lists = if chroma_format_idc == 3 { 12 } else { 8 };
             for i in 0..lists {
-                if r.bits(1)? == 1 {
+                if r.read(1)? == 1 {
                     skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
                 }
             }
@@ -279,7 +269,7 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
             r.ue()?; // log2_max_pic_order_cnt_lsb_minus4
         }
         1 => {
-            r.bits(1)?;
+            r.read(1)?;
             r.se()?;
             r.se()?;
             for _ in 0..r.ue()? {
@@ -289,16 +279,16 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
         _ => {}
     }
     r.ue()?; // max_num_ref_frames
-    r.bits(1)?; // gaps_in_frame_num_value_allowed_flag
+    r.read(1)?; // gaps_in_frame_num_value_allowed_flag
     let width_mbs = u64::from(r.ue()?) + 1;
     let height_map_units = u64::from(r.ue()?) + 1;
-    let frame_mbs_only = u64::from(r.bits(1)?);
+    let frame_mbs_only = u64::from(r.read(1)?);
     if frame_mbs_only == 0 {
-        r.bits(1)?; // mb_adaptive_frame_field_flag
+        r.read(1)?; // mb_adaptive_frame_field_flag
     }
-    r.bits(1)?; // direct_8x8_inference_flag
+    r.read(1)?; // direct_8x8_inference_flag
     let (mut left, mut right, mut top, mut bottom) = (0u64, 0u64, 0u64, 0u64);
-    if r.bits(1)? == 1 {
+    if r.read(1)? == 1 {
         left = r.ue()?.into();
         right = r.ue()?.into();
         top = r.ue()?.into();
@@ -321,7 +311,7 @@ pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     Some((u32::try_from(width).ok()?, u32::try_from(height).ok()?))
 }
 
-fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Option<()> {
+fn skip_scaling_list(r: &mut Bits<'_>, size: usize) -> Option<()> {
     let (mut last, mut next) = (8i64, 8i64);
     for _ in 0..size {
         if next != 0 {
@@ -332,42 +322,6 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Option<()> {
         }
     }
     Some(())
-}
-
-/// Exp-Golomb bit reader over an RBSP.
-struct BitReader<'a> {
-    data: &'a [u8],
-    bit: usize,
-}
-
-impl BitReader<'_> {
-    fn bits(&mut self, n: u32) -> Option<u32> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = self.data.get(self.bit / 8)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.bit % 8)) & 1);
-            self.bit += 1;
-        }
-        Some(v)
-    }
-
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bits(1)? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        let rest = self.bits(zeros)?;
-        ((1u64 << zeros) - 1 + u64::from(rest)).try_into().ok()
-    }
-
-    fn se(&mut self) -> Option<i32> {
-        let k = i64::from(self.ue()?);
-        let v = if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) };
-        i32::try_from(v).ok()
-    }
 }
 
 #[cfg(test)]

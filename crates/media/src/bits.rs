@@ -1,4 +1,5 @@
-//! A most-significant-bit-first reader, as VP9 and AV1 write their headers.
+//! A most-significant-bit-first reader, as VP9 and AV1 write their headers, with the
+//! Exp-Golomb codes of H.264 and H.265 parameter sets.
 
 /// Reads bits from a byte slice, high bit first; running out is `None`.
 pub(crate) struct Bits<'a> {
@@ -21,4 +22,39 @@ impl<'a> Bits<'a> {
         }
         Some(v)
     }
+
+    /// An unsigned Exp-Golomb code, ue(v).
+    pub(crate) fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.read(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        let rest = self.read(zeros)?;
+        ((1u64 << zeros) - 1 + u64::from(rest)).try_into().ok()
+    }
+
+    /// A signed Exp-Golomb code, se(v).
+    pub(crate) fn se(&mut self) -> Option<i32> {
+        let k = i64::from(self.ue()?);
+        let v = if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) };
+        i32::try_from(v).ok()
+    }
+}
+
+/// A NAL unit's payload with its emulation prevention bytes removed (00 00 03 → 00 00).
+pub(crate) fn rbsp(nal_payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nal_payload.len());
+    let mut zeros = 0;
+    for &b in nal_payload {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
 }

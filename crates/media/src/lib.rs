@@ -10,4 +10,5 @@ pub mod aac;
 pub mod av1;
 pub mod avc;
 mod bits;
+pub mod hevc;
 pub mod vp;

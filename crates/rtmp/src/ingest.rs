@@ -173,6 +173,14 @@ impl Ingest {
                     return Err(avc::AvcError::LengthSize(3).into());
                 }
                 track.config = with_length_size_4(config, 21);
+                // The picture size, when the record's SPS says it (HLS's RESOLUTION).
+                if let Some((w, h)) = media::hevc::HevcConfig::parse(config)
+                    .ok()
+                    .and_then(|c| c.dimensions())
+                {
+                    track.width = Some(w);
+                    track.height = Some(h);
+                }
             }
             _ => track.config = config.into(),
         }

@@ -57,6 +57,8 @@ struct StreamState {
     /// The main variant first, then one per lower simulcast layer, highest first.
     variants: Vec<Variant>,
     ended: bool,
+    /// The hub's track list, last described.
+    tracks: Arc<[hub::TrackInfo]>,
 }
 
 struct Variant {
@@ -65,6 +67,9 @@ struct Variant {
     seg: Segmenter,
     /// Why it cannot be packaged ("HLS unavailable: VP8"); for the main variant, the stream.
     error: Option<String>,
+    /// When its video last had a frame: a layer the publisher paused (a browser does under
+    /// congestion) stops being offered.
+    last_video: Option<Instant>,
 }
 
 impl Variant {
@@ -84,9 +89,19 @@ impl Variant {
         }
     }
 
-    /// Whether players are told of it: packaged, with a complete segment.
+    /// Whether players are told of it: packaged, with a complete segment, and (a layer) still
+    /// being sent.
     fn offered(&self) -> bool {
-        self.error.is_none() && self.seg.has_segment()
+        let sending = self.layer.is_none()
+            || self.last_video.is_some_and(|t| {
+                t.elapsed()
+                    < 2 * self
+                        .seg
+                        .config()
+                        .target_duration
+                        .max(Duration::from_secs(1))
+            });
+        self.error.is_none() && self.seg.has_segment() && sending
     }
 }
 
@@ -202,8 +217,10 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
                 layer: None,
                 seg: Segmenter::new(server.config),
                 error: None,
+                last_video: None,
             }],
             ended: false,
+            tracks: Arc::from(Vec::new()),
         }),
         version: watch::channel(0).0,
     });
@@ -219,10 +236,15 @@ async fn package(server: Arc<HlsServer>, hub: Hub, name: StreamName) {
             let added = take(&stream, &key, &item, server.config);
             // Segments end at keyframes; a WebRTC encoder makes one only when asked.
             let now = Instant::now();
-            // Every variant is asked (each keeps its own schedule), not just the first due.
+            // The main variant's schedule asks for keyframes, which the SFU asks of every
+            // layer at once; the layer variants cut at those (they cut at half the target, so
+            // a keyframe round finds them due), and ask only while they wait to start. One
+            // keyframe per layer per segment, and the variants' segments line up.
             let mut due = false;
             for v in &mut stream.lock().variants {
-                due |= v.seg.keyframe_request(now);
+                if v.layer.is_none() || v.seg.waiting_for_keyframe() {
+                    due |= v.seg.keyframe_request(now);
+                }
             }
             if due {
                 reader.request_keyframe();
@@ -254,6 +276,7 @@ fn take(stream: &HlsStream, key: &str, item: &Item, config: SegmenterConfig) -> 
     let mut st = stream.lock();
     // A simulcast layer carried on its own (hub track with `layer`) is a variant.
     if let Item::Tracks(tracks) = item {
+        st.tracks = tracks.clone();
         for layer in tracks.iter().filter_map(|t| t.layer) {
             if st.variant(Some(layer)).is_none() {
                 debug!(stream = %key, layer, "HLS variant for a simulcast layer");
@@ -261,16 +284,31 @@ fn take(stream: &HlsStream, key: &str, item: &Item, config: SegmenterConfig) -> 
                     layer: Some(layer),
                     seg: Segmenter::new(SegmenterConfig {
                         layer: Some(layer),
+                        target_duration: config.target_duration / 2,
                         ..config
                     }),
                     error: None,
+                    last_video: None,
                 });
                 st.variants[1..].sort_by_key(|v| std::cmp::Reverse(v.layer));
             }
         }
     }
+    // Whose video a frame is: (a video frame, its layer).
+    let video_of = match item {
+        Item::Frame(f) => st
+            .tracks
+            .get(f.track)
+            .filter(|t| t.kind() == hub::MediaKind::Video)
+            .map(|t| t.layer),
+        Item::Tracks(_) => None,
+    };
+    let now = Instant::now();
     let mut added = false;
     for v in &mut st.variants {
+        if video_of == Some(v.layer) {
+            v.last_video = Some(now);
+        }
         let parts_before = v.seg.segments().back().map(|s| (s.msn, s.parts.len()));
         let result = match item {
             Item::Tracks(tracks) => v.seg.set_tracks(tracks),

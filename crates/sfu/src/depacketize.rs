@@ -64,6 +64,10 @@ pub struct Assembler {
     current: Option<(u32, bool)>,
     packets: Packets,
     need_keyframe: bool,
+    /// The last sequence number of the last complete frame: a next frame that does not follow
+    /// it means whole frames were lost between them (a frame of one packet is lost whole, and
+    /// nothing else would notice), and the frames after depend on them.
+    last_seq: Option<u64>,
     /// (first extended timestamp, last raw timestamp, last extended timestamp).
     time: Option<(i64, u32, i64)>,
     /// Added to every pts: how long after its publisher's first track this track began, so a
@@ -90,9 +94,16 @@ impl Assembler {
             current: None,
             packets: BTreeMap::new(),
             need_keyframe: true,
+            last_seq: None,
             time: None,
             offset_us,
         })
+    }
+
+    /// Frames are being held back until a keyframe (after a loss, or before the first one):
+    /// the publisher should be asked for one.
+    pub fn waiting_for_keyframe(&self) -> bool {
+        self.need_keyframe && !matches!(self.kind, Kind::Opus)
     }
 
     /// Takes over what `previous` announced (H.264 parameter sets, VP8/VP9/AV1 configuration),
@@ -153,9 +164,17 @@ impl Assembler {
             return None;
         }
         self.packets.insert(seq, (marker, payload.clone()));
+        let first = self.packets.first_key_value().map(|(s, _)| *s);
+        let end = self.packets.last_key_value().map(|(s, _)| *s);
         let frame = self.try_complete()?;
         self.current = Some((ts, true));
         self.packets.clear();
+        if let (Some(last), Some(first)) = (self.last_seq, first)
+            && first != last + 1
+        {
+            self.need_keyframe = true;
+        }
+        self.last_seq = end;
         let pts_us = self.pts(ts);
         let (data, keyframe, config) = frame;
         if self.need_keyframe && !keyframe {
@@ -523,6 +542,28 @@ mod tests {
 
     fn arc(v: &[u8]) -> Arc<[u8]> {
         Arc::from(v)
+    }
+
+    #[test]
+    fn a_frame_lost_whole_holds_the_frames_after_it_until_a_keyframe() {
+        let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
+        let sps = [0x67, 0x42, 0xe0, 0x1f, 0xaa];
+        let pps = [0x68, 0xce, 0x3c];
+        let mut stap = vec![0x78];
+        for n in [&sps[..], &pps[..]] {
+            stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            stap.extend_from_slice(n);
+        }
+        assert_eq!(a.push(1, 0, false, &arc(&stap)), None);
+        assert!(a.push(2, 0, true, &arc(&[0x65, 1])).unwrap().keyframe);
+        assert!(a.push(3, 3000, true, &arc(&[0x41, 2])).is_some());
+        // Packet 4, the whole of the frame at 6000, never comes: the frames after it refer to
+        // it, so they are held back until the next keyframe.
+        assert_eq!(a.push(5, 9000, true, &arc(&[0x41, 3])), None);
+        assert_eq!(a.push(6, 12000, true, &arc(&[0x41, 4])), None);
+        assert_eq!(a.push(7, 15000, false, &arc(&stap)), None);
+        assert!(a.push(8, 15000, true, &arc(&[0x65, 5])).unwrap().keyframe);
+        assert!(a.push(9, 18000, true, &arc(&[0x41, 6])).is_some());
     }
 
     #[test]

@@ -668,7 +668,13 @@ impl Sfu {
                     frame,
                 }));
         }
-        if switched {
+        // Frames held back after a loss wait for a keyframe: ask for one (throttled).
+        let lost = self
+            .tracks
+            .get(&tid)
+            .and_then(|t| t.assembler.as_ref())
+            .is_some_and(|a| a.waiting_for_keyframe());
+        if switched || lost {
             self.request_keyframe(tid, layer);
         }
     }
@@ -721,8 +727,8 @@ impl Sfu {
                     frame,
                 }));
         }
-        if fresh {
-            self.request_keyframe(tid, layer);
+        if fresh || a.waiting_for_keyframe() {
+            self.request_keyframe(tid, layer); // throttled: at most one per interval
         }
     }
 

@@ -74,6 +74,9 @@ pub struct OpusToAac {
     /// The same, one plane per channel, as the encoder takes it.
     planes: [Vec<f32>; 2],
     clock: Option<Clock>,
+    /// Units made while a push failed (the silence before a corrupt packet, its
+    /// concealment): they go out with the next push.
+    held: Vec<AacFrame>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +112,7 @@ impl OpusToAac {
             decoded: vec![0.0; MAX_OPUS_SAMPLES * n],
             planes: [Vec::new(), Vec::new()],
             clock: None,
+            held: Vec::new(),
         })
     }
 
@@ -122,9 +126,10 @@ impl OpusToAac {
     /// Returns the AAC units completed (21.3 ms each; none or one per 20 ms packet, mostly).
     /// A gap in the timestamps up to 2 s is filled with silence, a packet far behind is dropped,
     /// and a jump beyond that starts a new timeline. A packet libopus cannot decode gives
-    /// [`TranscodeError::OpusDecode`] and is replaced by libopus's concealment.
+    /// [`TranscodeError::OpusDecode`] and is replaced by libopus's concealment, which comes out
+    /// with the next push.
     pub fn push(&mut self, opus: &[u8], pts_us: i64) -> Result<Vec<AacFrame>, TranscodeError> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.held);
         let Some(at) = self.place(pts_us)? else {
             return Ok(out); // late
         };
@@ -166,7 +171,11 @@ impl OpusToAac {
             }
         }
         self.encode_planes(&mut out)?;
-        result.map(|()| out)
+        if result.is_err() {
+            self.held = out;
+            return result.map(|()| Vec::new());
+        }
+        Ok(out)
     }
 
     /// Where a packet stamped `pts_us` goes: the samples of silence to put before it, or
