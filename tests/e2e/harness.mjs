@@ -55,7 +55,7 @@ export async function enterLoopbackNamespace(scriptUrl, overallTimeoutMs) {
     process.exit(2);
   }
   console.log(`# re-running inside ${netnsRun}`);
-  const child = spawn(netnsRun, [process.execPath, fileURLToPath(scriptUrl), ...process.argv.slice(2)], {
+  const child = spawn(netnsRun, [process.execPath, ...process.execArgv, fileURLToPath(scriptUrl), ...process.argv.slice(2)], {
     stdio: 'inherit',
   });
   const guard = setTimeout(() => child.kill('SIGKILL'), overallTimeoutMs + 15_000);

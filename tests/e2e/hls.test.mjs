@@ -479,8 +479,11 @@ async function main() {
       /CODECS="hvc1\.[0-9A-Za-z.]+,mp4a\.40\.2"/.test(hevcIndex ?? '') && hevcIndex.includes('RESOLUTION=640x360'),
       hevcIndex ?? `${(await get(`${base}/api/hls`)).text} ${hevcErr.slice(0, 300)}`);
     if (hevcIndex) {
-      await sleep(2500);
-      const media = (await get(`${base}/hls/live/hevc/media.m3u8`)).text;
+      // Two complete segments (libx265 may run slower than real time on a busy machine).
+      const media = await waitFor(async () => {
+        const t = (await get(`${base}/hls/live/hevc/media.m3u8`)).text;
+        return t.split('\n').filter((l) => l && !l.startsWith('#')).length >= 2 ? t : null;
+      }, 15_000, 500) ?? (await get(`${base}/hls/live/hevc/media.m3u8`)).text;
       const map = media.match(/#EXT-X-MAP:URI="([^"]+)"/g)?.at(-1)?.match(/URI="([^"]+)"/)?.[1];
       const segs = media.split('\n').filter((l) => l && !l.startsWith('#'));
       if (check('H.265: the media playlist has an init and segments', !!map && segs.length >= 2, media)) {

@@ -507,7 +507,28 @@ impl Reader {
                 self.stream.skips.fetch_add(1, Ordering::Relaxed);
                 self.waiting_keyframe = true;
                 self.resumed.clear();
-                None
+                // What the skip lost may include a track list change, and what is still queued
+                // may be frames of that new list: resuming at a queued keyframe with the old
+                // list is garbage to a decoder (an H.264 picture of a new size read with the
+                // old SPS). So everything still queued goes too, and the reader starts again
+                // from the current list, at the next keyframe. The state lock is held while
+                // draining: the publisher sends under it, so nothing slips in between.
+                let st = lock(&self.stream.state);
+                loop {
+                    match self.rx.try_recv() {
+                        Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                        Err(broadcast::error::TryRecvError::Closed) => {
+                            self.ended = true;
+                            break;
+                        }
+                    }
+                }
+                let tracks = st.tracks.clone();
+                drop(st);
+                // A WebRTC publisher makes keyframes only when asked.
+                self.request_keyframe();
+                Some(Item::Tracks(tracks))
             }
             Ok(Item::Frame(f)) if self.waiting_keyframe => {
                 let tracks = lock(&self.stream.state).tracks.clone();
@@ -644,13 +665,24 @@ mod tests {
                 "the fast reader is never held up"
             );
         }
+        // The slow reader finds it fell behind: what is still queued goes (it may belong to a
+        // track list the reader missed), the current list comes again, and a keyframe is asked.
+        let wanted = p.take_keyframe_request();
+        assert!(!wanted);
+        let got = ready(&mut slow);
+        assert_eq!(
+            got,
+            vec![(0, 0)],
+            "the GOP it started with, then nothing stale"
+        );
+        assert!(p.take_keyframe_request(), "the reader asked for a keyframe");
         p.push(frame(1, 41, true)); // audio
         p.push(frame(0, 42, false)); // video, not decodable after the gap
         p.push(frame(0, 43, true)); // the next keyframe
         p.push(frame(0, 44, false));
         let got = ready(&mut slow);
-        // The GOP it started with, then a gap, audio at once, video from the next keyframe.
-        assert_eq!(got, vec![(0, 0), (1, 41), (0, 43), (0, 44)], "{got:?}");
+        // Audio at once, video from the next keyframe.
+        assert_eq!(got, vec![(1, 41), (0, 43), (0, 44)], "{got:?}");
         assert_eq!(slow.skips(), 1);
         assert_eq!(hub.stream(&name("live/slow")).unwrap().skips, 1);
     }
@@ -685,6 +717,10 @@ mod tests {
         for t in 2..=40 {
             p.push(frame(0, t, false));
         }
+        assert!(
+            ready(&mut slow).iter().all(|(_, t)| *t < 2),
+            "lagged: the rest is dropped"
+        );
         p.push(frame(2, 41, true)); // the layer's keyframe: the layer resumes
         p.push(frame(0, 42, false)); // main still waits for its own
         p.push(frame(2, 43, false));

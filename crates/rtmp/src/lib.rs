@@ -58,8 +58,10 @@ mod chunk;
 mod commands;
 mod error;
 pub mod flv;
+pub mod flv_out;
 mod ingest;
 mod session;
+pub mod tc;
 
 pub use error::RtmpError;
 pub use session::{RequestId, Session, SessionConfig};

@@ -53,8 +53,9 @@ pub struct SendOptions {
     pub finish_within: Option<Duration>,
     /// It depends on the message before it on the flow: abandoned with it.
     pub depends_on_previous: bool,
-    /// Every queued message of the flow not yet started is abandoned first (a keyframe: the
-    /// previous GOP is worth nothing now).
+    /// Every queued message of the flow not yet started and with a deadline is abandoned
+    /// first (a keyframe: the previous GOP is worth nothing now); messages without a deadline
+    /// (a sequence header) stay.
     pub expire_queued: bool,
 }
 

@@ -81,10 +81,11 @@ impl SendFlow {
         }
     }
 
-    /// Abandons every message not yet started (a new GOP makes the old one worthless).
+    /// Abandons every message not yet started that has a deadline (a new GOP makes the old
+    /// one worthless). Messages without one (a sequence header, a command) are kept.
     pub fn expire_queued(&mut self) {
         for m in &mut self.queue {
-            if !m.started() {
+            if !m.started() && (m.start_by.is_some() || m.finish_by.is_some()) {
                 m.abandoned = true;
             }
         }

@@ -185,9 +185,15 @@ fn a_late_frame_is_abandoned_with_the_frames_that_depend_on_it() {
         number: 3,
         data: b"key2".to_vec()
     }));
-    // A keyframe that expires the queue: the GOP before it is dropped unsent.
-    a.send(later, 1, b"d1".to_vec(), SendOptions::default());
-    a.send(later, 1, b"d2".to_vec(), SendOptions::default());
+    // A keyframe that expires the queue: the GOP before it is dropped unsent (messages with
+    // a deadline; one without, a sequence header, stays).
+    let delta = SendOptions {
+        start_within: Some(Duration::from_secs(10)),
+        depends_on_previous: true,
+        ..SendOptions::default()
+    };
+    a.send(later, 1, b"d1".to_vec(), delta);
+    a.send(later, 1, b"d2".to_vec(), delta);
     a.send(
         later,
         1,

@@ -11,6 +11,7 @@ mod metrics;
 mod net;
 mod recording;
 mod rtmp_server;
+mod rtws_server;
 mod streams;
 mod tls;
 mod turn_server;
@@ -165,7 +166,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut app = http::router(media.clone());
+    let mut app = http::router(media.clone()).merge(rtws_server::router(hub.clone()));
     if let Some(hls) = hls {
         app = app.merge(hls_http::router(hls));
     }

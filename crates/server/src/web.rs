@@ -48,6 +48,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../web/onair.js"),
     ),
     (
+        "/rtws.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/rtws.js"),
+    ),
+    (
         "/style.css",
         "text/css; charset=utf-8",
         include_str!("../../../web/style.css"),

@@ -68,6 +68,8 @@ pub struct Assembler {
     /// it means whole frames were lost between them (a frame of one packet is lost whole, and
     /// nothing else would notice), and the frames after depend on them.
     last_seq: Option<u64>,
+    /// The frame being completed does not follow `last_seq`.
+    gap_before: bool,
     /// (first extended timestamp, last raw timestamp, last extended timestamp).
     time: Option<(i64, u32, i64)>,
     /// Added to every pts: how long after its publisher's first track this track began, so a
@@ -95,6 +97,7 @@ impl Assembler {
             packets: BTreeMap::new(),
             need_keyframe: true,
             last_seq: None,
+            gap_before: false,
             time: None,
             offset_us,
         })
@@ -166,12 +169,16 @@ impl Assembler {
         self.packets.insert(seq, (marker, payload.clone()));
         let first = self.packets.first_key_value().map(|(s, _)| *s);
         let end = self.packets.last_key_value().map(|(s, _)| *s);
+        // Packets missing between the last frame and this one: whole frames lost, or the start
+        // of this one (its parameter sets, for H.264) still on its way.
+        self.gap_before = self
+            .last_seq
+            .zip(first)
+            .is_some_and(|(last, first)| first != last + 1);
         let frame = self.try_complete()?;
         self.current = Some((ts, true));
         self.packets.clear();
-        if let (Some(last), Some(first)) = (self.last_seq, first)
-            && first != last + 1
-        {
+        if self.gap_before {
             self.need_keyframe = true;
         }
         self.last_seq = end;
@@ -276,7 +283,30 @@ impl Assembler {
             }
         }
         match &mut self.kind {
-            Kind::H264(_, sets) => Some(annex_b_to_avcc(&out, sets)),
+            Kind::H264(_, sets) => {
+                // Each slice is a NAL unit of its own packet, so a frame whose first slice is
+                // missing (lost, or still on its way) looks complete from its second on: its
+                // first slice must start the picture (first_mb_in_slice 0, a ue(v) of a
+                // single 1 bit). Otherwise wait, as for a missing first packet.
+                let first_slice = split_annex_b(&out)
+                    .find(|n| matches!(n.first().map(|h| h & 0x1f), Some(1 | 5)));
+                if first_slice.is_some_and(|n| n.get(1).is_none_or(|b| b & 0x80 == 0)) {
+                    return None;
+                }
+                // A keyframe after a gap without its SPS and PPS: they may be what is missing
+                // (a new resolution's parameter sets, in a packet before the slices), and the
+                // slices decode as garbage with the old ones. Wait for them; if they never come
+                // the frame is dropped with the others until the next keyframe.
+                if self.gap_before {
+                    let types: Vec<u8> = split_annex_b(&out)
+                        .filter_map(|n| n.first().map(|h| h & 0x1f))
+                        .collect();
+                    if types.contains(&5) && !(types.contains(&7) && types.contains(&8)) {
+                        return None;
+                    }
+                }
+                Some(annex_b_to_avcc(&out, sets))
+            }
             Kind::Vp8(_, last) => {
                 // VP8 frame tag: bit 0 clear means a key frame (RFC 6386 §9.1).
                 let key = out.first().is_some_and(|b| b & 1 == 0);
@@ -545,6 +575,68 @@ mod tests {
     }
 
     #[test]
+    fn a_keyframe_after_a_gap_waits_for_its_parameter_sets() {
+        let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
+        let stap = |sps_byte: u8| {
+            let sps = [0x67, 0x42, 0xe0, 0x1f, sps_byte];
+            let pps = [0x68, 0xce, 0x3c];
+            let mut v = vec![0x78];
+            for n in [&sps[..], &pps[..]] {
+                v.extend_from_slice(&(n.len() as u16).to_be_bytes());
+                v.extend_from_slice(n);
+            }
+            v
+        };
+        assert_eq!(a.push(1, 0, false, &arc(&stap(0xaa))), None);
+        assert!(a.push(2, 0, true, &arc(&[0x65, 0x81])).is_some());
+        // Packets 3 and 4 are lost or late; 5 is the slice of a keyframe whose new parameter
+        // sets are packet 4. It waits for them, and comes out with the new configuration.
+        assert_eq!(a.push(5, 3000, true, &arc(&[0x65, 0x82])), None);
+        assert_eq!(
+            a.push(3, 1500, true, &arc(&[0x41, 0x83])),
+            None,
+            "an old frame"
+        );
+        let f = a
+            .push(4, 3000, false, &arc(&stap(0xbb)))
+            .expect("complete with its sets");
+        assert!(f.keyframe);
+        let c = media::avc::AvcConfig::parse(&f.config.expect("new sets")).unwrap();
+        assert_eq!(c.sps[0][4], 0xbb);
+    }
+
+    #[test]
+    fn a_frame_without_its_first_slice_waits_for_it() {
+        let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
+        let sps = [0x67, 0x42, 0xe0, 0x1f, 0xaa];
+        let pps = [0x68, 0xce, 0x3c];
+        let mut stap = vec![0x78];
+        for n in [&sps[..], &pps[..]] {
+            stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            stap.extend_from_slice(n);
+        }
+        // A keyframe in three packets: parameter sets, slice 1 (first_mb 0: a 1 bit), slice 2
+        // (first_mb 40: not). The first slice comes last.
+        assert_eq!(a.push(1, 0, false, &arc(&stap)), None);
+        assert_eq!(a.push(3, 0, true, &arc(&[0x65, 0x40, 2])), None);
+        let f = a
+            .push(2, 0, false, &arc(&[0x65, 0x88, 1]))
+            .expect("whole once slice 1 is in");
+        assert!(f.keyframe);
+        assert_eq!(
+            f.data,
+            vec![0, 0, 0, 3, 0x65, 0x88, 1, 0, 0, 0, 3, 0x65, 0x40, 2]
+        );
+        // A delta frame whose first slice never comes is not handed over.
+        assert_eq!(a.push(5, 3000, true, &arc(&[0x41, 0x40, 3])), None);
+        assert_eq!(
+            a.push(6, 6000, true, &arc(&[0x41, 0x88, 4])),
+            None,
+            "held until a keyframe"
+        );
+    }
+
+    #[test]
     fn a_frame_lost_whole_holds_the_frames_after_it_until_a_keyframe() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         let sps = [0x67, 0x42, 0xe0, 0x1f, 0xaa];
@@ -555,15 +647,19 @@ mod tests {
             stap.extend_from_slice(n);
         }
         assert_eq!(a.push(1, 0, false, &arc(&stap)), None);
-        assert!(a.push(2, 0, true, &arc(&[0x65, 1])).unwrap().keyframe);
-        assert!(a.push(3, 3000, true, &arc(&[0x41, 2])).is_some());
+        assert!(a.push(2, 0, true, &arc(&[0x65, 0x81])).unwrap().keyframe);
+        assert!(a.push(3, 3000, true, &arc(&[0x41, 0x82])).is_some());
         // Packet 4, the whole of the frame at 6000, never comes: the frames after it refer to
         // it, so they are held back until the next keyframe.
-        assert_eq!(a.push(5, 9000, true, &arc(&[0x41, 3])), None);
-        assert_eq!(a.push(6, 12000, true, &arc(&[0x41, 4])), None);
+        assert_eq!(a.push(5, 9000, true, &arc(&[0x41, 0x83])), None);
+        assert_eq!(a.push(6, 12000, true, &arc(&[0x41, 0x84])), None);
         assert_eq!(a.push(7, 15000, false, &arc(&stap)), None);
-        assert!(a.push(8, 15000, true, &arc(&[0x65, 5])).unwrap().keyframe);
-        assert!(a.push(9, 18000, true, &arc(&[0x41, 6])).is_some());
+        assert!(
+            a.push(8, 15000, true, &arc(&[0x65, 0x85]))
+                .unwrap()
+                .keyframe
+        );
+        assert!(a.push(9, 18000, true, &arc(&[0x41, 0x86])).is_some());
     }
 
     #[test]
@@ -578,15 +674,15 @@ mod tests {
             stap.extend_from_slice(n);
         }
         assert_eq!(a.push(10, 3000, false, &arc(&stap)), None);
-        let f = a.push(11, 3000, true, &arc(&[0x65, 1, 2, 3])).unwrap();
+        let f = a.push(11, 3000, true, &arc(&[0x65, 0x81, 2, 3])).unwrap();
         assert!(f.keyframe);
-        assert_eq!(f.data, vec![0, 0, 0, 4, 0x65, 1, 2, 3]);
+        assert_eq!(f.data, vec![0, 0, 0, 4, 0x65, 0x81, 2, 3]);
         let c = media::avc::AvcConfig::parse(&f.config.unwrap()).unwrap();
         assert_eq!((c.profile, c.level, c.nal_length_size), (0x42, 0x1f, 4));
         assert_eq!((c.sps, c.pps), (vec![sps.to_vec()], vec![pps.to_vec()]));
         assert_eq!(f.pts_us, 0);
         // A delta frame 1/30 s later: no config, not key.
-        let f = a.push(12, 6000, true, &arc(&[0x41, 9])).unwrap();
+        let f = a.push(12, 6000, true, &arc(&[0x41, 0x89])).unwrap();
         assert!(!f.keyframe);
         assert_eq!(f.config, None);
         assert_eq!(f.pts_us, 33_333);
@@ -595,15 +691,15 @@ mod tests {
     #[test]
     fn a_frame_with_a_hole_is_dropped_and_video_waits_for_a_keyframe() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
-        assert!(a.push(1, 0, true, &arc(&[0x65, 1])).is_some());
+        assert!(a.push(1, 0, true, &arc(&[0x65, 0x81])).is_some());
         // FU-A start and end of frame 2, with the middle packet lost.
         assert_eq!(a.push(2, 3000, false, &arc(&[0x7c, 0x81, 1])), None);
         assert_eq!(a.push(4, 3000, true, &arc(&[0x7c, 0x41, 3])), None);
         // Frame 3 (delta) is complete but not decodable after the hole.
-        assert_eq!(a.push(5, 6000, true, &arc(&[0x41, 1])), None);
+        assert_eq!(a.push(5, 6000, true, &arc(&[0x41, 0x81])), None);
         // The next keyframe resumes.
         assert!(
-            a.push(6, 9000, true, &arc(&[0x65, 2]))
+            a.push(6, 9000, true, &arc(&[0x65, 0x82]))
                 .is_some_and(|f| f.keyframe)
         );
     }
@@ -612,9 +708,9 @@ mod tests {
     fn out_of_order_packets_complete_a_frame_and_repeats_are_ignored() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         assert_eq!(a.push(3, 0, true, &arc(&[0x7c, 0x45, 3])), None);
-        assert_eq!(a.push(1, 0, false, &arc(&[0x7c, 0x85, 1])), None);
+        assert_eq!(a.push(1, 0, false, &arc(&[0x7c, 0x85, 0x81])), None);
         let f = a.push(2, 0, false, &arc(&[0x7c, 0x05, 2])).unwrap();
-        assert_eq!(f.data, vec![0, 0, 0, 4, 0x65, 1, 2, 3]);
+        assert_eq!(f.data, vec![0, 0, 0, 4, 0x65, 0x81, 2, 3]);
         assert_eq!(a.push(2, 0, false, &arc(&[0x7c, 0x05, 2])), None);
     }
 

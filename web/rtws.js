@@ -1,0 +1,300 @@
+// RTWebSocket client (browser and Node): flows over one WebSocket with receive windows and
+// acks, and the "TC" media mapping (RTMP messages) on top, for playing onair streams.
+// The wire format: ../shared/specs/rtwebsocket.md (messages: 01 ping, 41 ping reply, 0a ack
+// window, 10/30 open, 1d/3d data, 1a abandon, 1c close, 5a ack, 5c close ack, 5e exception).
+//
+//   const c = new RtwsConnection(new WebSocket('ws://host/rtws/live'));
+//   const player = new TcPlayer(c, { app: 'live' });
+//   player.onmedia = (m) => { /* m.type 8 audio / 9 video, m.timestamp ms, m.body FLV tag body */ };
+//   await player.play('stream');
+
+/** vlu: big-endian base 128, high bit on every byte but the last. */
+export function vluWrite(v, out) {
+  const groups = [];
+  do { groups.unshift(v % 128); v = Math.floor(v / 128); } while (v > 0);
+  groups.forEach((g, i) => out.push(i < groups.length - 1 ? g | 0x80 : g));
+  return out;
+}
+
+/** Reads a vlu at `pos` of `bytes`: [value, next position]. Throws on a truncated one. */
+export function vluRead(bytes, pos) {
+  let v = 0;
+  for (let i = pos; i < bytes.length; i++) {
+    if (i - pos >= 8) throw new Error('vlu too long');
+    v = v * 128 + (bytes[i] & 0x7f);
+    if (!(bytes[i] & 0x80)) return [v, i + 1];
+  }
+  throw new Error('truncated vlu');
+}
+
+const concat = (...parts) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+};
+
+const ACK_DELAY_MS = 250;
+const RECV_BUFFER = 2 ** 24 - 1;
+
+/** One RTWebSocket connection: the receiving side of flows (acks, windows) and sending. */
+export class RtwsConnection {
+  constructor(ws) {
+    this.ws = ws;
+    ws.binaryType = 'arraybuffer';
+    this.recv = new Map(); // flow → { partial: [], received, acked, number, returnAssoc, metadata }
+    this.send = new Map(); // flow → { number }
+    this.ackWindow = 2800;
+    this.sinceAck = 0;
+    this.ackTimer = null;
+    this.pending = new Set();
+    this.onflow = null; // (flowId, metadata, returnAssoc) => handler({onmessage, onclose})
+    this.onping = null;
+    this.onerror = null;
+    this.bytesIn = 0;
+    this.opened = new Promise((resolve, reject) => {
+      if (ws.readyState === 1) resolve();
+      ws.addEventListener('open', () => resolve());
+      ws.addEventListener('error', (e) => reject(e));
+    });
+    ws.addEventListener('message', (e) => {
+      if (typeof e.data === 'string') return; // text is not RTWebSocket
+      try { this.receive(new Uint8Array(e.data)); } catch (err) { this.onerror?.(err); }
+    });
+  }
+
+  rawSend(bytes) {
+    if (this.ws.readyState === 1) this.ws.send(bytes);
+  }
+
+  /** Opens a send flow; returns its ID. */
+  open(flow, metadata, returnAssoc) {
+    const head = returnAssoc === undefined ? vluWrite(flow, [0x10]) : vluWrite(returnAssoc, vluWrite(flow, [0x30]));
+    this.send.set(flow, { number: 0 });
+    this.rawSend(concat(Uint8Array.from(head), metadata));
+    return flow;
+  }
+
+  /** Sends one message on a flow, in 1400-byte fragments. */
+  write(flow, data) {
+    for (let at = 0; at < data.length || at === 0; at += 1400) {
+      const last = at + 1400 >= data.length;
+      this.rawSend(concat(Uint8Array.from(vluWrite(flow, [last ? 0x1d : 0x3d])), data.subarray(at, at + 1400)));
+      if (last) break;
+    }
+  }
+
+  ping(bytes) { this.rawSend(concat(Uint8Array.of(0x01), bytes)); }
+
+  receive(b) {
+    this.bytesIn += b.length;
+    const type = b[0];
+    let pos = 1;
+    let flow;
+    switch (type) {
+      case 0x01: this.rawSend(concat(Uint8Array.of(0x41), b.subarray(1))); return;
+      case 0x41: this.onping?.(b.subarray(1)); return;
+      case 0x0a: [this.ackWindow] = vluRead(b, 1); return;
+      case 0x10: case 0x30: {
+        [flow, pos] = vluRead(b, pos);
+        let assoc;
+        if (type === 0x30) [assoc, pos] = vluRead(b, pos);
+        if (this.recv.has(flow)) throw new Error(`flow ${flow} is already open`);
+        const f = { partial: [], received: 0, acked: 0, number: 1, handler: null };
+        this.recv.set(flow, f);
+        f.handler = this.onflow?.(flow, b.subarray(pos), assoc) ?? null;
+        this.ack(flow, true);
+        return;
+      }
+      case 0x1d: case 0x3d: {
+        [flow, pos] = vluRead(b, pos);
+        const f = this.recv.get(flow);
+        if (!f) throw new Error(`unknown flow ${flow}`);
+        f.received += b.length;
+        f.partial.push(b.subarray(pos));
+        if (type === 0x1d) {
+          const msg = concat(...f.partial);
+          f.partial = [];
+          f.handler?.onmessage?.(msg, f.number++);
+        }
+        this.sinceAck += b.length;
+        this.ack(flow, this.sinceAck >= this.ackWindow || f.received - f.acked >= RECV_BUFFER / 2);
+        return;
+      }
+      case 0x1a: {
+        [flow, pos] = vluRead(b, pos);
+        let count = 1;
+        if (pos < b.length) { [count] = vluRead(b, pos); count += 1; }
+        const f = this.recv.get(flow);
+        if (!f) throw new Error(`unknown flow ${flow}`);
+        f.partial = [];
+        f.number += count;
+        f.handler?.onabandon?.(count);
+        this.ack(flow, true);
+        return;
+      }
+      case 0x1c: {
+        [flow] = vluRead(b, pos);
+        const f = this.recv.get(flow);
+        if (!f) throw new Error(`unknown flow ${flow}`);
+        this.ack(flow, true, 0);
+        this.rawSend(Uint8Array.from(vluWrite(flow, [0x5c])));
+        this.recv.delete(flow);
+        f.handler?.onclose?.();
+        return;
+      }
+      case 0x5a: case 0x5c: case 0x5e: return; // our flows carry commands only: no window kept
+      default: // unknown types are ignored
+    }
+  }
+
+  /** Marks `flow` as owing an ack; sends the pending acks now or within 250 ms. */
+  ack(flow, now, advertisement) {
+    this.pending.add(flow);
+    if (advertisement === 0) this.recv.get(flow).closing = true;
+    if (!now) {
+      this.ackTimer ??= setTimeout(() => this.flushAcks(), ACK_DELAY_MS);
+      return;
+    }
+    this.flushAcks();
+  }
+
+  flushAcks() {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    for (const flow of this.pending) {
+      const f = this.recv.get(flow);
+      if (!f) continue;
+      const delta = f.received - f.acked;
+      f.acked = f.received;
+      const adv = f.closing ? 0 : RECV_BUFFER;
+      this.rawSend(Uint8Array.from(vluWrite(adv, vluWrite(delta, vluWrite(flow, [0x5a])))));
+    }
+    this.pending.clear();
+    this.sinceAck = 0;
+  }
+}
+
+// ------------------------------------------------------------------ AMF0, as much as TC needs
+
+export function amf0Encode(values) {
+  const out = [];
+  const str = (s) => {
+    const b = new TextEncoder().encode(s);
+    out.push(b.length >> 8, b.length & 0xff, ...b);
+  };
+  const value = (v) => {
+    if (v === null || v === undefined) out.push(0x05);
+    else if (typeof v === 'number') {
+      const d = new DataView(new ArrayBuffer(8));
+      d.setFloat64(0, v);
+      out.push(0x00, ...new Uint8Array(d.buffer));
+    } else if (typeof v === 'boolean') out.push(0x01, v ? 1 : 0);
+    else if (typeof v === 'string') { out.push(0x02); str(v); }
+    else {
+      out.push(0x03);
+      for (const [k, x] of Object.entries(v)) { str(k); value(x); }
+      out.push(0, 0, 0x09);
+    }
+  };
+  values.forEach(value);
+  return Uint8Array.from(out);
+}
+
+export function amf0Decode(b) {
+  let pos = 0;
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const str = () => {
+    const n = view.getUint16(pos);
+    const s = new TextDecoder().decode(b.subarray(pos + 2, pos + 2 + n));
+    pos += 2 + n;
+    return s;
+  };
+  const value = (depth = 0) => {
+    if (depth > 16) throw new Error('AMF0 nested too deep');
+    const t = b[pos++];
+    switch (t) {
+      case 0x00: { const v = view.getFloat64(pos); pos += 8; return v; }
+      case 0x01: return b[pos++] !== 0;
+      case 0x02: return str();
+      case 0x03: case 0x08: {
+        if (t === 0x08) pos += 4;
+        const o = {};
+        for (;;) {
+          const k = str();
+          if (b[pos] === 0x09) { pos++; return o; }
+          o[k] = value(depth + 1);
+        }
+      }
+      case 0x05: case 0x06: return null;
+      default: throw new Error(`AMF0 type ${t} not read`);
+    }
+  };
+  const out = [];
+  while (pos < b.length) out.push(value());
+  return out;
+}
+
+// ------------------------------------------------------------------ TC: RTMP messages on flows
+
+const tcMeta = (streamId) => Uint8Array.from(vluWrite(streamId, [0x54, 0x43, 0x04]));
+const tcStreamId = (meta) => (meta[0] === 0x54 && meta[1] === 0x43 ? vluRead(meta, 3)[0] : null);
+const tcMessage = (type, ts, payload) => {
+  const head = new Uint8Array(5);
+  head[0] = type;
+  new DataView(head.buffer).setUint32(1, ts);
+  return concat(head, payload);
+};
+
+/** Plays one stream over TC: connect, createStream, play; media comes to `onmedia`. */
+export class TcPlayer {
+  constructor(conn, { app }) {
+    this.conn = conn;
+    this.app = app;
+    this.transaction = 1;
+    this.waiting = new Map(); // transaction → resolve
+    this.onmedia = null; // ({ type, timestamp, body, flow }) => void
+    this.onstatus = null; // (info) => void
+    this.onabandon = null; // (flow, count) => void
+    this.flows = []; // { flow, streamId, returnAssoc }
+    conn.onflow = (flow, metadata, returnAssoc) => {
+      const streamId = tcStreamId(metadata);
+      this.flows.push({ flow, streamId, returnAssoc });
+      return {
+        onmessage: (msg) => this.message(flow, msg),
+        onabandon: (count) => this.onabandon?.(flow, count),
+      };
+    };
+  }
+
+  message(flow, msg) {
+    const type = msg[0];
+    const timestamp = new DataView(msg.buffer, msg.byteOffset).getUint32(1);
+    const body = msg.subarray(5);
+    if (type === 20) {
+      const [name, transaction, , info] = amf0Decode(body);
+      if (name === '_result' || name === '_error') this.waiting.get(transaction)?.({ name, info });
+      if (name === 'onStatus') this.onstatus?.(info);
+      return;
+    }
+    if (type === 8 || type === 9 || type === 18 || type === 4) this.onmedia?.({ type, timestamp, body, flow });
+  }
+
+  command(flow, name, args) {
+    const t = this.transaction++;
+    this.conn.write(flow, tcMessage(20, 0, amf0Encode([name, t, ...args])));
+    return new Promise((resolve) => this.waiting.set(t, resolve));
+  }
+
+  async play(name) {
+    await this.conn.opened;
+    this.conn.open(0, tcMeta(0));
+    const connected = await this.command(0, 'connect', [{ app: this.app, flashVer: 'onair-rtws/1' }]);
+    if (connected.info?.code !== 'NetConnection.Connect.Success') throw new Error(`connect: ${JSON.stringify(connected.info)}`);
+    const created = await this.command(0, 'createStream', [null]);
+    const streamId = created.info;
+    this.conn.open(1, tcMeta(streamId));
+    this.conn.write(1, tcMessage(20, 0, amf0Encode(['play', 0, null, name])));
+    return streamId;
+  }
+}
