@@ -83,6 +83,12 @@ async function call(base, room, relay) {
   const pages = [await context.newPage(), await context.newPage()];
   const errors = [];
   pages.forEach((p, i) => p.on('pageerror', (e) => errors.push(`page ${i}: ${e.message}`)));
+  // The SDK's warnings (a failed negotiation, say), shown if the call does not come up: a
+  // relayed call once stayed at ICE "new" on both sides in CI with only one side allocating.
+  const logs = [];
+  pages.forEach((p, i) => p.on('console', (m) => {
+    if (['warning', 'error'].includes(m.type())) logs.push(`page ${i} ${m.type()}: ${m.text()}`);
+  }));
   const query = `room=${room}&mode=p2p&autojoin=1${relay ? '&relay=1' : ''}`;
   const t0 = Date.now();
   await pages[0].goto(`${base}/room.html?${query}&name=Ann`);
@@ -95,7 +101,8 @@ async function call(base, room, relay) {
   for (let i = 0; i < 2; i++) {
     const other = names[1 - i];
     const v = ready[i];
-    if (!check(`${label}: ${names[i]} shows ${other}'s video and audio`, v && v.name === other, v ? `after ${Date.now() - t0} ms` : JSON.stringify(await viewOf(pages[i])))) continue;
+    if (!check(`${label}: ${names[i]} shows ${other}'s video and audio`, v && v.name === other, v ? `after ${Date.now() - t0} ms`
+      : `${JSON.stringify(await viewOf(pages[i]))} console: ${JSON.stringify(logs.slice(-10))}`)) continue;
   }
   if (!ready.every(Boolean)) {
     await context.close();

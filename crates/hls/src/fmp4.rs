@@ -154,18 +154,8 @@ fn track(t: &TrackSpec) -> Result<Trak, HlsError> {
         Codec::H264 => {
             let avcc = <Avcc as mp4_atom::Atom>::decode_body(&mut &info.config[..])
                 .map_err(|e| HlsError::BadConfig(format!("avcC: {e}")))?;
-            let (w, h) = dimensions(info);
             Avc1 {
-                visual: Visual {
-                    data_reference_index: 1,
-                    width: w as u16,
-                    height: h as u16,
-                    horizresolution: 72.into(),
-                    vertresolution: 72.into(),
-                    frame_count: 1,
-                    compressor: "".into(),
-                    depth: 24,
-                },
+                visual: visual(dimensions(info)),
                 avcc,
                 btrt: None,
                 colr: None,
@@ -179,18 +169,8 @@ fn track(t: &TrackSpec) -> Result<Trak, HlsError> {
             // The record goes in as the publisher sent it (enhanced RTMP's sequence start).
             let hvcc = <Hvcc as mp4_atom::Atom>::decode_body(&mut &info.config[..])
                 .map_err(|e| HlsError::BadConfig(format!("hvcC: {e}")))?;
-            let (w, h) = dimensions(info);
             Hvc1 {
-                visual: Visual {
-                    data_reference_index: 1,
-                    width: w.min(u32::from(u16::MAX)) as u16,
-                    height: h.min(u32::from(u16::MAX)) as u16,
-                    horizresolution: 72.into(),
-                    vertresolution: 72.into(),
-                    frame_count: 1,
-                    compressor: "".into(),
-                    depth: 24,
-                },
+                visual: visual(dimensions(info)),
                 hvcc,
                 ..Default::default()
             }

@@ -600,11 +600,14 @@ impl Connection {
                     let Some(m) = f.queue.front() else {
                         return false;
                     };
-                    let len = self.fragment_len(id, m);
-                    // One fragment may always go on an idle connection, so a window smaller
-                    // than a fragment cannot stall it.
-                    (len <= f.window_left() || f.sent == f.acked)
-                        && (len <= room || self.inflight == 0)
+                    // The receiver's window is never exceeded: a fragment is cut down to what
+                    // it has room for (a strict receiver closes the connection otherwise).
+                    let Some(len) = self.fragment_len(id, m, f.window_left()) else {
+                        return false;
+                    };
+                    // The congestion limit is ours: one fragment may always go on an idle
+                    // connection, so a limit smaller than a fragment cannot stall it.
+                    len <= room || self.inflight == 0
                 })
                 .map(|(&id, _)| id)
                 .collect();
@@ -624,16 +627,31 @@ impl Connection {
         None
     }
 
-    fn fragment_len(&self, flow: u64, m: &Outgoing) -> u64 {
-        let payload = (m.data.len() - m.offset).min(self.config.fragment_size);
-        (data_header_len(flow) + payload) as u64
+    /// Payload bytes of the next fragment of `m` within `window` bytes, with the header's
+    /// length: `None` when not even one payload byte fits (an empty message needs only the
+    /// header).
+    fn fragment_fit(&self, flow: u64, m: &Outgoing, window: u64) -> Option<(usize, u64)> {
+        let header = data_header_len(flow);
+        let left = m.data.len() - m.offset;
+        let room = usize::try_from(window)
+            .unwrap_or(usize::MAX)
+            .checked_sub(header)?;
+        let payload = left.min(self.config.fragment_size).min(room);
+        (payload > 0 || left == 0).then_some((payload, (header + payload) as u64))
+    }
+
+    fn fragment_len(&self, flow: u64, m: &Outgoing, window: u64) -> Option<u64> {
+        self.fragment_fit(flow, m, window).map(|(_, len)| len)
     }
 
     fn fragment(&mut self, now: Instant, flow: u64) -> Option<Vec<u8>> {
-        let size = self.config.fragment_size;
+        let (payload, _) = {
+            let f = self.send.get(&flow)?;
+            self.fragment_fit(flow, f.queue.front()?, f.window_left())?
+        };
         let f = self.send.get_mut(&flow)?;
         let m = f.queue.front_mut()?;
-        let end = (m.offset + size).min(m.data.len());
+        let end = m.offset + payload;
         let more = end < m.data.len();
         let bytes = Message::Data {
             flow,

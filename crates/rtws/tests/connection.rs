@@ -329,3 +329,28 @@ fn a_peer_that_breaks_the_protocol_gets_a_reason() {
         "{err}"
     );
 }
+
+#[test]
+fn a_closed_window_is_never_exceeded_and_a_small_one_gets_small_fragments() {
+    let now = Instant::now();
+    let mut a = Connection::new(Config::default());
+    a.open(1, 3, None, b"");
+    a.poll_transmit(now);
+    let ack = |delta, advertisement| {
+        Message::Ack {
+            flow: 1,
+            delta,
+            advertisement,
+        }
+        .to_vec()
+    };
+    // The receiver advertises nothing (paused): nothing goes, not even one fragment.
+    a.receive(now, &ack(0, 0)).unwrap();
+    a.send(now, 1, vec![5; 3000], SendOptions::default());
+    assert_eq!(a.poll_transmit(now), None);
+    // 100 bytes of room: a fragment of 98 payload bytes (2 of header), then nothing.
+    a.receive(now, &ack(0, 100)).unwrap();
+    let m = a.poll_transmit(now).expect("a fragment that fits");
+    assert_eq!((m[0], m.len()), (0x3d, 100));
+    assert_eq!(a.poll_transmit(now), None);
+}

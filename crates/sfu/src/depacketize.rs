@@ -574,20 +574,22 @@ mod tests {
         Arc::from(v)
     }
 
+    /// A STAP-A packet holding an SPS (ending in `sps_last`) and a PPS.
+    fn stap(sps_last: u8) -> Arc<[u8]> {
+        let sps = [0x67, 0x42, 0xe0, 0x1f, sps_last];
+        let pps = [0x68, 0xce, 0x3c];
+        let mut v = vec![0x78];
+        for n in [&sps[..], &pps[..]] {
+            v.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            v.extend_from_slice(n);
+        }
+        arc(&v)
+    }
+
     #[test]
     fn a_keyframe_after_a_gap_waits_for_its_parameter_sets() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
-        let stap = |sps_byte: u8| {
-            let sps = [0x67, 0x42, 0xe0, 0x1f, sps_byte];
-            let pps = [0x68, 0xce, 0x3c];
-            let mut v = vec![0x78];
-            for n in [&sps[..], &pps[..]] {
-                v.extend_from_slice(&(n.len() as u16).to_be_bytes());
-                v.extend_from_slice(n);
-            }
-            v
-        };
-        assert_eq!(a.push(1, 0, false, &arc(&stap(0xaa))), None);
+        assert_eq!(a.push(1, 0, false, &stap(0xaa)), None);
         assert!(a.push(2, 0, true, &arc(&[0x65, 0x81])).is_some());
         // Packets 3 and 4 are lost or late; 5 is the slice of a keyframe whose new parameter
         // sets are packet 4. It waits for them, and comes out with the new configuration.
@@ -608,16 +610,10 @@ mod tests {
     #[test]
     fn a_frame_without_its_first_slice_waits_for_it() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
-        let sps = [0x67, 0x42, 0xe0, 0x1f, 0xaa];
-        let pps = [0x68, 0xce, 0x3c];
-        let mut stap = vec![0x78];
-        for n in [&sps[..], &pps[..]] {
-            stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
-            stap.extend_from_slice(n);
-        }
+        let stap = stap(0xaa);
         // A keyframe in three packets: parameter sets, slice 1 (first_mb 0: a 1 bit), slice 2
         // (first_mb 40: not). The first slice comes last.
-        assert_eq!(a.push(1, 0, false, &arc(&stap)), None);
+        assert_eq!(a.push(1, 0, false, &stap), None);
         assert_eq!(a.push(3, 0, true, &arc(&[0x65, 0x40, 2])), None);
         let f = a
             .push(2, 0, false, &arc(&[0x65, 0x88, 1]))
@@ -639,21 +635,15 @@ mod tests {
     #[test]
     fn a_frame_lost_whole_holds_the_frames_after_it_until_a_keyframe() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
-        let sps = [0x67, 0x42, 0xe0, 0x1f, 0xaa];
-        let pps = [0x68, 0xce, 0x3c];
-        let mut stap = vec![0x78];
-        for n in [&sps[..], &pps[..]] {
-            stap.extend_from_slice(&(n.len() as u16).to_be_bytes());
-            stap.extend_from_slice(n);
-        }
-        assert_eq!(a.push(1, 0, false, &arc(&stap)), None);
+        let stap = stap(0xaa);
+        assert_eq!(a.push(1, 0, false, &stap), None);
         assert!(a.push(2, 0, true, &arc(&[0x65, 0x81])).unwrap().keyframe);
         assert!(a.push(3, 3000, true, &arc(&[0x41, 0x82])).is_some());
         // Packet 4, the whole of the frame at 6000, never comes: the frames after it refer to
         // it, so they are held back until the next keyframe.
         assert_eq!(a.push(5, 9000, true, &arc(&[0x41, 0x83])), None);
         assert_eq!(a.push(6, 12000, true, &arc(&[0x41, 0x84])), None);
-        assert_eq!(a.push(7, 15000, false, &arc(&stap)), None);
+        assert_eq!(a.push(7, 15000, false, &stap), None);
         assert!(
             a.push(8, 15000, true, &arc(&[0x65, 0x85]))
                 .unwrap()
