@@ -36,6 +36,19 @@ let server = null;
 let ffmpeg = null;
 let browser = null;
 
+// A media playlist's complete segments, each with the EXT-X-MAP before it: a playlist can end
+// with a new map (a resolution change) whose first segment is not complete yet, so "the last
+// map" and "the last segment" need not go together.
+function segmentsWithMaps(playlist) {
+  let map = null;
+  const out = [];
+  for (const l of playlist.split('\n')) {
+    if (l.startsWith('#EXT-X-MAP:')) map = l.match(/URI="([^"]+)"/)?.[1] ?? null;
+    else if (l && !l.startsWith('#')) out.push({ uri: l, map });
+  }
+  return out;
+}
+
 function tail(file, lines = 40) {
   try {
     return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
@@ -402,8 +415,7 @@ async function main() {
       // The lowest variant's own segment: FFmpeg decodes it at its (smaller) size.
       const low = ladder.v.at(-1);
       const lowMedia = (await get(`${base}/hls/live/sim/${low.uri}`)).text;
-      const map = lowMedia.match(/#EXT-X-MAP:URI="([^"]+)"/g)?.at(-1)?.match(/URI="([^"]+)"/)?.[1];
-      const seg = lowMedia.split('\n').filter((l) => l && !l.startsWith('#')).at(-1);
+      const { map, uri: seg } = segmentsWithMaps(lowMedia).at(-1) ?? {};
       if (check(`simulcast: ${low.uri} lists an init and a segment`, !!map && !!seg, lowMedia)) {
         const file = path.join(recDir, 'low.mp4');
         const body = async (u) => Buffer.from(await (await fetch(`${base}/hls/live/sim/${u}`)).arrayBuffer());
@@ -484,8 +496,9 @@ async function main() {
         const t = (await get(`${base}/hls/live/hevc/media.m3u8`)).text;
         return t.split('\n').filter((l) => l && !l.startsWith('#')).length >= 2 ? t : null;
       }, 15_000, 500) ?? (await get(`${base}/hls/live/hevc/media.m3u8`)).text;
-      const map = media.match(/#EXT-X-MAP:URI="([^"]+)"/g)?.at(-1)?.match(/URI="([^"]+)"/)?.[1];
-      const segs = media.split('\n').filter((l) => l && !l.startsWith('#'));
+      const all = segmentsWithMaps(media);
+      const map = all.at(-1)?.map;
+      const segs = all.filter((x) => x.map === map).map((x) => x.uri);
       if (check('H.265: the media playlist has an init and segments', !!map && segs.length >= 2, media)) {
         const file = path.join(recDir, 'hevc.mp4');
         const body = async (u) => Buffer.from(await (await fetch(`${base}/hls/live/hevc/${u}`)).arrayBuffer());
@@ -596,12 +609,11 @@ async function main() {
       JSON.stringify(await aacWatch.evaluate(() => ({ st: window.onairState, audio: document.querySelector('video')?.webkitAudioDecodedByteCount }))));
     // The AAC of the last complete segment, with its init segment, through FFmpeg's decoder.
     const media = await (await tlsPage.request.get(`${base2}/hls/live/aac/media.m3u8`)).text();
-    const map = media.match(/#EXT-X-MAP:URI="([^"]+)"/g)?.at(-1)?.match(/URI="([^"]+)"/)?.[1];
-    const segs = media.split('\n').filter((l) => l && !l.startsWith('#'));
-    if (check('aac_from_opus: the media playlist has an init and a segment', !!map && segs.length > 0, media)) {
+    const last = segmentsWithMaps(media).at(-1);
+    if (check('aac_from_opus: the media playlist has an init and a segment', !!last?.map, media)) {
       const body = async (u) => Buffer.from(await (await tlsPage.request.get(`${base2}/hls/live/aac/${u}`)).body());
       const file = path.join(certDir, 'aac.mp4');
-      fs.writeFileSync(file, Buffer.concat([await body(map), await body(segs.at(-1))]));
+      fs.writeFileSync(file, Buffer.concat([await body(last.map), await body(last.uri)]));
       const dec = spawnSync(FFMPEG, ['-v', 'error', '-i', file, '-map', '0:a', '-f', 'null', '-'], { encoding: 'utf8' });
       const vol = spawnSync(FFMPEG, ['-hide_banner', '-nostats', '-i', file, '-map', '0:a', '-af', 'volumedetect', '-f', 'null', '-'],
         { encoding: 'utf8' });
