@@ -50,6 +50,7 @@ export class RtwsConnection {
     this.pending = new Set();
     this.onflow = null; // (flowId, metadata, returnAssoc) => handler({onmessage, onclose})
     this.onping = null;
+    this.onexception = null; // (ourFlow, code, text) => void
     this.onerror = null;
     this.bytesIn = 0;
     this.opened = new Promise((resolve, reject) => {
@@ -143,7 +144,14 @@ export class RtwsConnection {
         f.handler?.onclose?.();
         return;
       }
-      case 0x5a: case 0x5c: case 0x5e: return; // our flows carry commands only: no window kept
+      case 0x5e: { // the peer refused one of our flows (a stream that is not live)
+        [flow, pos] = vluRead(b, pos);
+        let code = null;
+        if (pos < b.length) [code, pos] = vluRead(b, pos);
+        this.onexception?.(flow, code, new TextDecoder().decode(b.subarray(pos)));
+        return;
+      }
+      case 0x5a: case 0x5c: return; // our flows carry requests only: no window kept
       default: // unknown types are ignored
     }
   }

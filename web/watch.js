@@ -6,8 +6,13 @@
 // it), &token=T (Authorization: Bearer), &trickle=0 (candidates in the offer, no PATCH),
 // &server=http://host:port (another onair server), &via=hls (LL-HLS instead of WHEP: hls.js where
 // the browser has MSE, its own HLS otherwise; &hlsjs=URL loads hls.js from there instead of the
-// jsDelivr CDN, for networks without it).
+// jsDelivr CDN, for networks without it), &via=rtws (WebSocket into MSE: RTWebSocket over
+// WebSocketStream, then over WebSocket, then a plain WebSocket; &transport=rtws|rtws-stream|plain
+// to take one), &via=webcodecs (RTWebSocket's TC mapping decoded with WebCodecs onto a canvas),
+// &target=S (the WebSocket players' target latency, default 0.2 s), &tuning=videoLifetime=1
+// (the RTWebSocket server's tuning parameters).
 import { whepPlay } from './onair.js';
+import { LivePlayer } from './rtws-player.js';
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
@@ -21,8 +26,10 @@ const HLS_JS = params.get('hlsjs') || 'https://cdn.jsdelivr.net/npm/hls.js@1/dis
 const state = {
   page: 'watch',
   stream: params.get('stream') || 'live/demo',
-  /** whep | hls */
-  via: params.get('via') === 'hls' ? 'hls' : 'whep',
+  /** whep | hls | rtws (WebSocket, MSE) | webcodecs (RTWebSocket, WebCodecs) */
+  via: ['hls', 'rtws', 'webcodecs'].includes(params.get('via')) ? params.get('via') : 'whep',
+  /** The WebSocket players' transport: rtws-stream | rtws | plain. */
+  transport: null,
   /** idle | connecting | waiting (not live, retrying) | connected | playing | reconnecting |
    * ended (will retry) | stopped | error */
   status: 'idle',
@@ -119,7 +126,10 @@ function showLinks() {
   $('#stream-title').textContent = name;
   $('#whep-url').textContent = endpoint('whep', name);
   $('#hls-url').textContent = `${endpoint('hls', name)}/index.m3u8`;
-  $('#heading').textContent = state.via === 'hls' ? 'Watch over LL-HLS' : 'Watch over WHEP';
+  $('#rtws-url').textContent = `${endpoint('rtws', name.split('/')[0]).replace(/^http/, 'ws')} (play ${name.split('/').slice(1).join('/')})`;
+  $('#heading').textContent = {
+    hls: 'Watch over LL-HLS', rtws: 'Watch over WebSocket', webcodecs: 'Watch over RTWebSocket (WebCodecs)',
+  }[state.via] || 'Watch over WHEP';
   const pub = pageLink('publish.html', { stream: name });
   $('#publish-link').href = pub;
   $('#publish-link').textContent = new URL(pub, location.href).href;
@@ -139,8 +149,8 @@ function play() {
   showLinks();
   const q = new URLSearchParams(location.search);
   q.set('stream', name);
-  if (state.via === 'hls') q.set('via', 'hls');
-  else if (q.get('via') === 'hls') q.delete('via');
+  if (state.via !== 'whep') q.set('via', state.via);
+  else if (q.get('via') !== 'hub') q.delete('via');
   history.replaceState(null, '', `?${q.toString().replace(/%2F/gi, '/')}`);
   $('#play').disabled = true;
   $('#stop').disabled = false;
@@ -161,6 +171,10 @@ async function connect() {
   if (!wanted || session) return;
   if (state.via === 'hls') {
     connectHls();
+    return;
+  }
+  if (state.via === 'rtws' || state.via === 'webcodecs') {
+    connectRtws();
     return;
   }
   state.attempts += 1;
@@ -268,6 +282,8 @@ function stop(silent = false) {
   s?.stop();
   video.srcObject = null;
   video.removeAttribute('src');
+  video.hidden = false;
+  $('#canvas').hidden = true;
   $('#placeholder').hidden = false;
   resetControls();
   if (!silent) setStatus('stopped', 'stopped');
@@ -287,6 +303,10 @@ async function updateStats() {
   if (!s) return;
   if (s.hls !== undefined) {
     updateHlsStats(s);
+    return;
+  }
+  if (s.rtws) {
+    updateRtwsStats(s);
     return;
   }
   let r;
@@ -462,4 +482,91 @@ function updateHlsStats(s) {
     `video ${video.videoWidth || '?'}×${video.videoHeight || '?'} · ${q?.totalVideoFrames ?? 0} frames decoded · ${q?.droppedVideoFrames ?? 0} dropped`
       + (level ? ` · ${fmt(level.bitrate / 1000, ' kbit/s')}` : ''),
   ].join('\n');
+}
+
+// ------------------------------------------------------------------ WebSocket (RTWebSocket)
+
+/** Plays NAME over WebSocket: MSE fed with CMAF (via=rtws) or WebCodecs fed with TC. */
+async function connectRtws() {
+  state.attempts += 1;
+  if (state.status !== 'waiting' && state.status !== 'ended') setStatus('connecting', 'connecting…');
+  const webcodecs = state.via === 'webcodecs';
+  const canvas = $('#canvas');
+  const p = new LivePlayer(video, {
+    server: server || location.origin,
+    stream: state.stream,
+    mode: webcodecs ? 'webcodecs' : 'mse',
+    canvas,
+    targetLatency: Number(params.get('target')) || 0.2,
+    transports: params.get('transport') ? params.get('transport').split(',') : undefined,
+    tuning: params.get('tuning') || undefined,
+  });
+  const s = { rtws: p, resource: state.stream, stop: () => p.stop() };
+  session = s;
+  window.onairSession = s;
+  state.firstFrameAt = null;
+  state.stats = null;
+  try {
+    state.transport = await p.start();
+  } catch (e) {
+    if (s !== session) return;
+    session = null;
+    window.onairSession = null;
+    p.stop();
+    if (e.notLive) {
+      state.notLive += 1;
+      showError(null);
+      setStatus('waiting', 'not live yet, trying again every 2 s');
+      retry(RETRY_NOT_LIVE_MS);
+    } else {
+      showError(`${e.message} (tried ${p.tried.map((t) => t.transport).join(', ')})`);
+      setStatus('error', `failed, trying again in ${RETRY_ERROR_MS / 1000} s`);
+      retry(RETRY_ERROR_MS);
+    }
+    return;
+  }
+  if (s !== session) {
+    p.stop();
+    return;
+  }
+  showError(null);
+  canvas.hidden = !webcodecs;
+  video.hidden = webcodecs;
+  p.onended = (reason) => {
+    if (s !== session) return;
+    session = null;
+    window.onairSession = null;
+    clearInterval(statsTimer);
+    statsTimer = null;
+    p.stop();
+    canvas.hidden = true;
+    video.hidden = false;
+    $('#placeholder').hidden = false;
+    state.ended += 1;
+    state.endReason = reason;
+    setStatus('ended', `${reason}, waiting for it to return`);
+    retry(RETRY_NOT_LIVE_MS);
+  };
+  setStatus('connected', `connected over ${state.transport}, waiting for video`);
+  clearInterval(statsTimer);
+  statsTimer = setInterval(updateStats, 1000);
+}
+
+function updateRtwsStats(s) {
+  const st = s.rtws.stats();
+  state.stats = st;
+  if (st.mode === 'webcodecs' && st.frames_drawn > 0 && state.firstFrameAt == null) {
+    state.firstFrameAt = performance.now();
+    state.width = st.width;
+    state.height = st.height;
+    $('#placeholder').hidden = true;
+    setStatus('playing', 'playing');
+  }
+  const lines = [
+    `${st.transport} · ${st.mode} · latency ${st.latency_s == null ? 'n/a' : fmt(st.latency_s, ' s', 2)} · buffer ${fmt(st.buffer_s, ' s', 2)}`
+      + (st.playback_rate ? ` · rate ${fmt(st.playback_rate, '', 2)}` : ''),
+    `video ${st.width || '?'}×${st.height || '?'} · ${st.frames_decoded ?? 0} frames decoded · ${st.dropped_frames ?? 0} dropped`
+      + ` · ${st.abandoned} abandoned by the server`,
+  ];
+  $('#stats').textContent = lines.join('\n');
 }

@@ -12,10 +12,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, sleep, waitFor } from './harness.mjs';
+import {
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, sleep, waitFor,
+} from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const OVERALL_TIMEOUT_MS = 90_000;
+const OVERALL_TIMEOUT_MS = 150_000;
 const FFMPEG = process.env.FFMPEG || 'ffmpeg';
 
 if (typeof WebSocket === 'undefined') {
@@ -31,6 +33,7 @@ const { check, figure, summary } = results();
 const logPath = path.join(os.tmpdir(), `onair-e2e-rtws-${process.pid}.log`);
 let server = null;
 let ffmpeg = null;
+let browser = null;
 
 async function finish(code) {
   if (code !== 0) {
@@ -38,6 +41,7 @@ async function finish(code) {
     try { log = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-30).join('\n'); } catch { /* none */ }
     console.log(`# server log (${logPath}):\n${log.replace(/^/gm, '#   ')}`);
   }
+  await browser?.close().catch(() => {});
   if (ffmpeg && ffmpeg.exitCode === null) ffmpeg.kill('SIGKILL');
   if (server && server.exitCode === null) server.kill('SIGKILL');
   process.exit(code);
@@ -129,8 +133,135 @@ async function main() {
   const before = g.media.length;
   await sleep(1000);
   check('the first player plays on', g.media.length > before + 30 && !g.closed, `${g.media.length - before} messages in 1 s`);
+
+  // More bad input, each on its own connection: data on a flow never opened, an ack for bytes
+  // never sent (a lying window), a message that never ends (what a "1 GB" length would be:
+  // RTWebSocket has no length field, so it is fragments past the window and the size limit).
+  const badCases = [
+    ['data on an unknown flow', null, [Uint8Array.of(0x1d, 0x05, 0x01)], /unknown flow 5/],
+    ['an ack of bytes never sent (a lying window)', 'connect', [Uint8Array.of(0x5a, 0x00, 0xff, 0xff, 0x7f, 0x10)], /ack of \d+ bytes/],
+    ['a message that never ends', null, [Uint8Array.of(0x10, 0x00, 0x54, 0x43, 0x04, 0x00),
+      ...Array.from({ length: 80 }, () => { const m = new Uint8Array(60_002); m[0] = 0x3d; m[1] = 0x00; return m; })], /beyond|more than/],
+  ];
+  for (const [what, before, msgs, re] of badCases) {
+    let ws;
+    if (before === 'connect') {
+      // Connected and playing first: the server's flows exist, and the lie is about them.
+      const p = player(httpPort, 'live', 'cam');
+      await waitFor(() => p.got.media.length > 5, 5000, 100);
+      ws = p.ws;
+    } else {
+      ws = new WebSocket(`ws://127.0.0.1:${httpPort}/rtws/live`);
+      await new Promise((resolve) => ws.addEventListener('open', resolve));
+    }
+    const done = new Promise((resolve) => ws.addEventListener('close', (e) => resolve({ code: e.code, reason: e.reason })));
+    for (const m of msgs) if (ws.readyState === 1) ws.send(m);
+    const r = await Promise.race([done, sleep(5000).then(() => null)]);
+    check(`${what}: that connection is closed with the reason`, r?.code === 1002 && re.test(r?.reason ?? ''), JSON.stringify(r));
+  }
+  const mid = g.media.length;
+  await sleep(500);
+  check('…and the first player still plays on', g.media.length > mid + 10 && !g.closed, `${g.media.length - mid} messages in 0.5 s`);
   a.ws.close();
+
+  // onair's CMAF mapping, from our Node client: a flow per track, init first, then a
+  // fragment per frame stamped with the server's clock.
+  const cm = cmafClient(httpPort, 'live', 'cam');
+  await sleep(3000);
+  const vflow = cm.flows.find((f) => f.kind === 'v');
+  const aflow = cm.flows.find((f) => f.kind === 'a');
+  check('CMAF: a video and an audio flow, associated with the request, their codecs in the metadata',
+    /^avc1\.[0-9a-f]{6}$/.test(vflow?.codecs ?? '') && /^mp4a\.40\.2$/.test(aflow?.codecs ?? '') && cm.flows.every((f) => f.assoc === 0),
+    JSON.stringify(cm.flows.map(({ kind, codecs, assoc }) => ({ kind, codecs, assoc }))));
+  const vm = vflow?.messages ?? [];
+  const box = (m, at) => String.fromCharCode(...m.subarray(at, at + 4));
+  check('CMAF: the init segment (ftyp) first, then one moof+mdat per frame, the first a keyframe',
+    vm.length > 60 && vm[0].type === 'i' && vm[0].box === 'ftyp' && vm.slice(1).every((m) => m.type === 'f' && m.box === 'moof') && vm[1].key,
+    `${vm.length} messages: ${vm.slice(0, 3).map((m) => `${m.type}/${m.box}`).join(' ')}`);
+  const transit = vm.slice(1).map((m) => m.transitMs).sort((x, y) => x - y);
+  const medianTransit = transit[transit.length >> 1];
+  check('CMAF: frames reach the client within 100 ms of reaching the server (median)', medianTransit < 100, `${medianTransit?.toFixed(1)} ms`);
+  figure(`CMAF mapping (Node client): ${vm.length} video and ${aflow?.messages.length} audio messages in 3 s, server→client median ${medianTransit?.toFixed(1)} ms`);
+  cm.ws.close();
+  const cmNone = cmafClient(httpPort, 'live', 'nothing');
+  await waitFor(() => cmNone.rejected, 5000, 100);
+  check('CMAF: a stream that is not live → the request flow is refused with 404', cmNone.rejected?.code === 404,
+    JSON.stringify(cmNone.rejected));
+  cmNone.ws.close();
+
+  // The plain-WebSocket fallback.
+  const plain = new WebSocket(`ws://127.0.0.1:${httpPort}/ws/live/cam`);
+  plain.binaryType = 'arraybuffer';
+  const pm = [];
+  plain.addEventListener('message', (e) => pm.push(typeof e.data === 'string' ? e.data : new Uint8Array(e.data)));
+  await sleep(2000);
+  plain.close();
+  const tracksMsg = typeof pm[0] === 'string' ? JSON.parse(pm[0]) : null;
+  const bins = pm.filter((m) => typeof m !== 'string');
+  check('plain WebSocket: the track list, the inits, then fragments of both tracks',
+    tracksMsg?.tracks?.length === 2 && bins.filter((m) => m[1] === 0x69).length === 2
+    && bins.filter((m) => m[0] === 0x76 && m[1] === 0x66).length > 40 && bins.filter((m) => m[0] === 0x61 && m[1] === 0x66).length > 60,
+    `${JSON.stringify(tracksMsg)}; ${bins.length} binary messages`);
+
+  // Chromium: watch.html plays it into MSE over each transport, and with WebCodecs.
+  const { chromium } = await import('playwright-core');
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const ctx = await browser.newContext();
+  for (const [label, query] of [['MSE, RTWebSocket over WebSocketStream (the first choice)', 'via=rtws'],
+    ['MSE, RTWebSocket over WebSocket', 'via=rtws&transport=rtws'], ['MSE, plain WebSocket', 'via=rtws&transport=plain']]) {
+    const page = await ctx.newPage();
+    const warnings = [];
+    page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') warnings.push(m.text()); });
+    await page.goto(`${base}/watch.html?stream=live/cam&autoplay=1&${query}`);
+    const first = await waitFor(() => page.evaluate(() => (window.onairState?.status === 'playing' ? window.onairState.stats : null)), 15_000, 250);
+    await sleep(3000);
+    const st = await page.evaluate(() => ({ s: window.onairState, t: document.querySelector('video').currentTime }));
+    const stats = st.s.stats ?? {};
+    const advanced = first && st.t - (first.current_time ?? 0) > 2;
+    check(`Chromium, ${label}: playing, frames decoded, currentTime advancing, latency reported`,
+      !!first && advanced && stats.frames_decoded > 60 && stats.latency_s > 0 && stats.latency_s < 1.5,
+      JSON.stringify({ status: st.s.status, error: st.s.error, stats, t: st.t, warnings: warnings.slice(0, 5) }));
+    figure(`Chromium ${label}: transport ${stats.transport}, latency ${stats.latency_s?.toFixed(3)} s (buffer ${stats.buffer_s?.toFixed(3)} s), `
+      + `${stats.frames_decoded} frames decoded, ${stats.dropped_frames} dropped, ${stats.jumps} jumps`);
+    await page.close();
+  }
+  const wc = await ctx.newPage();
+  await wc.goto(`${base}/watch.html?stream=live/cam&autoplay=1&via=webcodecs`);
+  const wcFirst = await waitFor(() => wc.evaluate(() => (window.onairState?.status === 'playing' ? window.onairState.stats : null)), 15_000, 250);
+  await sleep(3000);
+  const wcs = await wc.evaluate(() => window.onairState);
+  const w = wcs.stats ?? {};
+  check('Chromium, WebCodecs over RTWebSocket (TC): pictures decoded and drawn, sound played',
+    !!wcFirst && w.frames_drawn > 60 && w.frames_drawn > (wcFirst.frames_drawn ?? 0) + 45 && w.audio_played > 50 && w.width === 640,
+    JSON.stringify({ status: wcs.status, error: wcs.error, stats: w }));
+  figure(`Chromium WebCodecs: ${w.frames_decoded} decoded, ${w.frames_drawn} drawn, ${w.dropped_frames} dropped, ${w.audio_played} audio frames played `
+    + `(${w.audio_late} late), playout ${w.playout_delay_s} s after arrival`);
+  await wc.close();
   return 0;
+}
+
+/** A Node client of the CMAF mapping: opens the request flow and records what comes. */
+function cmafClient(port, app, key) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/rtws/${app}`);
+  const conn = new RtwsConnection(ws);
+  const out = { ws, flows: [], rejected: null };
+  conn.onexception = (flow, code, text) => { out.rejected = { flow, code, text }; };
+  conn.onflow = (flow, meta, assoc) => {
+    const f = { flow, assoc, kind: String.fromCharCode(meta[4]), codecs: new TextDecoder().decode(meta.subarray(5)), messages: [] };
+    out.flows.push(f);
+    return {
+      onmessage: (m) => {
+        if (m[0] === 0x69) {
+          f.messages.push({ type: 'i', box: String.fromCharCode(...m.subarray(2 + m[1] + 4, 2 + m[1] + 8)) });
+        } else {
+          const us = Number(new DataView(m.buffer, m.byteOffset).getBigUint64(2));
+          f.messages.push({ type: 'f', key: m[1] === 1, box: String.fromCharCode(...m.subarray(14, 18)), transitMs: Date.now() - us / 1000 });
+        }
+      },
+    };
+  };
+  conn.opened.then(() => conn.open(0, new TextEncoder().encode(`CMAF${key}`)));
+  return out;
 }
 
 let code = 1;

@@ -13,6 +13,7 @@
 //! players do not take it, so HLS refuses it with [`HlsError::Unsupported`].
 
 mod fmp4;
+pub mod live;
 pub mod playlist;
 mod query;
 mod segmenter;

@@ -32,6 +32,8 @@ pub enum Protocol {
     Room,
     /// RTWebSocket.
     Rtws,
+    /// A plain WebSocket (`/ws/NAME`, the fallback without RTWebSocket).
+    WebSocket,
     /// LL-HLS / HLS.
     Hls,
     /// Server-side recording.

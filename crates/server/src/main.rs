@@ -11,12 +11,14 @@ mod metrics;
 mod net;
 mod recording;
 mod rtmp_server;
+mod rtws_cmaf;
 mod rtws_server;
 mod streams;
 mod tls;
 mod turn_server;
 mod web;
 mod whip;
+mod ws_plain;
 
 use std::path::PathBuf;
 
@@ -166,7 +168,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut app = http::router(media.clone()).merge(rtws_server::router(hub.clone()));
+    let mut app = http::router(media.clone())
+        .merge(rtws_server::router(hub.clone()))
+        .merge(ws_plain::router(hub.clone()));
     if let Some(hls) = hls {
         app = app.merge(hls_http::router(hls));
     }
@@ -181,6 +185,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         match https {
             Some(acceptor) => https::serve(listener, acceptor, app, stop).await,
             None => {
+                // No Nagle: RTWebSocket's fragments and acks, signalling and WebSocket media
+                // are small writes that must go at once (HTTPS sets it in its accept loop).
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 if let Err(e) = axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await

@@ -1,6 +1,10 @@
-//! `GET /rtws/APP` upgraded to a WebSocket speaking RTWebSocket's TC mapping: players (the
-//! reference RTWebSocket players, ours) play hub stream `APP/KEY` as RTMP messages over
-//! prioritized flows whose stale frames are abandoned instead of queued (`rtmp::tc`).
+//! `GET /rtws/APP` upgraded to a WebSocket speaking RTWebSocket. Two media mappings, told
+//! apart by the metadata of the first flow the client opens:
+//! - TC (`rtmp::tc`): RTMP messages, for the reference RTWebSocket players and ours;
+//! - CMAF (`rtws_cmaf`): onair's per-track fMP4 for Media Source Extensions.
+//!
+//! Either way a player plays hub stream `APP/KEY` over prioritized flows whose stale frames
+//! are abandoned instead of queued.
 //!
 //! One task per connection: WebSocket messages go into the session, the hub reader's items go
 //! in as tracks and frames, and whatever the session lets out (windows, congestion limit,
@@ -8,7 +12,7 @@
 //! reader falls behind and skips to the next keyframe, and the session's deadlines abandon
 //! what was queued, so nothing grows.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -18,6 +22,8 @@ use axum::routing::get;
 use hub::{Hub, Item, Protocol, StreamName};
 use rtmp::tc::{TcEvent, TcSession};
 use tracing::debug;
+
+use crate::rtws_cmaf::{CmafEvent, CmafSession};
 
 /// The largest WebSocket message accepted: a fragment is 1400 bytes; anything much larger is
 /// not RTWebSocket.
@@ -51,82 +57,174 @@ fn stream_name(app: &str, url_app: &str, key: &str) -> Option<StreamName> {
     .ok()
 }
 
-async fn session(mut socket: WebSocket, url_app: String, hub: Hub) {
-    let mut tc = TcSession::new();
-    // The stream being played: (stream ID, its hub reader).
-    let mut playing: Option<(u32, hub::Reader)> = None;
-    let reason = loop {
-        // Whatever may go now goes.
-        let now = Instant::now();
-        let mut failed = false;
-        while let Some(m) = tc.poll_transmit(now) {
-            if socket.send(Message::Binary(m.into())).await.is_err() {
-                failed = true;
-                break;
+/// Wall-clock microseconds since the UNIX epoch.
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// What the IO loop needs of a mapping.
+trait Mapping {
+    /// One binary WebSocket message; Err closes the connection with the reason.
+    fn receive(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String>;
+    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn handle_timeout(&mut self, now: Instant);
+    /// The reader of the stream being played.
+    fn reader(&mut self) -> Option<&mut hub::Reader>;
+    /// An item of that reader (`None`: the stream ended).
+    fn item(&mut self, now: Instant, item: Option<Item>);
+    /// Acts on the session's events (plays found or not in the hub).
+    fn act(&mut self, now: Instant, hub: &Hub, url_app: &str);
+}
+
+/// The TC mapping and the stream it plays: (stream ID, reader).
+struct Tc {
+    tc: TcSession,
+    playing: Option<(u32, hub::Reader)>,
+}
+
+impl Mapping for Tc {
+    fn receive(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String> {
+        self.tc.receive(now, bytes).map_err(|e| e.to_string())
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.tc.poll_transmit(now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.tc.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.tc.handle_timeout(now);
+    }
+    fn reader(&mut self) -> Option<&mut hub::Reader> {
+        self.playing.as_mut().map(|(_, r)| r)
+    }
+    fn item(&mut self, now: Instant, item: Option<Item>) {
+        let Some(sid) = self.playing.as_ref().map(|(s, _)| *s) else {
+            return;
+        };
+        match item {
+            Some(Item::Tracks(t)) => self.tc.tracks(now, sid, t),
+            Some(Item::Frame(f)) => self.tc.frame(now, sid, &f),
+            None => {
+                debug!(stream_id = sid, "RTWebSocket: the stream ended");
+                self.playing = None;
             }
         }
-        if failed {
-            break None;
-        }
-        let deadline = tc
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
-        tokio::select! {
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Binary(b))) => {
-                    if let Err(e) = tc.receive(Instant::now(), &b) {
-                        break Some(e.to_string());
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
-                Some(Ok(_)) => {} // text, ping, pong: not RTWebSocket
-            },
-            item = async {
-                match playing.as_mut() {
-                    Some((_, r)) => r.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                let now = Instant::now();
-                let Some(sid) = playing.as_ref().map(|(s, _)| *s) else {
-                    continue;
-                };
-                match item {
-                    Some(Item::Tracks(t)) => tc.tracks(now, sid, t),
-                    Some(Item::Frame(f)) => tc.frame(now, sid, &f),
-                    None => {
-                        debug!(stream_id = sid, "RTWebSocket: the stream ended");
-                        playing = None;
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => tc.handle_timeout(Instant::now()),
-        }
-        while let Some(ev) = tc.poll_event() {
-            let now = Instant::now();
+    }
+    fn act(&mut self, now: Instant, hub: &Hub, url_app: &str) {
+        while let Some(ev) = self.tc.poll_event() {
             match ev {
                 TcEvent::Play {
                     stream_id,
                     app,
                     name,
-                } => match stream_name(&app, &url_app, &name)
+                } => match stream_name(&app, url_app, &name)
                     .and_then(|n| hub.subscribe(&n, Protocol::Rtws).map(|r| (n, r)))
                 {
                     Some((n, reader)) => {
                         debug!(stream = %n, stream_id, "RTWebSocket play");
-                        tc.play_started(now, stream_id, &n.to_string());
-                        playing = Some((stream_id, reader));
+                        self.tc.play_started(now, stream_id, &n.to_string());
+                        self.playing = Some((stream_id, reader));
                     }
-                    None => tc.play_failed(now, stream_id, &format!("{app}/{name} is not live")),
+                    None => {
+                        self.tc
+                            .play_failed(now, stream_id, &format!("{app}/{name} is not live"));
+                    }
                 },
                 TcEvent::Stop { stream_id } => {
-                    if playing.as_ref().is_some_and(|(s, _)| *s == stream_id) {
-                        playing = None;
+                    if self.playing.as_ref().is_some_and(|(s, _)| *s == stream_id) {
+                        self.playing = None;
                     }
                 }
             }
         }
+    }
+}
+
+/// The CMAF mapping and the stream it plays.
+struct Cmaf {
+    s: CmafSession,
+    reader: Option<hub::Reader>,
+}
+
+impl Mapping for Cmaf {
+    fn receive(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String> {
+        self.s.receive(now, bytes).map_err(|e| e.to_string())
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.s.poll_transmit(now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.s.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.s.handle_timeout(now);
+    }
+    fn reader(&mut self) -> Option<&mut hub::Reader> {
+        self.reader.as_mut()
+    }
+    fn item(&mut self, now: Instant, item: Option<Item>) {
+        match item {
+            Some(Item::Tracks(t)) => self.s.tracks(now, &t),
+            Some(Item::Frame(f)) => self.s.frame(now, &f, wall_us()),
+            None => {
+                debug!("RTWebSocket CMAF: the stream ended");
+                self.s.stream_ended();
+                self.reader = None;
+            }
+        }
+    }
+    fn act(&mut self, _now: Instant, hub: &Hub, url_app: &str) {
+        while let Some(ev) = self.s.poll_event() {
+            match ev {
+                CmafEvent::Play { key } => match stream_name("", url_app, &key)
+                    .and_then(|n| hub.subscribe(&n, Protocol::Rtws).map(|r| (n, r)))
+                {
+                    Some((n, reader)) => {
+                        debug!(stream = %n, "RTWebSocket CMAF play");
+                        self.s.play_started();
+                        self.reader = Some(reader);
+                    }
+                    None => self.s.play_failed(&format!("{url_app}/{key} is not live")),
+                },
+                CmafEvent::Stop => self.reader = None,
+            }
+        }
+    }
+}
+
+/// Whether the client's first message opens a CMAF flow (anything else is taken as TC).
+fn opens_cmaf(first: &[u8]) -> bool {
+    matches!(
+        rtws::wire::Message::parse(first),
+        Ok(Some(rtws::wire::Message::Open { metadata, .. })) if CmafSession::is_cmaf(metadata)
+    )
+}
+
+async fn session(mut socket: WebSocket, url_app: String, hub: Hub) {
+    // The first binary message says which mapping this is.
+    let first = loop {
+        match socket.recv().await {
+            Some(Ok(Message::Binary(b))) => break b,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            Some(Ok(_)) => {}
+        }
+    };
+    let reason = if opens_cmaf(&first) {
+        let m = Cmaf {
+            s: CmafSession::new(),
+            reader: None,
+        };
+        run(&mut socket, m, &first, &url_app, &hub).await
+    } else {
+        let m = Tc {
+            tc: TcSession::new(),
+            playing: None,
+        };
+        run(&mut socket, m, &first, &url_app, &hub).await
     };
     if let Some(reason) = reason {
         debug!("RTWebSocket connection closed: {reason}");
@@ -135,5 +233,61 @@ async fn session(mut socket: WebSocket, url_app: String, hub: Hub) {
             reason: reason.chars().take(120).collect::<String>().into(),
         };
         let _ = socket.send(Message::Close(Some(frame))).await;
+        // Read until the client's close (or a moment): closing with its messages unread
+        // would reset the TCP connection, and the client would never see the reason.
+        let drain = async {
+            while let Some(Ok(m)) = socket.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+    }
+}
+
+/// The connection's life; `Some(reason)` when the client broke the protocol.
+async fn run<M: Mapping>(
+    socket: &mut WebSocket,
+    mut m: M,
+    first: &[u8],
+    url_app: &str,
+    hub: &Hub,
+) -> Option<String> {
+    if let Err(e) = m.receive(Instant::now(), first) {
+        return Some(e);
+    }
+    m.act(Instant::now(), hub, url_app);
+    loop {
+        // Whatever may go now goes.
+        let now = Instant::now();
+        while let Some(msg) = m.poll_transmit(now) {
+            if socket.send(Message::Binary(msg.into())).await.is_err() {
+                return None;
+            }
+        }
+        let deadline = m
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    if let Err(e) = m.receive(Instant::now(), &b) {
+                        return Some(e);
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {} // text, ping, pong: not RTWebSocket
+            },
+            item = async {
+                match m.reader() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => m.item(Instant::now(), item),
+            _ = tokio::time::sleep_until(deadline) => m.handle_timeout(Instant::now()),
+        }
+        m.act(Instant::now(), hub, url_app);
     }
 }

@@ -53,6 +53,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../web/rtws.js"),
     ),
     (
+        "/rtws-player.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/rtws-player.js"),
+    ),
+    (
         "/style.css",
         "text/css; charset=utf-8",
         include_str!("../../../web/style.css"),

@@ -1,0 +1,316 @@
+//! `GET /ws/NAME`: a stream over a plain WebSocket, for clients with no RTWebSocket: the
+//! CMAF mapping's messages (`rtws_cmaf`), each after a track byte (`a`/`v`), and a text
+//! message `{"tracks":[{"kind":"video","codecs":"avc1…"},…]}` before the inits whenever the
+//! tracks change. A stream that is not live gets `{"error":…,"not_live":true}` and a close.
+//!
+//! A plain WebSocket has no acks to tell what the client has taken, so this never bloats by a
+//! byte budget of its own: what is queued for the socket and not yet written is counted, and
+//! when a video frame would take it past the budget, the video still queued is dropped and
+//! video resumes at the next keyframe that fits. Audio is kept; a client that takes nothing at
+//! all (audio alone past four budgets) is disconnected.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use hls::live::LiveCmaf;
+use hub::{Hub, Item, MediaKind, Protocol, StreamName};
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::rtws_cmaf::fragment_message;
+
+/// Bytes queued for one client and not yet written to its socket, before video is skipped.
+pub const BUDGET: usize = 256 * 1024;
+
+/// The `/ws/NAME` route.
+pub fn router(hub: Hub) -> Router {
+    Router::new()
+        .route("/ws/{*name}", get(upgrade))
+        .with_state(hub)
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    Path(name): Path<String>,
+    State(hub): State<Hub>,
+) -> Response {
+    // The client sends nothing but closes and pings.
+    ws.max_message_size(4096)
+        .on_upgrade(move |socket| session(socket, name, hub))
+}
+
+/// Why a client was let go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooSlow;
+
+struct Queued {
+    /// A video frame (may be dropped); inits, track lists and audio are not.
+    video: bool,
+    msg: Message,
+    len: usize,
+}
+
+/// What is waiting for one client's socket, under the byte budget. Sans-IO: the session
+/// pushes, the writer pops and says when a message is written.
+#[derive(Default)]
+pub struct Outbox {
+    limit: usize,
+    queue: VecDeque<Queued>,
+    /// Queued plus being written.
+    bytes: usize,
+    skipping_video: bool,
+    /// Video frames dropped so far.
+    pub dropped: u64,
+}
+
+impl Outbox {
+    /// An outbox with `limit` bytes of budget.
+    pub fn new(limit: usize) -> Outbox {
+        Outbox {
+            limit,
+            ..Outbox::default()
+        }
+    }
+
+    fn push(&mut self, video: bool, msg: Message, len: usize) {
+        self.bytes += len;
+        self.queue.push_back(Queued { video, msg, len });
+    }
+
+    /// A message that always goes (track list, init segment).
+    pub fn push_control(&mut self, msg: Message, len: usize) {
+        self.push(false, msg, len);
+    }
+
+    /// A frame's message. Video past the budget drops the video still queued and everything
+    /// up to the next keyframe that fits; audio always goes, unless the client has stopped
+    /// taking anything.
+    pub fn push_frame(
+        &mut self,
+        kind: MediaKind,
+        keyframe: bool,
+        msg: Message,
+        len: usize,
+    ) -> Result<(), TooSlow> {
+        match kind {
+            MediaKind::Audio => {
+                if self.bytes + len > 4 * self.limit {
+                    return Err(TooSlow);
+                }
+                self.push(false, msg, len);
+            }
+            MediaKind::Video => {
+                let fits = self.bytes + len <= self.limit;
+                if self.skipping_video && !(keyframe && fits) {
+                    self.dropped += 1;
+                    return Ok(());
+                }
+                if !fits {
+                    self.skipping_video = true;
+                    let before = self.queue.len();
+                    let mut freed = 0;
+                    self.queue.retain(|q| {
+                        if q.video {
+                            freed += q.len;
+                        }
+                        !q.video
+                    });
+                    self.bytes -= freed;
+                    self.dropped += (before - self.queue.len()) as u64 + 1;
+                    return Ok(());
+                }
+                self.skipping_video = false;
+                self.push(true, msg, len);
+            }
+        }
+        Ok(())
+    }
+
+    /// The next message to write, and its length to pass to [`Outbox::written`].
+    pub fn pop(&mut self) -> Option<(Message, usize)> {
+        self.queue.pop_front().map(|q| (q.msg, q.len))
+    }
+
+    /// A popped message is written.
+    pub fn written(&mut self, len: usize) {
+        self.bytes = self.bytes.saturating_sub(len);
+    }
+
+    /// Bytes queued or being written.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn tag(kind: MediaKind) -> u8 {
+    match kind {
+        MediaKind::Audio => b'a',
+        MediaKind::Video => b'v',
+    }
+}
+
+async fn session(socket: WebSocket, name: String, hub: Hub) {
+    let (mut sink, mut incoming) = socket.split();
+    let reader = StreamName::parse(name.split('?').next().unwrap_or_default())
+        .ok()
+        .and_then(|n| hub.subscribe(&n, Protocol::WebSocket));
+    let Some(mut reader) = reader else {
+        let text = serde_json::json!({"error": format!("{name} is not live"), "not_live": true});
+        let _ = sink.send(Message::Text(text.to_string().into())).await;
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: 4404,
+                reason: "not live".into(),
+            })))
+            .await;
+        return;
+    };
+    let outbox = Arc::new(Mutex::new(Outbox::new(BUDGET)));
+    let wake = Arc::new(Notify::new());
+    let writer = {
+        let (outbox, wake) = (outbox.clone(), wake.clone());
+        tokio::spawn(async move {
+            loop {
+                let next = outbox.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                match next {
+                    Some((msg, len)) => {
+                        if sink.send(msg).await.is_err() {
+                            return;
+                        }
+                        outbox
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .written(len);
+                    }
+                    None => wake.notified().await,
+                }
+            }
+        })
+    };
+    let mut live = LiveCmaf::new();
+    loop {
+        tokio::select! {
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            item = reader.recv() => {
+                let mut ob = outbox.lock().unwrap_or_else(|e| e.into_inner());
+                match item {
+                    Some(Item::Tracks(t)) => match live.set_tracks(&t) {
+                        Ok(inits) if inits.is_empty() => {}
+                        Ok(inits) => {
+                            let list: Vec<_> = inits
+                                .iter()
+                                .map(|i| serde_json::json!({
+                                    "kind": if i.kind == MediaKind::Audio { "audio" } else { "video" },
+                                    "codecs": i.codecs,
+                                }))
+                                .collect();
+                            let text = serde_json::json!({ "tracks": list }).to_string();
+                            let len = text.len();
+                            ob.push_control(Message::Text(text.into()), len);
+                            for i in inits {
+                                let codecs = &i.codecs.as_bytes()[..i.codecs.len().min(255)];
+                                let mut m = vec![tag(i.kind), b'i', codecs.len() as u8];
+                                m.extend_from_slice(codecs);
+                                m.extend_from_slice(&i.init);
+                                let len = m.len();
+                                ob.push_control(Message::Binary(m.into()), len);
+                            }
+                        }
+                        Err(e) => {
+                            debug!(stream = %name, "plain WebSocket: {e}");
+                            let text = serde_json::json!({"error": e.to_string()}).to_string();
+                            let len = text.len();
+                            ob.push_control(Message::Text(text.into()), len);
+                        }
+                    },
+                    Some(Item::Frame(f)) => {
+                        if let Some(Ok(frag)) = live.fragment(&f) {
+                            let mut m = vec![tag(frag.kind)];
+                            m.extend_from_slice(&fragment_message(&frag, wall_us()));
+                            let len = m.len();
+                            if ob.push_frame(frag.kind, frag.keyframe, Message::Binary(m.into()), len).is_err() {
+                                debug!(stream = %name, queued = ob.bytes(), "plain WebSocket: the client takes nothing; closed");
+                                break;
+                            }
+                        }
+                    }
+                    None => break, // the stream ended
+                }
+                drop(ob);
+                wake.notify_one();
+            }
+        }
+    }
+    writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: usize) -> Message {
+        Message::Binary(vec![0; n].into())
+    }
+
+    #[test]
+    fn video_over_budget_is_dropped_to_the_next_keyframe_that_fits_and_audio_kept() {
+        let mut ob = Outbox::new(1000);
+        ob.push_control(msg(100), 100);
+        ob.push_frame(MediaKind::Video, true, msg(400), 400)
+            .unwrap();
+        ob.push_frame(MediaKind::Video, false, msg(400), 400)
+            .unwrap();
+        assert_eq!(ob.bytes(), 900);
+        // Past the budget: the queued video goes, this frame too.
+        ob.push_frame(MediaKind::Video, false, msg(400), 400)
+            .unwrap();
+        assert_eq!(ob.bytes(), 100);
+        assert_eq!(ob.dropped, 3);
+        // Deltas are skipped until a keyframe, even when they would fit.
+        ob.push_frame(MediaKind::Video, false, msg(100), 100)
+            .unwrap();
+        assert_eq!(ob.dropped, 4);
+        // Audio is kept throughout.
+        ob.push_frame(MediaKind::Audio, true, msg(50), 50).unwrap();
+        ob.push_frame(MediaKind::Video, true, msg(300), 300)
+            .unwrap();
+        assert_eq!(ob.bytes(), 450);
+        let lens: Vec<usize> = std::iter::from_fn(|| ob.pop().map(|(_, l)| l)).collect();
+        assert_eq!(lens, vec![100, 50, 300]);
+    }
+
+    #[test]
+    fn written_bytes_free_the_budget_and_a_client_that_takes_nothing_is_let_go() {
+        let mut ob = Outbox::new(1000);
+        ob.push_frame(MediaKind::Video, true, msg(900), 900)
+            .unwrap();
+        let (_, len) = ob.pop().unwrap();
+        assert_eq!(ob.bytes(), 900, "being written still counts");
+        ob.written(len);
+        assert_eq!(ob.bytes(), 0);
+        for _ in 0..40 {
+            ob.push_frame(MediaKind::Audio, true, msg(100), 100)
+                .unwrap();
+        }
+        assert_eq!(
+            ob.push_frame(MediaKind::Audio, true, msg(100), 100),
+            Err(TooSlow)
+        );
+    }
+}
