@@ -155,6 +155,17 @@ class MseSink {
     }
   }
 
+  /** The live edge: the newest media of any track (video abandoned upstream leaves the video
+   * behind the audio, and the element's buffered ranges are only what both have). */
+  edge() {
+    let e = null;
+    for (const t of this.tracks.values()) {
+      const b = t.sb.buffered;
+      if (b.length) e = Math.max(e ?? 0, b.end(b.length - 1));
+    }
+    return e;
+  }
+
   /** Drops media more than 10 s behind the playhead: memory stays bounded on long plays. */
   trim() {
     const now = this.video.currentTime;
@@ -181,8 +192,9 @@ class MseSink {
 
 /** Keeps a <video> fed by MSE near its live edge. */
 class LatencyController {
-  constructor(video, target) {
+  constructor(video, target, edge) {
     this.video = video;
+    this.edge = edge;
     this.target = target;
     this.jumps = 0;
     this.gapJumps = 0;
@@ -193,7 +205,7 @@ class LatencyController {
     const v = this.video;
     const b = v.buffered;
     if (!b.length) return null;
-    const end = b.end(b.length - 1);
+    const end = Math.max(b.end(b.length - 1), this.edge() ?? 0);
     const t = v.currentTime;
     if (!this.started) {
       this.started = true;
@@ -465,7 +477,8 @@ export class LivePlayer {
     else {
       this.sink = new MseSink(this.video);
       await this.sink.open;
-      this.controller = new LatencyController(this.video, this.o.targetLatency);
+      const sink = this.sink;
+      this.controller = new LatencyController(this.video, this.o.targetLatency, () => sink.edge());
     }
     const first = new Promise((resolve, reject) => { this.firstMedia = resolve; this.failed = reject; });
     if (transport === 'plain') {

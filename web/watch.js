@@ -547,7 +547,7 @@ async function connectRtws() {
     setStatus('ended', `${reason}, waiting for it to return`);
     retry(RETRY_NOT_LIVE_MS);
   };
-  setStatus('connected', `connected over ${state.transport}, waiting for video`);
+  if (state.firstFrameAt == null) setStatus('connected', `connected over ${state.transport}, waiting for video`);
   clearInterval(statsTimer);
   statsTimer = setInterval(updateStats, 1000);
 }

@@ -22,6 +22,11 @@ pub struct Config {
     pub ack_delay: Duration,
     /// The congestion limit before anything is measured.
     pub initial_congestion_window: u64,
+    /// The least the measured congestion limit may fall to. Known senders keep 64 KiB; on a
+    /// link below the stream's bitrate everything waits behind that much in flight (half a
+    /// second at 1 Mbit/s, audio included), so ours goes lower. bandwidth × (RTT + 50 ms)
+    /// always leaves room to grow, so a small floor does not cap throughput.
+    pub min_congestion_window: u64,
 }
 
 impl Default for Config {
@@ -33,6 +38,7 @@ impl Default for Config {
             max_flows: 256,
             ack_delay: Duration::from_millis(250),
             initial_congestion_window: 64 * 1024,
+            min_congestion_window: 16 * 1024,
         }
     }
 }
@@ -506,7 +512,7 @@ impl Connection {
             let secs = rtt.as_secs_f64().max(0.001);
             let bw = (self.acked_total - acked_then) as f64 / secs;
             let limit = (bw * (min + RTT_MARGIN).as_secs_f64()) as u64;
-            self.congestion_window = limit.max(self.config.initial_congestion_window);
+            self.congestion_window = limit.max(self.config.min_congestion_window);
             self.probe = None;
         }
         Ok(())

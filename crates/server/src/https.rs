@@ -46,7 +46,7 @@ pub async fn serve(
                 }
             },
         };
-        let _ = tcp.set_nodelay(true);
+        crate::net::tune_http_stream(&tcp);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {

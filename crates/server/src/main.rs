@@ -185,12 +185,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         match https {
             Some(acceptor) => https::serve(listener, acceptor, app, stop).await,
             None => {
-                // No Nagle: RTWebSocket's fragments and acks, signalling and WebSocket media
-                // are small writes that must go at once (HTTPS sets it in its accept loop).
                 use axum::serve::ListenerExt;
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
+                let listener = listener.tap_io(|tcp| net::tune_http_stream(tcp));
                 if let Err(e) = axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await

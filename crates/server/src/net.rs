@@ -32,6 +32,23 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(s.into())
 }
 
+/// Most unsent bytes the kernel holds for an HTTP connection before it stops taking more.
+/// Without a limit, a viewer on a slow link lets the kernel's send buffer grow to megabytes
+/// (seconds of live media) that nothing in onair can see, drop or reorder; with it, the
+/// backlog stays in our queues, where RTWebSocket's deadlines and the plain WebSocket's byte
+/// budget act on it. Downloads (HLS, recordings) keep their speed: only what is not yet sent
+/// is limited, not what is in flight.
+const NOTSENT_LOWAT: u32 = 16 * 1024;
+
+/// Options for every accepted HTTP(S) connection: no Nagle (RTWebSocket fragments, acks and
+/// signalling are small writes that must go at once; Nagle held each ~10 ms) and
+/// TCP_NOTSENT_LOWAT.
+pub fn tune_http_stream(tcp: &tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    #[cfg(target_os = "linux")]
+    let _ = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

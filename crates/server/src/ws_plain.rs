@@ -4,10 +4,10 @@
 //! tracks change. A stream that is not live gets `{"error":…,"not_live":true}` and a close.
 //!
 //! A plain WebSocket has no acks to tell what the client has taken, so this never bloats by a
-//! byte budget of its own: what is queued for the socket and not yet written is counted, and
-//! when a video frame would take it past the budget, the video still queued is dropped and
-//! video resumes at the next keyframe that fits. Audio is kept; a client that takes nothing at
-//! all (audio alone past four budgets) is disconnected.
+//! byte budget of its own: what is queued for the socket and not yet written is counted; a
+//! video frame that would take it past the budget is dropped with the rest of its GOP, and the
+//! next keyframe replaces the video still queued. Audio is kept; a client that takes nothing
+//! at all (audio alone past four budgets) is disconnected.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -26,8 +26,10 @@ use tracing::debug;
 
 use crate::rtws_cmaf::fragment_message;
 
-/// Bytes queued for one client and not yet written to its socket, before video is skipped.
-pub const BUDGET: usize = 256 * 1024;
+/// Bytes queued for one client and not yet written to its socket, before video is skipped:
+/// half a second at 1 Mbit/s. The kernel holds at most 16 KiB unsent besides
+/// (`net::tune_http_stream`).
+pub const BUDGET: usize = 64 * 1024;
 
 /// The `/ws/NAME` route.
 pub fn router(hub: Hub) -> Router {
@@ -89,9 +91,9 @@ impl Outbox {
         self.push(false, msg, len);
     }
 
-    /// A frame's message. Video past the budget drops the video still queued and everything
-    /// up to the next keyframe that fits; audio always goes, unless the client has stopped
-    /// taking anything.
+    /// A frame's message. A video frame past the budget is dropped with the rest of its GOP;
+    /// the next keyframe replaces whatever video is still queued. Audio always goes, unless
+    /// the client has stopped taking anything.
     pub fn push_frame(
         &mut self,
         kind: MediaKind,
@@ -106,14 +108,21 @@ impl Outbox {
                 }
                 self.push(false, msg, len);
             }
-            MediaKind::Video => {
-                let fits = self.bytes + len <= self.limit;
-                if self.skipping_video && !(keyframe && fits) {
+            MediaKind::Video if !keyframe => {
+                if self.skipping_video || self.bytes + len > self.limit {
+                    // Past the budget: this frame and the rest of its GOP are dropped (the
+                    // frames already queued still decode, and go).
+                    self.skipping_video = true;
                     self.dropped += 1;
                     return Ok(());
                 }
-                if !fits {
-                    self.skipping_video = true;
+                self.push(true, msg, len);
+            }
+            MediaKind::Video => {
+                // A keyframe always goes: when the budget is short, the video still queued is
+                // an older GOP a player no longer needs, and is dropped for it. So even a
+                // keyframe bigger than the budget comes through, and what waits is one GOP.
+                if self.skipping_video || self.bytes + len > self.limit {
                     let before = self.queue.len();
                     let mut freed = 0;
                     self.queue.retain(|q| {
@@ -123,8 +132,7 @@ impl Outbox {
                         !q.video
                     });
                     self.bytes -= freed;
-                    self.dropped += (before - self.queue.len()) as u64 + 1;
-                    return Ok(());
+                    self.dropped += (before - self.queue.len()) as u64;
                 }
                 self.skipping_video = false;
                 self.push(true, msg, len);
@@ -269,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn video_over_budget_is_dropped_to_the_next_keyframe_that_fits_and_audio_kept() {
+    fn video_over_budget_is_dropped_to_the_next_keyframe_and_audio_kept() {
         let mut ob = Outbox::new(1000);
         ob.push_control(msg(100), 100);
         ob.push_frame(MediaKind::Video, true, msg(400), 400)
@@ -277,22 +285,36 @@ mod tests {
         ob.push_frame(MediaKind::Video, false, msg(400), 400)
             .unwrap();
         assert_eq!(ob.bytes(), 900);
-        // Past the budget: the queued video goes, this frame too.
+        // Past the budget: dropped, and the deltas after it even when they would fit.
         ob.push_frame(MediaKind::Video, false, msg(400), 400)
             .unwrap();
-        assert_eq!(ob.bytes(), 100);
-        assert_eq!(ob.dropped, 3);
-        // Deltas are skipped until a keyframe, even when they would fit.
-        ob.push_frame(MediaKind::Video, false, msg(100), 100)
-            .unwrap();
-        assert_eq!(ob.dropped, 4);
+        ob.push_frame(MediaKind::Video, false, msg(50), 50).unwrap();
+        assert_eq!((ob.bytes(), ob.dropped), (900, 2));
         // Audio is kept throughout.
         ob.push_frame(MediaKind::Audio, true, msg(50), 50).unwrap();
+        // The next keyframe replaces the old GOP still queued.
         ob.push_frame(MediaKind::Video, true, msg(300), 300)
             .unwrap();
-        assert_eq!(ob.bytes(), 450);
+        assert_eq!((ob.bytes(), ob.dropped), (450, 4));
         let lens: Vec<usize> = std::iter::from_fn(|| ob.pop().map(|(_, l)| l)).collect();
         assert_eq!(lens, vec![100, 50, 300]);
+    }
+
+    #[test]
+    fn a_keyframe_bigger_than_the_budget_still_goes() {
+        let mut ob = Outbox::new(1000);
+        ob.push_frame(MediaKind::Audio, true, msg(100), 100)
+            .unwrap();
+        ob.push_frame(MediaKind::Video, true, msg(5000), 5000)
+            .unwrap();
+        assert_eq!(ob.bytes(), 5100);
+        // Behind it, deltas are dropped and the keyframe stays.
+        ob.push_frame(MediaKind::Video, false, msg(10), 10).unwrap();
+        assert_eq!((ob.bytes(), ob.dropped), (5100, 1));
+        // The next keyframe replaces it.
+        ob.push_frame(MediaKind::Video, true, msg(4000), 4000)
+            .unwrap();
+        assert_eq!((ob.bytes(), ob.dropped), (4100, 2));
     }
 
     #[test]
