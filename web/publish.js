@@ -3,8 +3,10 @@
 //
 // ?stream=NAME (default live/demo), &autostart=1, &codec=h264|vp8|vp9|av1, &simulcast=1,
 // &token=T (sent as Authorization: Bearer), &trickle=0 (candidates in the offer, no PATCH),
-// &server=http://host:port (another onair server).
+// &server=http://host:port (another onair server), &via=rtws (RTWebSocket: WebCodecs H.264 and
+// Opus over the TC mapping, for networks that block WebRTC).
 import { whipPublish } from './onair.js';
+import { rtwsPublish } from './rtws-publish.js';
 
 const $ = (sel) => document.querySelector(sel);
 const params = new URLSearchParams(location.search);
@@ -21,6 +23,8 @@ const state = {
   httpStatus: null,
   codec: params.get('codec') || '',
   simulcast: params.get('simulcast') === '1',
+  /** whip | rtws */
+  via: params.get('via') === 'rtws' ? 'rtws' : 'whip',
   resource: null,
   startedAt: null,
   liveAt: null,
@@ -37,7 +41,14 @@ let statsTimer = null;
 $('#stream').value = state.stream;
 $('#codec').value = ['h264', 'vp8', 'vp9', 'av1'].includes(state.codec) ? state.codec : '';
 $('#simulcast').checked = state.simulcast;
+$('#via').value = state.via;
 showLinks();
+$('#via').addEventListener('change', () => {
+  if (!session) {
+    state.via = $('#via').value;
+    showLinks();
+  }
+});
 
 $('#stream').addEventListener('input', () => {
   if (!session) {
@@ -85,12 +96,19 @@ function showLinks() {
   $('#watch-link').textContent = new URL(watch, location.href).href;
   $('#whep-url').textContent = endpoint('whep', name);
   $('#whip-url').textContent = endpoint('whip', name);
+  $('#heading').textContent = state.via === 'rtws' ? 'Publish over RTWebSocket' : 'Publish over WHIP';
+}
+
+/** ws(s)://HOST/rtws/APP and KEY for stream APP/KEY. */
+function rtwsTarget(name) {
+  const [app, ...key] = name.split('/');
+  return [`${(server || location.origin).replace(/^http/, 'ws')}/rtws/${app}`, key.join('/')];
 }
 
 function setControls(running) {
   $('#start').disabled = running;
   $('#stop').disabled = !running;
-  for (const id of ['#stream', '#codec', '#simulcast']) $(id).disabled = running;
+  for (const id of ['#stream', '#codec', '#simulcast', '#via']) $(id).disabled = running;
 }
 
 async function start() {
@@ -107,6 +125,7 @@ async function start() {
     stream: name,
     codec: $('#codec').value,
     simulcast: $('#simulcast').checked,
+    via: $('#via').value,
     httpStatus: null,
     resource: null,
     startedAt: performance.now(),
@@ -131,13 +150,15 @@ async function start() {
   $('#placeholder').hidden = true;
   setStatus('starting', 'offering…');
   try {
-    session = await whipPublish(endpoint('whip', name), media, {
-      codec: state.codec || undefined,
-      simulcast: state.simulcast,
-      token: params.get('token') || undefined,
-      trickle: params.get('trickle') !== '0',
-      stopTracks: true,
-    });
+    session = state.via === 'rtws'
+      ? await rtwsPublish(...rtwsTarget(name), media, { stopTracks: true })
+      : await whipPublish(endpoint('whip', name), media, {
+        codec: state.codec || undefined,
+        simulcast: state.simulcast,
+        token: params.get('token') || undefined,
+        trickle: params.get('trickle') !== '0',
+        stopTracks: true,
+      });
   } catch (e) {
     media.getTracks().forEach((t) => t.stop());
     state.httpStatus = e.status ?? null;
@@ -164,7 +185,10 @@ async function start() {
     state.endReason = reason;
     finish(reason === 'stopped' ? 'stopped' : 'ended', reason === 'stopped' ? 'stopped' : `ended (${reason})`);
   });
-  if (s.state === 'connected') setStatus('live', 'live');
+  if (s.state === 'connected') {
+    state.liveAt ??= performance.now();
+    setStatus('live', 'live');
+  }
   clearInterval(statsTimer);
   statsTimer = setInterval(updateStats, 1000);
 }
@@ -202,6 +226,8 @@ function rememberInUrl() {
   else q.delete('codec');
   if (state.simulcast) q.set('simulcast', '1');
   else q.delete('simulcast');
+  if (state.via === 'rtws') q.set('via', 'rtws');
+  else q.delete('via');
   history.replaceState(null, '', `?${q.toString().replace(/%2F/gi, '/')}`);
 }
 
@@ -217,6 +243,12 @@ async function updateStats() {
     return;
   }
   if (s !== session) return;
+  if (s.rtws) {
+    state.stats = r;
+    $('#stats').textContent = `RTWebSocket · ${r.video} video frames (${r.keyframes} keyframes), ${r.audio} audio · `
+      + `${r.dropped} dropped, ${r.skipped} skipped · ${fmt(r.queued_bytes / 1024, ' KiB', 0)} waiting`;
+    return;
+  }
   const c = r.connection || {};
   const video = r.tracks.find((t) => t.direction === 'out' && t.kind === 'video');
   const audio = r.tracks.find((t) => t.direction === 'out' && t.kind === 'audio');

@@ -71,17 +71,36 @@ export class RtwsConnection {
   /** Opens a send flow; returns its ID. */
   open(flow, metadata, returnAssoc) {
     const head = returnAssoc === undefined ? vluWrite(flow, [0x10]) : vluWrite(returnAssoc, vluWrite(flow, [0x30]));
-    this.send.set(flow, { number: 0 });
+    // The receiver's window: 65536 bytes until its first ack says otherwise.
+    this.send.set(flow, { sent: 0, acked: 0, window: 65536, queue: [], queued: 0 });
     this.rawSend(concat(Uint8Array.from(head), metadata));
     return flow;
   }
 
-  /** Sends one message on a flow, in 1400-byte fragments. */
+  /** Queues one message on a flow, in 1400-byte fragments; they go as the receiver's window
+   * allows (each fragment counted whole, header included, as the receiver counts it). */
   write(flow, data) {
+    const f = this.send.get(flow);
     for (let at = 0; at < data.length || at === 0; at += 1400) {
       const last = at + 1400 >= data.length;
-      this.rawSend(concat(Uint8Array.from(vluWrite(flow, [last ? 0x1d : 0x3d])), data.subarray(at, at + 1400)));
+      const frag = concat(Uint8Array.from(vluWrite(flow, [last ? 0x1d : 0x3d])), data.subarray(at, at + 1400));
+      f.queue.push(frag);
+      f.queued += frag.length;
       if (last) break;
+    }
+    this.pump(flow);
+  }
+
+  /** Bytes of `flow` waiting for the receiver's window. */
+  queuedBytes(flow) { return this.send.get(flow)?.queued ?? 0; }
+
+  pump(flow) {
+    const f = this.send.get(flow);
+    while (f?.queue.length && f.sent - f.acked + f.queue[0].length <= f.window) {
+      const frag = f.queue.shift();
+      f.queued -= frag.length;
+      f.sent += frag.length;
+      this.rawSend(frag);
     }
   }
 
@@ -151,7 +170,19 @@ export class RtwsConnection {
         this.onexception?.(flow, code, new TextDecoder().decode(b.subarray(pos)));
         return;
       }
-      case 0x5a: case 0x5c: return; // our flows carry requests only: no window kept
+      case 0x5a: { // the receiver's ack of one of our flows: more may go
+        let delta; let adv;
+        [flow, pos] = vluRead(b, pos);
+        [delta, pos] = vluRead(b, pos);
+        [adv] = vluRead(b, pos);
+        const f = this.send.get(flow);
+        if (!f) return;
+        f.acked = Math.min(f.sent, f.acked + delta);
+        f.window = adv;
+        this.pump(flow);
+        return;
+      }
+      case 0x5c: return;
       default: // unknown types are ignored
     }
   }
@@ -304,5 +335,77 @@ export class TcPlayer {
     this.conn.open(1, tcMeta(streamId));
     this.conn.write(1, tcMessage(20, 0, amf0Encode(['play', 0, null, name])));
     return streamId;
+  }
+}
+
+/** Publishes one stream over TC: connect, createStream, publish; then `video`/`audio` with FLV
+ * tag bodies (what a browser's WebCodecs encoders give, wrapped). A video frame that would
+ * wait behind more than `maxQueued` bytes is dropped with the rest of its GOP (the server's
+ * window is what the network takes), so the publish stays live instead of falling behind. */
+export class TcPublisher {
+  constructor(conn, { app, maxQueued = 256 * 1024 }) {
+    this.conn = conn;
+    this.app = app;
+    this.maxQueued = maxQueued;
+    this.transaction = 1;
+    this.waiting = new Map();
+    this.onstatus = null;
+    this.flow = null;
+    this.skipping = false;
+    this.dropped = 0;
+    this.sentFrames = 0;
+    conn.onflow = () => ({ onmessage: (msg) => this.message(msg) });
+  }
+
+  message(msg) {
+    if (msg[0] !== 20) return;
+    const [name, transaction, , info] = amf0Decode(msg.subarray(5));
+    if (name === '_result' || name === '_error') this.waiting.get(transaction)?.({ name, info });
+    if (name === 'onStatus') {
+      this.onstatus?.(info);
+      this.statusWaiter?.(info);
+    }
+  }
+
+  command(flow, name, args) {
+    const t = this.transaction++;
+    this.conn.write(flow, tcMessage(20, 0, amf0Encode([name, t, ...args])));
+    return new Promise((resolve) => this.waiting.set(t, resolve));
+  }
+
+  /** Resolves once the server says NetStream.Publish.Start; throws with its reason otherwise. */
+  async publish(name) {
+    await this.conn.opened;
+    this.conn.open(0, tcMeta(0));
+    const connected = await this.command(0, 'connect', [{ app: this.app, flashVer: 'onair-rtws/1', type: 'nonprivate' }]);
+    if (connected.info?.code !== 'NetConnection.Connect.Success') throw new Error(`connect: ${JSON.stringify(connected.info)}`);
+    const created = await this.command(0, 'createStream', [null]);
+    const streamId = created.info;
+    this.streamId = streamId;
+    this.flow = this.conn.open(1, tcMeta(streamId));
+    const status = new Promise((resolve) => { this.statusWaiter = resolve; });
+    this.conn.write(this.flow, tcMessage(20, 0, amf0Encode(['publish', 0, null, name, 'live'])));
+    const info = await status;
+    if (info?.code !== 'NetStream.Publish.Start') throw new Error(info?.description || info?.code || 'publish refused');
+    return streamId;
+  }
+
+  /** One video tag body at `ts` ms; `key` for a keyframe (and a sequence header). */
+  video(ts, body, key) {
+    if (this.conn.queuedBytes(this.flow) > this.maxQueued) this.skipping = true;
+    if (this.skipping && !key) { this.dropped += 1; return; }
+    this.skipping = false;
+    this.sentFrames += 1;
+    this.conn.write(this.flow, tcMessage(9, ts, body));
+  }
+
+  /** One audio tag body at `ts` ms (always sent). */
+  audio(ts, body) {
+    this.conn.write(this.flow, tcMessage(8, ts, body));
+  }
+
+  /** Ends the publish: deleteStream, then the flows close with the socket. */
+  stop() {
+    if (this.flow != null) this.conn.write(0, tcMessage(20, 0, amf0Encode(['deleteStream', 0, null, this.streamId])));
   }
 }

@@ -96,7 +96,7 @@ pub fn run(bin: &str, secs: Duration) -> i32 {
 }
 
 /// Microseconds since the Unix epoch.
-fn wall_us() -> u64 {
+pub(crate) fn wall_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -132,7 +132,12 @@ fn fail<E: std::fmt::Debug>(what: &str) -> impl FnOnce(E) -> Error + '_ {
 }
 
 /// Publishes `app/key` over RTMP for `duration`, every frame stamped at the moment it is sent.
-fn publish(addr: SocketAddr, app: &str, key: &str, duration: Duration) -> Result<(), Error> {
+pub(crate) fn publish(
+    addr: SocketAddr,
+    app: &str,
+    key: &str,
+    duration: Duration,
+) -> Result<(), Error> {
     let mut tcp = TcpStream::connect(addr).map_err(fail("connect"))?;
     tcp.set_nodelay(true).map_err(fail("nodelay"))?;
     let mut hs = Handshake::new(PeerType::Client);
@@ -300,7 +305,7 @@ fn hint(playlist: &str) -> Option<(String, u64, u64)> {
 }
 
 /// The SEI times (µs) in a part's bytes, in order.
-fn stamps(data: &[u8]) -> Vec<u64> {
+pub(crate) fn stamps(data: &[u8]) -> Vec<u64> {
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(i) = data[at..].windows(16).position(|w| w == SEI_UUID) {
@@ -318,9 +323,9 @@ fn stamps(data: &[u8]) -> Vec<u64> {
 }
 
 /// What the client saw, times in milliseconds.
-struct Measured {
+pub(crate) struct Measured {
     /// Every frame's latency.
-    all: Vec<f64>,
+    pub(crate) all: Vec<f64>,
     /// The latency of each part's first frame (it waited for the whole part).
     first: Vec<f64>,
     /// For each hinted part that never came: how long until the 404.
@@ -329,7 +334,7 @@ struct Measured {
 }
 
 /// Follows the live edge of `stream` for `secs`.
-fn measure(port: u16, stream: &str, secs: Duration) -> Result<Measured, Error> {
+pub(crate) fn measure(port: u16, stream: &str, secs: Duration) -> Result<Measured, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

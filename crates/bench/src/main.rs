@@ -19,6 +19,7 @@ mod fanout;
 mod hls_latency;
 mod janus;
 mod plot;
+mod ws_latency;
 
 fn main() {
     // RUST_LOG=str0m=debug shows the load generator's peers at work.
@@ -36,10 +37,16 @@ fn main() {
                  onair-bench meeting M PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench compare-meeting M[,M...] PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench smoke PATH_TO_ONAIR\n       \
-                 onair-bench hls-latency PATH_TO_ONAIR [SECONDS]";
+                 onair-bench hls-latency PATH_TO_ONAIR [SECONDS]\n       \
+                 onair-bench ws-latency N PATH_TO_ONAIR [SECONDS]";
     if args.len() >= 3 && args[1] == "hls-latency" {
         let secs = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
         std::process::exit(hls_latency::run(&args[2], Duration::from_secs(secs)));
+    }
+    if args.len() >= 4 && args[1] == "ws-latency" {
+        let n = args[2].parse().unwrap_or(100);
+        let secs = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);
+        std::process::exit(ws_latency::run(&args[3], n, Duration::from_secs(secs)));
     }
     if args.len() >= 3 && args[1] == "smoke" {
         std::process::exit(fanout::smoke(&args[2]));

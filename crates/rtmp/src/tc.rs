@@ -9,6 +9,11 @@
 //! we open data, audio and video flows associated with the client's stream flow, send
 //! stream-begin and `NetStream.Play.Start`, and the server hands in tracks and frames.
 //!
+//! Publishing: `publish NAME` on a stream flow becomes [`TcEvent::Publish`]; once the server
+//! calls [`TcSession::publish_started`], the audio and video messages the client sends on that
+//! stream's flows go through the RTMP ingest (FLV tags, Enhanced RTMP) and come out as
+//! [`TcEvent::Media`], for the hub.
+//!
 //! What keeps it low-latency (the policy of the mapping's reference server): video at priority
 //! 4, audio, data and control at 5; a video frame must start within 2.0 s and audio within
 //! 2.2 s of being queued, and finish 0.1 s after that, or it is abandoned; the frames after an
@@ -59,6 +64,10 @@ pub enum TcError {
     /// A command that does not decode.
     #[error("bad command: {0}")]
     BadCommand(String),
+    /// A publisher's audio or video that does not parse (an FLV tag body, a codec
+    /// configuration, NAL unit lengths).
+    #[error("bad media: {0}")]
+    BadMedia(String),
 }
 
 /// Lifetimes of queued media (the mapping's defaults; tunable per play).
@@ -129,6 +138,35 @@ pub enum TcEvent {
         /// The stream ID.
         stream_id: u32,
     },
+    /// The client wants to publish `name` (query taken off) in the app it connected to.
+    /// Answer with [`TcSession::publish_started`] or [`TcSession::publish_failed`].
+    Publish {
+        /// The stream ID to answer for.
+        stream_id: u32,
+        /// The app from `connect`.
+        app: String,
+        /// The stream name.
+        name: String,
+    },
+    /// Media of an accepted publish, as RTMP ingest gives it: [`crate::Event::Tracks`] or
+    /// [`crate::Event::Frame`].
+    Media {
+        /// The stream ID.
+        stream_id: u32,
+        /// The tracks or a frame.
+        event: crate::Event,
+    },
+    /// The publish ended (closeStream / deleteStream / FCUnpublish, or its flows closed).
+    Unpublish {
+        /// The stream ID.
+        stream_id: u32,
+    },
+}
+
+/// A publish, asked for or accepted.
+struct Publishing {
+    ingest: crate::ingest::Ingest,
+    accepted: bool,
 }
 
 /// Our flows for one playing stream.
@@ -152,6 +190,7 @@ pub struct TcSession {
     /// The client's flow of each stream ID.
     stream_flows: HashMap<u64, u32>,
     playing: HashMap<u32, Playing>,
+    publishing: HashMap<u32, Publishing>,
     /// What each asked-for play's name tuned, until it starts.
     tunings: HashMap<u32, Tuning>,
     next_stream: u32,
@@ -179,6 +218,7 @@ impl TcSession {
             control: None,
             stream_flows: HashMap::new(),
             playing: HashMap::new(),
+            publishing: HashMap::new(),
             tunings: HashMap::new(),
             next_stream: 1,
             next_flow: 0,
@@ -230,7 +270,11 @@ impl TcSession {
                 RtwsEvent::Message { flow, data, .. } => self.on_message(now, flow, &data)?,
                 RtwsEvent::FlowClosed { flow } => {
                     if let Some(stream_id) = self.stream_flows.remove(&flow) {
-                        self.stop(stream_id);
+                        // A publisher may send audio and video on flows of their own: the
+                        // stream ends with the last of its flows.
+                        if !self.stream_flows.values().any(|&s| s == stream_id) {
+                            self.stop(stream_id);
+                        }
                     }
                 }
                 _ => {}
@@ -244,15 +288,17 @@ impl TcSession {
             return Err(TcError::ShortMessage(flow));
         }
         let kind = data[0];
+        let ts = u32::from_be_bytes([data[1], data[2], data[3], data[4]]);
         let payload = &data[5..];
+        let stream_id = self.stream_flows.get(&flow).copied().unwrap_or(0);
         let payload = match kind {
             AMF0_COMMAND => payload,
             // An AMF3 command is a format byte, then AMF0.
             AMF3_COMMAND => payload.get(1..).unwrap_or_default(),
-            _ => return Ok(()), // audio/video/data from a player: nothing to do yet
+            AUDIO | VIDEO => return self.on_media(stream_id, kind, ts, payload),
+            _ => return Ok(()), // data messages, user control: nothing to act on
         };
         let cmd = Command::decode(payload).map_err(|e| TcError::BadCommand(e.to_string()))?;
-        let stream_id = self.stream_flows.get(&flow).copied().unwrap_or(0);
         match cmd.name.as_str() {
             "connect" => {
                 let app = match cmd.property("app") {
@@ -294,6 +340,24 @@ impl TcSession {
                     name: base.to_owned(),
                 });
             }
+            "publish" if stream_id > 0 => {
+                let name = cmd.string_arg(0).unwrap_or_default();
+                let base = name.split('?').next().unwrap_or_default().to_owned();
+                self.publishing.insert(
+                    stream_id,
+                    Publishing {
+                        ingest: crate::ingest::Ingest::default(),
+                        accepted: false,
+                    },
+                );
+                let app = self.app.clone().unwrap_or_default();
+                self.events.push_back(TcEvent::Publish {
+                    stream_id,
+                    app,
+                    name: base,
+                });
+            }
+            "FCUnpublish" if self.publishing.contains_key(&stream_id) => self.stop(stream_id),
             "closeStream" | "deleteStream" => {
                 let id = if cmd.name == "deleteStream" {
                     cmd.number_arg(0).map_or(stream_id, |n| n as u32)
@@ -307,7 +371,31 @@ impl TcSession {
         Ok(())
     }
 
+    /// Audio or video from a publisher: through the RTMP ingest (FLV tag parsing, the track
+    /// list, timestamps) once the publish is accepted; before that, dropped.
+    fn on_media(&mut self, stream_id: u32, kind: u8, ts: u32, body: &[u8]) -> Result<(), TcError> {
+        let Some(p) = self.publishing.get_mut(&stream_id).filter(|p| p.accepted) else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        let r = if kind == AUDIO {
+            p.ingest.audio(ts, body, &mut out)
+        } else {
+            p.ingest.video(ts, body, &mut out)
+        };
+        r.map_err(|e| TcError::BadMedia(e.to_string()))?;
+        for event in out {
+            self.events.push_back(TcEvent::Media { stream_id, event });
+        }
+        Ok(())
+    }
+
     fn stop(&mut self, stream_id: u32) {
+        if let Some(p) = self.publishing.remove(&stream_id)
+            && p.accepted
+        {
+            self.events.push_back(TcEvent::Unpublish { stream_id });
+        }
         self.tunings.remove(&stream_id);
         if let Some(p) = self.playing.remove(&stream_id) {
             for f in [p.data, p.audio, p.video] {
@@ -412,6 +500,57 @@ impl TcSession {
         let info = status("error", "NetStream.Play.StreamNotFound", reason);
         let body = command("onStatus", 0.0, Amf0Value::Null, vec![info]);
         // On the client's control flow's answer: the stream has no flows of ours.
+        if let Some(control) = self.control {
+            self.conn.send(
+                now,
+                control,
+                message(AMF0_COMMAND, 0, &body),
+                SendOptions::default(),
+            );
+        }
+    }
+
+    /// The publish may go ahead: `NetStream.Publish.Start`, on a flow of ours associated with
+    /// the client's stream flow; media is taken from now on.
+    pub fn publish_started(&mut self, now: Instant, stream_id: u32, name: &str) {
+        let Some(p) = self.publishing.get_mut(&stream_id) else {
+            return;
+        };
+        p.accepted = true;
+        let Some(client_flow) = self
+            .stream_flows
+            .iter()
+            .find(|&(_, &s)| s == stream_id)
+            .map(|(&f, _)| f)
+        else {
+            return;
+        };
+        let status_flow = self.flow_id();
+        self.conn.open(
+            status_flow,
+            AUDIO_PRIORITY,
+            Some(client_flow),
+            &metadata(stream_id),
+        );
+        let info = status(
+            "status",
+            "NetStream.Publish.Start",
+            &format!("{name} is now published."),
+        );
+        let body = command("onStatus", 0.0, Amf0Value::Null, vec![info]);
+        self.conn.send(
+            now,
+            status_flow,
+            message(AMF0_COMMAND, 0, &body),
+            SendOptions::default(),
+        );
+    }
+
+    /// The publish is refused (a name in use, not allowed): `NetStream.Publish.BadName`.
+    pub fn publish_failed(&mut self, now: Instant, stream_id: u32, reason: &str) {
+        self.publishing.remove(&stream_id);
+        let info = status("error", "NetStream.Publish.BadName", reason);
+        let body = command("onStatus", 0.0, Amf0Value::Null, vec![info]);
         if let Some(control) = self.control {
             self.conn.send(
                 now,

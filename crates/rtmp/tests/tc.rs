@@ -253,3 +253,187 @@ fn a_flow_that_is_not_tc_is_refused_and_garbage_is_an_error() {
         "flow 0: a TC message shorter than its header"
     );
 }
+
+/// connect + createStream on a fresh pair; returns the stream ID.
+fn connected(now: Instant, client: &mut Connection, server: &mut TcSession) -> u32 {
+    client.open(0, 5, None, b"TC\x04\x00");
+    let connect = Amf0Value::Object(
+        [("app".to_string(), Amf0Value::Utf8String("live".into()))]
+            .into_iter()
+            .collect(),
+    );
+    client.send(
+        now,
+        0,
+        command("connect", 1.0, vec![connect]),
+        SendOptions::default(),
+    );
+    client.send(
+        now,
+        0,
+        command("createStream", 2.0, vec![Amf0Value::Null]),
+        SendOptions::default(),
+    );
+    let ev = pump(now, client, server);
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Message { data, .. } => Some(decode(data)),
+            _ => None,
+        })
+        .find_map(|(_, _, v)| match (&v[0], v.get(3)) {
+            (Amf0Value::Utf8String(n), Some(Amf0Value::Number(id))) if n == "_result" => {
+                Some(*id as u32)
+            }
+            _ => None,
+        })
+        .unwrap()
+}
+
+fn tc_message(kind: u8, ts: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind];
+    m.extend_from_slice(&ts.to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+#[test]
+fn a_tc_publisher_is_answered_and_its_media_comes_out_as_hub_tracks_and_frames() {
+    let now = Instant::now();
+    let mut server = TcSession::new();
+    let mut client = Connection::new(Config::default());
+    let sid = connected(now, &mut client, &mut server);
+    let meta = [b'T', b'C', 4, sid as u8];
+    client.open(1, 5, None, &meta);
+    client.send(
+        now,
+        1,
+        command(
+            "publish",
+            0.0,
+            vec![Amf0Value::Null, Amf0Value::Utf8String("cam?x=1".into())],
+        ),
+        SendOptions::default(),
+    );
+    // Media before the answer is dropped, not an error.
+    client.send(
+        now,
+        1,
+        tc_message(9, 0, &[0x27, 1, 0, 0, 0]),
+        SendOptions::default(),
+    );
+    pump(now, &mut client, &mut server);
+    let evs: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+    assert_eq!(
+        evs,
+        vec![TcEvent::Publish {
+            stream_id: sid,
+            app: "live".into(),
+            name: "cam".into()
+        }]
+    );
+    server.publish_started(now, sid, "live/cam");
+    let ev = pump(now, &mut client, &mut server);
+    let started = ev.iter().any(|e| match e {
+        Event::Message { data, .. } => {
+            let (_, _, v) = decode(data);
+            format!("{v:?}").contains("NetStream.Publish.Start")
+        }
+        _ => false,
+    });
+    assert!(started, "{ev:?}");
+    // An AVC sequence header and a keyframe; an Opus (Enhanced RTMP) header and a frame.
+    let avcc = [
+        1u8, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, 10, 0x67, 0x42, 0xc0, 0x1e, 0xda, 0x05, 0x07, 0xec,
+        0x04, 0x40, 1, 0, 4, 0x68, 0xce, 0x3c, 0x80,
+    ];
+    let mut seq = vec![0x17, 0, 0, 0, 0];
+    seq.extend_from_slice(&avcc);
+    let mut opus_head = vec![0x90, b'O', b'p', b'u', b's'];
+    opus_head.extend_from_slice(b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00");
+    for (kind, ts, body) in [
+        (9u8, 0u32, seq),
+        (9, 0, vec![0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88]),
+        (8, 0, opus_head),
+        (8, 20, vec![0x91, b'O', b'p', b'u', b's', 0xfc, 0xff]),
+    ] {
+        client.send(now, 1, tc_message(kind, ts, &body), SendOptions::default());
+    }
+    pump(now, &mut client, &mut server);
+    let evs: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+    let tracks: Vec<Vec<Codec>> = evs
+        .iter()
+        .filter_map(|e| match e {
+            TcEvent::Media {
+                event: rtmp::Event::Tracks(t),
+                ..
+            } => Some(t.iter().map(|t| t.codec).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tracks.last(), Some(&vec![Codec::H264, Codec::Opus]));
+    let frames: Vec<(usize, i64, bool)> = evs
+        .iter()
+        .filter_map(|e| match e {
+            TcEvent::Media {
+                event: rtmp::Event::Frame(f),
+                ..
+            } => Some((f.track, f.pts, f.keyframe)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames, vec![(0, 0, true), (1, 20_000, true)]);
+    // deleteStream ends it.
+    client.send(
+        now,
+        0,
+        command(
+            "deleteStream",
+            3.0,
+            vec![Amf0Value::Null, Amf0Value::Number(f64::from(sid))],
+        ),
+        SendOptions::default(),
+    );
+    pump(now, &mut client, &mut server);
+    let evs: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+    assert_eq!(evs, vec![TcEvent::Unpublish { stream_id: sid }]);
+}
+
+#[test]
+fn a_publisher_with_a_bad_tag_is_an_error() {
+    let now = Instant::now();
+    let mut server = TcSession::new();
+    let mut client = Connection::new(Config::default());
+    let sid = connected(now, &mut client, &mut server);
+    client.open(1, 5, None, &[b'T', b'C', 4, sid as u8]);
+    client.send(
+        now,
+        1,
+        command(
+            "publish",
+            0.0,
+            vec![Amf0Value::Null, Amf0Value::Utf8String("cam".into())],
+        ),
+        SendOptions::default(),
+    );
+    pump(now, &mut client, &mut server);
+    while server.poll_event().is_some() {}
+    server.publish_started(now, sid, "live/cam");
+    pump(now, &mut client, &mut server);
+    // An AVC sequence header whose avcC is cut short.
+    client.send(
+        now,
+        1,
+        tc_message(9, 0, &[0x17, 0, 0, 0, 0, 1, 0x42]),
+        SendOptions::default(),
+    );
+    let mut err = None;
+    while let Some(m) = client.poll_transmit(now) {
+        if let Err(e) = server.receive(now, &m) {
+            err = Some(e);
+        }
+    }
+    assert!(
+        matches!(err, Some(rtmp::tc::TcError::BadMedia(_))),
+        "{err:?}"
+    );
+}

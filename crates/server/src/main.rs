@@ -1,6 +1,7 @@
 //! `onair`: one binary that carries live audio and video.
 
 mod config;
+mod flv_publish;
 mod hls_aac;
 mod hls_http;
 mod http;
@@ -169,7 +170,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut app = http::router(media.clone())
-        .merge(rtws_server::router(hub.clone()))
+        .merge(rtws_server::router(
+            hub.clone(),
+            config.rtmp.transcode_audio,
+        ))
         .merge(ws_plain::router(hub.clone()));
     if let Some(hls) = hls {
         app = app.merge(hls_http::router(hls));

@@ -1,14 +1,12 @@
 //! RTMP ingest: a TCP listener (1935 by default) and one task per connection driving an
-//! `rtmp::Session`. `rtmp://HOST/APP/KEY` publishes hub stream `APP/KEY`. With
-//! `rtmp.transcode_audio`, AAC is also decoded and encoded to Opus once per stream, as an extra
-//! track, so WebRTC viewers hear it.
+//! `rtmp::Session`. `rtmp://HOST/APP/KEY` publishes hub stream `APP/KEY` (`flv_publish`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use hub::{Codec, Frame, Hub, Protocol, Publisher, StreamName, TrackInfo};
+use hub::{Hub, Protocol};
 use rtmp::{Event, Output, Session, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +14,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::flv_publish::FlvPublish;
 
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
@@ -59,20 +58,11 @@ pub async fn start(config: &Config, hub: Hub) -> anyhow::Result<Option<SocketAdd
     Ok(Some(addr))
 }
 
-/// AAC → Opus for one stream: the AAC track's index, the Opus twin's, and the transcoder.
-struct AudioTwin {
-    aac: usize,
-    opus: usize,
-    transcoder: transcode::AacToOpus,
-    errors: u64,
-}
-
 struct Connection {
     hub: Hub,
     transcode: bool,
     session: Session,
-    publisher: Option<Publisher>,
-    twin: Option<AudioTwin>,
+    publisher: Option<FlvPublish>,
 }
 
 impl Connection {
@@ -82,7 +72,6 @@ impl Connection {
             transcode,
             session: Session::new(SessionConfig::default()),
             publisher: None,
-            twin: None,
         }
     }
 
@@ -90,8 +79,10 @@ impl Connection {
         let _ = socket.set_nodelay(true);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let kicked = async {
-                match &self.publisher {
+            // The hub's publisher alone is borrowed (the transcoder in FlvPublish is not Sync).
+            let publisher = self.publisher.as_ref().map(FlvPublish::publisher);
+            let kicked = async move {
+                match publisher {
                     Some(p) => p.kicked().await,
                     None => std::future::pending().await,
                 }
@@ -136,13 +127,20 @@ impl Connection {
                         }
                     }
                 }
-                Output::Event(Event::Tracks(tracks)) => self.set_tracks(tracks),
-                Output::Event(Event::Frame(f)) => self.push(f),
+                Output::Event(Event::Tracks(tracks)) => {
+                    if let Some(p) = &mut self.publisher {
+                        p.set_tracks(tracks);
+                    }
+                }
+                Output::Event(Event::Frame(f)) => {
+                    if let Some(p) = &mut self.publisher {
+                        p.push(f);
+                    }
+                }
                 Output::Event(Event::PublishEnded) => {
                     if let Some(p) = self.publisher.take() {
                         info!(stream = %p.name(), "RTMP publish ended");
                     }
-                    self.twin = None;
                 }
                 Output::Event(_) => {}
             }
@@ -150,71 +148,10 @@ impl Connection {
         Ok(())
     }
 
-    fn claim(&self, app: &str, key: &str) -> Result<Publisher, String> {
+    fn claim(&self, app: &str, key: &str) -> Result<FlvPublish, String> {
         if self.publisher.is_some() {
             return Err("this connection already publishes a stream".into());
         }
-        let name = StreamName::parse(&format!("{app}/{key}"))
-            .map_err(|e| format!("'{app}/{key}': {e}"))?;
-        // The stream-key check of the auth issue goes here.
-        self.hub
-            .publish(name, Protocol::Rtmp, Instant::now())
-            .map_err(|e| e.to_string())
-    }
-
-    fn set_tracks(&mut self, mut tracks: Vec<TrackInfo>) {
-        let Some(p) = &self.publisher else { return };
-        self.twin = None;
-        if self.transcode
-            && let Some(aac) = tracks
-                .iter()
-                .position(|t| t.codec == Codec::Aac && !t.config.is_empty())
-        {
-            match transcode::AacToOpus::new(&tracks[aac].config, transcode::OpusConfig::default()) {
-                Ok(transcoder) => {
-                    let mut opus = TrackInfo::new(Codec::Opus);
-                    opus.sample_rate = Some(48_000);
-                    opus.channels = tracks[aac].channels.map(|c| c.min(2));
-                    tracks.push(opus);
-                    self.twin = Some(AudioTwin {
-                        aac,
-                        opus: tracks.len() - 1,
-                        transcoder,
-                        errors: 0,
-                    });
-                }
-                Err(e) => warn!(stream = %p.name(), "no Opus for WebRTC viewers: {e}"),
-            }
-        }
-        p.set_tracks(tracks);
-    }
-
-    fn push(&mut self, frame: Frame) {
-        let Some(p) = &self.publisher else { return };
-        if let Some(twin) = &mut self.twin
-            && frame.track == twin.aac
-        {
-            match twin.transcoder.push(&frame.data, frame.pts) {
-                Ok(packets) => {
-                    for o in packets {
-                        p.push(Frame {
-                            track: twin.opus,
-                            pts: o.pts_us,
-                            dts: o.pts_us,
-                            keyframe: true,
-                            data: o.data.into(),
-                        });
-                    }
-                }
-                Err(e) => {
-                    twin.errors += 1;
-                    // One line per burst, not per frame.
-                    if twin.errors.is_power_of_two() {
-                        warn!(stream = %p.name(), errors = twin.errors, "AAC → Opus: {e}");
-                    }
-                }
-            }
-        }
-        p.push(frame);
+        FlvPublish::claim(&self.hub, app, key, Protocol::Rtmp, self.transcode)
     }
 }

@@ -4,7 +4,8 @@
 //! - CMAF (`rtws_cmaf`): onair's per-track fMP4 for Media Source Extensions.
 //!
 //! Either way a player plays hub stream `APP/KEY` over prioritized flows whose stale frames
-//! are abandoned instead of queued.
+//! are abandoned instead of queued. Over TC a client may also publish `APP/KEY` (a browser with
+//! WebCodecs where WebRTC is blocked).
 //!
 //! One task per connection: WebSocket messages go into the session, the hub reader's items go
 //! in as tracks and frames, and whatever the session lets out (windows, congestion limit,
@@ -21,29 +22,30 @@ use axum::response::Response;
 use axum::routing::get;
 use hub::{Hub, Item, Protocol, StreamName};
 use rtmp::tc::{TcEvent, TcSession};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
+use crate::flv_publish::FlvPublish;
 use crate::rtws_cmaf::{CmafEvent, CmafSession};
 
 /// The largest WebSocket message accepted: a fragment is 1400 bytes; anything much larger is
 /// not RTWebSocket.
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 
-/// The `/rtws/APP` route.
-pub fn router(hub: Hub) -> Router {
+/// The `/rtws/APP` route; `transcode` is `rtmp.transcode_audio` (for publishes).
+pub fn router(hub: Hub, transcode: bool) -> Router {
     Router::new()
         .route("/rtws/{*app}", get(upgrade))
-        .with_state(hub)
+        .with_state((hub, transcode))
 }
 
 async fn upgrade(
     ws: WebSocketUpgrade,
     Path(app): Path<String>,
-    State(hub): State<Hub>,
+    State((hub, transcode)): State<(Hub, bool)>,
 ) -> Response {
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
-        .on_upgrade(move |socket| session(socket, app, hub))
+        .on_upgrade(move |socket| session(socket, app, hub, transcode))
 }
 
 /// The stream a play names: `APP/KEY`, the app from `connect` or else the URL's.
@@ -79,10 +81,13 @@ trait Mapping {
     fn act(&mut self, now: Instant, hub: &Hub, url_app: &str);
 }
 
-/// The TC mapping and the stream it plays: (stream ID, reader).
+/// The TC mapping: the stream it plays (stream ID, reader), the one it publishes.
 struct Tc {
     tc: TcSession,
     playing: Option<(u32, hub::Reader)>,
+    publishing: Option<(u32, FlvPublish)>,
+    /// `rtmp.transcode_audio`: an Opus twin of a published AAC track.
+    transcode: bool,
 }
 
 impl Mapping for Tc {
@@ -137,6 +142,51 @@ impl Mapping for Tc {
                 TcEvent::Stop { stream_id } => {
                     if self.playing.as_ref().is_some_and(|(s, _)| *s == stream_id) {
                         self.playing = None;
+                    }
+                }
+                TcEvent::Publish {
+                    stream_id,
+                    app,
+                    name,
+                } => {
+                    let app = if app.is_empty() { url_app } else { &app };
+                    let claimed = if self.publishing.is_some() {
+                        Err("this connection already publishes a stream".to_owned())
+                    } else {
+                        FlvPublish::claim(hub, app, &name, Protocol::Rtws, self.transcode)
+                    };
+                    match claimed {
+                        Ok(p) => {
+                            info!(stream = %p.name(), "RTWebSocket publish started");
+                            self.tc
+                                .publish_started(now, stream_id, &p.name().to_string());
+                            self.publishing = Some((stream_id, p));
+                        }
+                        Err(reason) => {
+                            warn!("RTWebSocket publish of {app}/{name} refused: {reason}");
+                            self.tc.publish_failed(now, stream_id, &reason);
+                        }
+                    }
+                }
+                TcEvent::Media { stream_id, event } => {
+                    let Some((_, p)) = self.publishing.as_mut().filter(|(s, _)| *s == stream_id)
+                    else {
+                        continue;
+                    };
+                    match event {
+                        rtmp::Event::Tracks(t) => p.set_tracks(t),
+                        rtmp::Event::Frame(f) => p.push(f),
+                        _ => {}
+                    }
+                }
+                TcEvent::Unpublish { stream_id } => {
+                    if self
+                        .publishing
+                        .as_ref()
+                        .is_some_and(|(s, _)| *s == stream_id)
+                        && let Some((_, p)) = self.publishing.take()
+                    {
+                        info!(stream = %p.name(), "RTWebSocket publish ended");
                     }
                 }
             }
@@ -204,7 +254,7 @@ fn opens_cmaf(first: &[u8]) -> bool {
     )
 }
 
-async fn session(mut socket: WebSocket, url_app: String, hub: Hub) {
+async fn session(mut socket: WebSocket, url_app: String, hub: Hub, transcode: bool) {
     // The first binary message says which mapping this is.
     let first = loop {
         match socket.recv().await {
@@ -223,6 +273,8 @@ async fn session(mut socket: WebSocket, url_app: String, hub: Hub) {
         let m = Tc {
             tc: TcSession::new(),
             playing: None,
+            publishing: None,
+            transcode,
         };
         run(&mut socket, m, &first, &url_app, &hub).await
     };

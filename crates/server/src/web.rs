@@ -58,6 +58,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../web/rtws-player.js"),
     ),
     (
+        "/rtws-publish.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/rtws-publish.js"),
+    ),
+    (
         "/style.css",
         "text/css; charset=utf-8",
         include_str!("../../../web/style.css"),
