@@ -1078,13 +1078,37 @@ export class Room extends Emitter {
     for (const local of this.localTracks.values()) peer.senders.set(local.source, pc.addTrack(local.track, local.stream));
     // Stats and the connection-state UI read `publisher`/`subscriber`: the first member's.
     if (!this.publisher) this.publisher = this.subscriber = pc;
+    peer.retries = 0;
+    peer.watchdog = setInterval(() => this._p2pWatch(peer), P2P_WATCH_MS);
     return peer;
+  }
+
+  /** A connection with media to negotiate that has not started connecting: offer again. An
+   * offer lost or left unanswered would otherwise leave both members waiting for good (seen
+   * once in CI: both at ICE "new", one side never gathering). */
+  async _p2pWatch(peer) {
+    const pc = peer.pc;
+    if (pc.connectionState !== 'new' || peer.retries >= 5) {
+      clearInterval(peer.watchdog);
+      return;
+    }
+    if (peer.makingOffer || pc.getTransceivers().length === 0) return;
+    peer.retries += 1;
+    console.warn(`onair: p2p connection with ${peer.id} has not started (signaling ${pc.signalingState}, `
+      + `ICE ${pc.iceConnectionState}, gathering ${pc.iceGatheringState}, ${this.iceServers.length} ICE servers); offering again`);
+    try {
+      if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+      if (pc.signalingState === 'stable') pc.restartIce(); // negotiationneeded: a fresh offer
+    } catch (e) {
+      console.warn('onair: p2p re-offer failed', e);
+    }
   }
 
   _p2pDrop(id) {
     const peer = this._mesh.get(id);
     if (!peer) return;
     this._mesh.delete(id);
+    clearInterval(peer.watchdog);
     peer.pc.close();
     if (this.publisher === peer.pc) {
       const next = this._mesh.values().next().value;
@@ -1271,6 +1295,8 @@ export class Room extends Emitter {
 
 const HTTP_TIMEOUT_MS = 15_000;
 const DELETE_TIMEOUT_MS = 5_000;
+/** How often a peer-to-peer connection that has not started is looked at again. */
+const P2P_WATCH_MS = 4000;
 const GATHER_TIMEOUT_MS = 3_000;
 const STALL_TIMEOUT_MS = 5_000;
 const FIRST_MEDIA_TIMEOUT_MS = 15_000;

@@ -296,6 +296,9 @@ export class TcPlayer {
     this.onstatus = null; // (info) => void
     this.onabandon = null; // (flow, count) => void
     this.flows = []; // { flow, streamId, returnAssoc }
+    this.syncs = new Map(); // flow sync ID → { count, flows, held: [[flow, msg]] }
+    this.holding = new Map(); // flow → the sync it waits for
+    this.flowSyncs = 0;
     conn.onflow = (flow, metadata, returnAssoc) => {
       const streamId = tcStreamId(metadata);
       this.flows.push({ flow, streamId, returnAssoc });
@@ -307,9 +310,32 @@ export class TcPlayer {
   }
 
   message(flow, msg) {
+    // A flow held by a flow sync keeps its messages until every flow of the sync has come.
+    const holding = this.holding.get(flow);
+    if (holding !== undefined) {
+      this.syncs.get(holding).held.push([flow, msg]);
+      return;
+    }
     const type = msg[0];
-    const timestamp = new DataView(msg.buffer, msg.byteOffset).getUint32(1);
+    const view = new DataView(msg.buffer, msg.byteOffset, msg.byteLength);
+    const timestamp = view.getUint32(1);
     const body = msg.subarray(5);
+    if (type === 4 && msg.length >= 15 && view.getUint16(5) === 34) {
+      // Flow synchronization (RFC 7425 §5.2): syncID, count.
+      const id = view.getUint32(7);
+      const s = this.syncs.get(id) ?? { count: view.getUint32(11), flows: new Set(), held: [] };
+      this.syncs.set(id, s);
+      s.flows.add(flow);
+      this.flowSyncs += 1;
+      if (s.flows.size >= s.count) {
+        this.syncs.delete(id);
+        for (const f of s.flows) this.holding.delete(f);
+        for (const [f, m] of s.held) this.message(f, m);
+      } else {
+        this.holding.set(flow, id);
+      }
+      return;
+    }
     if (type === 20) {
       const [name, transaction, , info] = amf0Decode(body);
       if (name === '_result' || name === '_error') this.waiting.get(transaction)?.({ name, info });

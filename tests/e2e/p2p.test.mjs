@@ -31,8 +31,12 @@ let browser = null;
 
 async function finish(code) {
   if (code !== 0) {
-    const tail = fs.existsSync(logPath) ? fs.readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-40).join('\n') : '';
+    const lines = fs.existsSync(logPath) ? fs.readFileSync(logPath, 'utf8').trimEnd().split('\n') : [];
+    const tail = lines.slice(-40).join('\n');
     console.log(`# server log (${logPath}), last lines:\n${tail.replace(/^/gm, '#   ')}`);
+    // What the TURN server saw (requests are logged at debug with RUST_LOG=turn=debug).
+    const turn = lines.filter((l) => /TURN/.test(l)).slice(-80).join('\n');
+    console.log(`# TURN lines:\n${turn.replace(/^/gm, '#   ')}`);
   }
   if (server && serverExit === null) server.kill('SIGKILL');
   if (browser) await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
@@ -77,6 +81,23 @@ async function metric(base, name) {
   return Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
 }
 
+/** The page's peer connections as the SDK holds them: what a call that does not come up shows. */
+function meshOf(page) {
+  return page.evaluate(() => {
+    const r = window.onairRoom;
+    if (!r) return null;
+    return {
+      me: r.participantId,
+      iceServers: r.iceServers?.length,
+      peers: [...(r._mesh?.values() ?? [])].map((p) => ({
+        id: p.id, polite: p.polite, retries: p.retries, signaling: p.pc.signalingState, ice: p.pc.iceConnectionState,
+        gathering: p.pc.iceGatheringState, local: p.pc.localDescription?.type ?? null, remote: p.pc.remoteDescription?.type ?? null,
+        transceivers: p.pc.getTransceivers().length,
+      })),
+    };
+  }).catch((e) => String(e));
+}
+
 async function call(base, room, relay) {
   const label = relay ? 'through TURN' : 'directly';
   const context = await browser.newContext({ viewport: { width: 800, height: 500 } });
@@ -102,7 +123,7 @@ async function call(base, room, relay) {
     const other = names[1 - i];
     const v = ready[i];
     if (!check(`${label}: ${names[i]} shows ${other}'s video and audio`, v && v.name === other, v ? `after ${Date.now() - t0} ms`
-      : `${JSON.stringify(await viewOf(pages[i]))} console: ${JSON.stringify(logs.slice(-10))}`)) continue;
+      : `${JSON.stringify(await viewOf(pages[i]))} peers: ${JSON.stringify(await meshOf(pages[i]))} console: ${JSON.stringify(logs.slice(-10))}`)) continue;
   }
   if (!ready.every(Boolean)) {
     await context.close();

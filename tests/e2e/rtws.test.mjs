@@ -97,6 +97,8 @@ async function main() {
   const mediaFlows = a.p.flows.filter((f) => f.streamId === 1 && f.returnAssoc === 1);
   check('the server opened data, audio and video flows for stream 1, associated with the play flow',
     mediaFlows.length === 3 && a.p.flows.some((f) => f.streamId === 0 && f.returnAssoc === 0), JSON.stringify(a.p.flows));
+  check('a flow sync on each of the three (all released: the player holds none)', a.p.flowSyncs === 3 && a.p.holding.size === 0,
+    `${a.p.flowSyncs} flow syncs, ${a.p.holding.size} flows held`);
   const video = g.media.filter((m) => m.type === 9);
   const audio = g.media.filter((m) => m.type === 8);
   check('video: the AVC sequence header, then a keyframe, then frames',

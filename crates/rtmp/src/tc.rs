@@ -7,7 +7,8 @@
 //! opens a flow for that stream and sends `play NAME` on it, which becomes
 //! [`TcEvent::Play`]. Once the server has found the stream it calls [`TcSession::play_started`]:
 //! we open data, audio and video flows associated with the client's stream flow, send
-//! stream-begin and `NetStream.Play.Start`, and the server hands in tracks and frames.
+//! stream-begin and `NetStream.Play.Start`, then a flow synchronization on all three (so a
+//! player starts them together), and the server hands in tracks and frames.
 //!
 //! Publishing: `publish NAME` on a stream flow becomes [`TcEvent::Publish`]; once the server
 //! calls [`TcSession::publish_started`], the audio and video messages the client sends on that
@@ -44,6 +45,9 @@ const VIDEO: u8 = 9;
 const AMF0_DATA: u8 = 18;
 const AMF0_COMMAND: u8 = 20;
 const AMF3_COMMAND: u8 = 17;
+
+/// User control event: flow synchronization (RFC 7425 §5.2).
+const FLOW_SYNC: u16 = 34;
 
 const VIDEO_PRIORITY: u8 = 4;
 const AUDIO_PRIORITY: u8 = 5;
@@ -492,6 +496,20 @@ impl TcSession {
             message(AMF0_COMMAND, 0, &body),
             SendOptions::default(),
         );
+        // Flow synchronization (RFC 7425 §5.2, user control event 34: syncID, count) on all
+        // three flows: a player holds each flow's later messages until all three have
+        // delivered it, so data, audio and video start together.
+        let mut sync = FLOW_SYNC.to_be_bytes().to_vec();
+        sync.extend_from_slice(&stream_id.to_be_bytes());
+        sync.extend_from_slice(&3u32.to_be_bytes());
+        for flow in [data, audio, video] {
+            self.conn.send(
+                now,
+                flow,
+                message(USER_CONTROL, 0, &sync),
+                SendOptions::default(),
+            );
+        }
     }
 
     /// The stream does not exist (or may not be played): `NetStream.Play.StreamNotFound`.

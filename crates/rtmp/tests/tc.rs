@@ -198,8 +198,17 @@ fn a_tc_player_connects_plays_and_gets_media_on_separate_flows() {
         .filter(|m| m.0 == video_flow)
         .map(|m| m.2)
         .collect();
-    assert_eq!(audio_ts, [0, 0, 21], "config, then frames");
-    assert_eq!(video_ts, [0, 0, 33]);
+    // The flow sync (user control 34, syncID = the stream ID, count 3) first on audio and
+    // video, then the config, then frames.
+    assert_eq!(audio_ts, [0, 0, 0, 21], "sync, config, then frames");
+    assert_eq!(video_ts, [0, 0, 0, 33]);
+    let sync = [4u8, 0, 0, 0, 0, 0, 34, 0, 0, 0, 1, 0, 0, 0, 3];
+    for flow in [data, audio_flow, video_flow] {
+        assert!(
+            ev.iter().any(|e| matches!(e, Event::Message { flow: f, data, .. } if *f == flow && data[..] == sync)),
+            "flow {flow} has the flow sync"
+        );
+    }
     let first_audio_frame = msgs
         .iter()
         .position(|m| m.0 == audio_flow && m.2 == 21)

@@ -721,7 +721,12 @@ impl Turn {
         if !msg.has_class(MessageClass::Request) {
             return None;
         }
-        let username = msg.attribute::<Username>().ok()?.username().to_owned();
+        let username = msg
+            .attribute::<Username>()
+            .ok()
+            .map(|u| u.username().to_owned());
+        debug!(%client, method = ?msg.method(), user = ?username, "TURN request");
+        let username = username?;
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
