@@ -9,7 +9,8 @@
 //! soon as it exists), for scale.
 //!
 //! The cost: the server's CPU seconds and resident memory while N viewers of one kind watch,
-//! against the same window with none; memory per viewer = (RSS with them − RSS without) / N.
+//! against a window with none just before, on a fresh server per kind; memory per viewer =
+//! (RSS with them − RSS without) / N.
 //! The viewers are ours, in Rust: `rtws::Connection` (sans-IO) over tokio-tungstenite, acking
 //! as a browser player would.
 
@@ -29,75 +30,95 @@ use crate::proc_usage;
 /// Frames whose latency is kept per viewer kind (all viewers together).
 type Latencies = Arc<Mutex<Vec<f64>>>;
 
-/// Runs the scenario with `viewers` of each kind for `secs` each; prints JSON; 0 when every
-/// kind measured frames.
-pub fn run(bin: &str, viewers: usize, secs: Duration) -> i32 {
+/// One kind's run on a server of its own (so memory one kind leaves allocated does not count
+/// against the other): the server idle with the publish, then with `viewers` watching; for
+/// RTWebSocket also the LL-HLS availability latency, on the same server and stream.
+struct Phase {
+    idle: Window,
+    watched: Window,
+    hls: Option<Result<crate::hls_latency::Measured, String>>,
+}
+
+fn phase(bin: &str, kind: Kind, viewers: usize, secs: Duration) -> Result<Phase, String> {
     let rtmp_port = free_port();
     let listen = format!("127.0.0.1:{rtmp_port}");
     let server = TestServer::start(bin, &[("ONAIR_RTMP_LISTEN", &listen)]);
     let rtmp: SocketAddr = ([127, 0, 0, 1], rtmp_port).into();
-    let total = secs * 3 + Duration::from_secs(20);
+    let total = secs * 2 + Duration::from_secs(15);
     let publisher = std::thread::spawn(move || publish(rtmp, "live", "lat", total));
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ws-latency: runtime: {e}");
+        .map_err(|e| format!("runtime: {e}"))?;
+    let (port, pid) = (server.http_port, server.pid());
+    // The stream needs a moment (and its first keyframe) before anyone can play it.
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = window(pid, Duration::from_secs(4));
+    let watched = rt.block_on(watchers(port, pid, viewers, secs, kind));
+    let hls = (kind == Kind::Rtws).then(|| crate::hls_latency::measure(port, "live/lat", secs));
+    let _ = publisher.join();
+    drop(server);
+    Ok(Phase {
+        idle,
+        watched,
+        hls,
+    })
+}
+
+/// Runs the scenario with `viewers` of each kind for `secs` each; prints JSON; 0 when every
+/// kind measured frames.
+pub fn run(bin: &str, viewers: usize, secs: Duration) -> i32 {
+    let (rtws, plain) = match (
+        phase(bin, Kind::Rtws, viewers, secs),
+        phase(bin, Kind::Plain, viewers, secs),
+    ) {
+        (Ok(r), Ok(p)) => (r, p),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("ws-latency: {e}");
             return 1;
         }
     };
-    let port = server.http_port;
-    let pid = server.pid();
-    // The stream needs a moment (and its first keyframe) before anyone can play it.
-    std::thread::sleep(Duration::from_secs(3));
-    let idle = window(pid, secs.min(Duration::from_secs(5)));
-    let rtws = rt.block_on(watchers(port, pid, viewers, secs, Kind::Rtws));
-    std::thread::sleep(Duration::from_secs(2));
-    let plain = rt.block_on(watchers(port, pid, viewers, secs, Kind::Plain));
-    let hls = crate::hls_latency::measure(port, "live/lat", secs);
-    let _ = publisher.join();
-    drop(server);
-
-    let per_viewer_kib = |w: &Window| (w.rss_kib as f64 - idle.rss_kib as f64) / viewers as f64;
     let cpu_pct = |w: &Window| 100.0 * w.cpu_s / w.wall_s;
-    let kind_report = |w: &Window| {
-        let mut l = w.latencies.clone();
+    let per_viewer_kib =
+        |p: &Phase| (p.watched.rss_kib as f64 - p.idle.rss_kib as f64) / viewers as f64;
+    let kind_report = |p: &Phase| {
+        let mut l = p.watched.latencies.clone();
         json!({
             "frames": l.len(),
             "latency_ms": { "median": q(&mut l, 0.5), "p95": q(&mut l, 0.95), "p99": q(&mut l, 0.99), "max": q(&mut l, 1.0) },
-            "server_cpu_pct_of_a_core": cpu_pct(w),
-            "server_cpu_pct_per_100_viewers": (cpu_pct(w) - cpu_pct(&idle)) * 100.0 / viewers as f64,
-            "server_rss_mib": w.rss_kib as f64 / 1024.0,
-            "memory_per_viewer_kib": per_viewer_kib(w),
-            "connected": w.connected,
+            "server_idle": { "cpu_pct_of_a_core": cpu_pct(&p.idle), "rss_mib": p.idle.rss_kib as f64 / 1024.0 },
+            "server_cpu_pct_of_a_core": cpu_pct(&p.watched),
+            "server_cpu_pct_per_100_viewers": (cpu_pct(&p.watched) - cpu_pct(&p.idle)) * 100.0 / viewers as f64,
+            "server_rss_mib": p.watched.rss_kib as f64 / 1024.0,
+            "memory_per_viewer_kib": per_viewer_kib(p),
+            "connected": p.watched.connected,
         })
     };
-    let hls_report = match &hls {
-        Ok(m) => {
+    let hls = rtws.hls.as_ref();
+    let hls_report = match hls {
+        Some(Ok(m)) => {
             let mut all = m.all.clone();
             json!({ "clients": 1, "frames": all.len(), "latency_ms": { "median": q(&mut all, 0.5), "p95": q(&mut all, 0.95), "max": q(&mut all, 1.0) } })
         }
-        Err(e) => json!({ "error": e }),
+        Some(Err(e)) => json!({ "error": e }),
+        None => json!(null),
     };
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let (mut rl, mut pl) = (rtws.latencies.clone(), plain.latencies.clone());
-    let hls_median = hls
-        .as_ref()
-        .map(|m| q(&mut m.all.clone(), 0.5))
-        .unwrap_or(f64::NAN);
+    let median = |w: &Window| q(&mut w.latencies.clone(), 0.5);
+    let hls_median = match hls {
+        Some(Ok(m)) => q(&mut m.all.clone(), 0.5),
+        _ => f64::NAN,
+    };
     let report = json!({
         "scenario": "ws-latency",
         "viewers": viewers,
         "seconds_each": secs.as_secs(),
-        "idle": { "server_cpu_pct_of_a_core": cpu_pct(&idle), "server_rss_mib": idle.rss_kib as f64 / 1024.0 },
         "rtws_cmaf": kind_report(&rtws),
         "plain_websocket": kind_report(&plain),
         "ll_hls": hls_report,
         "ratios": {
-            "rtws_median_latency_vs_ll_hls": ratio(q(&mut rl, 0.5), hls_median),
-            "rtws_median_latency_vs_plain": ratio(q(&mut rl.clone(), 0.5), q(&mut pl, 0.5)),
+            "rtws_median_latency_vs_ll_hls": ratio(median(&rtws.watched), hls_median),
+            "rtws_median_latency_vs_plain": ratio(median(&rtws.watched), median(&plain.watched)),
             "rtws_memory_per_viewer_vs_plain": ratio(per_viewer_kib(&rtws), per_viewer_kib(&plain)),
         },
     });
@@ -105,7 +126,9 @@ pub fn run(bin: &str, viewers: usize, secs: Duration) -> i32 {
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
     );
-    let ok = !rtws.latencies.is_empty() && !plain.latencies.is_empty() && hls.is_ok();
+    let ok = !rtws.watched.latencies.is_empty()
+        && !plain.watched.latencies.is_empty()
+        && matches!(hls, Some(Ok(_)));
     if ok { 0 } else { 1 }
 }
 

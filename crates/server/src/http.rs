@@ -96,8 +96,12 @@ async fn rooms(State(media): State<MediaHandle>) -> Response {
 }
 
 async fn rtc(ws: WebSocketUpgrade, State(media): State<MediaHandle>) -> Response {
+    // Small buffers: a member's socket carries small JSON messages, and tungstenite's 128 KiB
+    // default read buffer would be most of what a member costs.
     ws.max_message_size(WS_HARD_LIMIT)
         .max_frame_size(WS_HARD_LIMIT)
+        .read_buffer_size(crate::rtws_server::WS_READ_BUFFER)
+        .write_buffer_size(crate::rtws_server::WS_WRITE_BUFFER)
         .on_upgrade(move |socket| signalling(socket, media))
 }
 

@@ -31,6 +31,12 @@ use crate::rtws_cmaf::{CmafEvent, CmafSession};
 /// not RTWebSocket.
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 
+/// The WebSocket's read buffer: tungstenite's default (128 KiB, allocated up front) was most
+/// of what a viewer cost; a player sends acks, a publisher 1400-byte fragments.
+pub const WS_READ_BUFFER: usize = 8 * 1024;
+/// Writes are flushed past this (each of our messages is flushed anyway).
+pub const WS_WRITE_BUFFER: usize = 16 * 1024;
+
 /// The `/rtws/APP` route; `transcode` is `rtmp.transcode_audio` (for publishes).
 pub fn router(hub: Hub, transcode: bool) -> Router {
     Router::new()
@@ -45,6 +51,8 @@ async fn upgrade(
 ) -> Response {
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
         .on_upgrade(move |socket| session(socket, app, hub, transcode))
 }
 

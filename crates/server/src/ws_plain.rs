@@ -45,6 +45,8 @@ async fn upgrade(
 ) -> Response {
     // The client sends nothing but closes and pings.
     ws.max_message_size(4096)
+        .read_buffer_size(crate::rtws_server::WS_READ_BUFFER)
+        .write_buffer_size(crate::rtws_server::WS_WRITE_BUFFER)
         .on_upgrade(move |socket| session(socket, name, hub))
 }
 
