@@ -480,7 +480,11 @@ export class LivePlayer {
       const sink = this.sink;
       this.controller = new LatencyController(this.video, this.o.targetLatency, () => sink.edge());
     }
-    const first = new Promise((resolve, reject) => { this.firstMedia = resolve; this.failed = reject; });
+    // This attempt's own outcome: a late event of an earlier attempt must not settle it.
+    const attempt = {};
+    const first = new Promise((resolve, reject) => { attempt.resolve = resolve; attempt.reject = reject; });
+    this.firstMedia = () => attempt.resolve();
+    this.failed = (e) => attempt.reject(e);
     if (transport === 'plain') {
       this.ws = await openSocket(this.url('plain'), false);
       this.plain();
@@ -496,8 +500,8 @@ export class LivePlayer {
     const ws = this.ws;
     ws.addEventListener('close', (ev) => {
       const reason = ev.reason || ws.closeReason || 'the connection closed';
-      this.failed?.(new Error(reason));
-      if (!this.stopped && this.transport) this.onended?.(reason);
+      attempt.reject(new Error(reason)); // nothing once the attempt has settled
+      if (this.ws === ws && !this.stopped && this.transport) this.onended?.(reason);
     });
     this.timer = setInterval(() => {
       this.buffer = this.controller?.tick() ?? null;
@@ -524,7 +528,13 @@ export class LivePlayer {
       if (meta.length < 5 || !CMAF.every((c, i) => meta[i] === c)) return null;
       const kind = KIND[meta[4]];
       open += 1;
-      // Every track's SourceBuffer before the first init: the flows open together.
+      // Every track's SourceBuffer before the first init: the flows open together. One that
+      // opens after media was appended cannot be added to this MediaSource: start over.
+      if (sink.fragments > 0 && !sink.tracks.has(kind)) {
+        this.fail(new Error(`a ${kind} track came after playback started`));
+        if (this.transport) this.onended?.(`a ${kind} track was added`);
+        return null;
+      }
       sink.addTrack(kind, new TextDecoder().decode(meta.subarray(5)));
       return {
         onmessage: (m) => {

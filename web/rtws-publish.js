@@ -7,8 +7,9 @@
 //   s.on('ended', ({ reason }) => …); s.stats(); await s.stop();
 //
 // Needs WebCodecs and MediaStreamTrackProcessor (Chromium). The encoder's queue is kept short
-// (a frame the encoder has not taken is skipped) and video waiting behind more than 256 KiB
-// of unsent bytes is dropped to the next keyframe, so the publish stays live on a slow uplink.
+// (a frame the encoder has not taken is skipped), at most 64 KiB go unacked, and video behind
+// more than 128 KiB not yet acked is dropped to the next keyframe, so the publish stays live
+// on a slow uplink.
 import { RtwsConnection, TcPublisher } from './rtws.js';
 
 const te = new TextEncoder();
@@ -82,6 +83,10 @@ export async function rtwsPublish(url, key, media, { bitrate = 1_500_000, keyfra
     emit('ended', { reason });
   };
   ws.addEventListener('close', (e) => finish(e.reason || 'the connection closed'));
+  // After the start, an error status ends the publish (another publisher took the name).
+  pub.onstatus = (info) => {
+    if (session.state === 'connected' && info?.level === 'error') finish(info.description || info.code);
+  };
   try {
     await pub.publish(key);
   } catch (e) {

@@ -35,6 +35,8 @@ const concat = (...parts) => {
 };
 
 const ACK_DELAY_MS = 250;
+/** Most bytes of one of our flows sent and not yet acked. */
+const MAX_INFLIGHT = 64 * 1024;
 const RECV_BUFFER = 2 ** 24 - 1;
 
 /** One RTWebSocket connection: the receiving side of flows (acks, windows) and sending. */
@@ -94,9 +96,19 @@ export class RtwsConnection {
   /** Bytes of `flow` waiting for the receiver's window. */
   queuedBytes(flow) { return this.send.get(flow)?.queued ?? 0; }
 
+  /** Bytes of `flow` sent and not yet acked, plus those waiting. */
+  unackedBytes(flow) {
+    const f = this.send.get(flow);
+    return f ? f.sent - f.acked + f.queued : 0;
+  }
+
   pump(flow) {
     const f = this.send.get(flow);
-    while (f?.queue.length && f.sent - f.acked + f.queue[0].length <= f.window) {
+    // Within the receiver's window, and never more than MAX_INFLIGHT unacked: onair grants
+    // 2 MiB, which on a slow uplink would sit in the socket's buffer as seconds of media no
+    // one can drop any more.
+    const limit = Math.min(f?.window ?? 0, MAX_INFLIGHT);
+    while (f?.queue.length && f.sent - f.acked + f.queue[0].length <= limit) {
       const frag = f.queue.shift();
       f.queued -= frag.length;
       f.sent += frag.length;
@@ -285,6 +297,17 @@ const tcMessage = (type, ts, payload) => {
   return concat(head, payload);
 };
 
+/** When the socket closes, answers what `owner` still waits for (commands, a status), so
+ * nothing awaits forever. */
+function closeWaits(conn, owner) {
+  conn.ws.addEventListener('close', (e) => {
+    const info = { level: 'error', code: 'NetConnection.Connect.Closed', description: e?.reason || 'the connection closed' };
+    for (const resolve of owner.waiting.values()) resolve({ name: '_error', info });
+    owner.waiting.clear();
+    owner.statusWaiter?.(info);
+  });
+}
+
 /** Plays one stream over TC: connect, createStream, play; media comes to `onmedia`. */
 export class TcPlayer {
   constructor(conn, { app }) {
@@ -296,6 +319,7 @@ export class TcPlayer {
     this.onstatus = null; // (info) => void
     this.onabandon = null; // (flow, count) => void
     this.flows = []; // { flow, streamId, returnAssoc }
+    closeWaits(conn, this);
     this.syncs = new Map(); // flow sync ID → { count, flows, held: [[flow, msg]] }
     this.holding = new Map(); // flow → the sync it waits for
     this.flowSyncs = 0;
@@ -366,10 +390,10 @@ export class TcPlayer {
 
 /** Publishes one stream over TC: connect, createStream, publish; then `video`/`audio` with FLV
  * tag bodies (what a browser's WebCodecs encoders give, wrapped). A video frame that would
- * wait behind more than `maxQueued` bytes is dropped with the rest of its GOP (the server's
- * window is what the network takes), so the publish stays live instead of falling behind. */
+ * wait behind more than `maxQueued` bytes not yet acked is dropped with the rest of its GOP,
+ * so the publish stays live instead of falling behind. */
 export class TcPublisher {
-  constructor(conn, { app, maxQueued = 256 * 1024 }) {
+  constructor(conn, { app, maxQueued = 128 * 1024 }) {
     this.conn = conn;
     this.app = app;
     this.maxQueued = maxQueued;
@@ -380,6 +404,7 @@ export class TcPublisher {
     this.skipping = false;
     this.dropped = 0;
     this.sentFrames = 0;
+    closeWaits(conn, this);
     conn.onflow = () => ({ onmessage: (msg) => this.message(msg) });
   }
 
@@ -418,7 +443,7 @@ export class TcPublisher {
 
   /** One video tag body at `ts` ms; `key` for a keyframe (and a sequence header). */
   video(ts, body, key) {
-    if (this.conn.queuedBytes(this.flow) > this.maxQueued) this.skipping = true;
+    if (this.conn.unackedBytes(this.flow) > this.maxQueued) this.skipping = true;
     if (this.skipping && !key) { this.dropped += 1; return; }
     this.skipping = false;
     this.sentFrames += 1;

@@ -166,8 +166,8 @@ async function main() {
   check('…and the first player still plays on', g.media.length > mid + 10 && !g.closed, `${g.media.length - mid} messages in 0.5 s`);
   a.ws.close();
 
-  // onair's CMAF mapping, from our Node client: a flow per track, init first, then a
-  // fragment per frame stamped with the server's clock.
+  // onair's CMAF mapping, from our Node client (which pings before it opens its flow): a flow
+  // per track, init first, then a fragment per frame stamped with the server's clock.
   const cm = cmafClient(httpPort, 'live', 'cam');
   await sleep(3000);
   const vflow = cm.flows.find((f) => f.kind === 'v');
@@ -302,7 +302,11 @@ function cmafClient(port, app, key) {
       },
     };
   };
-  conn.opened.then(() => conn.open(0, new TextEncoder().encode(`CMAF${key}`)));
+  // A ping first (the spec allows any order): the server picks the mapping at the first flow.
+  conn.opened.then(() => {
+    conn.ping(Uint8Array.of(1, 2, 3));
+    conn.open(0, new TextEncoder().encode(`CMAF${key}`));
+  });
   return out;
 }
 

@@ -58,11 +58,7 @@ fn phase(bin: &str, kind: Kind, viewers: usize, secs: Duration) -> Result<Phase,
     let hls = (kind == Kind::Rtws).then(|| crate::hls_latency::measure(port, "live/lat", secs));
     let _ = publisher.join();
     drop(server);
-    Ok(Phase {
-        idle,
-        watched,
-        hls,
-    })
+    Ok(Phase { idle, watched, hls })
 }
 
 /// Runs the scenario with `viewers` of each kind for `secs` each; prints JSON; 0 when every

@@ -56,11 +56,21 @@ impl Track {
     }
 }
 
+/// How long a stream that has described one kind of track only is given to describe the
+/// other before its inits go out anyway. A player adds every `SourceBuffer` before the first
+/// init is appended, so a track that comes later cannot be played; RTMP and TC publishers
+/// describe their tracks one sequence header at a time, a few milliseconds apart.
+pub const WAIT_FOR_SECOND_KIND: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// Hub tracks and frames in, per-track init segments and per-frame fragments out.
 #[derive(Default)]
 pub struct LiveCmaf {
     tracks: Vec<Track>,
     base_us: Option<i64>,
+    /// A track list with one kind only, held since then (before any init went out).
+    waiting: Option<(Vec<TrackInfo>, std::time::Instant)>,
+    /// Inits went out: the kinds are settled.
+    started: bool,
 }
 
 impl std::fmt::Debug for LiveCmaf {
@@ -81,7 +91,21 @@ impl LiveCmaf {
     /// first AAC or Opus track are taken; the init segments of those that are new or changed
     /// are returned, to go out before their next fragment. While a track's codec configuration
     /// has not arrived (RTMP sends it in its first tag), nothing changes.
-    pub fn set_tracks(&mut self, infos: &[TrackInfo]) -> Result<Vec<LiveInit>, HlsError> {
+    pub fn set_tracks(
+        &mut self,
+        infos: &[TrackInfo],
+        now: std::time::Instant,
+    ) -> Result<Vec<LiveInit>, HlsError> {
+        self.describe(infos, now, false)
+    }
+
+    /// [`LiveCmaf::set_tracks`]; `waited`: a one-kind list goes without waiting any more.
+    fn describe(
+        &mut self,
+        infos: &[TrackInfo],
+        now: std::time::Instant,
+        waited: bool,
+    ) -> Result<Vec<LiveInit>, HlsError> {
         let video = infos
             .iter()
             .position(|t| t.kind() == MediaKind::Video && t.layer.is_none());
@@ -98,6 +122,14 @@ impl LiveCmaf {
             // its SourceBuffers before the first init, so a track must not come late.
             return Ok(Vec::new());
         }
+        if !self.started && !waited && (video.is_none() || audio.is_none()) {
+            let since = self.waiting.as_ref().map_or(now, |w| w.1);
+            if now < since + WAIT_FOR_SECOND_KIND {
+                self.waiting = Some((infos.to_vec(), since));
+                return Ok(Vec::new());
+            }
+        }
+        self.waiting = None;
         let mut inits = Vec::new();
         let mut tracks = Vec::new();
         for i in video.into_iter().chain(audio) {
@@ -130,7 +162,22 @@ impl LiveCmaf {
             }
         }
         self.tracks = tracks;
+        self.started |= !inits.is_empty();
         Ok(inits)
+    }
+
+    /// The inits of a one-kind track list held past [`WAIT_FOR_SECOND_KIND`]; call before
+    /// [`LiveCmaf::fragment`].
+    pub fn poll_inits(&mut self, now: std::time::Instant) -> Result<Vec<LiveInit>, HlsError> {
+        match self.waiting.take() {
+            Some((infos, since)) if now >= since + WAIT_FOR_SECOND_KIND => {
+                self.describe(&infos, now, true)
+            }
+            w => {
+                self.waiting = w;
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// The fragment of one frame; `None` for a frame of a track not taken (or not ready).
@@ -217,7 +264,9 @@ mod tests {
     #[test]
     fn an_init_per_track_then_a_fragment_per_frame() {
         let mut l = LiveCmaf::new();
-        let inits = l.set_tracks(&[avc(), TrackInfo::new(Codec::Opus)]).unwrap();
+        let inits = l
+            .set_tracks(&[avc(), TrackInfo::new(Codec::Opus)], now())
+            .unwrap();
         assert_eq!(inits.len(), 2);
         assert_eq!(inits[0].kind, MediaKind::Video);
         assert_eq!(inits[0].codecs, "avc1.42c01e");
@@ -230,7 +279,9 @@ mod tests {
         assert_eq!(a.kind, MediaKind::Audio);
         assert!(a.keyframe, "every audio frame is a sync sample");
         // The same tracks again (at other places): nothing new to send.
-        let again = l.set_tracks(&[TrackInfo::new(Codec::Opus), avc()]).unwrap();
+        let again = l
+            .set_tracks(&[TrackInfo::new(Codec::Opus), avc()], now())
+            .unwrap();
         assert!(again.is_empty());
         assert!(l.fragment(&frame(1, 1033, false)).unwrap().is_ok());
         // A new picture size: a new video init only.
@@ -239,16 +290,25 @@ mod tests {
             ..avc()
         };
         let changed = l
-            .set_tracks(&[TrackInfo::new(Codec::Opus), bigger])
+            .set_tracks(&[TrackInfo::new(Codec::Opus), bigger], now())
             .unwrap();
         assert_eq!(changed.len(), 1);
         assert_eq!(changed[0].kind, MediaKind::Video);
     }
 
+    fn now() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
     #[test]
     fn times_share_one_base_and_durations_follow_the_frames() {
         let mut l = LiveCmaf::new();
-        l.set_tracks(&[avc()]).unwrap();
+        let t = now();
+        assert!(
+            l.set_tracks(&[avc()], t).unwrap().is_empty(),
+            "video alone waits"
+        );
+        assert_eq!(l.poll_inits(t + WAIT_FOR_SECOND_KIND).unwrap().len(), 1);
         let decode_time = |f: &LiveFragment| {
             let i = f.data.windows(4).position(|w| w == b"tfdt").unwrap();
             // version 1: 8-byte time after version+flags
@@ -267,8 +327,44 @@ mod tests {
     fn a_track_without_its_configuration_waits() {
         let mut l = LiveCmaf::new();
         let bare = TrackInfo::new(Codec::H264);
-        assert!(l.set_tracks(&[bare]).unwrap().is_empty());
+        assert!(
+            l.set_tracks(&[bare, TrackInfo::new(Codec::Opus)], now())
+                .unwrap()
+                .is_empty()
+        );
         assert!(l.fragment(&frame(0, 0, true)).is_none());
-        assert_eq!(l.set_tracks(&[avc()]).unwrap().len(), 1);
+        let both = l.set_tracks(&[avc(), TrackInfo::new(Codec::Opus)], now());
+        assert_eq!(both.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn one_kind_waits_a_moment_for_the_other_and_then_goes_alone() {
+        let mut l = LiveCmaf::new();
+        let t = now();
+        // RTMP: the video's sequence header, then the audio's a moment later.
+        assert!(l.set_tracks(&[avc()], t).unwrap().is_empty());
+        assert!(
+            l.poll_inits(t + WAIT_FOR_SECOND_KIND / 2)
+                .unwrap()
+                .is_empty()
+        );
+        let later = t + WAIT_FOR_SECOND_KIND / 2;
+        let both = l.set_tracks(&[avc(), TrackInfo::new(Codec::Opus)], later);
+        assert_eq!(both.unwrap().len(), 2, "both inits at once");
+        // An audio-only stream goes once the wait is over.
+        let mut a = LiveCmaf::new();
+        assert!(
+            a.set_tracks(&[TrackInfo::new(Codec::Opus)], t)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(a.poll_inits(t).unwrap().is_empty());
+        assert_eq!(a.poll_inits(t + WAIT_FOR_SECOND_KIND).unwrap().len(), 1);
+        // Once started, a track list change is sent at once.
+        let mono = TrackInfo {
+            channels: Some(1),
+            ..TrackInfo::new(Codec::Opus)
+        };
+        assert_eq!(a.set_tracks(&[mono], t).unwrap().len(), 1);
     }
 }

@@ -386,12 +386,21 @@ impl Publisher {
 
     /// Resolves when another publisher takes the name over.
     pub async fn kicked(&self) {
-        loop {
-            let notified = self.stream.kick.notified();
-            if self.is_kicked() {
-                return;
+        self.kick_signal().await;
+    }
+
+    /// [`Publisher::kicked`] as a future that does not borrow the publisher: for an IO loop
+    /// that holds the publisher in state it mutates while it waits.
+    pub fn kick_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stream = self.stream.clone();
+        async move {
+            loop {
+                let notified = stream.kick.notified();
+                if stream.kicked.load(Ordering::Acquire) {
+                    return;
+                }
+                notified.await;
             }
-            notified.await;
         }
     }
 }

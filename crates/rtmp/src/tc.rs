@@ -213,8 +213,10 @@ impl TcSession {
     pub fn new() -> TcSession {
         TcSession {
             conn: Connection::new(rtws::Config {
-                // Media flows use larger buffers; a TC command is small.
+                // A publisher's keyframe may be large; a command is small. Few flows: each may
+                // hold a message being reassembled (control, a stream, its audio and video).
                 max_message: 4 << 20,
+                max_flows: 16,
                 ..rtws::Config::default()
             }),
             app: None,
@@ -344,6 +346,8 @@ impl TcSession {
                     name: base.to_owned(),
                 });
             }
+            // A stream ID that already publishes (or waits for its answer) keeps its publish.
+            "publish" if stream_id > 0 && self.publishing.contains_key(&stream_id) => {}
             "publish" if stream_id > 0 => {
                 let name = cmd.string_arg(0).unwrap_or_default();
                 let base = name.split('?').next().unwrap_or_default().to_owned();
@@ -445,8 +449,40 @@ impl TcSession {
         );
     }
 
+    /// The stream being played ended (its publisher left): `NetStream.Play.UnpublishNotify`
+    /// and `NetStream.Play.Stop` on the data flow, then the stream's flows close once what is
+    /// queued has gone.
+    pub fn play_ended(&mut self, now: Instant, stream_id: u32, reason: &str) {
+        let Some(p) = self.playing.remove(&stream_id) else {
+            return;
+        };
+        for code in ["NetStream.Play.UnpublishNotify", "NetStream.Play.Stop"] {
+            let body = command(
+                "onStatus",
+                0.0,
+                Amf0Value::Null,
+                vec![status("status", code, reason)],
+            );
+            self.conn.send(
+                now,
+                p.data,
+                message(AMF0_COMMAND, 0, &body),
+                SendOptions::default(),
+            );
+        }
+        for f in [p.data, p.audio, p.video] {
+            self.conn.close(f);
+        }
+    }
+
     /// The stream was found: opens the data, audio and video flows and says the play started.
+    /// A stream ID already playing is stopped first (its flows close).
     pub fn play_started(&mut self, now: Instant, stream_id: u32, name: &str) {
+        if let Some(old) = self.playing.remove(&stream_id) {
+            for f in [old.data, old.audio, old.video] {
+                self.conn.close(f);
+            }
+        }
         let Some(client_flow) = self
             .stream_flows
             .iter()

@@ -264,6 +264,12 @@ impl Connection {
         })
     }
 
+    /// Messages queued on all send flows, abandoned ones not yet announced included: what a
+    /// peer that stopped acknowledging makes grow (the application closes past a limit).
+    pub fn backlog(&self) -> usize {
+        self.send.values().map(|f| f.queue.len()).sum()
+    }
+
     /// Closes a send flow once what is queued has gone.
     pub fn close(&mut self, flow: u64) {
         if let Some(f) = self.send.get_mut(&flow) {
@@ -375,7 +381,7 @@ impl Connection {
                 f.rejected = true;
                 f.closing = true;
                 for m in &mut f.queue {
-                    m.abandoned = true;
+                    m.abandon();
                 }
                 self.events.push_back(Event::Rejected {
                     flow,
@@ -438,6 +444,9 @@ impl Connection {
         wire_len: usize,
     ) -> Result<(), ProtocolError> {
         let limit = self.config.max_message;
+        // The limit holds for all partial messages together: a peer that opens every flow it
+        // may and never ends a message on any holds at most one message's worth.
+        let partial_total: usize = self.recv.values().map(|r| r.partial.len()).sum();
         let f = self
             .recv
             .get_mut(&flow)
@@ -451,7 +460,7 @@ impl Connection {
             });
         }
         if !f.rejected {
-            if f.partial.len() + data.len() > limit {
+            if partial_total + data.len() > limit {
                 return Err(ProtocolError::MessageTooLarge { flow, limit });
             }
             f.partial.extend_from_slice(data);

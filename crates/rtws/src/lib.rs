@@ -63,7 +63,8 @@ pub enum ProtocolError {
         /// The window advertised.
         window: u64,
     },
-    /// A message growing past the configured limit (a peer that never ends one).
+    /// A message growing past the configured limit, or partial messages on several flows
+    /// together past it (a peer that never ends one).
     #[error("flow {flow}: a message of more than {limit} bytes")]
     MessageTooLarge {
         /// The flow.

@@ -22,6 +22,16 @@ impl Outgoing {
     pub fn started(&self) -> bool {
         self.offset > 0
     }
+
+    /// Marks it abandoned. Its bytes go at once (unless part of it went: the head of the
+    /// queue, taken at the next transmit): a message stuck at the head (one without a deadline
+    /// a peer never acks) must not keep every later abandoned frame's bytes alive.
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+        if !self.started() {
+            self.data = Vec::new();
+        }
+    }
 }
 
 pub(crate) struct SendFlow {
@@ -74,7 +84,7 @@ impl SendFlow {
                     m.start_by.is_some_and(|t| now >= t) || m.finish_by.is_some_and(|t| now >= t)
                 };
                 if late || (broken && m.depends) {
-                    m.abandoned = true;
+                    m.abandon();
                 }
             }
             broken = m.abandoned;
@@ -86,7 +96,7 @@ impl SendFlow {
     pub fn expire_queued(&mut self) {
         for m in &mut self.queue {
             if !m.started() && (m.start_by.is_some() || m.finish_by.is_some()) {
-                m.abandoned = true;
+                m.abandon();
             }
         }
     }

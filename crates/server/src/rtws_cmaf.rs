@@ -82,8 +82,9 @@ impl CmafSession {
     pub fn new() -> CmafSession {
         CmafSession {
             conn: Connection::new(rtws::Config {
-                // A player sends only small requests.
+                // A player sends only small requests, on one flow.
                 max_message: 64 * 1024,
+                max_flows: 4,
                 ..rtws::Config::default()
             }),
             request: None,
@@ -115,6 +116,11 @@ impl CmafSession {
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.conn.handle_timeout(now);
+    }
+
+    /// Messages waiting on the connection.
+    pub fn backlog(&self) -> usize {
+        self.conn.backlog()
     }
 
     /// The next event for the server.
@@ -186,7 +192,7 @@ impl CmafSession {
         if !self.playing {
             return;
         }
-        match self.live.set_tracks(tracks) {
+        match self.live.set_tracks(tracks, now) {
             Ok(inits) => {
                 for init in inits {
                     self.send_init(now, init);
@@ -237,6 +243,19 @@ impl CmafSession {
     pub fn frame(&mut self, now: Instant, f: &Frame, wall_us: u64) {
         if !self.playing {
             return;
+        }
+        // A one-kind track list held for its second kind is sent once the wait is over.
+        match self.live.poll_inits(now) {
+            Ok(inits) => {
+                for init in inits {
+                    self.send_init(now, init);
+                }
+            }
+            Err(e) => {
+                self.stop();
+                self.play_failed(&e.to_string());
+                return;
+            }
         }
         let frag: LiveFragment = match self.live.fragment(f) {
             Some(Ok(frag)) => frag,

@@ -31,6 +31,9 @@ use crate::rtws_cmaf::{CmafEvent, CmafSession};
 /// not RTWebSocket.
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 
+/// Messages waiting for a client's acks before it is let go (~30 s of 30 fps video and audio).
+const MAX_BACKLOG: usize = 2048;
+
 /// The WebSocket's read buffer: tungstenite's default (128 KiB, allocated up front) was most
 /// of what a viewer cost; a player sends acks, a publisher 1400-byte fragments.
 pub const WS_READ_BUFFER: usize = 8 * 1024;
@@ -87,6 +90,14 @@ trait Mapping {
     fn item(&mut self, now: Instant, item: Option<Item>);
     /// Acts on the session's events (plays found or not in the hub).
     fn act(&mut self, now: Instant, hub: &Hub, url_app: &str);
+    /// Messages waiting on the connection (see `rtws::Connection::backlog`).
+    fn backlog(&self) -> usize;
+    /// Resolves when another publisher took the name this connection publishes.
+    fn kicked(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        None
+    }
+    /// That happened.
+    fn on_kicked(&mut self, _now: Instant) {}
 }
 
 /// The TC mapping: the stream it plays (stream ID, reader), the one it publishes.
@@ -99,6 +110,18 @@ struct Tc {
 }
 
 impl Mapping for Tc {
+    fn kicked(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        self.publishing
+            .as_ref()
+            .map(|(_, p)| Box::pin(p.publisher().kick_signal()) as _)
+    }
+    fn on_kicked(&mut self, now: Instant) {
+        if let Some((sid, p)) = self.publishing.take() {
+            let reason = format!("another publisher took {}", p.name());
+            info!(stream = %p.name(), "RTWebSocket publisher ended: {reason}");
+            self.tc.publish_failed(now, sid, &reason);
+        }
+    }
     fn receive(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String> {
         self.tc.receive(now, bytes).map_err(|e| e.to_string())
     }
@@ -107,6 +130,9 @@ impl Mapping for Tc {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         self.tc.poll_timeout()
+    }
+    fn backlog(&self) -> usize {
+        self.tc.connection().backlog()
     }
     fn handle_timeout(&mut self, now: Instant) {
         self.tc.handle_timeout(now);
@@ -123,6 +149,7 @@ impl Mapping for Tc {
             Some(Item::Frame(f)) => self.tc.frame(now, sid, &f),
             None => {
                 debug!(stream_id = sid, "RTWebSocket: the stream ended");
+                self.tc.play_ended(now, sid, "the stream ended");
                 self.playing = None;
             }
         }
@@ -139,6 +166,12 @@ impl Mapping for Tc {
                 {
                     Some((n, reader)) => {
                         debug!(stream = %n, stream_id, "RTWebSocket play");
+                        // One play per connection: another stream ID's play ends.
+                        if let Some((old, _)) = self.playing.take()
+                            && old != stream_id
+                        {
+                            self.tc.play_ended(now, old, "another play replaced it");
+                        }
                         self.tc.play_started(now, stream_id, &n.to_string());
                         self.playing = Some((stream_id, reader));
                     }
@@ -218,6 +251,9 @@ impl Mapping for Cmaf {
     fn poll_timeout(&self) -> Option<Instant> {
         self.s.poll_timeout()
     }
+    fn backlog(&self) -> usize {
+        self.s.backlog()
+    }
     fn handle_timeout(&mut self, now: Instant) {
         self.s.handle_timeout(now);
     }
@@ -254,7 +290,7 @@ impl Mapping for Cmaf {
     }
 }
 
-/// Whether the client's first message opens a CMAF flow (anything else is taken as TC).
+/// Whether the client's first flow is a CMAF one (anything else is taken as TC).
 fn opens_cmaf(first: &[u8]) -> bool {
     matches!(
         rtws::wire::Message::parse(first),
@@ -263,20 +299,38 @@ fn opens_cmaf(first: &[u8]) -> bool {
 }
 
 async fn session(mut socket: WebSocket, url_app: String, hub: Hub, transcode: bool) {
-    // The first binary message says which mapping this is.
+    // The first flow the client opens says which mapping this is; what comes before it (a
+    // ping, an ack window) is handed to that mapping too, in order.
+    let mut early: Vec<axum::body::Bytes> = Vec::new();
     let first = loop {
         match socket.recv().await {
-            Some(Ok(Message::Binary(b))) => break b,
+            Some(Ok(Message::Binary(b))) => {
+                // Pings, ack windows and unknown types may come first; anything else decides.
+                let before_any_flow = matches!(
+                    rtws::wire::Message::parse(&b),
+                    Ok(Some(
+                        rtws::wire::Message::Ping(_)
+                            | rtws::wire::Message::PingReply(_)
+                            | rtws::wire::Message::AckWindow(_)
+                    )) | Ok(None)
+                );
+                if !before_any_flow || early.len() >= 16 {
+                    break b;
+                }
+                early.push(b);
+            }
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
             Some(Ok(_)) => {}
         }
     };
-    let reason = if opens_cmaf(&first) {
+    let cmaf = opens_cmaf(&first);
+    early.push(first);
+    let reason = if cmaf {
         let m = Cmaf {
             s: CmafSession::new(),
             reader: None,
         };
-        run(&mut socket, m, &first, &url_app, &hub).await
+        run(&mut socket, m, &early, &url_app, &hub).await
     } else {
         let m = Tc {
             tc: TcSession::new(),
@@ -284,7 +338,7 @@ async fn session(mut socket: WebSocket, url_app: String, hub: Hub, transcode: bo
             publishing: None,
             transcode,
         };
-        run(&mut socket, m, &first, &url_app, &hub).await
+        run(&mut socket, m, &early, &url_app, &hub).await
     };
     if let Some(reason) = reason {
         debug!("RTWebSocket connection closed: {reason}");
@@ -310,12 +364,14 @@ async fn session(mut socket: WebSocket, url_app: String, hub: Hub, transcode: bo
 async fn run<M: Mapping>(
     socket: &mut WebSocket,
     mut m: M,
-    first: &[u8],
+    first: &[axum::body::Bytes],
     url_app: &str,
     hub: &Hub,
 ) -> Option<String> {
-    if let Err(e) = m.receive(Instant::now(), first) {
-        return Some(e);
+    for b in first {
+        if let Err(e) = m.receive(Instant::now(), b) {
+            return Some(e);
+        }
     }
     m.act(Instant::now(), hub, url_app);
     loop {
@@ -326,6 +382,15 @@ async fn run<M: Mapping>(
                 return None;
             }
         }
+        // A client that takes the WebSocket's bytes but acknowledges nothing: the frames'
+        // deadlines abandon them, but the entries queue behind what has no deadline.
+        if m.backlog() > MAX_BACKLOG {
+            return Some(format!(
+                "the client acknowledges nothing: {} messages waiting",
+                m.backlog()
+            ));
+        }
+        let kicked = m.kicked();
         let deadline = m
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
@@ -347,6 +412,12 @@ async fn run<M: Mapping>(
                 }
             } => m.item(Instant::now(), item),
             _ = tokio::time::sleep_until(deadline) => m.handle_timeout(Instant::now()),
+            _ = async {
+                match kicked {
+                    Some(k) => k.await,
+                    None => std::future::pending().await,
+                }
+            } => m.on_kicked(Instant::now()),
         }
         m.act(Instant::now(), hub, url_app);
     }

@@ -6,12 +6,12 @@
 //! A plain WebSocket has no acks to tell what the client has taken, so this never bloats by a
 //! byte budget of its own: what is queued for the socket and not yet written is counted; a
 //! video frame that would take it past the budget is dropped with the rest of its GOP, and the
-//! next keyframe replaces the video still queued. Audio is kept; a client that takes nothing
-//! at all (audio alone past four budgets) is disconnected.
+//! next keyframe replaces the video still queued. Audio is kept; a client whose writes make no
+//! progress for 10 s while messages wait is disconnected.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -61,25 +61,34 @@ struct Queued {
     len: usize,
 }
 
+/// A client whose writes have not progressed for this long while messages wait is let go.
+pub const STALL: Duration = Duration::from_secs(10);
+
 /// What is waiting for one client's socket, under the byte budget. Sans-IO: the session
 /// pushes, the writer pops and says when a message is written.
-#[derive(Default)]
 pub struct Outbox {
     limit: usize,
     queue: VecDeque<Queued>,
-    /// Queued plus being written.
+    /// Bytes queued (not the message being written: a keyframe on its way over a slow link
+    /// must not hold back the frames after it, which the budget would drop).
     bytes: usize,
     skipping_video: bool,
+    /// When a write last completed (or the outbox was made).
+    progress: Instant,
     /// Video frames dropped so far.
     pub dropped: u64,
 }
 
 impl Outbox {
     /// An outbox with `limit` bytes of budget.
-    pub fn new(limit: usize) -> Outbox {
+    pub fn new(limit: usize, now: Instant) -> Outbox {
         Outbox {
             limit,
-            ..Outbox::default()
+            queue: VecDeque::new(),
+            bytes: 0,
+            skipping_video: false,
+            progress: now,
+            dropped: 0,
         }
     }
 
@@ -95,21 +104,20 @@ impl Outbox {
 
     /// A frame's message. A video frame past the budget is dropped with the rest of its GOP;
     /// the next keyframe replaces whatever video is still queued. Audio always goes, unless
-    /// the client has stopped taking anything.
+    /// the client's writes have made no progress for [`STALL`].
     pub fn push_frame(
         &mut self,
         kind: MediaKind,
         keyframe: bool,
         msg: Message,
         len: usize,
+        now: Instant,
     ) -> Result<(), TooSlow> {
+        if !self.queue.is_empty() && now.saturating_duration_since(self.progress) > STALL {
+            return Err(TooSlow);
+        }
         match kind {
-            MediaKind::Audio => {
-                if self.bytes + len > 4 * self.limit {
-                    return Err(TooSlow);
-                }
-                self.push(false, msg, len);
-            }
+            MediaKind::Audio => self.push(false, msg, len),
             MediaKind::Video if !keyframe => {
                 if self.skipping_video || self.bytes + len > self.limit {
                     // Past the budget: this frame and the rest of its GOP are dropped (the
@@ -143,17 +151,19 @@ impl Outbox {
         Ok(())
     }
 
-    /// The next message to write, and its length to pass to [`Outbox::written`].
-    pub fn pop(&mut self) -> Option<(Message, usize)> {
-        self.queue.pop_front().map(|q| (q.msg, q.len))
+    /// The next message to write.
+    pub fn pop(&mut self) -> Option<Message> {
+        let q = self.queue.pop_front()?;
+        self.bytes -= q.len;
+        Some(q.msg)
     }
 
     /// A popped message is written.
-    pub fn written(&mut self, len: usize) {
-        self.bytes = self.bytes.saturating_sub(len);
+    pub fn written(&mut self, now: Instant) {
+        self.progress = now;
     }
 
-    /// Bytes queued or being written.
+    /// Bytes queued.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -188,7 +198,7 @@ async fn session(socket: WebSocket, name: String, hub: Hub) {
             .await;
         return;
     };
-    let outbox = Arc::new(Mutex::new(Outbox::new(BUDGET)));
+    let outbox = Arc::new(Mutex::new(Outbox::new(BUDGET, Instant::now())));
     let wake = Arc::new(Notify::new());
     let writer = {
         let (outbox, wake) = (outbox.clone(), wake.clone());
@@ -196,14 +206,14 @@ async fn session(socket: WebSocket, name: String, hub: Hub) {
             loop {
                 let next = outbox.lock().unwrap_or_else(|e| e.into_inner()).pop();
                 match next {
-                    Some((msg, len)) => {
+                    Some(msg) => {
                         if sink.send(msg).await.is_err() {
                             return;
                         }
                         outbox
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .written(len);
+                            .written(Instant::now());
                     }
                     None => wake.notified().await,
                 }
@@ -220,28 +230,8 @@ async fn session(socket: WebSocket, name: String, hub: Hub) {
             item = reader.recv() => {
                 let mut ob = outbox.lock().unwrap_or_else(|e| e.into_inner());
                 match item {
-                    Some(Item::Tracks(t)) => match live.set_tracks(&t) {
-                        Ok(inits) if inits.is_empty() => {}
-                        Ok(inits) => {
-                            let list: Vec<_> = inits
-                                .iter()
-                                .map(|i| serde_json::json!({
-                                    "kind": if i.kind == MediaKind::Audio { "audio" } else { "video" },
-                                    "codecs": i.codecs,
-                                }))
-                                .collect();
-                            let text = serde_json::json!({ "tracks": list }).to_string();
-                            let len = text.len();
-                            ob.push_control(Message::Text(text.into()), len);
-                            for i in inits {
-                                let codecs = &i.codecs.as_bytes()[..i.codecs.len().min(255)];
-                                let mut m = vec![tag(i.kind), b'i', codecs.len() as u8];
-                                m.extend_from_slice(codecs);
-                                m.extend_from_slice(&i.init);
-                                let len = m.len();
-                                ob.push_control(Message::Binary(m.into()), len);
-                            }
-                        }
+                    Some(Item::Tracks(t)) => match live.set_tracks(&t, std::time::Instant::now()) {
+                        Ok(inits) => push_inits(&mut ob, inits),
                         Err(e) => {
                             debug!(stream = %name, "plain WebSocket: {e}");
                             let text = serde_json::json!({"error": e.to_string()}).to_string();
@@ -250,11 +240,16 @@ async fn session(socket: WebSocket, name: String, hub: Hub) {
                         }
                     },
                     Some(Item::Frame(f)) => {
+                        // A one-kind track list held for its second kind goes once the wait
+                        // is over.
+                        if let Ok(inits) = live.poll_inits(std::time::Instant::now()) {
+                            push_inits(&mut ob, inits);
+                        }
                         if let Some(Ok(frag)) = live.fragment(&f) {
                             let mut m = vec![tag(frag.kind)];
                             m.extend_from_slice(&fragment_message(&frag, wall_us()));
                             let len = m.len();
-                            if ob.push_frame(frag.kind, frag.keyframe, Message::Binary(m.into()), len).is_err() {
+                            if ob.push_frame(frag.kind, frag.keyframe, Message::Binary(m.into()), len, Instant::now()).is_err() {
                                 debug!(stream = %name, queued = ob.bytes(), "plain WebSocket: the client takes nothing; closed");
                                 break;
                             }
@@ -270,9 +265,40 @@ async fn session(socket: WebSocket, name: String, hub: Hub) {
     writer.abort();
 }
 
+/// The track list (text), then each track's init, all outside the budget.
+fn push_inits(ob: &mut Outbox, inits: Vec<hls::live::LiveInit>) {
+    if inits.is_empty() {
+        return;
+    }
+    let list: Vec<_> = inits
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "kind": if i.kind == MediaKind::Audio { "audio" } else { "video" },
+                "codecs": i.codecs,
+            })
+        })
+        .collect();
+    let text = serde_json::json!({ "tracks": list }).to_string();
+    let len = text.len();
+    ob.push_control(Message::Text(text.into()), len);
+    for i in inits {
+        let codecs = &i.codecs.as_bytes()[..i.codecs.len().min(255)];
+        let mut m = vec![tag(i.kind), b'i', codecs.len() as u8];
+        m.extend_from_slice(codecs);
+        m.extend_from_slice(&i.init);
+        let len = m.len();
+        ob.push_control(Message::Binary(m.into()), len);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn now() -> Instant {
+        Instant::now()
+    }
 
     fn msg(n: usize) -> Message {
         Message::Binary(vec![0; n].into())
@@ -280,61 +306,79 @@ mod tests {
 
     #[test]
     fn video_over_budget_is_dropped_to_the_next_keyframe_and_audio_kept() {
-        let mut ob = Outbox::new(1000);
+        let mut ob = Outbox::new(1000, now());
         ob.push_control(msg(100), 100);
-        ob.push_frame(MediaKind::Video, true, msg(400), 400)
+        ob.push_frame(MediaKind::Video, true, msg(400), 400, now())
             .unwrap();
-        ob.push_frame(MediaKind::Video, false, msg(400), 400)
+        ob.push_frame(MediaKind::Video, false, msg(400), 400, now())
             .unwrap();
         assert_eq!(ob.bytes(), 900);
         // Past the budget: dropped, and the deltas after it even when they would fit.
-        ob.push_frame(MediaKind::Video, false, msg(400), 400)
+        ob.push_frame(MediaKind::Video, false, msg(400), 400, now())
             .unwrap();
-        ob.push_frame(MediaKind::Video, false, msg(50), 50).unwrap();
+        ob.push_frame(MediaKind::Video, false, msg(50), 50, now())
+            .unwrap();
         assert_eq!((ob.bytes(), ob.dropped), (900, 2));
         // Audio is kept throughout.
-        ob.push_frame(MediaKind::Audio, true, msg(50), 50).unwrap();
+        ob.push_frame(MediaKind::Audio, true, msg(50), 50, now())
+            .unwrap();
         // The next keyframe replaces the old GOP still queued.
-        ob.push_frame(MediaKind::Video, true, msg(300), 300)
+        ob.push_frame(MediaKind::Video, true, msg(300), 300, now())
             .unwrap();
         assert_eq!((ob.bytes(), ob.dropped), (450, 4));
-        let lens: Vec<usize> = std::iter::from_fn(|| ob.pop().map(|(_, l)| l)).collect();
+        let lens: Vec<usize> = std::iter::from_fn(|| ob.pop())
+            .map(|m| match m {
+                Message::Binary(b) => b.len(),
+                _ => 0,
+            })
+            .collect();
         assert_eq!(lens, vec![100, 50, 300]);
     }
 
     #[test]
     fn a_keyframe_bigger_than_the_budget_still_goes() {
-        let mut ob = Outbox::new(1000);
-        ob.push_frame(MediaKind::Audio, true, msg(100), 100)
+        let mut ob = Outbox::new(1000, now());
+        ob.push_frame(MediaKind::Audio, true, msg(100), 100, now())
             .unwrap();
-        ob.push_frame(MediaKind::Video, true, msg(5000), 5000)
+        ob.push_frame(MediaKind::Video, true, msg(5000), 5000, now())
             .unwrap();
         assert_eq!(ob.bytes(), 5100);
         // Behind it, deltas are dropped and the keyframe stays.
-        ob.push_frame(MediaKind::Video, false, msg(10), 10).unwrap();
+        ob.push_frame(MediaKind::Video, false, msg(10), 10, now())
+            .unwrap();
         assert_eq!((ob.bytes(), ob.dropped), (5100, 1));
         // The next keyframe replaces it.
-        ob.push_frame(MediaKind::Video, true, msg(4000), 4000)
+        ob.push_frame(MediaKind::Video, true, msg(4000), 4000, now())
             .unwrap();
         assert_eq!((ob.bytes(), ob.dropped), (4100, 2));
     }
 
     #[test]
-    fn written_bytes_free_the_budget_and_a_client_that_takes_nothing_is_let_go() {
-        let mut ob = Outbox::new(1000);
-        ob.push_frame(MediaKind::Video, true, msg(900), 900)
+    fn the_message_being_written_is_off_the_budget_and_a_stalled_client_is_let_go() {
+        let t = now();
+        let mut ob = Outbox::new(1000, t);
+        ob.push_frame(MediaKind::Video, true, msg(900), 900, t)
             .unwrap();
-        let (_, len) = ob.pop().unwrap();
-        assert_eq!(ob.bytes(), 900, "being written still counts");
-        ob.written(len);
-        assert_eq!(ob.bytes(), 0);
-        for _ in 0..40 {
-            ob.push_frame(MediaKind::Audio, true, msg(100), 100)
-                .unwrap();
-        }
+        assert!(ob.pop().is_some());
+        assert_eq!(ob.bytes(), 0, "being written: no longer counted");
+        ob.push_frame(MediaKind::Video, false, msg(800), 800, t)
+            .unwrap();
         assert_eq!(
-            ob.push_frame(MediaKind::Audio, true, msg(100), 100),
+            (ob.bytes(), ob.dropped),
+            (800, 0),
+            "the delta behind it fits"
+        );
+        // Nothing written for longer than STALL while messages wait: let go.
+        let later = t + STALL + Duration::from_millis(1);
+        assert_eq!(
+            ob.push_frame(MediaKind::Audio, true, msg(100), 100, later),
             Err(TooSlow)
+        );
+        // A write completing is progress.
+        ob.written(later);
+        assert!(
+            ob.push_frame(MediaKind::Audio, true, msg(100), 100, later)
+                .is_ok()
         );
     }
 }
