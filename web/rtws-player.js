@@ -9,15 +9,16 @@
 // Two ways to decode:
 // - mode 'mse' (default): onair's CMAF mapping, one fMP4 init + one fragment per frame per
 //   track (docs/http-api.md), appended to a SourceBuffer per track as it comes.
-// - mode 'webcodecs': the TC mapping (RTMP messages, FLV tag bodies) straight into
-//   VideoDecoder/AudioDecoder, pictures drawn on a canvas, sound through an AudioContext.
+// - mode 'webcodecs': VideoDecoder/AudioDecoder fed from the CMAF mapping's fragments (or, with
+//   mapping 'tc', from the TC mapping's FLV tag bodies, as any RTMP-over-RTWebSocket server
+//   sends them), pictures drawn on a canvas, sound through an AudioContext.
 //
 // Transports, tried in this order until one connects (`transports` to choose):
 // - 'rtws-stream': RTWebSocket over WebSocketStream (Chromium), which reads only as fast as
 //   the page takes messages in;
 // - 'rtws': RTWebSocket over WebSocket: flows, acks and receive windows, and the server
 //   abandons what is too late to be worth sending;
-// - 'plain': a plain WebSocket at /ws/NAME (MSE only): the server keeps a byte budget per
+// - 'plain': a plain WebSocket at /ws/NAME (not with the TC mapping): the server keeps a byte budget per
 //   connection and skips video to the next keyframe when it is exceeded, audio kept.
 //
 // The latency controller keeps the buffer near `targetLatency`: playbackRate nudged up to
@@ -95,6 +96,8 @@ class MseSink {
     this.fragments = 0;
     this.error = null;
   }
+
+  hasTrack(kind) { return this.tracks.has(kind); }
 
   /** A SourceBuffer for `kind` (before any init is appended: MSE wants every track first). */
   addTrack(kind, codecs) {
@@ -248,6 +251,76 @@ class LatencyController {
 
 // ------------------------------------------------------------------ WebCodecs (over TC)
 
+const u32 = (b, at) => ((b[at] << 24) | (b[at + 1] << 16) | (b[at + 2] << 8) | b[at + 3]) >>> 0;
+
+/** The boxes between `start` and `end`: { type, start (of the payload), end }. */
+function mp4Children(b, start, end) {
+  const out = [];
+  for (let at = start; at + 8 <= end;) {
+    let size = u32(b, at);
+    let head = 8;
+    if (size === 1) { size = Number(new DataView(b.buffer, b.byteOffset).getBigUint64(at + 8)); head = 16; }
+    if (size === 0) size = end - at;
+    if (size < head || at + size > end) break;
+    out.push({ type: String.fromCharCode(b[at + 4], b[at + 5], b[at + 6], b[at + 7]), start: at + head, end: at + size });
+    at += size;
+  }
+  return out;
+}
+
+/** The box at `path` (types, each a child of the one before) inside `within` or the whole. */
+function mp4Find(b, path, within) {
+  let box = within ?? { start: 0, end: b.length };
+  for (const type of path) {
+    box = mp4Children(b, box.start, box.end).find((x) => x.type === type);
+    if (!box) return null;
+  }
+  return box;
+}
+
+/** The DecoderSpecificInfo (AudioSpecificConfig) of an esds payload (ISO 14496-1 descriptors). */
+function audioSpecificConfig(d) {
+  let at = 0;
+  const descriptor = () => {
+    const tag = d[at++];
+    let len = 0;
+    for (let i = 0; i < 4; i++) {
+      const c = d[at++];
+      len = (len << 7) | (c & 0x7f);
+      if (!(c & 0x80)) break;
+    }
+    return { tag, len };
+  };
+  while (at < d.length) {
+    const { tag, len } = descriptor();
+    if (tag === 0x03) { // ES_Descriptor: ES_ID, flags, then optional fields
+      const flags = d[at + 2];
+      at += 3 + (flags & 0x80 ? 2 : 0) + (flags & 0x40 ? 1 + d[at + 3] : 0) + (flags & 0x20 ? 2 : 0);
+    } else if (tag === 0x04) { // DecoderConfigDescriptor: 13 bytes, then its descriptors
+      at += 13;
+    } else if (tag === 0x05) {
+      return d.subarray(at, at + len);
+    } else {
+      at += len;
+    }
+  }
+  throw new Error('no AudioSpecificConfig in esds');
+}
+
+/** An OpusHead (RFC 7845, little-endian) from a dOps box (its big-endian twin in MP4). */
+function opusHeadFromDops(d) {
+  const h = new Uint8Array(19);
+  h.set(new TextEncoder().encode('OpusHead'));
+  const v = new DataView(h.buffer);
+  h[8] = 1;
+  h[9] = d[1];
+  v.setUint16(10, (d[2] << 8) | d[3], true);
+  v.setUint32(12, u32(d, 4), true);
+  v.setInt16(16, (d[8] << 8) | d[9], true);
+  h[18] = d[10];
+  return h;
+}
+
 const si24 = (b, at) => ((b[at] << 16 | b[at + 1] << 8 | b[at + 2]) << 8) >> 8;
 const hex2 = (n) => n.toString(16).padStart(2, '0');
 
@@ -271,6 +344,11 @@ class WebCodecsSink {
     this.video = null;
     this.audio = null;
     this.actx = null;
+    this.codecs = {};
+    this.timescale = {};
+    this.fragmentCount = 0;
+    this.wall = new Map(); // a video frame's presentation µs → when it reached the server
+    this.latencies = []; // recent draw time − server time, seconds
     this.raf = requestAnimationFrame(() => this.draw());
   }
 
@@ -299,6 +377,55 @@ class WebCodecsSink {
     }
   }
 
+  // ---- what both mappings feed
+
+  /** A video decoder for `codec` (RFC 6381) with its record (avcC, hvcC; none for VP9/AV1). */
+  configureVideo(codec, description) {
+    try { this.video?.close(); } catch { /* closed */ }
+    this.video = new VideoDecoder({
+      output: (f) => {
+        this.decoded += 1;
+        this.frames.push(f);
+        if (this.frames.length > 60) { this.frames.shift().close(); this.dropped += 1; }
+      },
+      error: (e) => { this.error = `video: ${e.message}`; },
+    });
+    this.video.configure({ codec, description: description?.slice(), optimizeForLatency: true });
+    this.waitKey = true;
+  }
+
+  /** An audio decoder (AAC with its AudioSpecificConfig, Opus with an OpusHead). */
+  configureAudio(codec, sampleRate, numberOfChannels, description) {
+    try { this.audio?.close(); } catch { /* closed */ }
+    this.actx ??= new AudioContext({ latencyHint: 'interactive' });
+    this.actx.resume().catch(() => {});
+    this.audio = new AudioDecoder({ output: (a) => this.play(a), error: (e) => { this.error = `audio: ${e.message}`; } });
+    this.audio.configure({ codec, sampleRate, numberOfChannels, description: description?.slice() });
+  }
+
+  /** One video frame: decode time and presentation time in seconds, and when it reached the
+   * server (UNIX µs; null when the mapping does not say). */
+  videoFrame(dts, pts, key, data, wallUs) {
+    if (!this.video || this.video.state !== 'configured') return;
+    if (this.waitKey && !key) return;
+    this.waitKey = false;
+    this.place(dts);
+    const timestamp = Math.round(pts * 1e6);
+    if (wallUs != null) {
+      this.wall.set(timestamp, wallUs);
+      if (this.wall.size > 120) this.wall.delete(this.wall.keys().next().value);
+    }
+    this.video.decode(new EncodedVideoChunk({ type: key ? 'key' : 'delta', timestamp, data }));
+  }
+
+  audioFrame(pts, data) {
+    if (!this.audio || this.audio.state !== 'configured') return;
+    this.place(pts);
+    this.audio.decode(new EncodedAudioChunk({ type: 'key', timestamp: Math.round(pts * 1e6), data }));
+  }
+
+  // ---- the TC mapping: FLV tag bodies
+
   videoTag(ts, b) {
     let key; let config = false; let cts = 0; let data; let codec = null;
     if (b[0] & 0x80) { // Enhanced RTMP
@@ -317,54 +444,98 @@ class WebCodecsSink {
       else return;
     }
     if (config) {
-      this.video?.close();
-      const d = data;
-      const codecString = codec === 'avc1' ? `avc1.${hex2(d[1])}${hex2(d[2])}${hex2(d[3])}` : null;
-      if (!codecString) { this.error = `WebCodecs here takes H.264 only (got ${codec})`; return; }
-      this.video = new VideoDecoder({
-        output: (f) => { this.decoded += 1; this.frames.push(f); if (this.frames.length > 60) { this.frames.shift().close(); this.dropped += 1; } },
-        error: (e) => { this.error = `video: ${e.message}`; },
-      });
-      this.video.configure({ codec: codecString, description: d.slice(), optimizeForLatency: true });
-      this.waitKey = true;
+      if (codec !== 'avc1') { this.error = `WebCodecs over TC takes H.264 only here (got ${codec})`; return; }
+      this.configureVideo(`avc1.${hex2(data[1])}${hex2(data[2])}${hex2(data[3])}`, data);
       return;
     }
-    if (!this.video || this.video.state !== 'configured') return;
-    if (this.waitKey && !key) return;
-    this.waitKey = false;
-    const t = ts / 1000;
-    this.place(t);
-    this.video.decode(new EncodedVideoChunk({ type: key ? 'key' : 'delta', timestamp: (ts + cts) * 1000, data }));
+    this.videoFrame(ts / 1000, (ts + cts) / 1000, key, data, null);
   }
 
   audioTag(ts, b) {
     const format = b[0] >> 4;
-    let config = null; let data = null; let codec;
     if (format === 10) { // AAC
       if (b[1] === 0) {
-        config = b.subarray(2);
-        const aot = config[0] >> 3;
+        const asc = b.subarray(2);
         const freqs = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
-        codec = { codec: `mp4a.40.${aot}`, sampleRate: freqs[((config[0] & 7) << 1) | (config[1] >> 7)] ?? 44100, numberOfChannels: (config[1] >> 3) & 0x0f || 2 };
-      } else data = b.subarray(2);
+        this.configureAudio(`mp4a.40.${asc[0] >> 3}`, freqs[((asc[0] & 7) << 1) | (asc[1] >> 7)] ?? 44100, (asc[1] >> 3) & 0x0f || 2, asc);
+      } else this.audioFrame(ts / 1000, b.subarray(2));
     } else if (format === 9) { // Enhanced audio: Opus
       const pkt = b[0] & 0x0f;
-      if (pkt === 0) {
-        config = b.subarray(5);
-        codec = { codec: 'opus', sampleRate: 48000, numberOfChannels: config[9] || 2 };
-      } else if (pkt === 1) data = b.subarray(5);
+      if (pkt === 0) this.configureAudio('opus', 48000, b[5 + 9] || 2, b.subarray(5));
+      else if (pkt === 1) this.audioFrame(ts / 1000, b.subarray(5));
     }
-    if (config) {
-      this.audio?.close();
-      this.actx ??= new AudioContext({ latencyHint: 'interactive' });
-      this.actx.resume().catch(() => {});
-      this.audio = new AudioDecoder({ output: (a) => this.play(a), error: (e) => { this.error = `audio: ${e.message}`; } });
-      this.audio.configure({ ...codec, description: config.slice() });
-      return;
+  }
+
+  // ---- the CMAF mapping: an init, then a moof+mdat per frame
+
+  addTrack(kind, codecs) { this.codecs[kind] = codecs; }
+
+  hasTrack(kind) { return kind in this.codecs; }
+
+  /** A decoder per track can come at any time (no MediaSource to fix up front). */
+  get lateTracksOk() { return true; }
+
+  get fragments() { return this.fragmentCount; }
+
+  message(kind, m) {
+    try {
+      if (m[0] === 0x69) {
+        const n = m[1];
+        const codecs = new TextDecoder().decode(m.subarray(2, 2 + n));
+        this.cmafInit(kind, codecs, m.subarray(2 + n));
+      } else if (m[0] === 0x66) {
+        const view = new DataView(m.buffer, m.byteOffset, m.byteLength);
+        const wallUs = Number(view.getBigUint64(2));
+        this.fragmentCount += 1;
+        this.cmafFragment(kind, m[1] & 1, m.subarray(10), wallUs);
+      }
+    } catch (e) {
+      this.error = `${e.name}: ${e.message}`;
     }
-    if (!data || !this.audio || this.audio.state !== 'configured') return;
-    this.place(ts / 1000);
-    this.audio.decode(new EncodedAudioChunk({ type: 'key', timestamp: ts * 1000, data }));
+  }
+
+  cmafInit(kind, codecs, init) {
+    const trak = mp4Find(init, ['moov', 'trak']);
+    const mdhd = mp4Find(init, ['mdia', 'mdhd'], trak);
+    const timescale = mdhd && (init[mdhd.start] === 1 ? u32(init, mdhd.start + 20) : u32(init, mdhd.start + 12));
+    const stsd = mp4Find(init, ['mdia', 'minf', 'stbl', 'stsd'], trak);
+    const entry = stsd && mp4Children(init, stsd.start + 8, stsd.end)[0];
+    if (!timescale || !entry) throw new Error(`the ${kind} init segment has no timescale or sample entry`);
+    this.timescale[kind] = timescale;
+    if (kind === 'video') {
+      // Visual sample entry: 78 bytes, then its boxes (avcC, hvcC, vpcC, av1C).
+      const rec = mp4Children(init, entry.start + 78, entry.end).find((x) => ['avcC', 'hvcC'].includes(x.type));
+      this.configureVideo(codecs, rec ? init.subarray(rec.start, rec.end) : undefined);
+    } else {
+      // Audio sample entry: channel count at 16, sample rate (16.16) at 24, boxes from 28.
+      const channels = (init[entry.start + 16] << 8) | init[entry.start + 17];
+      const rate = u32(init, entry.start + 24) >>> 16;
+      const kids = mp4Children(init, entry.start + 28, entry.end);
+      const esds = kids.find((x) => x.type === 'esds');
+      const dops = kids.find((x) => x.type === 'dOps');
+      if (esds) this.configureAudio(codecs, rate, channels, audioSpecificConfig(init.subarray(esds.start + 4, esds.end)));
+      else if (dops) this.configureAudio('opus', 48000, init[dops.start + 1] || channels, opusHeadFromDops(init.subarray(dops.start, dops.end)));
+      else throw new Error(`no esds or dOps in the ${entry.type} entry`);
+    }
+  }
+
+  cmafFragment(kind, key, frag, wallUs) {
+    const scale = this.timescale[kind];
+    if (!scale) return;
+    const traf = mp4Find(frag, ['moof', 'traf']);
+    const tfdt = traf && mp4Find(frag, ['tfdt'], traf);
+    const trun = traf && mp4Find(frag, ['trun'], traf);
+    const mdat = mp4Find(frag, ['mdat']);
+    if (!tfdt || !trun || !mdat) return;
+    const dts = frag[tfdt.start] === 1 ? Number(new DataView(frag.buffer, frag.byteOffset).getBigUint64(tfdt.start + 4)) : u32(frag, tfdt.start + 4);
+    // trun: flags, count, then the optional fields; the first sample's composition offset.
+    const flags = u32(frag, trun.start) & 0xffffff;
+    let at = trun.start + 8 + (flags & 1 ? 4 : 0) + (flags & 4 ? 4 : 0);
+    at += (flags & 0x100 ? 4 : 0) + (flags & 0x200 ? 4 : 0) + (flags & 0x400 ? 4 : 0);
+    const cts = flags & 0x800 ? new DataView(frag.buffer, frag.byteOffset).getInt32(at) : 0;
+    const data = frag.subarray(mdat.start, mdat.end);
+    if (kind === 'video') this.videoFrame(dts / scale, (dts + cts) / scale, !!key, data, wallUs);
+    else this.audioFrame(dts / scale, data);
   }
 
   /** Schedules decoded sound at its playout time on the AudioContext's clock. */
@@ -400,8 +571,21 @@ class WebCodecsSink {
     if (this.canvas.height !== due.displayHeight) this.canvas.height = due.displayHeight;
     this.ctx2d.drawImage(due, 0, 0);
     this.lastDrawnAt = now;
+    const wallUs = this.wall.get(due.timestamp);
+    if (wallUs != null) {
+      this.latencies.push(Date.now() / 1000 - wallUs / 1e6);
+      if (this.latencies.length > 60) this.latencies.shift();
+    }
     due.close();
     this.drawn += 1;
+  }
+
+  /** Median time from a picture reaching the server to it being drawn (CMAF mapping, whose
+   * fragments carry the server's clock; a synchronized clock is assumed). */
+  latencyS() {
+    if (!this.latencies.length) return null;
+    const s = [...this.latencies].sort((x, y) => x - y);
+    return s[s.length >> 1];
   }
 
   /** How long the newest decoded picture waits before it is shown. */
@@ -425,7 +609,8 @@ class WebCodecsSink {
 export class LivePlayer {
   /**
    * @param {HTMLVideoElement} video  MSE plays here
-   * @param {object} o  server (origin), stream (APP/KEY), mode 'mse' | 'webcodecs', canvas
+   * @param {object} o  server (origin), stream (APP/KEY), mode 'mse' | 'webcodecs', mapping
+   *   'cmaf' (default) | 'tc' (webcodecs only), canvas
    *   (webcodecs), targetLatency (s), transports (order to try), tuning (query for the server:
    *   e.g. 'videoLifetime=1')
    */
@@ -445,7 +630,8 @@ export class LivePlayer {
 
   async start() {
     const { mode, transports } = this.o;
-    const usable = transports.filter((t) => (t !== 'rtws-stream' || 'WebSocketStream' in window) && (t !== 'plain' || mode === 'mse'));
+    const tc = mode === 'webcodecs' && this.o.mapping === 'tc';
+    const usable = transports.filter((t) => (t !== 'rtws-stream' || 'WebSocketStream' in window) && (t !== 'plain' || !tc));
     let last = null;
     for (const t of usable) {
       try {
@@ -494,7 +680,7 @@ export class LivePlayer {
       const conn = new RtwsConnection(this.ws);
       this.conn = conn;
       conn.onerror = (e) => this.fail(e);
-      if (mode === 'webcodecs') this.tc(conn, app, key);
+      if (mode === 'webcodecs' && this.o.mapping === 'tc') this.tc(conn, app, key);
       else this.cmaf(conn, key);
     }
     const ws = this.ws;
@@ -530,7 +716,7 @@ export class LivePlayer {
       open += 1;
       // Every track's SourceBuffer before the first init: the flows open together. One that
       // opens after media was appended cannot be added to this MediaSource: start over.
-      if (sink.fragments > 0 && !sink.tracks.has(kind)) {
+      if (!sink.lateTracksOk && sink.fragments > 0 && !sink.hasTrack(kind)) {
         this.fail(new Error(`a ${kind} track came after playback started`));
         if (this.transport) this.onended?.(`a ${kind} track was added`);
         return null;
@@ -595,7 +781,10 @@ export class LivePlayer {
     if (s instanceof WebCodecsSink) {
       return {
         ...base,
-        latency_s: null, // TC carries no server clock: the playout delay is what we know
+        mapping: this.o.mapping === 'tc' ? 'tc' : 'cmaf',
+        // From the server's clock in each CMAF fragment to the picture drawn; TC carries no
+        // server clock, so over TC only the playout delay is known.
+        latency_s: s.latencyS(),
         buffer_s: s.bufferS(),
         playout_delay_s: this.o.targetLatency,
         frames_decoded: s.decoded,

@@ -500,6 +500,7 @@ async function connectRtws() {
     targetLatency: Number(params.get('target')) || 0.2,
     transports: params.get('transport') ? params.get('transport').split(',') : undefined,
     tuning: params.get('tuning') || undefined,
+    mapping: params.get('mapping') || undefined,
   });
   const s = { rtws: p, resource: state.stream, stop: () => p.stop() };
   session = s;

@@ -551,17 +551,14 @@ impl TcSession {
     /// The stream does not exist (or may not be played): `NetStream.Play.StreamNotFound`.
     pub fn play_failed(&mut self, now: Instant, stream_id: u32, reason: &str) {
         self.tunings.remove(&stream_id);
-        let info = status("error", "NetStream.Play.StreamNotFound", reason);
-        let body = command("onStatus", 0.0, Amf0Value::Null, vec![info]);
-        // On the client's control flow's answer: the stream has no flows of ours.
-        if let Some(control) = self.control {
-            self.conn.send(
-                now,
-                control,
-                message(AMF0_COMMAND, 0, &body),
-                SendOptions::default(),
-            );
-        }
+        // On the control flow: the stream has no flows of ours.
+        self.error_on_control(now, "NetStream.Play.StreamNotFound", reason);
+    }
+
+    /// An error `onStatus` on our control flow.
+    fn error_on_control(&mut self, now: Instant, code: &str, reason: &str) {
+        let info = status("error", code, reason);
+        self.command_on_control(now, "onStatus", 0.0, Amf0Value::Null, vec![info]);
     }
 
     /// The publish may go ahead: `NetStream.Publish.Start`, on a flow of ours associated with
@@ -603,16 +600,7 @@ impl TcSession {
     /// The publish is refused (a name in use, not allowed): `NetStream.Publish.BadName`.
     pub fn publish_failed(&mut self, now: Instant, stream_id: u32, reason: &str) {
         self.publishing.remove(&stream_id);
-        let info = status("error", "NetStream.Publish.BadName", reason);
-        let body = command("onStatus", 0.0, Amf0Value::Null, vec![info]);
-        if let Some(control) = self.control {
-            self.conn.send(
-                now,
-                control,
-                message(AMF0_COMMAND, 0, &body),
-                SendOptions::default(),
-            );
-        }
+        self.error_on_control(now, "NetStream.Publish.BadName", reason);
     }
 
     /// The stream's tracks (first, and when they change): their sequence headers go out.

@@ -192,15 +192,24 @@ impl CmafSession {
         if !self.playing {
             return;
         }
-        match self.live.set_tracks(tracks, now) {
+        let inits = self.live.set_tracks(tracks, now);
+        self.send_inits(now, inits);
+    }
+
+    /// New inits go out; a stream MSE cannot take refuses the request with the reason. False
+    /// when it was refused.
+    fn send_inits(&mut self, now: Instant, inits: Result<Vec<LiveInit>, hls::HlsError>) -> bool {
+        match inits {
             Ok(inits) => {
                 for init in inits {
                     self.send_init(now, init);
                 }
+                true
             }
             Err(e) => {
                 self.stop();
                 self.play_failed(&e.to_string());
+                false
             }
         }
     }
@@ -245,17 +254,9 @@ impl CmafSession {
             return;
         }
         // A one-kind track list held for its second kind is sent once the wait is over.
-        match self.live.poll_inits(now) {
-            Ok(inits) => {
-                for init in inits {
-                    self.send_init(now, init);
-                }
-            }
-            Err(e) => {
-                self.stop();
-                self.play_failed(&e.to_string());
-                return;
-            }
+        let inits = self.live.poll_inits(now);
+        if !self.send_inits(now, inits) {
+            return;
         }
         let frag: LiveFragment = match self.live.fragment(f) {
             Some(Ok(frag)) => frag,
