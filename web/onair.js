@@ -1064,7 +1064,10 @@ export class Room extends Emitter {
         peer.makingOffer = false;
       }
     };
-    pc.onicecandidate = ({ candidate }) => this._signal(id, { candidate: candidate ?? null });
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate) peer.candidates += 1;
+      this._signal(id, { candidate: candidate ?? null });
+    };
     pc.onconnectionstatechange = () => {
       this._emit('connection_state', { pc: 'p2p', participantId: id, state: pc.connectionState });
       if (pc.connectionState === 'failed') pc.restartIce();
@@ -1079,8 +1082,19 @@ export class Room extends Emitter {
     // Stats and the connection-state UI read `publisher`/`subscriber`: the first member's.
     if (!this.publisher) this.publisher = this.subscriber = pc;
     peer.retries = 0;
+    peer.candidates = 0;
     peer.watchdog = setInterval(() => this._p2pWatch(peer), P2P_WATCH_MS);
     return peer;
+  }
+
+  /** Replaces a member's connection with a new one, negotiated afresh. */
+  _p2pRecreate(peer) {
+    const recreated = (peer.recreated ?? 0) + 1;
+    this._p2pDrop(peer.id);
+    const fresh = this._p2pPeer(peer.id);
+    if (!fresh) return;
+    fresh.recreated = recreated;
+    this._p2pBind(peer.id);
   }
 
   /** A connection with media to negotiate that has not started connecting: offer again. An
@@ -1093,6 +1107,15 @@ export class Room extends Emitter {
       return;
     }
     if (peer.makingOffer || pc.getTransceivers().length === 0) return;
+    // Gathering that has found nothing in a watch period: this connection's ICE agent is
+    // stuck (seen in Chromium in a loopback-only namespace: it never sent a TURN request, and
+    // restartIce did not wake it). A new connection gathers afresh.
+    if (pc.iceGatheringState === 'gathering' && peer.candidates === 0 && peer.retries >= 1 && (peer.recreated ?? 0) < 2) {
+      console.warn(`onair: p2p connection with ${peer.id} has gathered no candidate; making a new connection`);
+      clearInterval(peer.watchdog);
+      this._p2pRecreate(peer);
+      return;
+    }
     peer.retries += 1;
     console.warn(`onair: p2p connection with ${peer.id} has not started (signaling ${pc.signalingState}, `
       + `ICE ${pc.iceConnectionState}, gathering ${pc.iceGatheringState}, ${this.iceServers.length} ICE servers); offering again`);

@@ -93,6 +93,7 @@ function meshOf(page) {
         id: p.id, polite: p.polite, retries: p.retries, signaling: p.pc.signalingState, ice: p.pc.iceConnectionState,
         gathering: p.pc.iceGatheringState, local: p.pc.localDescription?.type ?? null, remote: p.pc.remoteDescription?.type ?? null,
         transceivers: p.pc.getTransceivers().length,
+        config: (({ iceServers, iceTransportPolicy }) => ({ iceServers, iceTransportPolicy }))(p.pc.getConfiguration()),
       })),
     };
   }).catch((e) => String(e));
