@@ -457,18 +457,7 @@ impl TcSession {
             return;
         };
         for code in ["NetStream.Play.UnpublishNotify", "NetStream.Play.Stop"] {
-            let body = command(
-                "onStatus",
-                0.0,
-                Amf0Value::Null,
-                vec![status("status", code, reason)],
-            );
-            self.conn.send(
-                now,
-                p.data,
-                message(AMF0_COMMAND, 0, &body),
-                SendOptions::default(),
-            );
+            self.status_on(now, p.data, "status", code, reason);
         }
         for f in [p.data, p.audio, p.video] {
             self.conn.close(f);
@@ -483,12 +472,7 @@ impl TcSession {
                 self.conn.close(f);
             }
         }
-        let Some(client_flow) = self
-            .stream_flows
-            .iter()
-            .find(|&(_, &s)| s == stream_id)
-            .map(|(&f, _)| f)
-        else {
+        let Some(client_flow) = self.client_flow(stream_id) else {
             return;
         };
         let tuning = self.tunings.remove(&stream_id).unwrap_or_default();
@@ -520,18 +504,8 @@ impl TcSession {
             message(USER_CONTROL, 0, &begin),
             SendOptions::default(),
         );
-        let info = status(
-            "status",
-            "NetStream.Play.Start",
-            &format!("Started playing {name}."),
-        );
-        let body = command("onStatus", 0.0, Amf0Value::Null, vec![info]);
-        self.conn.send(
-            now,
-            data,
-            message(AMF0_COMMAND, 0, &body),
-            SendOptions::default(),
-        );
+        let started = format!("Started playing {name}.");
+        self.status_on(now, data, "status", "NetStream.Play.Start", &started);
         // Flow synchronization (RFC 7425 §5.2, user control event 34: syncID, count) on all
         // three flows: a player holds each flow's later messages until all three have
         // delivered it, so data, audio and video start together.
@@ -561,6 +535,30 @@ impl TcSession {
         self.command_on_control(now, "onStatus", 0.0, Amf0Value::Null, vec![info]);
     }
 
+    /// An `onStatus` on one of our flows.
+    fn status_on(&mut self, now: Instant, flow: u64, level: &str, code: &str, text: &str) {
+        let body = command(
+            "onStatus",
+            0.0,
+            Amf0Value::Null,
+            vec![status(level, code, text)],
+        );
+        self.conn.send(
+            now,
+            flow,
+            message(AMF0_COMMAND, 0, &body),
+            SendOptions::default(),
+        );
+    }
+
+    /// The client's flow of a stream ID (the one its play or publish came on).
+    fn client_flow(&self, stream_id: u32) -> Option<u64> {
+        self.stream_flows
+            .iter()
+            .find(|&(_, &s)| s == stream_id)
+            .map(|(&f, _)| f)
+    }
+
     /// The publish may go ahead: `NetStream.Publish.Start`, on a flow of ours associated with
     /// the client's stream flow; media is taken from now on.
     pub fn publish_started(&mut self, now: Instant, stream_id: u32, name: &str) {
@@ -568,12 +566,7 @@ impl TcSession {
             return;
         };
         p.accepted = true;
-        let Some(client_flow) = self
-            .stream_flows
-            .iter()
-            .find(|&(_, &s)| s == stream_id)
-            .map(|(&f, _)| f)
-        else {
+        let Some(client_flow) = self.client_flow(stream_id) else {
             return;
         };
         let status_flow = self.flow_id();
@@ -583,17 +576,13 @@ impl TcSession {
             Some(client_flow),
             &metadata(stream_id),
         );
-        let info = status(
-            "status",
-            "NetStream.Publish.Start",
-            &format!("{name} is now published."),
-        );
-        let body = command("onStatus", 0.0, Amf0Value::Null, vec![info]);
-        self.conn.send(
+        let started = format!("{name} is now published.");
+        self.status_on(
             now,
             status_flow,
-            message(AMF0_COMMAND, 0, &body),
-            SendOptions::default(),
+            "status",
+            "NetStream.Publish.Start",
+            &started,
         );
     }
 
