@@ -747,6 +747,8 @@ export class LivePlayer {
     this.tcPlayer = player;
     player.onstatus = (info) => {
       if (info?.code === 'NetStream.Play.StreamNotFound') this.fail(new NotLiveError(info.description));
+      // The publisher left: the flows stay, as a TC server keeps them for what comes next.
+      if (info?.code === 'NetStream.Play.UnpublishNotify' && !this.stopped) this.onended?.('the stream ended');
     };
     player.onabandon = (flow, n) => { this.abandoned += n; };
     player.onmedia = (m) => {

@@ -63,7 +63,7 @@ export async function rtwsPublish(url, key, media, { bitrate = 1_500_000, keyfra
     rtws: true,
     on(ev, fn) { (listeners[ev] ??= []).push(fn); },
     stats() {
-      return { ...counts, dropped: pub.dropped, queued_bytes: pub.flow == null ? 0 : conn.queuedBytes(pub.flow), transport: 'rtws' };
+      return { ...counts, dropped: pub.dropped, queued_bytes: pub.videoFlow == null ? 0 : conn.queuedBytes(pub.videoFlow), transport: 'rtws' };
     },
     async stop() { finish('stopped'); },
   };

@@ -1,5 +1,8 @@
 // RTWebSocket client (browser and Node): flows over one WebSocket with receive windows and
-// acks, and the "TC" media mapping (RTMP messages) on top, for playing onair streams.
+// acks, and the "TC" media mapping (RTMP messages) on top, for playing and publishing streams
+// on onair or any TC server (the reference tcserver too). Flows are tied together as RFC 7425
+// §5.3 has it: our stream flows answer the server's control flow, and we take the server's
+// flows only when they answer ours.
 // The wire format: ../shared/specs/rtwebsocket.md (messages: 01 ping, 41 ping reply, 0a ack
 // window, 10/30 open, 1d/3d data, 1a abandon, 1c close, 5a ack, 5c close ack, 5e exception).
 //
@@ -50,7 +53,9 @@ export class RtwsConnection {
     this.sinceAck = 0;
     this.ackTimer = null;
     this.pending = new Set();
-    this.onflow = null; // (flowId, metadata, returnAssoc) => handler({onmessage, onclose})
+    // (flowId, metadata, returnAssoc) => handler {onmessage, onabandon, onclose}, or null to
+    // refuse the flow (the peer hears an exception, as RTWebSocket says for a flow not accepted).
+    this.onflow = null;
     this.onping = null;
     this.onexception = null; // (ourFlow, code, text) => void
     this.onerror = null;
@@ -118,6 +123,17 @@ export class RtwsConnection {
 
   ping(bytes) { this.rawSend(concat(Uint8Array.of(0x01), bytes)); }
 
+  /** Refuses the peer's flow `flow` (or raises an exception on it): its data is dropped from
+   * now on, and still acked. */
+  reject(flow, code, text) {
+    const f = this.recv.get(flow);
+    if (!f || f.rejected) return;
+    f.rejected = true;
+    f.handler = null;
+    f.partial = [];
+    this.rawSend(concat(Uint8Array.from(vluWrite(code, vluWrite(flow, [0x5e]))), new TextEncoder().encode(text)));
+  }
+
   receive(b) {
     this.bytesIn += b.length;
     const type = b[0];
@@ -135,6 +151,7 @@ export class RtwsConnection {
         const f = { partial: [], received: 0, acked: 0, number: 1, handler: null };
         this.recv.set(flow, f);
         f.handler = this.onflow?.(flow, b.subarray(pos), assoc) ?? null;
+        if (!f.handler) this.reject(flow, 0, 'not accepted');
         this.ack(flow, true);
         return;
       }
@@ -143,8 +160,8 @@ export class RtwsConnection {
         const f = this.recv.get(flow);
         if (!f) throw new Error(`unknown flow ${flow}`);
         f.received += b.length;
-        f.partial.push(b.subarray(pos));
-        if (type === 0x1d) {
+        if (!f.rejected) f.partial.push(b.subarray(pos));
+        if (type === 0x1d && !f.rejected) {
           const msg = concat(...f.partial);
           f.partial = [];
           f.handler?.onmessage?.(msg, f.number++);
@@ -289,13 +306,105 @@ export function amf0Decode(b) {
 // ------------------------------------------------------------------ TC: RTMP messages on flows
 
 const tcMeta = (streamId) => Uint8Array.from(vluWrite(streamId, [0x54, 0x43, 0x04]));
-const tcStreamId = (meta) => (meta[0] === 0x54 && meta[1] === 0x43 ? vluRead(meta, 3)[0] : null);
+/** The stream ID of TC flow metadata (RFC 7425 §5.1.1: "TC", options with the stream-ID flag
+ * set, vlu stream ID); null when it is not TC. */
+const tcStreamId = (meta) => {
+  if (meta.length < 4 || meta[0] !== 0x54 || meta[1] !== 0x43 || !(meta[2] & 0x04)) return null;
+  try { return vluRead(meta, 3)[0]; } catch { return null; }
+};
 const tcMessage = (type, ts, payload) => {
   const head = new Uint8Array(5);
   head[0] = type;
   new DataView(head.buffer).setUint32(1, ts);
   return concat(head, payload);
 };
+
+/** Our control flow: the first flow we open. */
+const CONTROL = 0;
+
+/**
+ * One TC connection, client side: the control flow and its commands (connect, createStream,
+ * deleteStream), the server's flows routed by the stream ID in their metadata, and flows of
+ * our own for each stream. Subclasses play or publish.
+ *
+ * Which flow answers which (RFC 7425 §5.3, as the reference client and server do it): our
+ * control flow answers nothing; the server's first flow answering it is the server's control
+ * flow, and every flow we open for a stream answers that; every flow the server opens for a
+ * stream answers our control flow. A flow of the server that answers anything else, or names
+ * a stream we did not create, is refused.
+ */
+class TcClient {
+  constructor(conn, { app }) {
+    this.conn = conn;
+    this.app = app;
+    this.transaction = 1;
+    this.waiting = new Map(); // transaction → resolve
+    this.onstatus = null; // (info, streamId) => void
+    this.flows = []; // the server's flows we took: { flow, streamId, returnAssoc }
+    this.serverControl = null;
+    this.streams = new Set();
+    this.nextFlow = CONTROL + 1;
+    closeWaits(conn, this);
+    conn.onflow = (flow, metadata, returnAssoc) => {
+      const streamId = tcStreamId(metadata);
+      if (streamId === null || returnAssoc !== CONTROL) return null;
+      if (this.serverControl === null) {
+        if (streamId !== 0) return null;
+        this.serverControl = flow;
+      } else if (streamId !== 0 && !this.streams.has(streamId)) {
+        return null;
+      }
+      this.flows.push({ flow, streamId, returnAssoc });
+      return this.handler(flow, streamId);
+    };
+  }
+
+  /** What handles a flow of the server's: messages go to `message`. */
+  handler(flow, streamId) {
+    return { onmessage: (msg) => this.message(flow, streamId, msg) };
+  }
+
+  message(flow, streamId, msg) {
+    if (msg.length < 5 || msg[0] !== 20) return;
+    const [name, transaction, , info] = amf0Decode(msg.subarray(5));
+    if ((name === '_result' || name === '_error') && streamId === 0) this.waiting.get(transaction)?.({ name, info });
+    if (name === 'onStatus') this.status(info, streamId);
+  }
+
+  status(info, streamId) {
+    this.onstatus?.(info, streamId);
+    this.statusWaiter?.(info, streamId);
+  }
+
+  command(name, args) {
+    const t = this.transaction++;
+    this.conn.write(CONTROL, tcMessage(20, 0, amf0Encode([name, t, ...args])));
+    return new Promise((resolve) => this.waiting.set(t, resolve));
+  }
+
+  /** connect then createStream; resolves with the stream ID. */
+  async connectAndCreateStream(connectArgs) {
+    await this.conn.opened;
+    this.conn.open(CONTROL, tcMeta(0));
+    const connected = await this.command('connect', [{ app: this.app, flashVer: 'onair-rtws/1', ...connectArgs }]);
+    if (connected.info?.code !== 'NetConnection.Connect.Success') throw new Error(`connect: ${JSON.stringify(connected.info)}`);
+    const created = await this.command('createStream', [null]);
+    if (created.name !== '_result' || typeof created.info !== 'number') throw new Error(`createStream: ${JSON.stringify(created.info)}`);
+    this.streams.add(created.info);
+    return created.info;
+  }
+
+  /** A flow of ours for `streamId`, answering the server's control flow. */
+  openStreamFlow(streamId) {
+    if (this.serverControl === null) throw new Error('no control flow from the server');
+    return this.conn.open(this.nextFlow++, tcMeta(streamId), this.serverControl);
+  }
+
+  /** A command on a stream's flow (no answer is expected; statuses come on the stream). */
+  streamCommand(flow, name, args) {
+    this.conn.write(flow, tcMessage(20, 0, amf0Encode([name, 0, null, ...args])));
+  }
+}
 
 /** When the socket closes, answers what `owner` still waits for (commands, a status), so
  * nothing awaits forever. */
@@ -309,37 +418,32 @@ function closeWaits(conn, owner) {
 }
 
 /** Plays one stream over TC: connect, createStream, play; media comes to `onmedia`. */
-export class TcPlayer {
+export class TcPlayer extends TcClient {
   constructor(conn, { app }) {
-    this.conn = conn;
-    this.app = app;
-    this.transaction = 1;
-    this.waiting = new Map(); // transaction → resolve
+    super(conn, { app });
     this.onmedia = null; // ({ type, timestamp, body, flow }) => void
-    this.onstatus = null; // (info) => void
     this.onabandon = null; // (flow, count) => void
-    this.flows = []; // { flow, streamId, returnAssoc }
-    closeWaits(conn, this);
-    this.syncs = new Map(); // flow sync ID → { count, flows, held: [[flow, msg]] }
+    this.syncs = new Map(); // flow sync ID → { count, flows, held: [[flow, streamId, msg]] }
     this.holding = new Map(); // flow → the sync it waits for
     this.flowSyncs = 0;
-    conn.onflow = (flow, metadata, returnAssoc) => {
-      const streamId = tcStreamId(metadata);
-      this.flows.push({ flow, streamId, returnAssoc });
-      return {
-        onmessage: (msg) => this.message(flow, msg),
-        onabandon: (count) => this.onabandon?.(flow, count),
-      };
+    this.commandFlow = null;
+  }
+
+  handler(flow, streamId) {
+    return {
+      onmessage: (msg) => this.message(flow, streamId, msg),
+      onabandon: (count) => this.onabandon?.(flow, count),
     };
   }
 
-  message(flow, msg) {
+  message(flow, streamId, msg) {
     // A flow held by a flow sync keeps its messages until every flow of the sync has come.
     const holding = this.holding.get(flow);
     if (holding !== undefined) {
-      this.syncs.get(holding).held.push([flow, msg]);
+      this.syncs.get(holding).held.push([flow, streamId, msg]);
       return;
     }
+    if (msg.length < 5) return;
     const type = msg[0];
     const view = new DataView(msg.buffer, msg.byteOffset, msg.byteLength);
     const timestamp = view.getUint32(1);
@@ -354,109 +458,82 @@ export class TcPlayer {
       if (s.flows.size >= s.count) {
         this.syncs.delete(id);
         for (const f of s.flows) this.holding.delete(f);
-        for (const [f, m] of s.held) this.message(f, m);
+        for (const [f, sid, m] of s.held) this.message(f, sid, m);
       } else {
         this.holding.set(flow, id);
       }
       return;
     }
-    if (type === 20) {
-      const [name, transaction, , info] = amf0Decode(body);
-      if (name === '_result' || name === '_error') this.waiting.get(transaction)?.({ name, info });
-      if (name === 'onStatus') this.onstatus?.(info);
-      return;
-    }
-    if (type === 8 || type === 9 || type === 18 || type === 4) this.onmedia?.({ type, timestamp, body, flow });
-  }
-
-  command(flow, name, args) {
-    const t = this.transaction++;
-    this.conn.write(flow, tcMessage(20, 0, amf0Encode([name, t, ...args])));
-    return new Promise((resolve) => this.waiting.set(t, resolve));
+    if (type === 20) { super.message(flow, streamId, msg); return; }
+    if (streamId !== 0 && (type === 8 || type === 9 || type === 18)) this.onmedia?.({ type, timestamp, body, flow });
   }
 
   async play(name) {
-    await this.conn.opened;
-    this.conn.open(0, tcMeta(0));
-    const connected = await this.command(0, 'connect', [{ app: this.app, flashVer: 'onair-rtws/1' }]);
-    if (connected.info?.code !== 'NetConnection.Connect.Success') throw new Error(`connect: ${JSON.stringify(connected.info)}`);
-    const created = await this.command(0, 'createStream', [null]);
-    const streamId = created.info;
-    this.conn.open(1, tcMeta(streamId));
-    this.conn.write(1, tcMessage(20, 0, amf0Encode(['play', 0, null, name])));
+    const streamId = await this.connectAndCreateStream({});
+    this.streamId = streamId;
+    this.commandFlow = this.openStreamFlow(streamId);
+    this.streamCommand(this.commandFlow, 'play', [name]);
     return streamId;
   }
+
+  /** pause(true/false), receiveAudio(flag), receiveVideo(flag) on the playing stream. */
+  pause(flag) { this.streamCommand(this.commandFlow, 'pause', [flag]); }
+
+  receiveAudio(flag) { this.streamCommand(this.commandFlow, 'receiveAudio', [flag]); }
+
+  receiveVideo(flag) { this.streamCommand(this.commandFlow, 'receiveVideo', [flag]); }
 }
 
 /** Publishes one stream over TC: connect, createStream, publish; then `video`/`audio` with FLV
- * tag bodies (what a browser's WebCodecs encoders give, wrapped). A video frame that would
- * wait behind more than `maxQueued` bytes not yet acked is dropped with the rest of its GOP,
- * so the publish stays live instead of falling behind. */
-export class TcPublisher {
+ * tag bodies (what a browser's WebCodecs encoders give, wrapped), each kind on a flow of its
+ * own, as the reference client sends them. A video frame that would wait behind more than
+ * `maxQueued` bytes not yet acked is dropped with the rest of its GOP, so the publish stays
+ * live instead of falling behind; audio has its own window and never waits behind video. */
+export class TcPublisher extends TcClient {
   constructor(conn, { app, maxQueued = 128 * 1024 }) {
-    this.conn = conn;
-    this.app = app;
+    super(conn, { app });
     this.maxQueued = maxQueued;
-    this.transaction = 1;
-    this.waiting = new Map();
-    this.onstatus = null;
-    this.flow = null;
+    this.commandFlow = null;
+    this.videoFlow = null;
+    this.audioFlow = null;
     this.skipping = false;
     this.dropped = 0;
     this.sentFrames = 0;
-    closeWaits(conn, this);
-    conn.onflow = () => ({ onmessage: (msg) => this.message(msg) });
-  }
-
-  message(msg) {
-    if (msg[0] !== 20) return;
-    const [name, transaction, , info] = amf0Decode(msg.subarray(5));
-    if (name === '_result' || name === '_error') this.waiting.get(transaction)?.({ name, info });
-    if (name === 'onStatus') {
-      this.onstatus?.(info);
-      this.statusWaiter?.(info);
-    }
-  }
-
-  command(flow, name, args) {
-    const t = this.transaction++;
-    this.conn.write(flow, tcMessage(20, 0, amf0Encode([name, t, ...args])));
-    return new Promise((resolve) => this.waiting.set(t, resolve));
   }
 
   /** Resolves once the server says NetStream.Publish.Start; throws with its reason otherwise. */
   async publish(name) {
-    await this.conn.opened;
-    this.conn.open(0, tcMeta(0));
-    const connected = await this.command(0, 'connect', [{ app: this.app, flashVer: 'onair-rtws/1', type: 'nonprivate' }]);
-    if (connected.info?.code !== 'NetConnection.Connect.Success') throw new Error(`connect: ${JSON.stringify(connected.info)}`);
-    const created = await this.command(0, 'createStream', [null]);
-    const streamId = created.info;
+    const streamId = await this.connectAndCreateStream({ type: 'nonprivate' });
     this.streamId = streamId;
-    this.flow = this.conn.open(1, tcMeta(streamId));
-    const status = new Promise((resolve) => { this.statusWaiter = resolve; });
-    this.conn.write(this.flow, tcMessage(20, 0, amf0Encode(['publish', 0, null, name, 'live'])));
+    this.commandFlow = this.openStreamFlow(streamId);
+    const status = new Promise((resolve) => {
+      this.statusWaiter = (info, sid) => { if (sid === undefined || sid === streamId) resolve(info); };
+    });
+    this.streamCommand(this.commandFlow, 'publish', [name, 'live']);
     const info = await status;
+    this.statusWaiter = null;
     if (info?.code !== 'NetStream.Publish.Start') throw new Error(info?.description || info?.code || 'publish refused');
+    this.audioFlow = this.openStreamFlow(streamId);
+    this.videoFlow = this.openStreamFlow(streamId);
     return streamId;
   }
 
   /** One video tag body at `ts` ms; `key` for a keyframe (and a sequence header). */
   video(ts, body, key) {
-    if (this.conn.unackedBytes(this.flow) > this.maxQueued) this.skipping = true;
+    if (this.conn.unackedBytes(this.videoFlow) > this.maxQueued) this.skipping = true;
     if (this.skipping && !key) { this.dropped += 1; return; }
     this.skipping = false;
     this.sentFrames += 1;
-    this.conn.write(this.flow, tcMessage(9, ts, body));
+    this.conn.write(this.videoFlow, tcMessage(9, ts, body));
   }
 
   /** One audio tag body at `ts` ms (always sent). */
   audio(ts, body) {
-    this.conn.write(this.flow, tcMessage(8, ts, body));
+    this.conn.write(this.audioFlow, tcMessage(8, ts, body));
   }
 
   /** Ends the publish: deleteStream, then the flows close with the socket. */
   stop() {
-    if (this.flow != null) this.conn.write(0, tcMessage(20, 0, amf0Encode(['deleteStream', 0, null, this.streamId])));
+    if (this.commandFlow != null) this.conn.write(CONTROL, tcMessage(20, 0, amf0Encode(['deleteStream', 0, null, this.streamId])));
   }
 }

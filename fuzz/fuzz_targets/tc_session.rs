@@ -65,7 +65,8 @@ fuzz_target!(|data: &[u8]| {
     app.extend_from_slice(&[0, 0, 9]);
     client.send(now, 0, command("connect", 1.0, &app), SendOptions::default());
     client.send(now, 0, command("createStream", 2.0, &[0x05]), SendOptions::default());
-    client.open(1, 5, None, b"TC\x04\x01");
+    // The stream flow answers the server's control flow (its first flow, ID 0).
+    client.open(1, 5, Some(0), b"TC\x04\x01");
     let mut publish = vec![0x05];
     string(&mut publish, "cam");
     client.send(now, 1, command("publish", 0.0, &publish), SendOptions::default());

@@ -2,8 +2,8 @@
 // RTWebSocket (TC mapping) end to end, inside a loopback-only network namespace: FFmpeg
 // publishes H.264 + AAC over RTMP; our Node client (web/rtws.js: the wire format, acks and the
 // TC commands, byte for byte as ../shared/specs/rtwebsocket.md says) connects to
-// ws://HOST/rtws/live and plays the stream: the flows the server opens, the sequence headers,
-// the frames and their pacing. A second connection that sends a malformed message is closed
+// ws://HOST/rtws/live and plays the stream: the flows the server opens (and what they answer),
+// the sequence headers, the frames and their pacing. A second connection that sends a malformed message is closed
 // with the reason, and the first plays on. Needs Node's WebSocket (`--experimental-websocket`
 // on Node 20; the script re-runs itself with it).
 import { spawn } from 'node:child_process';
@@ -94,11 +94,14 @@ async function main() {
   const g = a.got;
   check('connect, createStream and play answered: NetStream.Play.Start', g.statuses.includes('NetStream.Play.Start') && g.errors.length === 0,
     JSON.stringify({ statuses: g.statuses, errors: g.errors }));
-  const mediaFlows = a.p.flows.filter((f) => f.streamId === 1 && f.returnAssoc === 1);
-  check('the server opened data, audio and video flows for stream 1, associated with the play flow',
-    mediaFlows.length === 3 && a.p.flows.some((f) => f.streamId === 0 && f.returnAssoc === 0), JSON.stringify(a.p.flows));
-  check('a flow sync on each of the three (all released: the player holds none)', a.p.flowSyncs === 3 && a.p.holding.size === 0,
-    `${a.p.flowSyncs} flow syncs, ${a.p.holding.size} flows held`);
+  // RFC 7425 §5.3, as the reference client routes them: every flow of the server answers our
+  // control flow (0); the first is the server's control flow (stream 0), the stream's data,
+  // audio and video flows name stream 1.
+  const streamFlows = a.p.flows.filter((f) => f.streamId === 1 && f.returnAssoc === 0);
+  check('the server opened its control flow and data, audio and video flows for stream 1, all answering our control flow',
+    streamFlows.length === 3 && a.p.flows[0]?.streamId === 0 && a.p.flows.every((f) => f.returnAssoc === 0), JSON.stringify(a.p.flows));
+  check('the stream hears NetStream.Play.Reset, then NetStream.Play.Start', g.statuses[0] === 'NetStream.Play.Reset'
+    && g.statuses[1] === 'NetStream.Play.Start', JSON.stringify(g.statuses));
   const video = g.media.filter((m) => m.type === 9);
   const audio = g.media.filter((m) => m.type === 8);
   check('video: the AVC sequence header, then a keyframe, then frames',

@@ -65,6 +65,16 @@ impl Command {
         }
     }
 
+    /// The `n`th argument after the command object, as a boolean (a number counts as true
+    /// when it is not 0, as Flash clients may send either).
+    pub fn bool_arg(&self, n: usize) -> Option<bool> {
+        match self.args.get(n + 1) {
+            Some(Amf0Value::Boolean(b)) => Some(*b),
+            Some(Amf0Value::Number(v)) => Some(*v != 0.0),
+            _ => None,
+        }
+    }
+
     /// A property of the command object.
     pub fn property(&self, key: &str) -> Option<&Amf0Value> {
         match self.args.first() {

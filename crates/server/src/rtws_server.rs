@@ -59,9 +59,18 @@ async fn upgrade(
         .on_upgrade(move |socket| session(socket, app, hub, transcode))
 }
 
-/// The stream a play names: `APP/KEY`, the app from `connect` or else the URL's.
+/// The app a client connected to: `connect`'s, or else the URL's. A client that takes its app
+/// from the URL's path, as the reference `tcconn.js` does, names `rtws/APP?QUERY`: the route
+/// and the query are not part of the app.
+fn app_of<'a>(connect_app: &'a str, url_app: &'a str) -> &'a str {
+    let app = connect_app.split('?').next().unwrap_or_default();
+    let app = app.strip_prefix("rtws/").unwrap_or(app);
+    if app.is_empty() { url_app } else { app }
+}
+
+/// The stream a play names: `APP/KEY`.
 fn stream_name(app: &str, url_app: &str, key: &str) -> Option<StreamName> {
-    let app = if app.is_empty() { url_app } else { app };
+    let app = app_of(app, url_app);
     StreamName::parse(&format!(
         "{}/{}",
         app.trim_matches('/'),
@@ -190,7 +199,7 @@ impl Mapping for Tc {
                     app,
                     name,
                 } => {
-                    let app = if app.is_empty() { url_app } else { &app };
+                    let app = app_of(&app, url_app);
                     let claimed = if self.publishing.is_some() {
                         Err("this connection already publishes a stream".to_owned())
                     } else {
@@ -420,5 +429,22 @@ async fn run<M: Mapping>(
             } => m.on_kicked(Instant::now()),
         }
         m.act(Instant::now(), hub, url_app);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_is_connects_without_the_route_and_query() {
+        assert_eq!(app_of("rtws/live?token=x", "other"), "live");
+        assert_eq!(app_of("live", "other"), "live");
+        assert_eq!(app_of("", "live"), "live");
+        assert_eq!(app_of("rtws/", "live"), "live");
+        assert_eq!(
+            stream_name("rtws/live", "live", "cam").map(|n| n.to_string()),
+            Some("live/cam".to_owned())
+        );
     }
 }
