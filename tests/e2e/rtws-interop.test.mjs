@@ -114,8 +114,10 @@ async function main() {
   const rtmpPort = await freeTcpPort();
   const base = `http://127.0.0.1:${httpPort}`;
   const wsUrl = `ws://127.0.0.1:${httpPort}/rtws/live`;
+  // (The test's own ONAIR_RTWS_* variables are not server configuration.)
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ONAIR_RTWS_') && k !== 'ONAIR_TCSERVER_BIN'));
   server = spawn(bin, [], {
-    env: { ...process.env, ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
+    env: { ...env, ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
       ONAIR_RTMP_LISTEN: `127.0.0.1:${rtmpPort}`, ONAIR_TURN_ENABLED: 'false' },
     stdio: ['ignore', fs.openSync(logPath, 'w'), fs.openSync(logPath, 'a')],
   });
@@ -152,7 +154,7 @@ async function main() {
   check('audio: the AAC sequence header first, then frames (more than 190 in 5 s)', g.audio[0]?.config
     && g.audio.slice(1).filter((m) => !m.config).length > 190, `${g.audio.length} audio messages`);
   const ts = coded(v).map((m) => m.ts);
-  check('video timestamps only go forward', ts.every((t, i) => i === 0 || t >= ts[i - 1]), ts.slice(0, 8).join(','));
+  check('video timestamps only go forward', ts.length > 0 && ts.every((t, i) => i === 0 || t >= ts[i - 1]), ts.slice(0, 8).join(','));
   figure(`play: ${coded(v).length} video frames and ${g.audio.length} audio messages in 5 s; statuses ${g.statuses.join(', ')}`);
 
   // pause / resume: nothing while paused (after what was in flight), video resumes at a keyframe.
