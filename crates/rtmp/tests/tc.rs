@@ -145,6 +145,26 @@ fn statuses(ev: &[Event]) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// The AMF0 values of the command messages on `flow` among `ev`.
+fn on_flow(ev: &[Event], flow: u64) -> impl Iterator<Item = Vec<Amf0Value>> + '_ {
+    ev.iter().filter_map(move |e| match e {
+        Event::Message { flow: f, data, .. } if *f == flow && data[0] == 20 => Some(decode(data).2),
+        _ => None,
+    })
+}
+
+/// A fresh pair with stream `sid` playing "cam" (its play flow is the client's flow 1).
+fn started(now: Instant) -> (Connection, TcSession, u64, u32) {
+    let mut server = TcSession::new();
+    let mut client = Connection::new(Config::default());
+    let (control, sid) = connected(now, &mut client, &mut server);
+    play(now, &mut client, control, 1, sid, "cam");
+    pump(now, &mut client, &mut server);
+    while server.poll_event().is_some() {}
+    server.play_started(now, sid, "live/cam");
+    (client, server, control, sid)
+}
+
 fn tracks() -> Arc<[TrackInfo]> {
     let mut video = TrackInfo::new(Codec::H264);
     video.config = Arc::from(&[1u8, 0x42, 0xc0, 0x1e, 0xff, 0xe0, 0x00][..]);
@@ -358,13 +378,8 @@ fn flows_that_do_not_answer_the_control_flow_or_name_no_stream_are_refused() {
         SendOptions::default(),
     );
     let ev = pump(now, &mut client, &mut server);
-    let answered = ev.iter().any(|e| match e {
-        Event::Message { flow, data, .. } if *flow == control => {
-            let (_, _, v) = decode(data);
-            v[0] == Amf0Value::Utf8String("_result".into()) && v[1] == Amf0Value::Number(7.0)
-        }
-        _ => false,
-    });
+    let answered = on_flow(&ev, control)
+        .any(|v| v[0] == Amf0Value::Utf8String("_result".into()) && v[1] == Amf0Value::Number(7.0));
     assert!(answered, "{ev:?}");
     assert!(
         !ev.iter()
@@ -378,13 +393,9 @@ fn flows_that_do_not_answer_the_control_flow_or_name_no_stream_are_refused() {
         SendOptions::default(),
     );
     let ev = pump(now, &mut client, &mut server);
-    let failed = ev.iter().any(|e| match e {
-        Event::Message { flow, data, .. } if *flow == control => {
-            let (_, _, v) = decode(data);
-            v[0] == Amf0Value::Utf8String("_error".into())
-                && format!("{:?}", v[3]).contains("NetConnection.Call.Failed")
-        }
-        _ => false,
+    let failed = on_flow(&ev, control).any(|v| {
+        v[0] == Amf0Value::Utf8String("_error".into())
+            && format!("{:?}", v[3]).contains("NetConnection.Call.Failed")
     });
     assert!(failed, "{ev:?}");
 }
@@ -392,13 +403,7 @@ fn flows_that_do_not_answer_the_control_flow_or_name_no_stream_are_refused() {
 #[test]
 fn pause_and_receive_video_hold_media_back_and_video_resumes_at_a_keyframe() {
     let now = Instant::now();
-    let mut server = TcSession::new();
-    let mut client = Connection::new(Config::default());
-    let (control, sid) = connected(now, &mut client, &mut server);
-    play(now, &mut client, control, 1, sid, "cam");
-    pump(now, &mut client, &mut server);
-    while server.poll_event().is_some() {}
-    server.play_started(now, sid, "live/cam");
+    let (mut client, mut server, _, sid) = started(now);
     server.tracks(now, sid, tracks());
     server.frame(now, sid, &frame(0, 0, true));
     let stream_command = |client: &mut Connection, name: &str, flag: bool| {
@@ -444,13 +449,7 @@ fn pause_and_receive_video_hold_media_back_and_video_resumes_at_a_keyframe() {
 #[test]
 fn delete_stream_ends_a_play_closes_its_flows_and_refuses_the_clients() {
     let now = Instant::now();
-    let mut server = TcSession::new();
-    let mut client = Connection::new(Config::default());
-    let (control, sid) = connected(now, &mut client, &mut server);
-    play(now, &mut client, control, 1, sid, "cam");
-    pump(now, &mut client, &mut server);
-    while server.poll_event().is_some() {}
-    server.play_started(now, sid, "live/cam");
+    let (mut client, mut server, control, sid) = started(now);
     pump(now, &mut client, &mut server);
     client.send(
         now,
