@@ -3,8 +3,8 @@
 //!
 //! RTMP publishers (FFmpeg, OBS) send AAC; browsers receiving WebRTC only take Opus. This crate
 //! decodes AAC-LC with symphonia (pure Rust), resamples to 48 kHz with rubato when the source
-//! runs at another rate (44.1 kHz is common from OBS), and encodes 20 ms Opus frames with the
-//! system libopus.
+//! runs at another rate (44.1 kHz is common from OBS), and encodes 20 ms Opus frames with
+//! opus-pure (pure Rust; why this one: docs/audio.md).
 //!
 //! It is sans-IO like the rest of onair: no threads, no clock. The caller hands in access units
 //! with their presentation time and gets Opus packets back with theirs.
@@ -33,9 +33,10 @@
 //! # }
 //! ```
 //!
-//! One stereo stream needs about 1 % of one core: measured 7-9 ms of CPU per second of audio
-//! at 48 kHz and 13-15 ms at 44.1 kHz, where resampling adds the difference
-//! (`cargo run -p transcode --release --example cost`).
+//! One stereo stream needs about 1 % of one core: measured 5.2 ms of CPU per second of audio
+//! at 48 kHz and 8.8 ms at 44.1 kHz, where resampling adds the difference; Opus to AAC 3.2 ms
+//! (`cargo run -p transcode --release --example cost`; libopus took 6.2, 9.9 and 3.3 ms in the
+//! same run: docs/audio.md).
 
 mod asc;
 mod opus_to_aac;
@@ -43,7 +44,7 @@ mod resample;
 
 pub use opus_to_aac::{AacConfig, AacFrame, OpusToAac};
 
-use opusic_c::{Application, Bitrate, Channels, Encoder, SampleRate};
+use opus_pure::{Application, OpusEncoder as Encoder};
 use symphonia_codec_aac::AacDecoder;
 use symphonia_core::audio::Channels as SymphoniaChannels;
 use symphonia_core::audio::Position;
@@ -63,7 +64,7 @@ const OPUS_FRAME_US: i64 = 20_000;
 /// Smaller differences are FLV's millisecond rounding and jitter, and are ignored so that the
 /// output stays sample-exact.
 const REANCHOR_US: i64 = 100_000;
-/// libopus's recommended maximum packet size.
+/// The recommended maximum Opus packet size (RFC 6716's 1275 bytes a frame, with room).
 const MAX_OPUS_PACKET: usize = 4000;
 
 /// Why a transcoder could not be made, or a frame could not be transcoded.
@@ -90,7 +91,7 @@ pub enum TranscodeError {
     /// 960-sample AAC frames.
     #[error("AAC frame length {frame_len} is not supported: only 1024 is")]
     UnsupportedFrameLength { frame_len: usize },
-    /// The Opus bitrate is outside what libopus accepts (500 to 512000 bit/s).
+    /// The Opus bitrate is outside what Opus encoders accept (500 to 512000 bit/s).
     #[error("Opus bitrate {bitrate} bit/s is outside 500..=512000")]
     BadBitrate { bitrate: u32 },
     /// The AAC decoder refused the configuration.
@@ -102,16 +103,16 @@ pub enum TranscodeError {
     /// The resampler failed (a bug rather than bad input).
     #[error("resampler: {reason}")]
     Resampler { reason: String },
-    /// libopus refused to create the encoder or to encode a frame.
+    /// The Opus encoder refused to start or to encode a frame.
     #[error("Opus encoder: {reason}")]
     Encoder { reason: &'static str },
     /// Opus to AAC takes mono or stereo.
     #[error("Opus with {channels} channels is not supported: only mono and stereo are")]
     UnsupportedOpusChannels { channels: u8 },
-    /// libopus refused to create the decoder.
+    /// The Opus decoder refused to start.
     #[error("Opus decoder: {reason}")]
     OpusDecoderInit { reason: &'static str },
-    /// A packet did not decode. libopus's concealment took its place.
+    /// A packet did not decode. The decoder's concealment took its place.
     #[error("corrupt Opus packet ({len} bytes): {reason}")]
     OpusDecode { len: usize, reason: &'static str },
     /// The AAC encoder refused its settings or a frame (it starts again).
@@ -203,17 +204,9 @@ impl AacToOpus {
             Some(To48k::new(info.sample_rate, info.channels, info.frame_len)?)
         };
 
-        let opus_channels = if info.channels == 1 {
-            Channels::Mono
-        } else {
-            Channels::Stereo
-        };
-        let mut encoder = Encoder::new(opus_channels, SampleRate::Hz48000, Application::Audio)
-            .map_err(opus_error)?;
-        encoder
-            .set_bitrate(Bitrate::Value(config.bitrate))
-            .map_err(opus_error)?;
-
+        let mut encoder =
+            Encoder::new(48_000, info.channels, Application::Audio).map_err(opus_error)?;
+        encoder.bitrate_bps = config.bitrate as i32;
         Ok(AacToOpus {
             info,
             decoder,
@@ -361,10 +354,7 @@ impl AacToOpus {
                 .anchor_us
                 .saturating_add(clock.out_frames * 1_000_000 / i64::from(OUT_RATE));
             clock.out_frames += OPUS_FRAME as i64;
-            match self
-                .encoder
-                .encode_float_to_slice(input, &mut self.opus_buf)
-            {
+            match self.encoder.encode(input, OPUS_FRAME, &mut self.opus_buf) {
                 Ok(len) => packets.push(OpusPacket {
                     data: self.opus_buf[..len].to_vec(),
                     pts_us,
@@ -381,8 +371,20 @@ impl AacToOpus {
     }
 }
 
-fn opus_error(e: opusic_c::ErrorCode) -> TranscodeError {
+fn opus_error(e: opus_pure::Error) -> TranscodeError {
     TranscodeError::Encoder {
-        reason: e.message(),
+        reason: pure_reason(&e),
+    }
+}
+
+/// A static reason for an opus-pure error (the error type carries one in most variants).
+pub(crate) fn pure_reason(e: &opus_pure::Error) -> &'static str {
+    match e {
+        opus_pure::Error::InvalidArgument(w)
+        | opus_pure::Error::InvalidPacket(w)
+        | opus_pure::Error::InvalidStream(w)
+        | opus_pure::Error::Internal(w) => w,
+        opus_pure::Error::BufferTooSmall { .. } => "buffer too small",
+        _ => "opus error",
     }
 }

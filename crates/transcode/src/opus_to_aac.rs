@@ -1,12 +1,12 @@
 //! Opus to AAC-LC, so that a WebRTC source plays in native HLS players that only take AAC
 //! (Safari on iOS and macOS before Opus in fMP4 came to them).
 //!
-//! libopus decodes to 48 kHz float PCM; syom (pure Rust, no dependencies) encodes AAC-LC at
+//! opus-pure decodes to 48 kHz float PCM; syom (pure Rust, no dependencies) encodes AAC-LC at
 //! 48 kHz, so no resampling is needed. The encoder works on 1024-sample frames and delays its
 //! output by one frame (its priming); the timestamps below account for that, so the AAC stays
 //! in sync with the video it was sent with.
 
-use opusic_c::{Channels, Decoder, SampleRate};
+use opus_pure::OpusDecoder as Decoder;
 
 use crate::TranscodeError;
 
@@ -89,20 +89,15 @@ struct Clock {
 }
 
 impl OpusToAac {
-    /// `channels`: 1 or 2 (a WebRTC Opus track is described as 2 even when mono is sent; libopus
-    /// decodes it to what is asked).
+    /// `channels`: 1 or 2 (a WebRTC Opus track is described as 2 even when mono is sent; the
+    /// decoder decodes it to what is asked).
     pub fn new(channels: u8, config: AacConfig) -> Result<OpusToAac, TranscodeError> {
-        let (opus_channels, n) = match channels {
-            1 => (Channels::Mono, 1),
-            2 => (Channels::Stereo, 2),
-            _ => {
-                return Err(TranscodeError::UnsupportedOpusChannels { channels });
-            }
-        };
-        let decoder = Decoder::new(opus_channels, SampleRate::Hz48000).map_err(|e| {
-            TranscodeError::OpusDecoderInit {
-                reason: e.message(),
-            }
+        if !matches!(channels, 1 | 2) {
+            return Err(TranscodeError::UnsupportedOpusChannels { channels });
+        }
+        let n = usize::from(channels);
+        let decoder = Decoder::new(48_000, n).map_err(|e| TranscodeError::OpusDecoderInit {
+            reason: crate::pure_reason(&e),
         })?;
         Ok(OpusToAac {
             channels: n,
@@ -125,8 +120,8 @@ impl OpusToAac {
     ///
     /// Returns the AAC units completed (21.3 ms each; none or one per 20 ms packet, mostly).
     /// A gap in the timestamps up to 2 s is filled with silence, a packet far behind is dropped,
-    /// and a jump beyond that starts a new timeline. A packet libopus cannot decode gives
-    /// [`TranscodeError::OpusDecode`] and is replaced by libopus's concealment, which comes out
+    /// and a jump beyond that starts a new timeline. A packet the decoder cannot decode gives
+    /// [`TranscodeError::OpusDecode`] and is replaced by the decoder's concealment, which comes out
     /// with the next push.
     pub fn push(&mut self, opus: &[u8], pts_us: i64) -> Result<Vec<AacFrame>, TranscodeError> {
         let mut out = std::mem::take(&mut self.held);
@@ -137,36 +132,35 @@ impl OpusToAac {
             self.silence(at, &mut out)?;
         }
         let ch = self.channels;
-        let (samples, result) =
-            match self
-                .decoder
-                .decode_float_to_slice(opus, &mut self.decoded, false)
-            {
-                Ok(n) => (n, Ok(())),
-                Err(e) => {
-                    // Conceal: an empty packet asks libopus to make up 20 ms from its state.
-                    let n = self
-                        .decoder
-                        .decode_float_to_slice(&[], &mut self.decoded[..960 * ch], false)
-                        .unwrap_or_else(|_| {
-                            self.decoded[..960 * ch].fill(0.0);
-                            960
-                        });
-                    (
-                        n,
-                        Err(TranscodeError::OpusDecode {
-                            len: opus.len(),
-                            reason: e.message(),
-                        }),
-                    )
-                }
-            };
+        let (samples, result) = match self
+            .decoder
+            .decode(opus, MAX_OPUS_SAMPLES, &mut self.decoded)
+        {
+            Ok(n) => (n, Ok(())),
+            Err(e) => {
+                // Conceal: an empty packet asks the decoder to make up 20 ms from its state.
+                let n = self
+                    .decoder
+                    .decode(&[], 960, &mut self.decoded[..960 * ch])
+                    .unwrap_or_else(|_| {
+                        self.decoded[..960 * ch].fill(0.0);
+                        960
+                    });
+                (
+                    n,
+                    Err(TranscodeError::OpusDecode {
+                        len: opus.len(),
+                        reason: crate::pure_reason(&e),
+                    }),
+                )
+            }
+        };
         for p in &mut self.planes {
             p.clear();
         }
         for frame in self.decoded[..samples * ch].chunks_exact(ch) {
             for (c, s) in frame.iter().enumerate() {
-                // libopus may overshoot full scale a little; the encoder refuses |x| > 1.
+                // A decoder may overshoot full scale (far, on hostile packets); the encoder refuses |x| > 1.
                 self.planes[c].push(s.clamp(-1.0, 1.0));
             }
         }
