@@ -33,6 +33,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod allocate;
+mod bandwidth;
 mod codec;
 mod config;
 pub mod depacketize;

@@ -130,13 +130,13 @@ impl Legs<'_> {
 const MAX_LAYERS: usize = 8;
 
 /// Layer descriptions for one packet's decisions, without allocating.
-struct LayerInfos {
+pub(crate) struct LayerInfos {
     list: [LayerInfo; MAX_LAYERS],
     len: usize,
 }
 
 impl LayerInfos {
-    fn as_slice(&self) -> &[LayerInfo] {
+    pub(crate) fn as_slice(&self) -> &[LayerInfo] {
         &self.list[..self.len]
     }
 }
@@ -145,7 +145,7 @@ impl Track {
     /// Expected height of each layer: the declared height for the top one, halved per step down
     /// (Chrome's default simulcast scaling, which the SDK also uses).
     /// What the layer chooser needs, on the stack: this runs for every packet of a track.
-    fn layer_infos(&self, now: Instant, inactive_after: Duration) -> LayerInfos {
+    pub(crate) fn layer_infos(&self, now: Instant, inactive_after: Duration) -> LayerInfos {
         let top = self.height.unwrap_or(720);
         let n = self.layers.len().min(MAX_LAYERS);
         let mut infos = LayerInfos {
@@ -224,6 +224,9 @@ impl Sfu {
             }
             Event::KeyframeRequest(req) if kind == PcKind::Subscriber => {
                 self.on_subscriber_keyframe_request(peer_id, req)
+            }
+            Event::EgressBitrateEstimate(e) if kind == PcKind::Subscriber => {
+                self.on_estimate(peer_id, e)
             }
             Event::ChannelOpen(id, label) => {
                 debug!(participant = %owner, label, "data channel open");
@@ -346,6 +349,7 @@ impl Sfu {
         };
         if let Some(l) = track.layers.get_mut(layer) {
             l.last_seen = Some(now);
+            l.rate.add(now, pkt.payload.len());
         }
         track.first_packet.get_or_insert(now);
         track.bytes_in += pkt.payload.len() as u64;
@@ -446,7 +450,7 @@ impl Sfu {
         } = track;
         if let Some(desc) = svc {
             for down in downstream.iter_mut() {
-                let sid = choose_layer(infos, down.max_height) as u8;
+                let sid = down.choose_layer(infos) as u8;
                 if down.fwd.set_spatial_target(sid) {
                     keyframe_wanted.push(0);
                 }
@@ -456,7 +460,7 @@ impl Sfu {
             }
         }
         for down in downstream.iter_mut().filter(|_| svc.is_none()) {
-            if infos.len() > 1 && down.fwd.set_target(choose_layer(infos, down.max_height)) {
+            if infos.len() > 1 && down.fwd.set_target(down.choose_layer(infos)) {
                 keyframe_wanted.push(down.fwd.target());
             }
             let epoch = down.fwd.switches;

@@ -197,6 +197,7 @@ impl Sfu {
                 peer: peer_id,
                 mid,
                 max_height,
+                alloc: None,
                 fwd: Forwarder::new(needs_keyframe, clock, target).continuing(last_out),
                 pts: Vec::new(),
             });

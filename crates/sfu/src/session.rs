@@ -406,6 +406,9 @@ impl Sfu {
             .enable_h264(true)
             .enable_vp9(true)
             .enable_av1(true)
+            // What is sent to a subscriber is shaped to str0m's estimate of its downlink
+            // (TWCC, probing with padding up to what its layers need): see bandwidth.rs.
+            .enable_bwe((kind == PcKind::Subscriber).then_some(crate::bandwidth::INITIAL_ESTIMATE))
             .build(self.now);
         self.add_peer(rtc, owner, kind)
     }
@@ -426,6 +429,7 @@ impl Sfu {
                 ssrcs: HashMap::new(),
                 remote_candidates: Vec::new(),
                 connected_once: false,
+                estimate: None,
             },
         );
         self.drain(id);

@@ -231,6 +231,8 @@ pub(crate) struct Peer {
     pub remote_candidates: Vec<String>,
     /// ICE has worked at least once: a later Disconnected is a lost path, not a failure.
     pub connected_once: bool,
+    /// Subscriber connections: str0m's estimate of the bandwidth towards the client (bit/s).
+    pub estimate: Option<f64>,
 }
 
 pub(crate) struct Track {
@@ -274,6 +276,8 @@ pub(crate) struct Layer {
     pub keyframes: KeyframeThrottle,
     /// The height its last keyframe said, when it said one.
     pub height: Option<u32>,
+    /// Its incoming bitrate.
+    pub rate: crate::bandwidth::RateMeter,
 }
 
 /// One subscriber's leg of a track.
@@ -282,6 +286,8 @@ pub(crate) struct Down {
     pub peer: PeerId,
     pub mid: Mid,
     pub max_height: Option<u32>,
+    /// What the stream allocator lets this leg send (`None`: no estimate yet, no limit).
+    pub alloc: Option<crate::allocate::Allocation>,
     pub fwd: Forwarder,
     /// Publisher payload type → subscriber payload type, filled as codecs appear.
     pub pts: Vec<(str0m::media::Pt, Option<str0m::media::Pt>)>,

@@ -52,6 +52,8 @@ pub struct Scenario {
     rng: fastrand::Rng,
     /// Datagrams dropped by link emulation, both directions.
     pub dropped: u64,
+    /// Rate-limited downlinks: when each client's queue empties.
+    down_busy: std::collections::HashMap<SocketAddr, Instant>,
     /// Frames the SFU reassembled for the hub: (publisher, track, frame).
     pub hub_frames: Vec<(
         sfu::ParticipantId,
@@ -81,6 +83,7 @@ impl Scenario {
             sfu: Sfu::new(config, vec![cand], seed, now),
             clients: Vec::new(),
             wire: BinaryHeap::new(),
+            down_busy: std::collections::HashMap::new(),
             order: 0,
             sfu_deadline: now,
             rng: fastrand::Rng::with_seed(seed),
@@ -243,9 +246,22 @@ impl Scenario {
             self.dropped += 1;
             return;
         }
+        let mut leaves = self.now;
+        if let (false, Some(rate)) = (up, link.down_rate) {
+            // Behind what is queued already, at the link's rate (IP and UDP headers included).
+            let busy = self.down_busy.entry(client_addr).or_insert(self.now);
+            let start = (*busy).max(self.now);
+            if start.saturating_duration_since(self.now) > link.queue {
+                self.dropped += 1;
+                return;
+            }
+            let bits = (data.len() + 28) as f64 * 8.0;
+            *busy = start + Duration::from_secs_f64(bits / rate.max(1) as f64);
+            leaves = *busy;
+        }
         self.order += 1;
         self.wire.push(Reverse(InFlight {
-            at: self.now + link.delay,
+            at: leaves + link.delay,
             order: self.order,
             from,
             to,

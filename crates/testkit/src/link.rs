@@ -12,6 +12,12 @@ pub struct Link {
     pub down_loss: f64,
     /// One-way delay.
     pub delay: Duration,
+    /// The SFU-to-client direction's capacity in bits per second (`None`: unlimited). Datagrams
+    /// queue behind each other at this rate; one that would wait longer than [`Link::queue`]
+    /// is dropped, as a router's full buffer drops it.
+    pub down_rate: Option<u64>,
+    /// The longest a datagram may queue on a rate-limited link.
+    pub queue: Duration,
 }
 
 impl Link {
@@ -21,6 +27,16 @@ impl Link {
             up_loss: 0.0,
             down_loss: 0.0,
             delay: Duration::from_millis(10),
+            down_rate: None,
+            queue: Duration::from_millis(200),
+        }
+    }
+
+    /// A clean link whose downlink carries `bps` bits per second.
+    pub fn capped(bps: u64) -> Link {
+        Link {
+            down_rate: Some(bps),
+            ..Link::clean()
         }
     }
 
