@@ -78,6 +78,9 @@ pub struct Rooms {
     pub p2p_rooms: Vec<String>,
     /// Members of one peer-to-peer room (a mesh: each sends to every other).
     pub max_p2p_participants: usize,
+    /// Experimental: estimate each subscriber's downlink and send it no higher a simulcast or
+    /// SVC layer than the estimate carries (docs/configuration.md).
+    pub bandwidth_allocation: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,6 +306,7 @@ impl Default for Rooms {
             keyframe_interval_ms: d.keyframe_min_interval.as_millis() as u64,
             p2p_rooms: d.p2p_rooms,
             max_p2p_participants: d.max_participants_per_p2p_room,
+            bandwidth_allocation: d.bandwidth_allocation,
         }
     }
 }
@@ -494,6 +498,7 @@ impl Config {
             keyframe_min_interval: std::time::Duration::from_millis(r.keyframe_interval_ms),
             p2p_rooms: r.p2p_rooms.clone(),
             max_participants_per_p2p_room: r.max_p2p_participants,
+            bandwidth_allocation: r.bandwidth_allocation,
             whip_prefer_h264: self.streams.whip_prefer_h264
                 && (self.hls.enabled || self.recording.enabled),
             hub_layers: self.hls.enabled,

@@ -36,6 +36,12 @@ pub struct SfuConfig {
     /// video track for the hub (`SfuEvent::Frame` with a layer), so that HLS can offer one
     /// variant per layer. It costs a reassembly per layer, so it is on only when HLS is.
     pub hub_layers: bool,
+    /// Estimate each subscriber connection's downlink (str0m's send-side BWE) and cap its
+    /// video layers at what the estimate carries (the stream allocator). Off by default for
+    /// now: in Chromium the estimate falls to ~150 kbit/s within a second of a subscriber
+    /// joining a clean link and takes ~10 s to climb back, which costs a clean link its top
+    /// layer (and a freeze) at the start of every call. On once that is mended.
+    pub bandwidth_allocation: bool,
 }
 
 impl SfuConfig {
@@ -64,6 +70,7 @@ impl Default for SfuConfig {
             max_participants_per_p2p_room: 6,
             whip_prefer_h264: false,
             hub_layers: false,
+            bandwidth_allocation: false,
         }
     }
 }

@@ -408,7 +408,10 @@ impl Sfu {
             .enable_av1(true)
             // What is sent to a subscriber is shaped to str0m's estimate of its downlink
             // (TWCC, probing with padding up to what its layers need): see bandwidth.rs.
-            .enable_bwe((kind == PcKind::Subscriber).then_some(crate::bandwidth::INITIAL_ESTIMATE))
+            .enable_bwe(
+                (kind == PcKind::Subscriber && self.config.bandwidth_allocation)
+                    .then_some(crate::bandwidth::INITIAL_ESTIMATE),
+            )
             .build(self.now);
         self.add_peer(rtc, owner, kind)
     }

@@ -27,7 +27,11 @@ fn recent_layer(s: &Scenario, client: usize, secs: usize) -> Option<(u8, usize)>
 
 #[test]
 fn a_capped_subscriber_gets_a_layer_its_link_carries_and_climbs_back_when_it_is_lifted() {
-    let mut s = Scenario::new(SfuConfig::default(), 11);
+    let config = SfuConfig {
+        bandwidth_allocation: true,
+        ..SfuConfig::default()
+    };
+    let mut s = Scenario::new(config, 11);
     let p = s.add_client("pub", Link::clean());
     s.clients[p].publish = Some(Publish {
         video: true,
