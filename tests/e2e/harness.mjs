@@ -135,3 +135,26 @@ export async function waitFor(fn, timeoutMs, intervalMs = 100) {
     await sleep(intervalMs);
   }
 }
+
+/** Node 20 has WebSocket only behind a flag: without it, runs the script (`scriptUrl`, its
+ * import.meta.url) again with the flag, exits with its status, and never returns. */
+export async function withWebSocket(scriptUrl) {
+  if (typeof WebSocket !== 'undefined') return;
+  const child = spawn(process.execPath, ['--experimental-websocket', '--no-warnings', ...process.execArgv,
+    fileURLToPath(scriptUrl), ...process.argv.slice(2)], { stdio: 'inherit' });
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+  await new Promise(() => {});
+}
+
+/** Runs a test's `main` (it returns 0 or an exit code; a throw is a failed check), prints the
+ * summary, and ends through `finish(code)`: 0 only when main returned 0 and no check failed. */
+export async function runMain(main, summary, finish) {
+  let code = 1;
+  try {
+    code = await main();
+  } catch (e) {
+    console.log(`not ok - ${e.stack || e}`);
+  }
+  const failed = summary();
+  await finish(failed === 0 && code === 0 ? 0 : code || 1);
+}

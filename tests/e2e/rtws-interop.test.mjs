@@ -22,7 +22,7 @@ import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 
 import {
-  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, sleep, waitFor,
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, runMain, sleep, waitFor, withWebSocket,
 } from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -30,12 +30,7 @@ const OVERALL_TIMEOUT_MS = 150_000;
 const FFMPEG = process.env.FFMPEG || 'ffmpeg';
 const REFERENCE_FILES = ['amf0.js', 'tcmessage.js', 'rtws.js', 'tcconn.js'];
 
-if (typeof WebSocket === 'undefined') {
-  const child = spawn(process.execPath, ['--experimental-websocket', '--no-warnings', ...process.execArgv,
-    fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-  await new Promise(() => {});
-}
+await withWebSocket(import.meta.url);
 await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
 
 /** The reference TCConnection, or the fixture's. */
@@ -273,11 +268,4 @@ async function main() {
   return 0;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  console.log(`not ok - ${e.stack || e}`);
-}
-const failed = summary();
-await finish(failed === 0 && code === 0 ? 0 : code || 1);
+await runMain(main, summary, finish);

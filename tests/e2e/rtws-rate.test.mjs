@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import {
-  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, sleep, waitFor,
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, runMain, sleep, waitFor, withWebSocket,
 } from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -24,12 +24,7 @@ const FFMPEG = process.env.FFMPEG || 'ffmpeg';
 const RATE = process.env.NETNS_RATE || '1mbit';
 const RUN_MS = 14_000;
 
-if (typeof WebSocket === 'undefined') {
-  const child = spawn(process.execPath, ['--experimental-websocket', '--no-warnings', ...process.execArgv,
-    fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-  await new Promise(() => {});
-}
+await withWebSocket(import.meta.url);
 await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
 const { RtwsConnection } = await import('../../web/rtws.js');
 
@@ -217,11 +212,4 @@ async function main() {
   return 0;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  console.log(`not ok - ${e.stack || e}`);
-}
-const failed = summary();
-await finish(failed === 0 && code === 0 ? 0 : code || 1);
+await runMain(main, summary, finish);

@@ -11,9 +11,10 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { enterLoopbackNamespace, freeTcpPort, results, sleep, waitFor } from './harness.mjs';
+import {
+  enterLoopbackNamespace, freeTcpPort, results, runMain, sleep, waitFor, withWebSocket,
+} from './harness.mjs';
 
 const OVERALL_TIMEOUT_MS = 90_000;
 const FFMPEG = process.env.FFMPEG || 'ffmpeg';
@@ -23,12 +24,7 @@ if (!TCSERVER || !fs.existsSync(TCSERVER)) {
   console.log('# ONAIR_TCSERVER_BIN is not set (no reference tcserver was built): not run');
   process.exit(0);
 }
-if (typeof WebSocket === 'undefined') {
-  const child = spawn(process.execPath, ['--experimental-websocket', '--no-warnings', ...process.execArgv,
-    fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
-  await new Promise(() => {});
-}
+await withWebSocket(import.meta.url);
 await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
 const { RtwsConnection, TcPlayer, TcPublisher } = await import('../../web/rtws.js');
 
@@ -137,11 +133,4 @@ async function main() {
   return 0;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  console.log(`not ok - ${e.stack || e}`);
-}
-const failed = summary();
-await finish(failed === 0 && code === 0 ? 0 : code || 1);
+await runMain(main, summary, finish);
