@@ -2,9 +2,11 @@
 //! subscriber connection's downlink (send-side BWE over TWCC, or the client's REMB), and the
 //! stream allocator's decisions ([`crate::allocate`]) applied to each of the subscriber's legs.
 //!
-//! When an estimate comes, the subscriber's tracks are shared out again: audio first, video
-//! by priority (screen share above camera), each leg capped at a layer or paused. The cap sits
-//! under the subscriber's own choice (`max_height`), never above it. str0m is then told what
+//! On only with `SfuConfig::bandwidth_allocation`. When an estimate comes, the subscriber's
+//! tracks are shared out again: audio first, video by priority (screen share above camera),
+//! each leg capped at a layer (the allocator may decide to pause a track; until the client can
+//! be told why, the lowest layer is the floor). The cap sits under the subscriber's own choice
+//! (`max_height`), never above it. str0m is then told what
 //! the wanted layers would need, so it probes towards it with padding and the layers come back
 //! up as the estimate grows.
 

@@ -349,7 +349,10 @@ impl Sfu {
         };
         if let Some(l) = track.layers.get_mut(layer) {
             l.last_seen = Some(now);
-            l.rate.add(now, pkt.payload.len());
+            // Only the allocator reads the rates: no per-packet work for it when it is off.
+            if self.config.bandwidth_allocation {
+                l.rate.add(now, pkt.payload.len());
+            }
         }
         track.first_packet.get_or_insert(now);
         track.bytes_in += pkt.payload.len() as u64;
