@@ -100,6 +100,7 @@ function wire(r) {
   r.on('track_unpublished', ({ trackId, track }) => detachTrack(trackId, track));
   r.on('track_unsubscribed', ({ trackId, track }) => detachTrack(trackId, track));
   r.on('track_muted', ({ track, muted }) => track && showMuted(track, muted));
+  r.on('track_paused', ({ track, paused, reason }) => track && showPaused(track, paused, reason));
   r.on('chat', ({ name, from, data }) => addChatLine(name, data, from));
   // Local screen share ended (browser UI or the button): drop the preview.
   r.on('local_track_unpublished', ({ source }) => source === 'screen' && endLocalScreen());
@@ -128,6 +129,7 @@ function ensureTile(participantId, name) {
   el.dataset.source = 'camera';
   el.innerHTML = `<video autoplay playsinline></video>
     <div class="avatar"></div>
+    <div class="paused-note" hidden></div>
     <div class="label"><span class="name"></span><span class="mute-indicator" title="microphone muted">mic off</span></div>
     <button class="stats-toggle" type="button" title="stats">i</button>
     <pre class="stats-overlay" hidden></pre>`;
@@ -149,6 +151,7 @@ function makeScreenTile(track) {
   el.dataset.name = owner?.name || '';
   el.dataset.source = 'screen';
   el.innerHTML = `<video autoplay playsinline></video>
+    <div class="paused-note" hidden></div>
     <div class="label"><span class="name"></span></div>
     <button class="stats-toggle" type="button" title="stats">i</button>
     <pre class="stats-overlay" hidden></pre>`;
@@ -247,6 +250,18 @@ function showMuted(track, muted) {
   if (!tile) return;
   if (track.kind === 'audio') tile.el.dataset.audioMuted = String(!!muted);
   else tile.el.classList.toggle('video-off', !!muted);
+}
+
+/** The server paused (or resumed) a video for this page: say why on its tile. */
+function showPaused(track, paused, reason) {
+  const tile = track.source === 'screen' ? screenTiles.get(track.id) : tiles.get(track.participant_id);
+  const note = tile?.el.querySelector('.paused-note');
+  if (!note) return;
+  note.textContent = reason === 'bandwidth'
+    ? 'Video paused: your connection is too slow for it right now (audio continues)'
+    : 'Video paused';
+  note.hidden = !paused;
+  tile.el.classList.toggle('video-paused', !!paused);
 }
 
 function removeParticipant(participantId) {

@@ -53,6 +53,9 @@ pub struct Forwarder {
     pub switches: u64,
     /// Spatial layer selection inside one SVC stream.
     svc: Svc,
+    /// Sending nothing (the subscriber's link carries no video layer); a keyframe starts it
+    /// again.
+    paused: bool,
 }
 
 /// Spatial layers of a VP9 SVC stream, thinned per subscriber. Unlike simulcast, everything
@@ -88,7 +91,35 @@ impl Forwarder {
             last_out: None,
             switches: 0,
             svc: Svc::default(),
+            paused: false,
         }
+    }
+
+    /// Stops forwarding. The numbering carries on from the last packet sent when it resumes.
+    pub fn pause(&mut self) {
+        self.paused = true;
+        self.current = None;
+    }
+
+    /// Forwards again, from the next keyframe. Returns true when it was paused (a keyframe is
+    /// wanted).
+    pub fn resume(&mut self) -> bool {
+        std::mem::replace(&mut self.paused, false)
+    }
+
+    /// Stops forwarding a layer above `layer` at once instead of until the lower layer's
+    /// keyframe (what [`Self::on_packet`] does on an ordinary switch): for a link that is
+    /// already full, another few hundred milliseconds of the higher layer cost more than a
+    /// short freeze. Nothing is sent until the next keyframe of the target layer.
+    pub fn drop_layers_above(&mut self, layer: usize) {
+        if self.current().is_some_and(|c| c > layer) {
+            self.current = None;
+        }
+    }
+
+    /// Paused by [`Self::pause`].
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// Continues the numbering of an earlier forwarder on the same m-line (a reused m-line must
@@ -132,6 +163,9 @@ impl Forwarder {
         arrival: Instant,
         keyframe_start: bool,
     ) -> Verdict {
+        if self.paused {
+            return Verdict::Drop;
+        }
         let continuing = self.current == Some((layer, ssrc));
         if continuing && layer == self.target {
             return self.rewrite(seq, time, arrival);
@@ -233,6 +267,9 @@ impl Forwarder {
         desc: Vp9Desc,
         marker: bool,
     ) -> SvcVerdict {
+        if self.paused {
+            return SvcVerdict::Drop;
+        }
         let picture_start = desc.begin && desc.sid == 0;
         let keyframe_start = picture_start && desc.keyframe;
         if self.current != Some((0, ssrc)) {
@@ -423,6 +460,70 @@ mod tests {
         );
         assert_eq!(f.current(), Some(1));
         assert_eq!(f.switches, 2);
+    }
+
+    #[test]
+    fn a_forced_switch_down_stops_the_higher_layer_at_once() {
+        let t0 = Instant::now();
+        let (lo, hi) = (Ssrc::from(10), Ssrc::from(20));
+        let mut f = Forwarder::new(true, 90_000, 1);
+        let Verdict::Forward { seq: s0, .. } = f.on_packet(1, hi, 500, 0, t0, true) else {
+            panic!()
+        };
+        assert!(f.set_target(0));
+        f.drop_layers_above(0);
+        // Not sent any more, although the low layer has no keyframe yet.
+        assert_eq!(
+            f.on_packet(1, hi, 501, 3000, ms(t0, 33), false),
+            Verdict::Drop
+        );
+        assert_eq!(
+            f.on_packet(0, lo, 100, 3000, ms(t0, 33), false),
+            Verdict::WaitKeyframe(0)
+        );
+        let Verdict::Forward { seq, .. } = f.on_packet(0, lo, 101, 6000, ms(t0, 66), true) else {
+            panic!("the low layer's keyframe is forwarded")
+        };
+        assert_eq!(seq, s0 + 1);
+        // Asking for a lower layer than the current one only: nothing changes otherwise.
+        f.drop_layers_above(0);
+        assert_eq!(f.current(), Some(0));
+    }
+
+    #[test]
+    fn a_paused_leg_sends_nothing_and_resumes_at_a_keyframe_with_the_numbering_continued() {
+        let t0 = Instant::now();
+        let ssrc = Ssrc::from(10);
+        let mut f = Forwarder::new(true, 90_000, 0);
+        let Verdict::Forward { seq: s0, time: t_0 } = f.on_packet(0, ssrc, 100, 0, t0, true) else {
+            panic!()
+        };
+        f.pause();
+        assert!(f.is_paused());
+        // Nothing, and no keyframe asked for while paused.
+        for (i, key) in [(101, false), (102, true)] {
+            assert_eq!(
+                f.on_packet(0, ssrc, i, 3000, ms(t0, 33), key),
+                Verdict::Drop
+            );
+        }
+        assert!(f.resume(), "it was paused");
+        assert!(!f.resume(), "resuming twice is nothing");
+        assert_eq!(
+            f.on_packet(0, ssrc, 103, 6000, ms(t0, 1000), false),
+            Verdict::WaitKeyframe(0)
+        );
+        let Verdict::Forward { seq, time } = f.on_packet(0, ssrc, 104, 9000, ms(t0, 1033), true)
+        else {
+            panic!("keyframe after resume not forwarded")
+        };
+        assert_eq!(
+            seq,
+            s0 + 1,
+            "no hole in the numbering for what was not sent"
+        );
+        // The clock moved on by the second that passed, not by the publisher's timestamps.
+        assert_eq!(time.wrapping_sub(t_0), 90_000 * 1033 / 1000);
     }
 
     fn vp9(sid: u8, begin: bool, end: bool, keyframe: bool) -> Vp9Desc {

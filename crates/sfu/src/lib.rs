@@ -37,6 +37,7 @@ pub mod allocate;
 mod bandwidth;
 mod codec;
 mod config;
+mod congestion;
 pub mod depacketize;
 pub mod forward;
 pub mod ids;

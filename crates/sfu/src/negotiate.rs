@@ -14,6 +14,9 @@ use crate::sdp::restrict_payload_types;
 use crate::sfu::{Down, FreeMid, Sfu};
 use crate::signal::{OfferTrack, ServerMessage, TrackInfo, TrackKind};
 
+/// The most of a subscriber leg's bytes over a second that may be resends (str0m's default).
+const RTX_SHARE_CAP: f32 = 0.15;
+
 impl Sfu {
     /// Sends a subscriber offer for whatever changed, unless one is in flight or the client is
     /// away (the changes wait; `resume` calls this again).
@@ -189,7 +192,18 @@ impl Sfu {
             if let Some(peer) = self.peers.get_mut(&peer_id) {
                 let mut direct = peer.rtc.direct_api();
                 if let Some(tx) = direct.stream_tx_by_mid(mid, None) {
-                    tx.set_rtx_cache(1024, std::time::Duration::from_secs(3), None);
+                    // Resends are capped at a share of what the leg sends (str0m's default
+                    // share): on a link that is full, uncapped resends of what the queue
+                    // dropped filled it again; a capped subscriber's link carried 220 kbit/s
+                    // of resends and 30 kbit/s of new video, and its estimate sank to nothing.
+                    tx.set_rtx_cache(1024, std::time::Duration::from_secs(3), Some(RTX_SHARE_CAP));
+                    // Forwarded media leaves at once, not at str0m's pacing rate (the estimate
+                    // times 1.1): the allocator keeps what is sent under the estimate by the
+                    // layers it picks, and a pacer in an SFU only turns an estimate that
+                    // undershoots into a queue of stale video. When a 300 kbit/s cap hit a
+                    // 720p leg, the pacer's backlog (it keeps up to 2 s) went on flooding the
+                    // link for 5 s after the leg was moved to 180p.
+                    tx.set_unpaced(true);
                 }
             }
             track.downstream.push(Down {
@@ -198,6 +212,8 @@ impl Sfu {
                 mid,
                 max_height,
                 alloc: None,
+                no_fit_since: None,
+                up_since: None,
                 fwd: Forwarder::new(needs_keyframe, clock, target).continuing(last_out),
                 pts: Vec::new(),
             });

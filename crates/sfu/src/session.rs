@@ -395,6 +395,7 @@ impl Sfu {
         kind: PcKind,
         ice_lite: bool,
     ) -> PeerId {
+        let paced = kind == PcKind::Subscriber && self.config.bandwidth_allocation;
         let rtc = Rtc::builder()
             .set_ice_lite(ice_lite)
             .set_rtp_mode(true)
@@ -408,16 +409,22 @@ impl Sfu {
             .enable_av1(true)
             // What is sent to a subscriber is shaped to str0m's estimate of its downlink
             // (TWCC, probing with padding up to what its layers need): see bandwidth.rs.
-            .enable_bwe(
-                (kind == PcKind::Subscriber && self.config.bandwidth_allocation)
-                    .then_some(crate::bandwidth::INITIAL_ESTIMATE),
-            )
+            .enable_bwe(paced.then_some(crate::bandwidth::INITIAL_ESTIMATE))
+            // Loss and round trip once a second: the congestion check in bandwidth.rs.
+            .set_stats_interval(paced.then_some(crate::congestion::STATS_INTERVAL))
             .build(self.now);
-        self.add_peer(rtc, owner, kind)
+        self.add_peer(rtc, owner, kind, paced)
     }
 
     /// Registers a peer connection built elsewhere, with the server's candidates.
-    pub(crate) fn add_peer(&mut self, mut rtc: Rtc, owner: ParticipantId, kind: PcKind) -> PeerId {
+    /// `paced`: the connection was built with str0m's bandwidth estimate (and so its pacer).
+    pub(crate) fn add_peer(
+        &mut self,
+        mut rtc: Rtc,
+        owner: ParticipantId,
+        kind: PcKind,
+        paced: bool,
+    ) -> PeerId {
         let id = PeerId(self.next_id());
         for c in &self.local_candidates {
             rtc.add_local_candidate(c.clone());
@@ -433,6 +440,13 @@ impl Sfu {
                 remote_candidates: Vec::new(),
                 connected_once: false,
                 estimate: None,
+                paced,
+                clock: self.now,
+                probe_goal: 0,
+                probe_trial: 0,
+                congestion: Default::default(),
+                nudged: false,
+                next_nudge: self.now,
             },
         );
         self.drain(id);

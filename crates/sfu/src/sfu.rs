@@ -125,6 +125,8 @@ pub struct Sfu {
     pub(crate) events: VecDeque<(PeerId, Event)>,
     pub(crate) now: Instant,
     pub(crate) stats: SfuStats,
+    /// When subscribers' bandwidth is next shared out again whatever their estimates did.
+    pub(crate) next_allocation_round: Instant,
 }
 
 pub(crate) struct Room {
@@ -233,6 +235,20 @@ pub(crate) struct Peer {
     pub connected_once: bool,
     /// Subscriber connections: str0m's estimate of the bandwidth towards the client (bit/s).
     pub estimate: Option<f64>,
+    /// str0m's bandwidth estimate and pacer run on this connection (see `clock`).
+    pub paced: bool,
+    /// The last time this connection was given (input or timeout). str0m stamps what it sends
+    /// with it, so a paced connection is brought up to date before each forwarded packet.
+    pub clock: Instant,
+    /// The rate str0m was last told to probe towards (bit/s; 0: not yet).
+    pub probe_goal: u64,
+    /// The rate str0m was last told to keep up with padding (bit/s; 0: none).
+    pub probe_trial: u64,
+    /// The probe goal is a step higher (a nudge for str0m to probe), and when that flips next.
+    pub nudged: bool,
+    pub next_nudge: Instant,
+    /// Loss and round trip towards the client, once a second (paced connections).
+    pub congestion: crate::congestion::Congestion,
 }
 
 pub(crate) struct Track {
@@ -288,6 +304,12 @@ pub(crate) struct Down {
     pub max_height: Option<u32>,
     /// What the stream allocator lets this leg send (`None`: no estimate yet, no limit).
     pub alloc: Option<crate::allocate::Allocation>,
+    /// Since when the allocator has found no video layer that fits (the leg is paused once
+    /// that has lasted `bandwidth::PAUSE_AFTER`).
+    pub no_fit_since: Option<Instant>,
+    /// Since when the allocator has allowed a higher layer than the leg has (it moves up once
+    /// that has lasted `bandwidth::UP_HOLD`).
+    pub up_since: Option<Instant>,
     pub fwd: Forwarder,
     /// Publisher payload type → subscriber payload type, filled as codecs appear.
     pub pts: Vec<(str0m::media::Pt, Option<str0m::media::Pt>)>,
@@ -318,6 +340,7 @@ impl Sfu {
             events: VecDeque::new(),
             now,
             stats: SfuStats::default(),
+            next_allocation_round: now,
         }
     }
 
@@ -455,6 +478,10 @@ impl Sfu {
         }
         self.process_events();
         self.poll_keyframe_requests(now);
+        if self.config.bandwidth_allocation {
+            self.allocation_round(now);
+            self.process_events();
+        }
         self.reap(now);
     }
 
@@ -514,6 +541,9 @@ impl Sfu {
     pub(crate) fn feed(&mut self, id: PeerId, input: Input) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
+        };
+        peer.clock = match &input {
+            Input::Timeout(t) | Input::Receive(t, _) => (*t).max(peer.clock),
         };
         if let Err(e) = peer.rtc.handle_input(input) {
             warn!(peer = id.0, participant = %peer.owner, "peer failed: {e}");

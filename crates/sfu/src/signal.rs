@@ -243,6 +243,16 @@ pub enum ServerMessage {
         /// Muted or not.
         muted: bool,
     },
+    /// The server stopped (or started again) sending a video track to this subscriber: its
+    /// connection's estimated bandwidth carries no layer of it. Audio is never paused.
+    TrackPaused {
+        /// The track.
+        track_id: TrackId,
+        /// Paused or sending again.
+        paused: bool,
+        /// Why.
+        reason: PauseReason,
+    },
     /// Something the client sent was refused.
     Error {
         /// A stable code (see docs/signalling.md).
@@ -257,6 +267,14 @@ pub enum ServerMessage {
         /// Why.
         reason: LeaveReason,
     },
+}
+
+/// Why a track is paused for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// The subscriber's downlink, as estimated, carries audio but not the lowest video layer.
+    Bandwidth,
 }
 
 /// A participant as others see it.

@@ -266,7 +266,7 @@ impl Sfu {
                 .enable_opus(true, false)
                 .enable_h264(true)
                 .build(now);
-            sfu.add_peer(rtc, pid, PcKind::Subscriber)
+            sfu.add_peer(rtc, pid, PcKind::Subscriber, false)
         })?;
         let params: Vec<PayloadParams> = self
             .peers
