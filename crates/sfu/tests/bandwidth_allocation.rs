@@ -26,13 +26,13 @@ fn recent_layer(s: &Scenario, client: usize, secs: usize) -> Option<(u8, usize)>
     (!tail.is_empty()).then_some((layer, tail.len()))
 }
 
-#[test]
-fn a_capped_subscriber_gets_a_layer_its_link_carries_and_climbs_back_when_it_is_lifted() {
+/// Room "bwe" with allocation on and a publisher of a 3-layer camera and a microphone.
+fn room_with_a_simulcast_publisher(seed: u64) -> Scenario {
     let config = SfuConfig {
         bandwidth_allocation: true,
         ..SfuConfig::default()
     };
-    let mut s = Scenario::new(config, 11);
+    let mut s = Scenario::new(config, seed);
     let p = s.add_client("pub", Link::clean());
     s.clients[p].publish = Some(Publish {
         video: true,
@@ -40,6 +40,12 @@ fn a_capped_subscriber_gets_a_layer_its_link_carries_and_climbs_back_when_it_is_
         simulcast: true,
     });
     s.join(p, "bwe");
+    s
+}
+
+#[test]
+fn a_capped_subscriber_gets_a_layer_its_link_carries_and_climbs_back_when_it_is_lifted() {
+    let mut s = room_with_a_simulcast_publisher(11);
     let clean = s.add_client("clean", Link::clean());
     s.join(clean, "bwe");
     let capped = s.add_client("capped", Link::clean());
@@ -97,18 +103,7 @@ fn pauses(s: &Scenario, client: usize) -> Vec<bool> {
 
 #[test]
 fn video_is_paused_when_no_layer_fits_the_subscriber_is_told_and_it_resumes_when_one_does() {
-    let config = SfuConfig {
-        bandwidth_allocation: true,
-        ..SfuConfig::default()
-    };
-    let mut s = Scenario::new(config, 12);
-    let p = s.add_client("pub", Link::clean());
-    s.clients[p].publish = Some(Publish {
-        video: true,
-        audio: true,
-        simulcast: true,
-    });
-    s.join(p, "bwe");
+    let mut s = room_with_a_simulcast_publisher(12);
     let sub = s.add_client("sub", Link::clean());
     s.join(sub, "bwe");
     s.run_for(Duration::from_secs(3));
