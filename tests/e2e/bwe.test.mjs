@@ -163,9 +163,9 @@ async function main() {
   check('the clean subscriber keeps the 720p layer, frozen < 2 s', c.height >= 720 && c.fps >= 10 && c.frozenS < 2, JSON.stringify(c));
 
   // The cap lifted: back to the top layer. The issue asks for 15 s; most runs take 6-10 s, but
-  // about one in four took longer (once the server had been sending the 720p layer for 8 s
-  // while the page still showed 360p: not understood yet), so the check allows 30 s and the
-  // figure says how long it was.
+  // of 8 runs two took over 15 s and one over 30 s (the server had sent the 720p layer for 23 s
+  // while the page still showed 360p and asked for no keyframe: not understood yet), so the
+  // check allows 30 s and the figure says how long it was.
   uncap();
   const liftedAt = Date.now();
   const back = await waitFor(async () => ((await inbound(capped)).height >= 720 ? Date.now() - liftedAt : null), 30_000, 500);
