@@ -27,6 +27,8 @@ pub fn router(media: MediaHandle) -> Router {
     let mut r = Router::new()
         .route("/rtc", get(rtc))
         .route("/api/rooms", get(rooms))
+        .route("/api/rooms/{name}", get(room_report))
+        .route("/api/sessions", get(sessions))
         .route("/api/streams", get(streams))
         .route("/api/ice-servers", get(ice_servers))
         .route("/metrics", get(crate::metrics::metrics))
@@ -91,6 +93,38 @@ async fn rooms(State(media): State<MediaHandle>) -> Response {
     }
     match rx.await {
         Ok(s) => axum::Json(s).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}
+
+/// `GET /api/rooms/NAME`: the room's participants with their connections' figures.
+async fn room_report(
+    State(media): State<MediaHandle>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if media
+        .tx
+        .send(Command::RoomReport(name.clone(), tx))
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok(Some(r)) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(r)).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no room named {name:?}\n")).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}
+
+/// `GET /api/sessions`: WHIP publishers and WHEP viewers with their connections' figures.
+async fn sessions(State(media): State<MediaHandle>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if media.tx.send(Command::Sessions(tx)).is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match rx.await {
+        Ok(s) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(s)).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }

@@ -91,6 +91,10 @@ pub enum Command {
     KickSession(ParticipantId),
     /// `GET /api/streams`.
     Streams(oneshot::Sender<Vec<StreamStatus>>),
+    /// `GET /api/rooms/NAME`: the room with every participant's figures.
+    RoomReport(String, oneshot::Sender<Option<sfu::report::RoomReport>>),
+    /// `GET /api/sessions`: WHIP publishers and WHEP viewers with their figures.
+    Sessions(oneshot::Sender<Vec<sfu::report::ParticipantReport>>),
 }
 
 /// Why a WHIP/WHEP request failed.
@@ -116,6 +120,12 @@ pub struct Status {
     pub unclaimed_datagrams: u64,
     pub ice_failures: u64,
     pub ice_disconnects: u64,
+    /// Round trip, loss and jitter of every connection so far (for `/metrics`).
+    #[serde(skip)]
+    pub quality: sfu::quality::QualityHistograms,
+    /// Participants by their connection's grade (for `/metrics`).
+    #[serde(skip)]
+    pub by_quality: Vec<(sfu::signal::Quality, usize)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -402,7 +412,15 @@ impl Loop {
                     unclaimed_datagrams: s.unclaimed,
                     ice_failures: s.ice_failures,
                     ice_disconnects: s.ice_disconnects,
+                    quality: self.sfu.quality_histograms().clone(),
+                    by_quality: self.sfu.participants_by_quality(),
                 });
+            }
+            Command::RoomReport(name, reply) => {
+                let _ = reply.send(self.sfu.room_report(&name));
+            }
+            Command::Sessions(reply) => {
+                let _ = reply.send(self.sfu.session_reports());
             }
             Command::WhipOffer {
                 stream,

@@ -105,6 +105,37 @@ pub async fn metrics(State(media): State<MediaHandle>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    if let Some(s) = &status {
+        let _ = writeln!(
+            out,
+            "# HELP onair_participants_by_quality Participants (room members, WHIP and WHEP sessions) by connection quality.\n\
+             # TYPE onair_participants_by_quality gauge"
+        );
+        for (q, n) in &s.by_quality {
+            let q = serde_json::to_value(q).ok();
+            let q = q.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
+            let _ = writeln!(out, "onair_participants_by_quality{{quality=\"{q}\"}} {n}");
+        }
+        let h = &s.quality;
+        histogram(
+            &mut out,
+            "onair_connection_rtt_ms",
+            "Round trip of each connection, once a second, milliseconds.",
+            &h.rtt_ms,
+        );
+        histogram(
+            &mut out,
+            "onair_connection_loss_percent",
+            "Packet loss of each connection in the direction it carries media, once a second, percent.",
+            &h.loss_pct,
+        );
+        histogram(
+            &mut out,
+            "onair_connection_jitter_ms",
+            "Audio interarrival jitter of each connection, once a second, milliseconds.",
+            &h.jitter_ms,
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP onair_turn_refusals_total TURN requests and packets refused, by reason.\n\
@@ -116,4 +147,18 @@ pub async fn metrics(State(media): State<MediaHandle>) -> Response {
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// One histogram in Prometheus's text format.
+fn histogram(out: &mut String, name: &str, help: &str, h: &sfu::quality::Histogram) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (b, c) in h.bounds.iter().zip(&h.counts) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+        h.count, h.sum, h.count
+    );
 }

@@ -12,9 +12,6 @@ use tracing::debug;
 use crate::ids::PeerId;
 use crate::sfu::Sfu;
 
-/// How often str0m reports a paced connection's loss and round trip.
-pub(crate) const STATS_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Loss above this share of what was sent over the last second, with the round trip
 /// [`QUEUE_DELAY`] above its lowest, is a full link: the allocation is then held to what the
 /// link delivered. Random loss alone (a radio link) does not count: its round trip stays low.

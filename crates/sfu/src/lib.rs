@@ -44,6 +44,8 @@ pub mod ids;
 mod keyframe;
 mod media;
 mod negotiate;
+pub mod quality;
+pub mod report;
 pub mod sdp;
 mod session;
 mod sfu;

@@ -250,7 +250,15 @@ impl Sfu {
             Event::EgressBitrateEstimate(e) if kind == PcKind::Subscriber => {
                 self.on_estimate(peer_id, e)
             }
-            Event::PeerStats(s) if kind == PcKind::Subscriber => self.on_peer_stats(peer_id, &s),
+            // The m-lines' reports come before the connection's (str0m emits them so).
+            Event::MediaIngressStats(s) => self.on_ingress_stats(peer_id, &s),
+            Event::MediaEgressStats(s) => self.on_egress_stats(peer_id, &s),
+            Event::PeerStats(s) => {
+                if kind == PcKind::Subscriber && self.peers.get(&peer_id).is_some_and(|p| p.paced) {
+                    self.on_peer_stats(peer_id, &s);
+                }
+                self.on_quality_stats(peer_id, &s);
+            }
             Event::ChannelOpen(id, label) => {
                 debug!(participant = %owner, label, "data channel open");
                 if let Some(p) = self.participants.get_mut(&owner) {
@@ -269,6 +277,9 @@ impl Sfu {
             }
             Event::IceConnectionStateChange(s) => {
                 debug!(participant = %owner, pc = ?kind, "ICE {s:?}");
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.quality.ice = Some(s);
+                }
                 self.on_ice_state(peer_id, s);
                 self.http_session_ice(owner, s);
             }

@@ -237,6 +237,8 @@ impl Sfu {
                 sub_restart_ice: false,
                 free_mids: Vec::new(),
                 channels: HashMap::new(),
+                quality: None,
+                quality_pending: None,
             },
         );
         self.conns.insert(conn, Some(pid));
@@ -361,6 +363,7 @@ impl Sfu {
             id: pid,
             name: p.name.clone(),
             tracks,
+            quality: p.quality,
         }
     }
 
@@ -410,8 +413,9 @@ impl Sfu {
             // What is sent to a subscriber is shaped to str0m's estimate of its downlink
             // (TWCC, probing with padding up to what its layers need): see bandwidth.rs.
             .enable_bwe(paced.then_some(crate::bandwidth::INITIAL_ESTIMATE))
-            // Loss and round trip once a second: the congestion check in bandwidth.rs.
-            .set_stats_interval(paced.then_some(crate::congestion::STATS_INTERVAL))
+            // Loss, round trip, jitter and rates once a second: quality.rs, and the congestion
+            // check of paced connections (congestion.rs).
+            .set_stats_interval(Some(crate::quality::STATS_INTERVAL))
             .build(self.now);
         self.add_peer(rtc, owner, kind, paced)
     }
@@ -445,6 +449,7 @@ impl Sfu {
                 probe_goal: 0,
                 probe_trial: 0,
                 congestion: Default::default(),
+                quality: Default::default(),
                 nudged: false,
                 next_nudge: self.now,
             },

@@ -127,6 +127,8 @@ pub struct Sfu {
     pub(crate) stats: SfuStats,
     /// When subscribers' bandwidth is next shared out again whatever their estimates did.
     pub(crate) next_allocation_round: Instant,
+    /// Every connection's round trip, loss and jitter, for Prometheus.
+    pub(crate) histograms: crate::quality::QualityHistograms,
 }
 
 pub(crate) struct Room {
@@ -195,6 +197,9 @@ pub(crate) struct Participant {
     /// Inactive subscriber m-lines, kept in the BUNDLE group for reuse (see negotiate.rs).
     pub free_mids: Vec<FreeMid>,
     pub channels: HashMap<ChannelId, String>,
+    /// Its connection quality as last announced, and a different grade waiting to hold.
+    pub quality: Option<crate::signal::Quality>,
+    pub quality_pending: Option<(crate::signal::Quality, u8)>,
 }
 
 /// A subscriber m-line no longer carrying a track.
@@ -249,6 +254,8 @@ pub(crate) struct Peer {
     pub next_nudge: Instant,
     /// Loss and round trip towards the client, once a second (paced connections).
     pub congestion: crate::congestion::Congestion,
+    /// What str0m's statistics say about this connection (see quality.rs).
+    pub quality: crate::quality::PeerQuality,
 }
 
 pub(crate) struct Track {
@@ -341,6 +348,7 @@ impl Sfu {
             now,
             stats: SfuStats::default(),
             next_allocation_round: now,
+            histograms: Default::default(),
         }
     }
 
@@ -457,6 +465,10 @@ impl Sfu {
         };
         if cached.is_none() {
             self.by_addr.insert(key, peer_id);
+        }
+        if let Some(p) = self.peers.get_mut(&peer_id) {
+            // STUN consent checks count: they are all an idle connection sends.
+            p.quality.heard = Some(now);
         }
         self.feed(peer_id, input);
         self.process_events();

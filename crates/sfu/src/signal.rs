@@ -253,6 +253,14 @@ pub enum ServerMessage {
         /// Why.
         reason: PauseReason,
     },
+    /// A participant's connection quality changed (sent to everyone in the room, the
+    /// participant included).
+    ConnectionQuality {
+        /// Whose.
+        participant_id: ParticipantId,
+        /// Now.
+        quality: Quality,
+    },
     /// Something the client sent was refused.
     Error {
         /// A stable code (see docs/signalling.md).
@@ -286,6 +294,24 @@ pub struct ParticipantInfo {
     pub name: String,
     /// Published tracks.
     pub tracks: Vec<TrackInfo>,
+    /// How its connection is doing, once known (see `connection_quality`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+}
+
+/// How a participant's connection is doing: the worst of its connections, graded from round
+/// trip, jitter and loss (see docs/quality.md). Ordered worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// Nothing heard from it for seconds, or ICE lost its path.
+    Lost,
+    /// Noticeable: frozen video, broken audio likely.
+    Poor,
+    /// Some loss or delay, mostly unnoticed.
+    Good,
+    /// Nothing to notice.
+    Excellent,
 }
 
 /// A published track as others see it.

@@ -265,6 +265,7 @@ impl Sfu {
                 .clear_codecs()
                 .enable_opus(true, false)
                 .enable_h264(true)
+                .set_stats_interval(Some(crate::quality::STATS_INTERVAL))
                 .build(now);
             sfu.add_peer(rtc, pid, PcKind::Subscriber, false)
         })?;
@@ -491,6 +492,8 @@ impl Sfu {
                 sub_restart_ice: false,
                 free_mids: Vec::new(),
                 channels: HashMap::new(),
+                quality: None,
+                quality_pending: None,
             },
         );
     }
