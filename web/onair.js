@@ -89,6 +89,8 @@ export class Room extends Emitter {
     /** 'new' | 'connecting' | 'connected' | 'reconnecting' | 'closed' */
     this.state = 'new';
     this.participantId = null;
+    /** The server's grade of our own network: 'excellent', 'good', 'poor', 'lost' or null. */
+    this.quality = null;
     this.resumeToken = null;
     /** 'sfu' | 'p2p', from `joined`. */
     this.mode = null;
@@ -324,6 +326,18 @@ export class Room extends Emitter {
         this._emit('track_paused', { trackId: msg.track_id, paused: !!msg.paused, reason: msg.reason, track: track || null });
         break;
       }
+      case 'connection_quality': {
+        // The server's grade of a participant's network (its worst connection): excellent,
+        // good, poor or lost. Our own grade comes too.
+        const self = msg.participant_id === this.participantId;
+        if (self) this.quality = msg.quality;
+        const part = this.participants.get(msg.participant_id);
+        if (part) part.quality = msg.quality;
+        this._emit('connection_quality', {
+          participantId: msg.participant_id, quality: msg.quality, self, participant: part || null,
+        });
+        break;
+      }
       case 'signal':
         this._onP2pSignal(msg.from, msg.data || {});
         break;
@@ -455,7 +469,7 @@ export class Room extends Emitter {
 
   _addParticipant(p, announce) {
     if (!p || this.participants.has(p.id)) return;
-    const part = { id: p.id, name: p.name, tracks: new Map() };
+    const part = { id: p.id, name: p.name, tracks: new Map(), quality: p.quality || null };
     this.participants.set(p.id, part);
     if (announce) this._emit('participant_joined', { participantId: p.id, participant: part });
     if (this.mode === 'p2p') {

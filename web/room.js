@@ -101,6 +101,10 @@ function wire(r) {
   r.on('track_unsubscribed', ({ trackId, track }) => detachTrack(trackId, track));
   r.on('track_muted', ({ track, muted }) => track && showMuted(track, muted));
   r.on('track_paused', ({ track, paused, reason }) => track && showPaused(track, paused, reason));
+  r.on('connection_quality', ({ participantId, quality, self }) => {
+    const el = self ? $('#self-tile') : tiles.get(participantId)?.el;
+    if (el) showQuality(el, quality);
+  });
   r.on('chat', ({ name, from, data }) => addChatLine(name, data, from));
   // Local screen share ended (browser UI or the button): drop the preview.
   r.on('local_track_unpublished', ({ source }) => source === 'screen' && endLocalScreen());
@@ -130,11 +134,13 @@ function ensureTile(participantId, name) {
   el.innerHTML = `<video autoplay playsinline></video>
     <div class="avatar"></div>
     <div class="paused-note" hidden></div>
-    <div class="label"><span class="name"></span><span class="mute-indicator" title="microphone muted">mic off</span></div>
+    <div class="label"><span class="quality" title="connection quality"><i></i><i></i><i></i></span><span class="name"></span><span class="mute-indicator" title="microphone muted">mic off</span></div>
     <button class="stats-toggle" type="button" title="stats">i</button>
     <pre class="stats-overlay" hidden></pre>`;
   el.querySelector('.name').textContent = name;
   el.querySelector('.avatar').textContent = (name[0] || '?').toUpperCase();
+  const known = room?.participants.get(participantId)?.quality;
+  if (known) showQuality(el, known);
   tile = { el, video: el.querySelector('video'), videoTrack: null, audioTrack: null, videoTrackId: null, audioTrackId: null };
   wireStatsToggle(el);
   tiles.set(participantId, tile);
@@ -253,6 +259,13 @@ function showMuted(track, muted) {
 }
 
 /** The server paused (or resumed) a video for this page: say why on its tile. */
+/** The server's grade of a participant's network, as bars on its tile (and a word to hover). */
+function showQuality(el, quality) {
+  el.dataset.quality = quality;
+  const q = el.querySelector('.quality');
+  if (q) q.title = `connection: ${quality}`;
+}
+
 function showPaused(track, paused, reason) {
   const tile = track.source === 'screen' ? screenTiles.get(track.id) : tiles.get(track.participant_id);
   const note = tile?.el.querySelector('.paused-note');

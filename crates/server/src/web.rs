@@ -43,6 +43,16 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../web/watch.js"),
     ),
     (
+        "/dashboard.html",
+        "text/html; charset=utf-8",
+        include_str!("../../../web/dashboard.html"),
+    ),
+    (
+        "/dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/dashboard.js"),
+    ),
+    (
         "/onair.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../web/onair.js"),

@@ -27,9 +27,9 @@ pub(crate) const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// empty room) hears only ICE consent checks, every 4 to 6 s (RFC 7675 section 5.1).
 const SILENT_IS_LOST: Duration = Duration::from_secs(8);
 
-/// A new grade is announced once it has come out of this many reports in a row, so a
-/// participant near a boundary does not flicker between two. "Lost" is announced at once.
-const GRADE_HOLD: u8 = 3;
+/// A new grade is announced once every report for this long has given it, so a participant
+/// near a boundary does not flicker between two. "Lost" is announced at once.
+const GRADE_HOLD: Duration = Duration::from_secs(3);
 
 /// Mean opinion score (1 to 4.5) from the simplified E-model: `rtt` the round trip, `jitter`
 /// the interarrival jitter, `loss` the fraction of packets lost (0 to 1). Unknown delays count
@@ -314,12 +314,12 @@ impl Sfu {
             grade(m)
         });
         let owner = p.owner;
-        self.regrade(owner);
+        self.regrade(owner, s.timestamp);
     }
 
     /// The participant's grade is its worst connection's; announced to its room (itself
-    /// included) once it has held for [`GRADE_HOLD`] reports.
-    pub(crate) fn regrade(&mut self, pid: ParticipantId) {
+    /// included) once it has held for [`GRADE_HOLD`].
+    pub(crate) fn regrade(&mut self, pid: ParticipantId, now: Instant) {
         let Some(part) = self.participants.get(&pid) else {
             return;
         };
@@ -336,12 +336,13 @@ impl Sfu {
             part.quality_pending = None;
             return;
         }
-        let held = match part.quality_pending {
-            Some((pg, n)) if pg == g => n + 1,
-            _ => 1,
+        let since = match part.quality_pending {
+            Some((pg, since)) if pg == g => since,
+            _ => now,
         };
-        if held < GRADE_HOLD && g != Quality::Lost && part.quality.is_some() {
-            part.quality_pending = Some((g, held));
+        let held = now.saturating_duration_since(since) >= GRADE_HOLD;
+        if !held && g != Quality::Lost && part.quality.is_some() {
+            part.quality_pending = Some((g, since));
             return;
         }
         part.quality = Some(g);

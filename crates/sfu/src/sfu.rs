@@ -199,7 +199,7 @@ pub(crate) struct Participant {
     pub channels: HashMap<ChannelId, String>,
     /// Its connection quality as last announced, and a different grade waiting to hold.
     pub quality: Option<crate::signal::Quality>,
-    pub quality_pending: Option<(crate::signal::Quality, u8)>,
+    pub quality_pending: Option<(crate::signal::Quality, Instant)>,
 }
 
 /// A subscriber m-line no longer carrying a track.
