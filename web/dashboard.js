@@ -46,19 +46,32 @@ function setStatus(state, text) {
 
 // ---------------------------------------------------------------- figures
 
-function record(key, c) {
+/** Appends this poll's figures to the connection's series. `subs`: the participant's video
+ *  subscriptions (a subscriber connection plots the layer each gets). */
+function record(key, c, subs) {
   let s = series.get(key);
   if (!s) {
-    s = { t: [], in: [], out: [], loss: [], rtt: [] };
+    s = { t: [], in: [], out: [], estimate: [], loss: [], rtt: [], layers: new Map() };
     series.set(key, s);
   }
   const loss = c.kind === 'publisher' ? c.loss_in_pct : c.loss_out_pct;
   s.t.push(Date.now());
   s.in.push(c.bitrate_in_bps / 1000);
   s.out.push(c.bitrate_out_bps / 1000);
+  s.estimate.push(c.estimate_bps != null ? c.estimate_bps / 1000 : null);
   s.loss.push(loss ?? null);
   s.rtt.push(c.rtt_ms ?? null);
-  for (const k of Object.keys(s)) if (s[k].length > KEEP) s[k].shift();
+  if (c.kind === 'subscriber') {
+    const now = new Map(subs.map((x, i) => [x.track_id ?? `#${i}`, x.paused ? -1 : x.layer ?? null]));
+    for (const id of now.keys()) if (!s.layers.has(id)) s.layers.set(id, new Array(s.t.length - 1).fill(null));
+    for (const [id, values] of s.layers) values.push(now.has(id) ? now.get(id) : null);
+  }
+  const trim = (a) => { while (a.length > KEEP) a.shift(); };
+  for (const k of ['t', 'in', 'out', 'estimate', 'loss', 'rtt']) trim(s[k]);
+  for (const [id, values] of s.layers) {
+    trim(values);
+    if (values.every((v) => v == null)) s.layers.delete(id);
+  }
   return s;
 }
 
@@ -100,7 +113,7 @@ function participantCard(p, seen) {
   for (const c of p.connections) {
     const key = `${p.id}/${c.kind}`;
     seen.add(key);
-    const s = record(key, c);
+    const s = record(key, c, p.subscriptions.filter((x) => x.kind === 'video'));
     card.append(connectionRow(c, s, key));
   }
   const lines = [];
@@ -150,7 +163,7 @@ function connectionRow(c, s, key) {
   }
   const canvas = document.createElement('canvas');
   canvas.width = 420;
-  canvas.height = 150;
+  canvas.height = s.layers.size ? 200 : 150;
   canvas.className = 'dash-plot';
   draw(canvas, s, c.kind === 'publisher' ? 'in' : 'out');
   row.append(facts, canvas);
@@ -159,50 +172,86 @@ function connectionRow(c, s, key) {
 
 // ---------------------------------------------------------------- plots
 
-const COLORS = { rate: '#4f8cff', loss: '#e5484d', rtt: '#f5a524' };
+const COLORS = { rate: '#4f8cff', estimate: '#8fb4ff', loss: '#e5484d', rtt: '#f5a524' };
+const LAYER_COLORS = ['#30a46c', '#b794f6', '#4fd1c5', '#f687b3'];
 
-/** Three stacked strips over the same time axis: bitrate (the media direction), loss, RTT. */
+/** x of point `j` of `n`: the newest at the right edge, one poll per step. */
+const xAt = (w, n, j) => w - (n - 1 - j) * (w / (KEEP - 1));
+
+/** One polyline of `values` (nulls break it) scaled to `max` inside the strip at `top`. */
+function line(g, w, top, strip, values, max, color, dashed) {
+  g.strokeStyle = color;
+  g.lineWidth = 1.5;
+  g.setLineDash(dashed ? [4, 3] : []);
+  g.beginPath();
+  let pen = false;
+  values.forEach((v, j) => {
+    if (v == null) {
+      pen = false;
+      return;
+    }
+    const x = xAt(w, values.length, j);
+    const y = top + strip - 3 - (Math.max(0, v) / max) * (strip - 6);
+    if (pen) g.lineTo(x, y);
+    else g.moveTo(x, y);
+    pen = true;
+  });
+  g.stroke();
+  g.setLineDash([]);
+}
+
+/** Stacked strips over the same time axis: bitrate in the media's direction (and the
+ *  estimate, dashed), loss, round trip, and for a subscriber the layer of each video it gets. */
 function draw(canvas, s, dir) {
   const g = canvas.getContext('2d');
   const w = canvas.width;
   const h = canvas.height;
   g.fillStyle = '#181b22';
   g.fillRect(0, 0, w, h);
-  const strip = h / 3;
-  const strips = [
-    [s[dir], COLORS.rate, 'kbit/s', 0],
-    [s.loss, COLORS.loss, '% lost', 1],
-    [s.rtt, COLORS.rtt, 'ms rtt', 2],
-  ];
+  const rows = s.layers.size ? 4 : 3;
+  const strip = h / rows;
   g.font = '10px ui-monospace, monospace';
-  for (const [values, color, unit, i] of strips) {
-    const top = i * strip;
+  const label = (text, color, i) => {
+    g.fillStyle = color;
+    g.fillText(text, 4, i * strip + 11);
+  };
+  const last = (values) => {
+    const known = values.filter((v) => v != null);
+    return known.length ? known[known.length - 1] : null;
+  };
+  const round = (v) => (v == null ? '–' : Math.round(v * 10) / 10);
+  for (let i = 1; i <= rows; i++) {
     g.strokeStyle = '#2b303b';
     g.beginPath();
-    g.moveTo(0, top + strip - 0.5);
-    g.lineTo(w, top + strip - 0.5);
+    g.moveTo(0, i * strip - 0.5);
+    g.lineTo(w, i * strip - 0.5);
     g.stroke();
-    const known = values.filter((v) => v != null);
-    const max = Math.max(unit === '% lost' ? 5 : 1, ...known) * 1.15;
-    g.strokeStyle = color;
-    g.lineWidth = 1.5;
-    g.beginPath();
-    let pen = false;
-    values.forEach((v, j) => {
-      if (v == null) {
-        pen = false;
-        return;
-      }
-      const x = w - (values.length - 1 - j) * (w / (KEEP - 1));
-      const y = top + strip - 3 - (v / max) * (strip - 6);
-      if (pen) g.lineTo(x, y);
-      else g.moveTo(x, y);
-      pen = true;
+  }
+  const known = (values) => values.filter((v) => v != null);
+  const rateMax = Math.max(1, ...known(s[dir]), ...known(s.estimate)) * 1.15;
+  line(g, w, 0, strip, s[dir], rateMax, COLORS.rate);
+  line(g, w, 0, strip, s.estimate, rateMax, COLORS.estimate, true);
+  const est = last(s.estimate);
+  label(`${round(last(s[dir]))} kbit/s${est != null ? ` (estimate ${Math.round(est)})` : ''}`, COLORS.rate, 0);
+  line(g, w, strip, strip, s.loss, Math.max(5, ...known(s.loss)) * 1.15, COLORS.loss);
+  label(`${round(last(s.loss))} % lost`, COLORS.loss, 1);
+  line(g, w, 2 * strip, strip, s.rtt, Math.max(1, ...known(s.rtt)) * 1.15, COLORS.rtt);
+  label(`${round(last(s.rtt))} ms rtt`, COLORS.rtt, 2);
+  if (rows === 4) {
+    // Layers 0-2 (spatial or simulcast), paused drawn as -1 at the strip's floor.
+    const parts = [];
+    [...s.layers].forEach(([id, values], k) => {
+      const color = LAYER_COLORS[k % LAYER_COLORS.length];
+      line(g, w, 3 * strip, strip, values.map((v) => (v == null ? null : v + 1)), 3.3, color);
+      const v = last(values);
+      parts.push([`${id}: ${v == null ? '–' : v < 0 ? 'paused' : `layer ${v}`}`, color]);
     });
-    g.stroke();
-    const last = known.length ? known[known.length - 1] : null;
-    g.fillStyle = color;
-    g.fillText(`${last == null ? '–' : Math.round(last * 10) / 10} ${unit}`, 4, top + 11);
+    let x = 4;
+    for (const [text, color] of parts) {
+      g.fillStyle = color;
+      g.fillText(text, x, 3 * strip + 11);
+      x += g.measureText(text).width + 10;
+    }
   }
 }
 

@@ -199,7 +199,8 @@ async function main() {
       const px = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
       for (let i = 0; i < px.length; i += 4) if (px[i] > 200 && px[i + 1] < 100 && px[i + 2] < 100) red += 1;
     }
-    return { cards, points: s?.loss.filter((v) => v != null).length ?? 0, maxLoss: s ? Math.max(...s.loss.filter((v) => v != null)) : null, red };
+    const layers = s ? [...s.layers.values()].map((v) => v.filter((x) => x != null).length) : [];
+    return { cards, points: s?.loss.filter((v) => v != null).length ?? 0, maxLoss: s ? Math.max(...s.loss.filter((v) => v != null)) : null, red, layers };
   });
   const shot = path.join(os.tmpdir(), `onair-dashboard-${process.pid}.png`);
   await dash.screenshot({ path: shot, fullPage: true });
@@ -207,6 +208,7 @@ async function main() {
   check('the dashboard shows the three participants, L as poor', !!plotted && d.cards.length === 3
     && d.cards.find((c) => c.name === 'L')?.quality === 'poor');
   check('…and plots L\'s loss (points, and red drawn on its canvas)', d.points >= 5 && d.maxLoss >= 5 && d.red > 20, JSON.stringify(d));
+  check('…and the layer of the video L receives', d.layers.length === 1 && d.layers[0] >= 5, JSON.stringify(d.layers));
 
   // The loss lifted: the grade recovers.
   noLoss();
