@@ -781,7 +781,7 @@ export class Room extends Emitter {
    * Publish a MediaStreamTrack under a source name (camera, microphone, screen, screen_audio).
    * @returns {Promise<LocalTrack>} resolved once the server's answer has been applied.
    */
-  async publishTrack(track, { source, simulcast = false, width, height, codec, scalabilityMode } = {}) {
+  async publishTrack(track, { source, simulcast = false, width, height, codec, scalabilityMode, red = true } = {}) {
     if (this.state === 'closed' || (!this.publisher && this.mode !== 'p2p')) throw new OnairError('closed', 'not in a room');
     source = source || (track.kind === 'audio' ? 'microphone' : 'camera');
     if (this.localTracks.has(source)) throw new OnairError('already_published', `${source} is already published`);
@@ -798,6 +798,10 @@ export class Room extends Emitter {
     if (useSvc) init.sendEncodings = [{ scalabilityMode }];
     const transceiver = this.publisher.addTransceiver(track, init);
     if (codec) preferCodec(transceiver, track.kind, codec);
+    // Opus audio goes out with RED (RFC 2198: each packet repeats the previous frame, so a lost
+    // one is heard anyway) where the server takes it; Chromium sends RED only when it is listed
+    // first. `red: false` turns it off.
+    if (track.kind === 'audio' && red && (!codec || /^opus$/i.test(codec))) preferCodec(transceiver, 'audio', 'red');
     const local = {
       id: null,
       source,
@@ -856,13 +860,13 @@ export class Room extends Emitter {
     }
   }
 
-  async publishMicrophone({ deviceId, echoCancellation = true, noiseSuppression = true, autoGainControl = true, codec } = {}) {
+  async publishMicrophone({ deviceId, echoCancellation = true, noiseSuppression = true, autoGainControl = true, codec, red = true } = {}) {
     const audio = { echoCancellation, noiseSuppression, autoGainControl };
     if (deviceId) audio.deviceId = { exact: deviceId };
     const media = await navigator.mediaDevices.getUserMedia({ audio });
     const track = media.getAudioTracks()[0];
     try {
-      return await this.publishTrack(track, { source: 'microphone', codec });
+      return await this.publishTrack(track, { source: 'microphone', codec, red });
     } catch (e) {
       track.stop();
       throw e;

@@ -77,7 +77,7 @@ async function publish(r) {
   const wantAudio = params.get('audio') !== '0';
   const wantVideo = params.get('video') !== '0';
   const [mic, cam] = await Promise.allSettled([
-    wantAudio ? r.publishMicrophone({ codec: params.get('audio_codec') || undefined }) : Promise.resolve(null),
+    wantAudio ? r.publishMicrophone({ codec: params.get('audio_codec') || undefined, red: params.get('red') !== '0' }) : Promise.resolve(null),
     wantVideo ? r.publishCamera({
       simulcast: params.get('simulcast') !== '0',
       codec: params.get('codec') || undefined,

@@ -45,6 +45,7 @@ mod keyframe;
 mod media;
 mod negotiate;
 pub mod quality;
+pub mod red;
 pub mod report;
 pub mod sdp;
 mod session;

@@ -42,6 +42,8 @@ pub(crate) struct Cached {
     marker: bool,
     ext: ExtensionValues,
     payload: Arc<[u8]>,
+    /// A RED packet's primary block, for subscribers that did not negotiate RED.
+    primary: Option<Arc<[u8]>>,
 }
 
 /// What writing to subscriber legs needs of the SFU, borrowed apart from the track being
@@ -85,18 +87,32 @@ impl Legs<'_> {
         let Some(sub) = self.peers.get_mut(&down.peer) else {
             return;
         };
-        let pt = match down.pts.iter().find(|(i, _)| *i == c.pt) {
+        let out = match down.pts.iter().find(|(i, _)| *i == c.pt) {
             Some((_, o)) => *o,
             None => {
-                let params = self
+                let red_in = self.in_params.is_some_and(|p| p.red() == Some(c.pt));
+                let out = self
                     .in_params
                     .and_then(|p| sub.rtc.codec_config().match_params(p))
-                    .map(|p| p.pt());
-                down.pts.push((c.pt, params));
-                params
+                    .map(|p| match (red_in, p.red()) {
+                        // RED to a subscriber that has it: as it came.
+                        (true, Some(red)) => (red, false),
+                        // RED to one that has not: the primary block only.
+                        (true, None) => (p.pt(), true),
+                        (false, _) => (p.pt(), false),
+                    });
+                down.pts.push((c.pt, out));
+                if red_in {
+                    down.red = out.is_some_and(|(_, strip)| !strip);
+                }
+                out
             }
         };
-        let Some(pt) = pt else { return };
+        let Some((pt, strip)) = out else { return };
+        let payload = match (&c.primary, strip) {
+            (Some(primary), true) => primary.clone(),
+            _ => c.payload.clone(),
+        };
         // str0m stamps a packet with the connection's last known time, and its delay-based
         // estimate compares those stamps with the client's arrival times: a clock left stale
         // for tens of milliseconds makes packets look sent at once and arrive spread out, which
@@ -123,7 +139,7 @@ impl Legs<'_> {
         ext.rid = None;
         ext.rid_repair = None;
         tx.write_rtp(
-            RtpWrite::new(pt, seq.into(), time, c.arrival, c.payload.clone())
+            RtpWrite::new(pt, seq.into(), time, c.arrival, payload)
                 .marker(marker)
                 .ext_vals(ext)
                 .nackable(self.video),
@@ -335,6 +351,7 @@ impl Sfu {
                     |m| m.source,
                 ),
                 muted: false,
+                red: false,
                 codec: None,
                 width: meta.as_ref().and_then(|m| m.width),
                 height: meta.as_ref().and_then(|m| m.height),
@@ -352,13 +369,38 @@ impl Sfu {
         );
     }
 
-    fn on_rtp(&mut self, peer_id: PeerId, pkt: RtpPacket) {
+    fn on_rtp(&mut self, peer_id: PeerId, mut pkt: RtpPacket) {
         self.stats.rtp_in += 1;
         let now = self.now;
         let ssrc = pkt.header.ssrc;
         let Some((tid, layer)) = self.resolve_ssrc(peer_id, ssrc) else {
             return;
         };
+        let pt_in = pkt.header.payload_type;
+        // The publisher's codec for this payload type: its own, or the one its RED wraps.
+        let in_params = self.peers.get(&peer_id).and_then(|p| {
+            p.rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.pt() == pt_in || p.red() == Some(pt_in))
+                .copied()
+        });
+        // RED audio (RFC 2198): forwarded whole where the subscriber negotiated RED too; the
+        // hub (recording, HLS, WHEP frame mode) and other subscribers get the primary block.
+        let mut red_whole = None;
+        if in_params.is_some_and(|p| p.red() == Some(pt_in)) {
+            match crate::red::primary(&pkt.payload) {
+                Ok(range) => {
+                    let primary: Arc<[u8]> = Arc::from(&pkt.payload[range]);
+                    red_whole = Some(std::mem::replace(&mut pkt.payload, primary));
+                }
+                Err(e) => {
+                    debug!(track = %tid, "dropped a RED packet: {e}");
+                    return;
+                }
+            }
+        }
         let Some(track) = self.tracks.get_mut(&tid) else {
             return;
         };
@@ -389,17 +431,10 @@ impl Sfu {
             }
         }
         track.first_packet.get_or_insert(now);
+        track.red |= red_whole.is_some();
         track.bytes_in += pkt.payload.len() as u64;
         if track.codec.is_none() {
-            let pt = pkt.header.payload_type;
-            let Some(params) = self.peers.get(&peer_id).and_then(|p| {
-                p.rtc
-                    .codec_config()
-                    .params()
-                    .iter()
-                    .find(|p| p.pt() == pt)
-                    .copied()
-            }) else {
+            let Some(params) = in_params else {
                 return;
             };
             track.codec = Some(params);
@@ -429,26 +464,23 @@ impl Sfu {
         let video = track.kind == TrackKind::Video;
         let infos = track.layer_infos(now, self.config.layer_inactive_after);
         let infos = infos.as_slice();
-        let pt_in = pkt.header.payload_type;
-        let in_params = self.peers.get(&peer_id).and_then(|p| {
-            p.rtc
-                .codec_config()
-                .params()
-                .iter()
-                .find(|p| p.pt() == pt_in)
-                .copied()
-        });
+        let key = codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload));
+        let (payload, primary) = match red_whole {
+            Some(whole) => (whole, Some(pkt.payload)),
+            None => (pkt.payload, None),
+        };
         let packet = Cached {
             layer,
             ssrc,
             seq: *pkt.seq_no,
             time: pkt.header.timestamp,
             arrival: pkt.timestamp,
-            key: codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload)),
+            key,
             pt: pt_in,
             marker: pkt.header.marker,
             ext: pkt.header.ext_vals,
-            payload: pkt.payload,
+            payload,
+            primary,
         };
         if packet.key {
             if let Some(l) = track.layers.get_mut(layer) {

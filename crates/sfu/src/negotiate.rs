@@ -60,7 +60,7 @@ impl Sfu {
             let Some(codec) = track.codec else {
                 continue; // announced only once its codec is known
             };
-            // Offer only the publisher's codec (and its RTX) on this m-line.
+            // Offer only the publisher's codec (and its RTX, and RED for Opus) on this m-line.
             let pts: Vec<u8> = peer
                 .rtc
                 .codec_config()
@@ -68,6 +68,7 @@ impl Sfu {
                 .map(|local| {
                     std::iter::once(*local.pt())
                         .chain(local.resend().map(|r| *r))
+                        .chain(local.red().map(|r| *r))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -216,6 +217,7 @@ impl Sfu {
                 up_since: None,
                 fwd: Forwarder::new(needs_keyframe, clock, target).continuing(last_out),
                 pts: Vec::new(),
+                red: false,
             });
             if needs_keyframe {
                 // A new subscriber needs a keyframe to show anything: ask at once.

@@ -103,6 +103,8 @@ pub struct TrackReport {
     pub muted: bool,
     /// Codec, once media flows.
     pub codec: Option<String>,
+    /// Audio that arrives as RED (RFC 2198): each packet carries the previous frame again.
+    pub red: bool,
     /// One per simulcast layer, lowest first (one when not simulcast).
     pub layers: Vec<LayerReport>,
 }
@@ -143,6 +145,9 @@ pub struct SubscriptionReport {
     pub max_height: Option<u32>,
     /// Paused by the allocator (no layer fits its link).
     pub paused: bool,
+    /// RED audio is forwarded whole (the subscriber negotiated RED); false when it gets the
+    /// primary frames only, or the track has no RED.
+    pub red: bool,
     /// Sent, bits per second (media and retransmissions).
     pub bitrate_bps: u64,
     /// Percent lost, from the client's receiver reports.
@@ -244,6 +249,7 @@ impl Sfu {
                     target_layer: None,
                     max_height: None,
                     paused: false,
+                    red: false,
                     bitrate_bps: m.bitrate as u64,
                     loss_pct: pct(m.loss),
                     jitter_ms: ms(m.jitter),
@@ -297,6 +303,7 @@ impl Sfu {
             source: t.source,
             muted: t.muted,
             codec: t.codec.as_ref().map(|c| c.spec().codec.to_string()),
+            red: t.red,
             layers,
         })
     }
@@ -325,6 +332,7 @@ impl Sfu {
                     target_layer: down.filter(|_| video).map(|d| d.fwd.target()),
                     max_height: s.max_height,
                     paused: down.is_some_and(|d| d.fwd.is_paused()),
+                    red: down.is_some_and(|d| d.red),
                     bitrate_bps: m.bitrate as u64,
                     loss_pct: pct(m.loss),
                     jitter_ms: ms(m.jitter),

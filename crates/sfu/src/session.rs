@@ -403,7 +403,8 @@ impl Sfu {
             .set_ice_lite(ice_lite)
             .set_rtp_mode(true)
             .clear_codecs()
-            .enable_opus(true, false)
+            // Opus with RED (RFC 2198) where the client offers it: see red.rs.
+            .enable_opus(true, true)
             .enable_pcmu(true, false)
             .enable_pcma(true, false)
             .enable_vp8(true)

@@ -266,6 +266,8 @@ pub(crate) struct Track {
     pub kind: TrackKind,
     pub source: TrackSource,
     pub muted: bool,
+    /// Its audio arrives as RED (RFC 2198): each packet repeats the frame before.
+    pub red: bool,
     /// Known from the first packet; the track is announced then.
     pub codec: Option<str0m::format::PayloadParams>,
     pub width: Option<u32>,
@@ -318,8 +320,11 @@ pub(crate) struct Down {
     /// that has lasted `bandwidth::UP_HOLD`).
     pub up_since: Option<Instant>,
     pub fwd: Forwarder,
-    /// Publisher payload type → subscriber payload type, filled as codecs appear.
-    pub pts: Vec<(str0m::media::Pt, Option<str0m::media::Pt>)>,
+    /// Publisher payload type → subscriber payload type, and whether a RED packet is cut to
+    /// its primary block on the way (the subscriber has no RED); filled as codecs appear.
+    pub pts: Vec<(str0m::media::Pt, Option<(str0m::media::Pt, bool)>)>,
+    /// RED packets go to this subscriber whole (it negotiated RED).
+    pub red: bool,
 }
 
 impl Sfu {

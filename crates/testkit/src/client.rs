@@ -109,9 +109,14 @@ pub struct Client {
 }
 
 fn new_rtc(addr: SocketAddr, now: Instant) -> Rtc {
+    new_rtc_with(addr, now, false)
+}
+
+/// `red`: Opus with RED (RFC 2198) offered and, where the other side takes it, sent.
+fn new_rtc_with(addr: SocketAddr, now: Instant, red: bool) -> Rtc {
     let mut rtc = Rtc::builder()
         .clear_codecs()
-        .enable_opus(true, false)
+        .enable_opus(true, red)
         .enable_vp8(true)
         .build(now);
     rtc.add_local_candidate(Candidate::host(addr, "udp").expect("valid candidate"));
@@ -168,6 +173,18 @@ impl Client {
             out_packets: Vec::new(),
             out_signals: Vec::new(),
         }
+    }
+
+    /// Offers Opus with RED on both connections, as Chromium does (before `join`): str0m then
+    /// sends its audio wrapped in RED and recovers lost frames from the redundancy.
+    pub fn use_red(&mut self, now: Instant) {
+        self.publisher = new_rtc_with(self.pub_addr, now, true);
+        self.subscriber = new_rtc_with(self.sub_addr, now, true);
+    }
+
+    /// How many audio frames this client has sent.
+    pub fn frames_sent_audio(&self) -> u32 {
+        self.audio_no
     }
 
     /// The `join` this client sends.
