@@ -91,6 +91,8 @@ export class Room extends Emitter {
     this.participantId = null;
     /** The server's grade of our own network: 'excellent', 'good', 'poor', 'lost' or null. */
     this.quality = null;
+    /** Who speaks now, loudest first: [{participantId, level, self}]. */
+    this.activeSpeakers = [];
     this.resumeToken = null;
     /** 'sfu' | 'p2p', from `joined`. */
     this.mode = null;
@@ -336,6 +338,16 @@ export class Room extends Emitter {
         this._emit('connection_quality', {
           participantId: msg.participant_id, quality: msg.quality, self, participant: part || null,
         });
+        break;
+      }
+      case 'active_speakers': {
+        // Who speaks now, loudest first (from the audio levels the server reads off each
+        // publisher's packets); empty when no one does.
+        const speakers = (msg.speakers || []).map((s) => ({
+          participantId: s.participant_id, level: s.level, self: s.participant_id === this.participantId,
+        }));
+        this.activeSpeakers = speakers;
+        this._emit('active_speakers', { speakers });
         break;
       }
       case 'signal':

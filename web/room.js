@@ -101,6 +101,7 @@ function wire(r) {
   r.on('track_unsubscribed', ({ trackId, track }) => detachTrack(trackId, track));
   r.on('track_muted', ({ track, muted }) => track && showMuted(track, muted));
   r.on('track_paused', ({ track, paused, reason }) => track && showPaused(track, paused, reason));
+  r.on('active_speakers', ({ speakers }) => showSpeakers(speakers));
   r.on('connection_quality', ({ participantId, quality, self }) => {
     const el = self ? $('#self-tile') : tiles.get(participantId)?.el;
     if (el) showQuality(el, quality);
@@ -259,6 +260,16 @@ function showMuted(track, muted) {
 }
 
 /** The server paused (or resumed) a video for this page: say why on its tile. */
+/** Outlines the tiles of whoever speaks now; the loudest gets `data-speaking="loudest"`. */
+function showSpeakers(speakers) {
+  const els = [$('#self-tile'), ...[...tiles.values()].map((t) => t.el)];
+  for (const el of els) delete el.dataset.speaking;
+  speakers.forEach((s, i) => {
+    const el = s.self ? $('#self-tile') : tiles.get(s.participantId)?.el;
+    if (el) el.dataset.speaking = i === 0 ? 'loudest' : 'yes';
+  });
+}
+
 /** The server's grade of a participant's network, as bars on its tile (and a word to hover). */
 function showQuality(el, quality) {
   el.dataset.quality = quality;

@@ -182,7 +182,10 @@ impl Sfu {
                 let wanted = choose_layer(infos, down.max_height);
                 heights.push(infos.iter().map(|i| i.height).collect());
                 demands.push(VideoDemand {
+                    // Screen shares first, then the camera of the room's loudest speaker.
                     priority: if track.source == TrackSource::Screen {
+                        3
+                    } else if self.loudest.contains(&track.owner) {
                         2
                     } else {
                         1

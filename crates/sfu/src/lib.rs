@@ -51,6 +51,7 @@ pub mod sdp;
 mod session;
 mod sfu;
 pub mod signal;
+pub mod speaker;
 mod whip;
 
 pub use config::SfuConfig;

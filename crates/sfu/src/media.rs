@@ -432,6 +432,14 @@ impl Sfu {
         }
         track.first_packet.get_or_insert(now);
         track.red |= red_whole.is_some();
+        if track.kind == TrackKind::Audio
+            && !track.muted
+            && let Some(level) = pkt.header.ext_vals.audio_level
+        {
+            // str0m gives -dBov (0 loudest, -127 silence).
+            self.speakers
+                .observe(tid, track.owner, level.unsigned_abs());
+        }
         track.bytes_in += pkt.payload.len() as u64;
         if track.codec.is_none() {
             let Some(params) = in_params else {

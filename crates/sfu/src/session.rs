@@ -247,6 +247,7 @@ impl Sfu {
             .or_insert_with(|| Room {
                 participants: Vec::new(),
                 mode: room_mode,
+                speakers: Vec::new(),
             })
             .participants
             .push(pid);
@@ -701,6 +702,7 @@ impl Sfu {
         let Some(t) = self.tracks.remove(&track) else {
             return;
         };
+        self.speakers.forget(track);
         debug!(%track, "unpublished");
         for d in &t.downstream {
             if let Some(sub) = self

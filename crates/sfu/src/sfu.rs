@@ -129,11 +129,18 @@ pub struct Sfu {
     pub(crate) next_allocation_round: Instant,
     /// Every connection's round trip, loss and jitter, for Prometheus.
     pub(crate) histograms: crate::quality::QualityHistograms,
+    /// Audio levels, turned into each room's active speakers (speaker.rs).
+    pub(crate) speakers: crate::speaker::Speakers,
+    /// The loudest speaker of each room: their camera goes before other cameras when a
+    /// subscriber's bandwidth is shared out.
+    pub(crate) loudest: std::collections::HashSet<ParticipantId>,
 }
 
 pub(crate) struct Room {
     pub participants: Vec<ParticipantId>,
     pub mode: crate::signal::RoomMode,
+    /// The speakers last announced, loudest first.
+    pub speakers: Vec<ParticipantId>,
 }
 
 /// What a participant is: a room member with a signalling socket, or one side of an HTTP
@@ -354,6 +361,8 @@ impl Sfu {
             stats: SfuStats::default(),
             next_allocation_round: now,
             histograms: Default::default(),
+            speakers: Default::default(),
+            loudest: Default::default(),
         }
     }
 
@@ -495,6 +504,9 @@ impl Sfu {
         }
         self.process_events();
         self.poll_keyframe_requests(now);
+        if self.speakers.due(now) {
+            self.announce_speakers(now);
+        }
         if self.config.bandwidth_allocation {
             self.allocation_round(now);
             self.process_events();

@@ -261,6 +261,12 @@ pub enum ServerMessage {
         /// Now.
         quality: Quality,
     },
+    /// Who is speaking now, loudest first (sent to everyone in the room when the set of
+    /// speakers or the loudest changes; empty when no one speaks).
+    ActiveSpeakers {
+        /// The speakers.
+        speakers: Vec<SpeakerLevel>,
+    },
     /// Something the client sent was refused.
     Error {
         /// A stable code (see docs/signalling.md).
@@ -532,4 +538,13 @@ mod tests {
         assert_eq!(j, r#"{"type":"error","code":"room_full","message":"full"}"#);
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
     }
+}
+
+/// One active speaker: who, and how loud (the mean amplitude of its voice, 0 to 1, smoothed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpeakerLevel {
+    /// Who.
+    pub participant_id: ParticipantId,
+    /// How loud, 0 to 1 (0.1 is -20 dBov, loud speech; 0.01 is -40 dBov, quiet speech).
+    pub level: f32,
 }

@@ -85,6 +85,9 @@ pub struct Client {
     next_audio: Option<Instant>,
     frame_no: u32,
     audio_no: u32,
+    /// The audio level (RFC 6464, dBov: 0 loudest, 127 silence) put on each audio packet;
+    /// `None` sends none.
+    pub audio_dbov: Option<u8>,
     /// Layers (by RID, None without simulcast) whose next frame must be a keyframe.
     key_wanted: HashSet<Option<Rid>>,
     /// Keyframes sent, per layer index.
@@ -161,6 +164,7 @@ impl Client {
             next_audio: None,
             frame_no: 0,
             audio_no: 0,
+            audio_dbov: None,
             key_wanted: HashSet::new(),
             keyframes_sent: [0; 3],
             layers_sending: 3,
@@ -350,7 +354,11 @@ impl Client {
             n as u64 * 960,
             sfu::str0m::media::Frequency::FORTY_EIGHT_KHZ,
         );
-        if let Some(w) = self.publisher.writer(mid) {
+        if let Some(mut w) = self.publisher.writer(mid) {
+            if let Some(dbov) = self.audio_dbov {
+                let dbov = dbov.min(127) as i8;
+                w = w.audio_level(-dbov, dbov < 127);
+            }
             let _ = w.write(pt, now, time, frame);
         }
         self.drain(now, true);

@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+// Active speaker in real Chromium: a member publishing its (fake) microphone and camera, and
+// two that publish only their camera. The server reads the audio level Chromium puts on each
+// Opus packet (RFC 6464) and tells the room who speaks: the others' pages must outline the
+// speaker's tile, its own page its self view, and no one else's; when it mutes the microphone
+// the outline goes. Runs inside a loopback-only namespace (netns-run).
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import {
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, runMain, waitFor,
+} from './harness.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const OVERALL_TIMEOUT_MS = 120_000;
+await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
+
+const { check, figure, summary } = results();
+const logPath = path.join(os.tmpdir(), `onair-e2e-speaker-${process.pid}.log`);
+let server = null;
+let browser = null;
+
+async function finish(code) {
+  if (code !== 0) {
+    let log = '(no log)';
+    try { log = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-25).join('\n'); } catch { /* none */ }
+    console.log(`# server log (${logPath}):\n${log.replace(/^/gm, '#   ')}`);
+  }
+  await browser?.close().catch(() => {});
+  if (server && server.exitCode === null) server.kill('SIGKILL');
+  process.exit(code);
+}
+setTimeout(() => { console.log('not ok - overall timeout'); finish(1); }, OVERALL_TIMEOUT_MS - 5000).unref();
+
+/** Which tiles a page outlines as speaking: names (`self` for its own view) → 'loudest'/'yes'. */
+function outlined(page) {
+  return page.evaluate(() => {
+    const out = {};
+    const self = document.querySelector('#self-tile');
+    if (self?.dataset.speaking) out.self = self.dataset.speaking;
+    document.querySelectorAll('#grid .tile[data-source="camera"]').forEach((t) => {
+      if (t.dataset.speaking) out[t.dataset.name] = t.dataset.speaking;
+    });
+    return out;
+  });
+}
+
+async function main() {
+  const bin = path.resolve(HERE, process.env.ONAIR_BIN || '../../target/release/onair');
+  if (!fs.existsSync(bin)) {
+    console.error(`error: server binary ${bin} not found (cargo build --release, or set ONAIR_BIN)`);
+    return 2;
+  }
+  const httpPort = await freeTcpPort();
+  const base = `http://127.0.0.1:${httpPort}`;
+  server = spawn(bin, [], {
+    env: { ...process.env, ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
+      ONAIR_TURN_ENABLED: 'false', RUST_LOG: process.env.RUST_LOG || 'info' },
+    stdio: ['ignore', fs.openSync(logPath, 'w'), fs.openSync(logPath, 'a')],
+  });
+  const up = await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 15_000, 200);
+  if (!check('server up', !!up)) return 1;
+  const { chromium } = await import('playwright-core');
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const room = `spk${process.pid}`;
+  const open = async (name, query) => {
+    const page = await (await browser.newContext({ viewport: { width: 960, height: 720 } })).newPage();
+    await page.goto(`${base}/room.html?room=${room}&name=${name}&autojoin=1&simulcast=0${query}`);
+    return page;
+  };
+  const talker = await open('T', '');
+  const a = await open('A', '&audio=0');
+  const b = await open('B', '&audio=0');
+
+  const startedAt = Date.now();
+  const seen = await waitFor(async () => {
+    const [oa, ob, ot] = [await outlined(a), await outlined(b), await outlined(talker)];
+    return oa.T && ob.T && ot.self ? { oa, ob, ot } : null;
+  }, 20_000, 300);
+  figure(`speaker outlined after ${seen ? `${((Date.now() - startedAt) / 1000).toFixed(1)} s` : 'more than 20 s'} from the pages opening: `
+    + `A's page ${JSON.stringify(seen?.oa ?? await outlined(a))}, B's ${JSON.stringify(seen?.ob ?? await outlined(b))}, `
+    + `T's ${JSON.stringify(seen?.ot ?? await outlined(talker))}`);
+  check('the others\' pages outline the talker\'s tile as the loudest, and its own page its self view',
+    seen?.oa.T === 'loudest' && seen?.ob.T === 'loudest' && seen?.ot.self === 'loudest');
+  check('…and no one else\'s (A and B publish no microphone)', !!seen && !seen.oa.self && !seen.oa.B && !seen.ob.A && !seen.ob.self);
+  const levels = await a.evaluate(() => window.onairRoom.activeSpeakers);
+  figure(`A's SDK: activeSpeakers ${JSON.stringify(levels)}`);
+  check('the SDK gives the level', levels.length === 1 && levels[0].level > 0 && levels[0].level <= 1, JSON.stringify(levels));
+
+  await talker.click('#mic');
+  const mutedAt = Date.now();
+  const gone = await waitFor(async () => (Object.keys(await outlined(a)).length === 0 ? Date.now() - mutedAt : null), 10_000, 200);
+  figure(`microphone muted: the outline gone after ${gone == null ? 'more than 10 s' : `${(gone / 1000).toFixed(1)} s`}`);
+  check('when the talker mutes, the outline goes within 10 s', gone != null);
+  return 0;
+}
+
+await runMain(main, summary, finish);
