@@ -96,10 +96,13 @@ async function call(base, room, query) {
   const part = (n) => report.participants.find((x) => x.name === n);
   const redIn = part('P')?.tracks.find((t) => t.kind === 'audio')?.red ?? null;
   const redOut = part('S')?.subscriptions.find((t) => t.kind === 'audio')?.red ?? null;
+  const proto = (n, kind) => part(n)?.connections.find((c) => c.kind === kind)?.candidate?.protocol ?? null;
+  const paths = { publisher: proto('P', 'publisher'), subscriber: proto('S', 'subscriber'),
+    publisherLossIn: part('P')?.connections.find((c) => c.kind === 'publisher')?.loss_in_pct ?? null };
   const offered = await sub.evaluate(() => /a=rtpmap:\d+ red\/48000\/2/.test(window.onairRoom?.subscriber?.remoteDescription?.sdp ?? ''));
   await ctx.close();
   await sub.context().close();
-  return { flowing: !!flowing, m: between(a, b), redIn, redOut, offered };
+  return { flowing: !!flowing, m: between(a, b), redIn, redOut, offered, paths };
 }
 
 async function main() {
@@ -117,10 +120,12 @@ async function main() {
   });
   const up = await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 15_000, 200);
   if (!check('server up', !!up)) return 1;
-  // Every UDP packet leaving a socket here, whoever sends it: each path loses LOSS_PCT %.
+  // Every UDP packet arriving at a socket here, whoever sent it: each path loses LOSS_PCT %.
+  // On input, not output: a packet dropped on output fails the sender's sendmsg (EPERM), and
+  // Chromium then sends it again, so its paths would lose almost nothing.
   sh('nft', ['add', 'table', 'inet', 'onairloss']);
-  sh('nft', ['add', 'chain', 'inet', 'onairloss', 'out', '{ type filter hook output priority 0; }']);
-  sh('nft', ['add', 'rule', 'inet', 'onairloss', 'out', 'meta', 'l4proto', 'udp', 'numgen', 'random', 'mod', '100', '<',
+  sh('nft', ['add', 'chain', 'inet', 'onairloss', 'in', '{ type filter hook input priority 0; }']);
+  sh('nft', ['add', 'rule', 'inet', 'onairloss', 'in', 'meta', 'l4proto', 'udp', 'numgen', 'random', 'mod', '100', '<',
     String(LOSS_PCT), 'drop']);
 
   const { chromium } = await import('playwright-core');
@@ -131,11 +136,19 @@ async function main() {
   const r = red.m;
   figure(`${LOSS_PCT} % UDP loss on every path, RED on: over ${r.secs} s the subscriber's audio lost ${r.audioLostPct?.toFixed(1)} % `
     + `of packets, concealed ${r.concealedPct?.toFixed(2)} % of samples; video ${r.fps.toFixed(1)} frames/s, ${r.frozenS.toFixed(2)} s frozen`);
+  figure(`paths: ${JSON.stringify(red.paths)}`);
   // (Chromium's getStats names the primary codec, opus, for a RED stream: the server says.)
   check('RED end to end: the server receives the audio as RED and forwards it as RED, offered to the subscriber',
     red.redIn === true && red.redOut === true && red.offered, JSON.stringify({ in: red.redIn, out: red.redOut, offered: red.offered }));
   check(`audio concealed < 3 % at ${LOSS_PCT} % loss`, r.concealedPct !== null && r.concealedPct < 3, JSON.stringify(r));
   check(`video ≥ 15 frames/s and < 3 s frozen in ${MEASURE_S} s`, r.fps >= 15 && r.frozenS < 3, JSON.stringify(r));
+  // The publisher's path loses 10 % too: the hub (recording, HLS) takes those frames from RED.
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  const recovered = Number(metrics.match(/^onair_audio_red_recovered_total (\d+)/m)?.[1] ?? NaN);
+  // Most of the publisher's lost audio packets are retransmitted (NACK) within a few ms on
+  // loopback, before the next packet; the rest come out of the next packet's redundancy.
+  figure(`the hub took ${recovered} lost audio frames from RED redundancy (the others were retransmitted before the next packet)`);
+  check('the hub recovers lost audio frames from RED', recovered > 0, String(recovered));
 
   const plain = await call(base, `plain${process.pid}`, '&red=0');
   const p = plain.m;

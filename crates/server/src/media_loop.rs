@@ -120,6 +120,7 @@ pub struct Status {
     pub unclaimed_datagrams: u64,
     pub ice_failures: u64,
     pub ice_disconnects: u64,
+    pub red_recovered: u64,
     /// Round trip, loss and jitter of every connection so far (for `/metrics`).
     #[serde(skip)]
     pub quality: sfu::quality::QualityHistograms,
@@ -412,6 +413,7 @@ impl Loop {
                     unclaimed_datagrams: s.unclaimed,
                     ice_failures: s.ice_failures,
                     ice_disconnects: s.ice_disconnects,
+                    red_recovered: s.red_recovered,
                     quality: self.sfu.quality_histograms().clone(),
                     by_quality: self.sfu.participants_by_quality(),
                 });

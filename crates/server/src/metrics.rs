@@ -52,6 +52,12 @@ pub async fn metrics(State(media): State<MediaHandle>) -> Response {
                 "Peer connections that connected and later lost their path.",
                 s.ice_disconnects,
             ),
+            (
+                "onair_audio_red_recovered_total",
+                "counter",
+                "Audio frames lost on the way in that recordings and HLS took from RED redundancy.",
+                s.red_recovered,
+            ),
         ]);
     }
     rows.extend([

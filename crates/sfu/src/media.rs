@@ -46,6 +46,26 @@ pub(crate) struct Cached {
     primary: Option<Arc<[u8]>>,
 }
 
+/// One packet for the hub's reassembly (a received one, or one recovered from RED).
+#[derive(Clone, Copy)]
+struct HubPacket<'a> {
+    seq: u64,
+    ts: u32,
+    marker: bool,
+    payload: &'a Arc<[u8]>,
+}
+
+impl<'a> HubPacket<'a> {
+    fn of(pkt: &'a RtpPacket) -> Self {
+        HubPacket {
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            marker: pkt.header.marker,
+            payload: &pkt.payload,
+        }
+    }
+}
+
 /// What writing to subscriber legs needs of the SFU, borrowed apart from the track being
 /// forwarded.
 struct Legs<'a> {
@@ -352,6 +372,8 @@ impl Sfu {
                 ),
                 muted: false,
                 red: false,
+                hub_audio_seq: None,
+                red_history: Default::default(),
                 codec: None,
                 width: meta.as_ref().and_then(|m| m.width),
                 height: meta.as_ref().and_then(|m| m.height),
@@ -460,11 +482,19 @@ impl Sfu {
             // it is usually a keyframe's first. VP9's SVC layers are read from the next one on,
             // but the hub's reassembly needs this one (a keyframe's start) too.
             if params.spec().codec == str0m::format::Codec::Vp9 {
-                self.feed_hub(tid, layer, svc.is_some(), &pkt);
+                self.feed_hub(tid, layer, svc.is_some(), HubPacket::of(&pkt));
                 return;
             }
         }
-        self.feed_hub(tid, layer, svc.is_some(), &pkt);
+        if self
+            .tracks
+            .get(&tid)
+            .is_some_and(|t| t.kind == TrackKind::Audio)
+        {
+            self.feed_hub_audio(tid, &pkt, red_whole.as_ref());
+        } else {
+            self.feed_hub(tid, layer, svc.is_some(), HubPacket::of(&pkt));
+        }
         let Some(track) = self.tracks.get_mut(&tid) else {
             return;
         };
@@ -474,7 +504,14 @@ impl Sfu {
         let infos = infos.as_slice();
         let key = codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload));
         let (payload, primary) = match red_whole {
-            Some(whole) => (whole, Some(pkt.payload)),
+            Some(whole) => {
+                // On with the two frames before it (red.rs: RedHistory).
+                let out = track
+                    .red_history
+                    .rebuild(*pkt.seq_no, pkt.header.timestamp, &whole, &pkt.payload)
+                    .unwrap_or(whole);
+                (out, Some(pkt.payload))
+            }
             None => (pkt.payload, None),
         };
         let packet = Cached {
@@ -681,7 +718,56 @@ impl Sfu {
     /// any layer once the current one has gone quiet, moves the hub to it (a new assembler,
     /// waiting for a keyframe, which is asked for). VP9 SVC's spatial layers build on each
     /// other within one picture: all of them go in, and come out as one superframe.
-    fn feed_hub(&mut self, tid: TrackId, layer: usize, svc: bool, pkt: &RtpPacket) {
+    /// An audio packet for the hub, in sequence: a late or repeated one is left out (the hub's
+    /// timeline only goes forward), and frames lost just before a RED packet are taken from
+    /// its redundancy first, so recordings and HLS hear what RED subscribers hear.
+    fn feed_hub_audio(&mut self, tid: TrackId, pkt: &RtpPacket, red_whole: Option<&Arc<[u8]>>) {
+        let seq = *pkt.seq_no;
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let last = track.hub_audio_seq;
+        if last.is_some_and(|l| seq <= l) {
+            return;
+        }
+        track.hub_audio_seq = Some(seq);
+        if let (Some(last), Some(whole)) = (last, red_whole)
+            && seq > last + 1
+            && let Ok(blocks) = crate::red::blocks(whole)
+        {
+            // Redundant blocks are the packets just before this one, oldest first.
+            let redundant = &blocks[..blocks.len().saturating_sub(1)];
+            let n = redundant.len() as u64;
+            for (i, b) in redundant.iter().enumerate() {
+                let Some(block_seq) = seq.checked_sub(n - i as u64) else {
+                    continue;
+                };
+                if block_seq <= last || b.data.is_empty() {
+                    continue;
+                }
+                let data: Arc<[u8]> = Arc::from(&whole[b.data.clone()]);
+                let ts = pkt
+                    .header
+                    .timestamp
+                    .wrapping_sub(u32::from(b.timestamp_offset));
+                self.stats.red_recovered += 1;
+                self.feed_hub(
+                    tid,
+                    0,
+                    false,
+                    HubPacket {
+                        seq: block_seq,
+                        ts,
+                        marker: false,
+                        payload: &data,
+                    },
+                );
+            }
+        }
+        self.feed_hub(tid, 0, false, HubPacket::of(pkt));
+    }
+
+    fn feed_hub(&mut self, tid: TrackId, layer: usize, svc: bool, pkt: HubPacket<'_>) {
         if self.config.hub_layers && !svc {
             self.feed_hub_layer(tid, layer, pkt);
         }
@@ -735,12 +821,7 @@ impl Sfu {
             track.hub_layer = Some(layer);
         }
         if let Some(a) = track.assembler.as_mut()
-            && let Some(frame) = a.push(
-                *pkt.seq_no,
-                pkt.header.timestamp,
-                pkt.header.marker,
-                &pkt.payload,
-            )
+            && let Some(frame) = a.push(pkt.seq, pkt.ts, pkt.marker, pkt.payload)
         {
             track.hub_last_pts = track.hub_last_pts.max(frame.pts_us);
             self.out
@@ -764,7 +845,7 @@ impl Sfu {
 
     /// `hub_layers`: a packet of a simulcast layer below the top goes to that layer's own
     /// reassembly too (the top layer's frames are the main feed's, most of the time).
-    fn feed_hub_layer(&mut self, tid: TrackId, layer: usize, pkt: &RtpPacket) {
+    fn feed_hub_layer(&mut self, tid: TrackId, layer: usize, pkt: HubPacket<'_>) {
         let now = self.now;
         let Some(track) = self.tracks.get_mut(&tid) else {
             return;
@@ -796,12 +877,7 @@ impl Sfu {
         let Some(a) = track.layer_assemblers[layer].as_mut() else {
             return;
         };
-        if let Some(frame) = a.push(
-            *pkt.seq_no,
-            pkt.header.timestamp,
-            pkt.header.marker,
-            &pkt.payload,
-        ) {
+        if let Some(frame) = a.push(pkt.seq, pkt.ts, pkt.marker, pkt.payload) {
             self.out
                 .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
                     participant: track.owner,

@@ -14,7 +14,9 @@
 //! The headers come first, all redundant ones then the primary's; then the blocks' data in the
 //! same order, the primary's last and running to the end of the payload.
 
+use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Why a payload is not RED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,89 @@ pub fn primary(payload: &[u8]) -> Result<Range<usize>, RedError> {
     blocks(payload).map(|b| b.last().map_or(0..0, |p| p.data.clone()))
 }
 
+/// Builds a RED payload: `redundant` earlier frames (their RTP timestamps and data, oldest
+/// first) and the primary, all of payload type `pt`, for a packet stamped `ts`. A frame that
+/// RED cannot carry (more than 16383 timestamp units back, 1024 bytes or more) is left out.
+pub fn build(pt: u8, ts: u32, redundant: &[(u32, &[u8])], primary: &[u8]) -> Vec<u8> {
+    let pt = pt & 0x7f;
+    let fits = |(t, d): &&(u32, &[u8])| ts.wrapping_sub(*t) < 1 << 14 && d.len() < 1 << 10;
+    let kept: Vec<&(u32, &[u8])> = redundant.iter().filter(fits).collect();
+    let len = kept.iter().map(|(_, d)| 4 + d.len()).sum::<usize>() + 1 + primary.len();
+    let mut out = Vec::with_capacity(len);
+    for (t, d) in &kept {
+        let offset = ts.wrapping_sub(*t) as u16;
+        let n = d.len();
+        out.extend_from_slice(&[
+            0x80 | pt,
+            (offset >> 6) as u8,
+            (((offset & 0x3f) << 2) as u8) | (n >> 8) as u8,
+            n as u8,
+        ]);
+    }
+    out.push(pt);
+    for (_, d) in &kept {
+        out.extend_from_slice(d);
+    }
+    out.extend_from_slice(primary);
+    out
+}
+
+/// The last frames of one RED audio track, to send each packet on with the two frames before
+/// it (Chromium sends one): a subscriber then hears through two losses in a row on its own link,
+/// and a frame lost on the publisher's link (taken from the next packet's redundancy) travels
+/// on in ours.
+#[derive(Debug, Default)]
+pub struct RedHistory {
+    /// (sequence number, RTP timestamp, frame), oldest first, at most [`RedHistory::DEPTH`].
+    frames: VecDeque<(u64, u32, Arc<[u8]>)>,
+}
+
+impl RedHistory {
+    /// Frames repeated in each packet.
+    pub const DEPTH: u64 = 2;
+
+    /// The payload to send for RED packet `seq` (stamped `ts`) that came as `whole`, whose
+    /// primary block is `primary`. `None`: send it as it came (a late packet, or not RED).
+    pub fn rebuild(
+        &mut self,
+        seq: u64,
+        ts: u32,
+        whole: &[u8],
+        primary: &Arc<[u8]>,
+    ) -> Option<Arc<[u8]>> {
+        let blocks = blocks(whole).ok()?;
+        let (last, redundant) = blocks.split_last()?;
+        let newest = self.frames.back().map(|f| f.0);
+        if newest.is_some_and(|n| seq <= n) {
+            return None;
+        }
+        // What this packet repeats that we do not have: lost on the publisher's link.
+        let n = redundant.len() as u64;
+        for (i, b) in redundant.iter().enumerate() {
+            let Some(at) = seq.checked_sub(n - i as u64) else {
+                continue;
+            };
+            if newest.is_some_and(|x| at <= x) || b.data.is_empty() || b.pt != last.pt {
+                continue;
+            }
+            let t = ts.wrapping_sub(u32::from(b.timestamp_offset));
+            self.frames.push_back((at, t, Arc::from(&whole[b.data.clone()])));
+        }
+        let before: Vec<(u32, &[u8])> = self
+            .frames
+            .iter()
+            .filter(|f| f.0 < seq && f.0 + Self::DEPTH >= seq)
+            .map(|f| (f.1, &f.2[..]))
+            .collect();
+        let out: Arc<[u8]> = build(last.pt, ts, &before, primary).into();
+        self.frames.push_back((seq, ts, primary.clone()));
+        while self.frames.len() as u64 > Self::DEPTH {
+            self.frames.pop_front();
+        }
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +216,57 @@ mod tests {
         assert_eq!(&p[primary(&p).unwrap()], &[5, 6]);
         // And an empty primary (DTX) is fine.
         assert_eq!(primary(&[111]).unwrap(), 1..1);
+    }
+
+    #[test]
+    fn a_built_payload_reads_back_and_blocks_red_cannot_carry_are_left_out() {
+        let p = build(111, 10_000, &[(8_080, &[1, 2]), (9_040, &[3])], &[7, 8, 9]);
+        let b = blocks(&p).unwrap();
+        let got: Vec<(u8, u16, &[u8])> = b
+            .iter()
+            .map(|b| (b.pt, b.timestamp_offset, &p[b.data.clone()]))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (111, 1920, &[1u8, 2][..]),
+                (111, 960, &[3][..]),
+                (111, 0, &[7, 8, 9][..])
+            ]
+        );
+        // Too far back (2^14 units), too big (1024 bytes): only the primary is left.
+        let big = vec![0u8; 1024];
+        let p = build(111, 20_000, &[(20_000 - 16_384, &[1]), (19_040, &big)], &[5]);
+        assert_eq!(p, vec![111, 5]);
+    }
+
+    #[test]
+    fn each_packet_goes_on_with_the_two_frames_before_it_lost_ones_included() {
+        let mut h = RedHistory::default();
+        let frame = |n: u8| -> Arc<[u8]> { Arc::from(&[n, n][..]) };
+        let send = |h: &mut RedHistory, seq: u64, prev: Option<u8>| {
+            let ts = seq as u32 * 960;
+            let before = [seq as u8 - 1; 2];
+            let red: Vec<(u32, &[u8])> = match prev {
+                Some(_) => vec![(ts - 960, &before[..])],
+                None => vec![],
+            };
+            let whole = build(111, ts, &red, &frame(seq as u8));
+            let out = h.rebuild(seq, ts, &whole, &frame(seq as u8)).unwrap();
+            let b = blocks(&out).unwrap();
+            b.iter()
+                .map(|b| (b.timestamp_offset, out[b.data.start]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(send(&mut h, 1, None), vec![(0, 1)]);
+        assert_eq!(send(&mut h, 2, Some(1)), vec![(960, 1), (0, 2)]);
+        assert_eq!(send(&mut h, 3, Some(2)), vec![(1920, 1), (960, 2), (0, 3)]);
+        // 4 was lost on the way in: 5 carries it, and so it is sent on with 5 and 6.
+        assert_eq!(send(&mut h, 5, Some(4)), vec![(1920, 3), (960, 4), (0, 5)]);
+        assert_eq!(send(&mut h, 6, Some(5)), vec![(1920, 4), (960, 5), (0, 6)]);
+        // A late packet goes as it came.
+        let late = build(111, 4 * 960, &[], &frame(4));
+        assert!(h.rebuild(4, 4 * 960, &late, &frame(4)).is_none());
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct SfuStats {
     pub ice_failures: u64,
     /// Peer connections whose ICE connected and later lost its path.
     pub ice_disconnects: u64,
+    /// Audio frames lost on the way in that the hub took from the next packet's RED
+    /// redundancy (recordings, LL-HLS and WHEP frame mode hear them).
+    pub red_recovered: u64,
 }
 
 /// A selective forwarding unit: rooms of participants, each with a publisher and a subscriber
@@ -275,6 +278,10 @@ pub(crate) struct Track {
     pub muted: bool,
     /// Its audio arrives as RED (RFC 2198): each packet repeats the frame before.
     pub red: bool,
+    /// The last audio packet handed to the hub (its frames only go forward).
+    pub hub_audio_seq: Option<u64>,
+    /// RED audio: the last frames, sent again with each packet.
+    pub red_history: crate::red::RedHistory,
     /// Known from the first packet; the track is announced then.
     pub codec: Option<str0m::format::PayloadParams>,
     pub width: Option<u32>,
