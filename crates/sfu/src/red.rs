@@ -161,7 +161,8 @@ impl RedHistory {
                 continue;
             }
             let t = ts.wrapping_sub(u32::from(b.timestamp_offset));
-            self.frames.push_back((at, t, Arc::from(&whole[b.data.clone()])));
+            self.frames
+                .push_back((at, t, Arc::from(&whole[b.data.clone()])));
         }
         let before: Vec<(u32, &[u8])> = self
             .frames
@@ -236,7 +237,12 @@ mod tests {
         );
         // Too far back (2^14 units), too big (1024 bytes): only the primary is left.
         let big = vec![0u8; 1024];
-        let p = build(111, 20_000, &[(20_000 - 16_384, &[1]), (19_040, &big)], &[5]);
+        let p = build(
+            111,
+            20_000,
+            &[(20_000 - 16_384, &[1]), (19_040, &big)],
+            &[5],
+        );
         assert_eq!(p, vec![111, 5]);
     }
 
