@@ -158,3 +158,30 @@ export async function runMain(main, summary, finish) {
   const failed = summary();
   await finish(failed === 0 && code === 0 ? 0 : code || 1);
 }
+
+/** The server binary to test: `$ONAIR_BIN`, else the release build. Prints why and returns
+ * null when it is not there. */
+export function onairBin() {
+  const bin = path.resolve(HERE, process.env.ONAIR_BIN || '../../target/release/onair');
+  if (fs.existsSync(bin)) return bin;
+  console.error(`error: server binary ${bin} not found (cargo build --release, or set ONAIR_BIN)`);
+  return null;
+}
+
+/** Starts `bin` with `env` added to ours, its output into `logPath`; returns the process and
+ * whether `/healthz` on `httpPort` answered within 15 s. */
+export async function startOnair(bin, env, logPath, httpPort) {
+  const proc = spawn(bin, [], {
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
+    stdio: ['ignore', fs.openSync(logPath, 'w'), fs.openSync(logPath, 'a')],
+  });
+  const up = await waitFor(async () => (await fetch(`http://127.0.0.1:${httpPort}/healthz`).catch(() => null))?.ok, 15_000, 200);
+  return { proc, up: !!up };
+}
+
+/** The last `lines` lines of a server log, indented as TAP comments, for a failure. */
+export function logTail(logPath, lines = 25) {
+  let log = '(no log)';
+  try { log = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-lines).join('\n'); } catch { /* none */ }
+  return `# server log (${logPath}):\n${log.replace(/^/gm, '#   ')}`;
+}

@@ -12,13 +12,12 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import {
-  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, runMain, sleep, waitFor,
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, logTail, onairBin, results, runMain,
+  startOnair, sleep, waitFor,
 } from './harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OVERALL_TIMEOUT_MS = 180_000;
 const LOSS_PCT = 20;
 await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
@@ -32,9 +31,7 @@ let holder = null;
 
 async function finish(code) {
   if (code !== 0) {
-    let log = '(no log)';
-    try { log = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-25).join('\n'); } catch { /* none */ }
-    console.log(`# server log (${logPath}):\n${log.replace(/^/gm, '#   ')}`);
+    console.log(logTail(logPath));
   }
   await browser?.close().catch(() => {});
   await lossyBrowser?.close().catch(() => {});
@@ -76,11 +73,8 @@ function tileGrades(page) {
 }
 
 async function main() {
-  const bin = path.resolve(HERE, process.env.ONAIR_BIN || '../../target/release/onair');
-  if (!fs.existsSync(bin)) {
-    console.error(`error: server binary ${bin} not found (cargo build --release, or set ONAIR_BIN)`);
-    return 2;
-  }
+  const bin = onairBin();
+  if (!bin) return 2;
   // The lossy subscriber's namespace: 198.51.100.1 here (onair listens on it), .2 there.
   holder = spawn('unshare', ['-n', 'sleep', '600'], { stdio: 'ignore' });
   await sleep(200);
@@ -100,14 +94,10 @@ async function main() {
 
   const httpPort = await freeTcpPort();
   const base = `http://127.0.0.1:${httpPort}`;
-  server = spawn(bin, [], {
-    env: { ...process.env, ONAIR_HTTP_LISTEN: `0.0.0.0:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
-      ONAIR_MEDIA_BIND: '0.0.0.0', ONAIR_MEDIA_PUBLIC_IPS: '["198.51.100.1"]', ONAIR_TURN_ENABLED: 'false',
-      RUST_LOG: process.env.RUST_LOG || 'info' },
-    stdio: ['ignore', fs.openSync(logPath, 'w'), fs.openSync(logPath, 'a')],
-  });
-  const up = await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 15_000, 200);
-  if (!check('server up', !!up)) return 1;
+  let up;
+  ({ proc: server, up } = await startOnair(bin, { ONAIR_HTTP_LISTEN: `0.0.0.0:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
+      ONAIR_MEDIA_BIND: '0.0.0.0', ONAIR_MEDIA_PUBLIC_IPS: '["198.51.100.1"]', ONAIR_TURN_ENABLED: 'false' }, logPath, httpPort));
+  if (!check('server up', up)) return 1;
 
   const { chromium } = await import('playwright-core');
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });

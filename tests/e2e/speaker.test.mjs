@@ -4,17 +4,14 @@
 // Opus packet (RFC 6464) and tells the room who speaks: the others' pages must outline the
 // speaker's tile, its own page its self view, and no one else's; when it mutes the microphone
 // the outline goes. Runs inside a loopback-only namespace (netns-run).
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import {
-  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, runMain, waitFor,
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, logTail, onairBin, results, runMain,
+  startOnair, waitFor,
 } from './harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OVERALL_TIMEOUT_MS = 120_000;
 await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
 
@@ -25,9 +22,7 @@ let browser = null;
 
 async function finish(code) {
   if (code !== 0) {
-    let log = '(no log)';
-    try { log = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-25).join('\n'); } catch { /* none */ }
-    console.log(`# server log (${logPath}):\n${log.replace(/^/gm, '#   ')}`);
+    console.log(logTail(logPath));
   }
   await browser?.close().catch(() => {});
   if (server && server.exitCode === null) server.kill('SIGKILL');
@@ -49,20 +44,14 @@ function outlined(page) {
 }
 
 async function main() {
-  const bin = path.resolve(HERE, process.env.ONAIR_BIN || '../../target/release/onair');
-  if (!fs.existsSync(bin)) {
-    console.error(`error: server binary ${bin} not found (cargo build --release, or set ONAIR_BIN)`);
-    return 2;
-  }
+  const bin = onairBin();
+  if (!bin) return 2;
   const httpPort = await freeTcpPort();
   const base = `http://127.0.0.1:${httpPort}`;
-  server = spawn(bin, [], {
-    env: { ...process.env, ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
-      ONAIR_TURN_ENABLED: 'false', RUST_LOG: process.env.RUST_LOG || 'info' },
-    stdio: ['ignore', fs.openSync(logPath, 'w'), fs.openSync(logPath, 'a')],
-  });
-  const up = await waitFor(async () => (await fetch(`${base}/healthz`).catch(() => null))?.ok, 15_000, 200);
-  if (!check('server up', !!up)) return 1;
+  let up;
+  ({ proc: server, up } = await startOnair(bin, { ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
+      ONAIR_TURN_ENABLED: 'false' }, logPath, httpPort));
+  if (!check('server up', up)) return 1;
   const { chromium } = await import('playwright-core');
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   const room = `spk${process.pid}`;

@@ -350,6 +350,15 @@ impl Sfu {
             },
         };
         self.send(pid, msg);
+        // Speakers are announced when they change: a newcomer hears who speaks now.
+        let speakers = self
+            .rooms
+            .get(&room)
+            .map(|r| r.speakers.clone())
+            .unwrap_or_default();
+        if !speakers.is_empty() {
+            self.send(pid, ServerMessage::ActiveSpeakers { speakers });
+        }
     }
 
     pub(crate) fn participant_info(&self, pid: ParticipantId) -> ParticipantInfo {

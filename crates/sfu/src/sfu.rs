@@ -142,8 +142,8 @@ pub struct Sfu {
 pub(crate) struct Room {
     pub participants: Vec<ParticipantId>,
     pub mode: crate::signal::RoomMode,
-    /// The speakers last announced, loudest first.
-    pub speakers: Vec<ParticipantId>,
+    /// The speakers last announced, loudest first (a member who joins is told them).
+    pub speakers: Vec<crate::signal::SpeakerLevel>,
 }
 
 /// What a participant is: a room member with a signalling socket, or one side of an HTTP

@@ -122,36 +122,33 @@ impl crate::sfu::Sfu {
         let mut loudest = std::collections::HashSet::new();
         let mut changed = Vec::new();
         for (name, room) in &mut self.rooms {
-            let here: Vec<(ParticipantId, f64)> = speaking
+            let here: Vec<crate::signal::SpeakerLevel> = speaking
                 .iter()
                 .filter(|(p, _)| room.participants.contains(p))
-                .copied()
+                .map(|(p, level)| crate::signal::SpeakerLevel {
+                    participant_id: *p,
+                    level: *level as f32,
+                })
                 .collect();
-            if let Some((first, _)) = here.first() {
-                loudest.insert(*first);
+            if let Some(first) = here.first() {
+                loudest.insert(first.participant_id);
             }
-            let ids: Vec<ParticipantId> = here.iter().map(|(p, _)| *p).collect();
-            let mut was = room.speakers.clone();
-            let mut now_set = ids.clone();
-            was.sort_unstable();
-            now_set.sort_unstable();
-            if was == now_set && room.speakers.first() == ids.first() {
-                continue;
+            let ids = |v: &[crate::signal::SpeakerLevel]| {
+                let mut ids: Vec<ParticipantId> = v.iter().map(|s| s.participant_id).collect();
+                ids.sort_unstable();
+                ids
+            };
+            let first = |v: &[crate::signal::SpeakerLevel]| v.first().map(|s| s.participant_id);
+            let same = ids(&room.speakers) == ids(&here) && first(&room.speakers) == first(&here);
+            // The levels are kept fresh for newcomers even when nothing is announced.
+            room.speakers = here.clone();
+            if !same {
+                changed.push((name.clone(), here));
             }
-            room.speakers = ids;
-            changed.push((name.clone(), here));
         }
         self.loudest = loudest;
-        for (room, here) in changed {
-            let msg = crate::signal::ServerMessage::ActiveSpeakers {
-                speakers: here
-                    .into_iter()
-                    .map(|(participant_id, level)| crate::signal::SpeakerLevel {
-                        participant_id,
-                        level: level as f32,
-                    })
-                    .collect(),
-            };
+        for (room, speakers) in changed {
+            let msg = crate::signal::ServerMessage::ActiveSpeakers { speakers };
             let conns: Vec<_> = self
                 .rooms
                 .get(&room)

@@ -28,9 +28,9 @@ fn told(s: &Scenario, client: usize, about: usize) -> Vec<Quality> {
         .collect()
 }
 
-#[test]
-fn each_connection_is_measured_graded_and_announced() {
-    let mut s = Scenario::new(SfuConfig::default(), 7);
+/// Room "q" with a publisher ("pub": camera and microphone, one layer) on a clean link.
+fn room_with_a_publisher(seed: u64) -> (Scenario, usize) {
+    let mut s = Scenario::new(SfuConfig::default(), seed);
     let p = s.add_client("pub", Link::clean());
     s.clients[p].publish = Some(Publish {
         video: true,
@@ -38,6 +38,12 @@ fn each_connection_is_measured_graded_and_announced() {
         simulcast: false,
     });
     s.join(p, "q");
+    (s, p)
+}
+
+#[test]
+fn each_connection_is_measured_graded_and_announced() {
+    let (mut s, _) = room_with_a_publisher(7);
     let clean = s.add_client("clean", Link::clean());
     s.join(clean, "q");
     let lossy = s.add_client(
@@ -151,14 +157,7 @@ fn each_connection_is_measured_graded_and_announced() {
 
 #[test]
 fn a_participant_that_goes_silent_is_lost() {
-    let mut s = Scenario::new(SfuConfig::default(), 8);
-    let p = s.add_client("pub", Link::clean());
-    s.clients[p].publish = Some(Publish {
-        video: true,
-        audio: true,
-        simulcast: false,
-    });
-    s.join(p, "q");
+    let (mut s, p) = room_with_a_publisher(8);
     let watcher = s.add_client("watcher", Link::clean());
     s.join(watcher, "q");
     s.run_for(Duration::from_secs(5));
