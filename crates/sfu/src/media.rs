@@ -124,13 +124,22 @@ impl Legs<'_> {
                 down.pts.push((c.pt, out));
                 if red_in {
                     down.red = out.is_some_and(|(_, strip)| !strip);
+                    // The blocks inside name the publisher's Opus payload type; a subscriber
+                    // that numbered Opus otherwise needs them renamed.
+                    let theirs = self
+                        .in_params
+                        .and_then(|p| sub.rtc.codec_config().match_params(p))
+                        .map(|p| *p.pt());
+                    let ours = self.in_params.map(|p| *p.pt());
+                    down.red_retag = theirs.filter(|t| Some(*t) != ours);
                 }
                 out
             }
         };
         let Some((pt, strip)) = out else { return };
-        let payload = match (&c.primary, strip) {
-            (Some(primary), true) => primary.clone(),
+        let payload = match (&c.primary, strip, down.red_retag) {
+            (Some(primary), true, _) => primary.clone(),
+            (Some(_), false, Some(pt)) => crate::red::retag(&c.payload, pt).into(),
             _ => c.payload.clone(),
         };
         // str0m stamps a packet with the connection's last known time, and its delay-based

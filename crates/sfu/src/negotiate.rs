@@ -218,6 +218,7 @@ impl Sfu {
                 fwd: Forwarder::new(needs_keyframe, clock, target).continuing(last_out),
                 pts: Vec::new(),
                 red: false,
+                red_retag: None,
             });
             if needs_keyframe {
                 // A new subscriber needs a keyframe to show anything: ask at once.

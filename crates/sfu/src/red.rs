@@ -122,6 +122,25 @@ pub fn build(pt: u8, ts: u32, redundant: &[(u32, &[u8])], primary: &[u8]) -> Vec
     out
 }
 
+/// A copy of a RED payload with every block's payload type set to `pt` (for a receiver that
+/// numbered the codec otherwise). A payload that is not RED is copied as it is.
+pub fn retag(payload: &[u8], pt: u8) -> Vec<u8> {
+    let mut out = payload.to_vec();
+    if blocks(payload).is_err() {
+        return out;
+    }
+    let mut at = 0;
+    while let Some(b) = out.get_mut(at) {
+        let redundant = *b & 0x80 != 0;
+        *b = (*b & 0x80) | (pt & 0x7f);
+        if !redundant {
+            break;
+        }
+        at += 4;
+    }
+    out
+}
+
 /// The last frames of one RED audio track, to send each packet on with the two frames before
 /// it (Chromium sends one): a subscriber then hears through two losses in a row on its own link,
 /// and a frame lost on the publisher's link (taken from the next packet's redundancy) travels
@@ -273,6 +292,19 @@ mod tests {
         // A late packet goes as it came.
         let late = build(111, 4 * 960, &[], &frame(4));
         assert!(h.rebuild(4, 4 * 960, &late, &frame(4)).is_none());
+    }
+
+    #[test]
+    fn retagging_renames_every_block_and_keeps_the_data() {
+        let p = build(111, 1920, &[(0, &[1]), (960, &[2, 3])], &[4]);
+        let r = retag(&p, 109);
+        let b = blocks(&r).unwrap();
+        assert!(b.iter().all(|b| b.pt == 109));
+        assert_eq!(b.len(), 3);
+        assert_eq!(&r[b[2].data.clone()], &[4]);
+        assert_eq!(r.len(), p.len());
+        // Not RED: unchanged.
+        assert_eq!(retag(&[0x80], 109), vec![0x80]);
     }
 
     #[test]

@@ -339,6 +339,8 @@ pub(crate) struct Down {
     pub pts: Vec<(str0m::media::Pt, Option<(str0m::media::Pt, bool)>)>,
     /// RED packets go to this subscriber whole (it negotiated RED).
     pub red: bool,
+    /// Its Opus payload type, when it differs from the publisher's (RED blocks are renamed).
+    pub red_retag: Option<u8>,
 }
 
 impl Sfu {
