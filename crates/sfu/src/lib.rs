@@ -52,6 +52,7 @@ mod session;
 mod sfu;
 pub mod signal;
 pub mod speaker;
+mod vp8;
 mod whip;
 
 pub use config::SfuConfig;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::Pt;
 use str0m::rtp::{ExtensionValues, Ssrc};
 
@@ -74,6 +74,8 @@ struct Legs<'a> {
     events: &'a mut VecDeque<(PeerId, Event)>,
     in_params: Option<PayloadParams>,
     video: bool,
+    /// VP8: picture ids are renumbered per leg across layer switches (vp8.rs).
+    vp8: bool,
     sent: u64,
     now: Instant,
 }
@@ -167,12 +169,16 @@ impl Legs<'_> {
         ext.mid = None;
         ext.rid = None;
         ext.rid_repair = None;
-        tx.write_rtp(
-            RtpWrite::new(pt, seq.into(), time, c.arrival, payload)
-                .marker(marker)
-                .ext_vals(ext)
-                .nackable(self.video),
-        );
+        let mut write = RtpWrite::new(pt, seq.into(), time, c.arrival, payload)
+            .marker(marker)
+            .ext_vals(ext)
+            .nackable(self.video);
+        if self.vp8 {
+            if let Some(patch) = down.vp8.patch(down.fwd.switches, &c.payload) {
+                write = write.vp8_patch(patch);
+            }
+        }
+        tx.write_rtp(write);
         self.sent += 1;
         // str0m's invariant: a full drain after each mutation.
         loop {
@@ -566,6 +572,7 @@ impl Sfu {
             events: &mut self.events,
             in_params,
             video,
+            vp8: in_params.is_some_and(|p| p.spec().codec == Codec::Vp8),
             sent: 0,
             now: self.now,
         };

@@ -219,6 +219,7 @@ impl Sfu {
                 pts: Vec::new(),
                 red: false,
                 red_retag: None,
+                vp8: Default::default(),
             });
             if needs_keyframe {
                 // A new subscriber needs a keyframe to show anything: ask at once.

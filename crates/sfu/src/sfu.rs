@@ -341,6 +341,8 @@ pub(crate) struct Down {
     pub red: bool,
     /// Its Opus payload type, when it differs from the publisher's (RED blocks are renamed).
     pub red_retag: Option<u8>,
+    /// VP8: picture ids renumbered across layer switches (vp8.rs).
+    pub vp8: crate::vp8::Vp8Ids,
 }
 
 impl Sfu {
