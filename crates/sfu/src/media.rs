@@ -173,10 +173,10 @@ impl Legs<'_> {
             .marker(marker)
             .ext_vals(ext)
             .nackable(self.video);
-        if self.vp8 {
-            if let Some(patch) = down.vp8.patch(down.fwd.switches, &c.payload) {
-                write = write.vp8_patch(patch);
-            }
+        if self.vp8
+            && let Some(patch) = down.vp8.patch(down.fwd.switches, &c.payload)
+        {
+            write = write.vp8_patch(patch);
         }
         tx.write_rtp(write);
         self.sent += 1;

@@ -50,12 +50,8 @@ impl Vp8Ids {
     /// keeps that offset.
     pub fn patch(&mut self, epoch: u64, payload: &[u8]) -> Option<Vp8Patch> {
         let d = Vp8Descriptor::parse(payload).ok()?;
-        let (pid, tl0) = self.renumber(
-            epoch,
-            d.picture_id(),
-            d.tl0_pic_idx(),
-            pid_modulus(payload),
-        );
+        let (pid, tl0) =
+            self.renumber(epoch, d.picture_id(), d.tl0_pic_idx(), pid_modulus(payload));
         if pid == d.picture_id() && tl0 == d.tl0_pic_idx() {
             return None;
         }
@@ -88,18 +84,17 @@ impl Vp8Ids {
         }
         let pid = pid_in.map(|p| p.wrapping_add(self.pid_offset) % m);
         let tl0 = tl0_in.map(|t| t.wrapping_add(self.tl0_offset));
-        if let Some(p) = pid {
-            if self.last_pid.is_none_or(|l| newer(p, l, m)) {
-                self.last_pid = Some(p);
-            }
+        if let Some(p) = pid
+            && self.last_pid.is_none_or(|l| newer(p, l, m))
+        {
+            self.last_pid = Some(p);
         }
-        if let Some(t) = tl0 {
-            if self
+        if let Some(t) = tl0
+            && self
                 .last_tl0
                 .is_none_or(|l| newer(u16::from(t), u16::from(l), 256))
-            {
-                self.last_tl0 = Some(t);
-            }
+        {
+            self.last_tl0 = Some(t);
         }
         (pid, tl0)
     }
@@ -111,7 +106,15 @@ mod tests {
 
     /// A descriptor as Chromium sends it: X, I with a 15-bit id, L, T; then a payload byte.
     fn packet(pid: u16, tl0: u8) -> Vec<u8> {
-        vec![0x90, 0xe0, 0x80 | (pid >> 8) as u8, pid as u8, tl0, 0x20, 0xaa]
+        vec![
+            0x90,
+            0xe0,
+            0x80 | (pid >> 8) as u8,
+            pid as u8,
+            tl0,
+            0x20,
+            0xaa,
+        ]
     }
 
     fn ids(v: &mut Vp8Ids, epoch: u64, pid: u16, tl0: u8) -> (u16, u8) {
@@ -175,7 +178,12 @@ mod tests {
     fn short_or_plain_descriptors_get_no_patch() {
         let mut v = Vp8Ids::default();
         v.patch(1, &packet(10, 1));
-        for p in [vec![0x90u8, 0xe0, 0x80], vec![0x10, 0xaa], vec![], vec![0x90]] {
+        for p in [
+            vec![0x90u8, 0xe0, 0x80],
+            vec![0x10, 0xaa],
+            vec![],
+            vec![0x90],
+        ] {
             assert!(v.patch(2, &p).is_none(), "{p:?}");
         }
     }

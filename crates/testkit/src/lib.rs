@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod impair;
 mod link;
 pub mod live;
+pub mod relay;
 pub mod server;
 pub mod whep;
 
