@@ -394,21 +394,31 @@ impl Sfu {
             .map(|t| (t.id, t.owner))
     }
 
+    /// A room member's connection. Its subscriber side runs the bandwidth estimate (with
+    /// `rooms.bandwidth_allocation`): room tracks come and go, and cameras are simulcast.
     pub(crate) fn new_peer(&mut self, owner: ParticipantId, kind: PcKind) -> PeerId {
-        self.new_peer_with(owner, kind, false)
+        let estimate = kind == PcKind::Subscriber;
+        self.new_peer_with(owner, kind, false, estimate)
     }
 
     /// `ice_lite`: the peer answers connectivity checks and never sends its own, as a server
     /// with only host candidates may (RFC 8445 §2.5). HTTP sessions use it: FFmpeg's WHIP
     /// muxer waits for the server's DTLS after its own checks succeed and never answers
     /// checks of a full-ICE server.
+    ///
+    /// `estimate`: a subscriber connection that has layers to choose between, so str0m's
+    /// bandwidth estimate runs on it (with `rooms.bandwidth_allocation`). It is not free:
+    /// str0m's pacer wants a timeout pass after every packet it lets out, which is about a
+    /// quarter more CPU per forwarded packet (docs/benchmarks.md), so a viewer of a stream with
+    /// one layer, where an estimate could choose nothing, goes without.
     pub(crate) fn new_peer_with(
         &mut self,
         owner: ParticipantId,
         kind: PcKind,
         ice_lite: bool,
+        estimate: bool,
     ) -> PeerId {
-        let paced = kind == PcKind::Subscriber && self.config.bandwidth_allocation;
+        let paced = kind == PcKind::Subscriber && estimate && self.config.bandwidth_allocation;
         let rtc = Rtc::builder()
             .set_ice_lite(ice_lite)
             .set_rtp_mode(true)

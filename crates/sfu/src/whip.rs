@@ -108,7 +108,7 @@ impl Sfu {
             ufrag: ufrag(offer),
         };
         let (pid, _, answer) = self.open_http_session(role, stream, offer, |sfu, pid| {
-            sfu.new_peer_with(pid, PcKind::Publisher, true)
+            sfu.new_peer_with(pid, PcKind::Publisher, true, false)
         })?;
         let mut answer = crate::sdp::follow_offer_order(&answer, offer);
         if self.config.whip_prefer_h264 {
@@ -175,8 +175,16 @@ impl Sfu {
             frames: false,
             ufrag: ufrag(offer),
         };
+        // Layers to choose between: simulcast, or a codec that may carry SVC layers.
+        let layered = self.source_tracks(source).iter().any(|t| {
+            t.kind == TrackKind::Video
+                && (t.rids.len() > 1
+                    || t.layers.len() > 1
+                    || t.codec
+                        .is_some_and(|c| matches!(c.spec().codec, Codec::Vp9 | Codec::Av1)))
+        });
         let (pid, peer_id, answer) = self.open_http_session(role, stream, offer, |sfu, pid| {
-            sfu.new_peer_with(pid, PcKind::Subscriber, true)
+            sfu.new_peer_with(pid, PcKind::Subscriber, true, layered)
         })?;
         // Pair the viewer's m-lines with the source's tracks, in order, by kind.
         let mut pending: Vec<(TrackId, TrackKind, PayloadParams)> = self
