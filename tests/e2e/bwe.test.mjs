@@ -59,7 +59,9 @@ function inbound(page) {
       if (x.type !== 'inbound-rtp') return;
       if (x.kind === 'video') {
         Object.assign(out, { frames: x.framesDecoded ?? 0, height: x.frameHeight ?? 0, freezes: x.totalFreezesDuration ?? 0,
-          videoLost: x.packetsLost ?? 0, keyframes: x.keyFramesDecoded ?? 0, plis: x.pliCount ?? 0 });
+          videoLost: x.packetsLost ?? 0, keyframes: x.keyFramesDecoded ?? 0, plis: x.pliCount ?? 0,
+          framesReceived: x.framesReceived ?? 0, framesDropped: x.framesDropped ?? 0, videoPackets: x.packetsReceived ?? 0,
+          nacks: x.nackCount ?? 0, ssrc: x.ssrc });
       } else {
         Object.assign(out, { samples: x.totalSamplesReceived ?? 0, concealed: x.concealedSamples ?? 0, audioLost: x.packetsLost ?? 0 });
       }
@@ -174,10 +176,10 @@ async function main() {
   // Its frame rate is the publisher's: three Chromiums on two cores encode 15-20 frames/s.
   check('the clean subscriber keeps the 720p layer, frozen < 2 s', c.height >= 720 && c.fps >= 10 && c.frozenS < 2, JSON.stringify(c));
 
-  // The cap lifted: back to the top layer. The issue asks for 15 s; most runs take 6-10 s, but
-  // of 8 runs two took over 15 s and one over 30 s (the server had sent the 720p layer for 23 s
-  // while the page still showed 360p and asked for no keyframe: not understood yet), so the
-  // check allows 30 s and the figure says how long it was.
+  // The cap lifted: back to the top layer within 15 s (the issue's figure). Before VP8 picture
+  // ids were renumbered across switches (sfu/vp8.rs), one run in three stayed at 360p for over
+  // 30 s while the server sent the 720p layer; since, 7 of 7 runs climbed back in 6.1-9.6 s. The
+  // wait goes on to 30 s so that a slow climb is measured, not only failed.
   uncap();
   const liftedAt = Date.now();
   // The top layer is what the publisher's encoder makes of it right now: with three Chromiums
@@ -188,7 +190,19 @@ async function main() {
     ? `more than 30 s (now ${JSON.stringify(await inbound(capped))}; the clean subscriber at ${(await inbound(clean)).height}p; `
       + `the publisher's top layer at ${await topLayerHeight(pub)}p)`
     : `${(back / 1000).toFixed(1)} s`}`);
-  check('after the cap is lifted the capped subscriber is back at 720p within 30 s', back != null);
+  if (back == null) {
+    // What the page and the server see two seconds apart: is video still arriving and being
+    // decoded, and which layer does the server say it sends?
+    const a = await inbound(capped);
+    await sleep(2000);
+    const b = await inbound(capped);
+    figure(`the capped page 2 s apart: ${JSON.stringify(a)} → ${JSON.stringify(b)}`);
+    const report = await fetch(`http://127.0.0.1:${httpPort}/api/rooms/${room}`).then((r) => r.json()).catch((e) => String(e));
+    const k = report?.participants?.find?.((p) => p.name === 'K');
+    figure(`the server's view of K: ${JSON.stringify(k?.subscriptions ?? report)}`);
+  }
+  check('after the cap is lifted the capped subscriber is back at 720p within 15 s', back != null && back <= 15_000,
+    back == null ? 'more than 30 s' : `${(back / 1000).toFixed(1)} s`);
 
   // A cap under any video layer (the lowest is 100 kbit/s, audio ~60 kbit/s on the wire): the
   // video is paused, the page says why, the audio goes on.

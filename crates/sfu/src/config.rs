@@ -37,10 +37,9 @@ pub struct SfuConfig {
     /// variant per layer. It costs a reassembly per layer, so it is on only when HLS is.
     pub hub_layers: bool,
     /// Estimate each subscriber connection's downlink (str0m's send-side BWE) and cap its
-    /// video layers at what the estimate carries (the stream allocator). Off by default for
-    /// now: in Chromium the estimate falls to ~150 kbit/s within a second of a subscriber
-    /// joining a clean link and takes ~10 s to climb back, which costs a clean link its top
-    /// layer (and a freeze) at the start of every call. On once that is mended.
+    /// video layers at what the estimate carries (the stream allocator, bandwidth.rs): room
+    /// subscribers, and WHEP viewers of a stream with layers to choose between. On by default;
+    /// off forwards whatever layer each subscriber asks for (`max_height`), whatever its link.
     pub bandwidth_allocation: bool,
 }
 
@@ -70,7 +69,7 @@ impl Default for SfuConfig {
             max_participants_per_p2p_room: 6,
             whip_prefer_h264: false,
             hub_layers: false,
-            bandwidth_allocation: false,
+            bandwidth_allocation: true,
         }
     }
 }

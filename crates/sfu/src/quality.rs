@@ -307,11 +307,17 @@ impl Sfu {
             .is_some_and(|h| s.timestamp.saturating_duration_since(h) >= SILENT_IS_LOST);
         let disconnected = matches!(q.ice, Some(IceConnectionState::Disconnected));
         let m = mos(rtt, jitter, loss.unwrap_or(0.0));
-        q.mos = Some(m);
-        q.grade = Some(if silent || disconnected {
-            Quality::Lost
-        } else {
-            grade(m)
+        // A connection that never connected has no grade: a subscriber connection with nothing
+        // to receive yet is never negotiated, and was graded lost once str0m's estimate (whose
+        // pacer wakes it) had it report an ICE state with nothing heard.
+        let connected_once = p.connected_once;
+        q.mos = connected_once.then_some(m);
+        q.grade = connected_once.then(|| {
+            if silent || disconnected {
+                Quality::Lost
+            } else {
+                grade(m)
+            }
         });
         let owner = p.owner;
         self.regrade(owner, s.timestamp);

@@ -21,7 +21,14 @@ fn layer_runs(frames: &[&ReceivedFrame]) -> Vec<(u8, u32, bool)> {
 
 #[test]
 fn layer_switches_only_at_keyframes_and_stream_stays_continuous() {
-    let mut s = Scenario::new(SfuConfig::default(), 7);
+    // The layer here follows the subscriber's `max_height` alone: the stream allocator, which
+    // climbs one layer per 1.5 s behind the estimate, has its own tests
+    // (bandwidth_allocation.rs).
+    let config = SfuConfig {
+        bandwidth_allocation: false,
+        ..SfuConfig::default()
+    };
+    let mut s = Scenario::new(config, 7);
     let p = s.add_client("pub", Link::clean());
     s.clients[p].publish = Some(Publish {
         video: true,
