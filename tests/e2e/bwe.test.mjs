@@ -10,6 +10,10 @@
 // shaper's drop count) are printed. Runs inside a loopback-only namespace (netns-run) and only
 // makes namespaces and addresses of its own (198.51.100.0/24, a documentation range).
 // The server runs with rooms.bandwidth_allocation on.
+//
+// ONAIR_E2E_BWE_VIA=whep: the same with a simulcast WHIP publisher (publish.html) and WHEP
+// viewers (watch.html) instead of a room. WHEP has no signalling, so under the lowest cap the
+// check is that the video stops (the server pauses it) while the audio goes on, and comes back.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -24,6 +28,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OVERALL_TIMEOUT_MS = 270_000;
 const CAP = process.env.ONAIR_E2E_CAP || '300kbit';
 const LOW_CAP = '100kbit';
+const VIA_WHEP = process.env.ONAIR_E2E_BWE_VIA === 'whep';
 await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
 
 const { check, figure, summary } = results();
@@ -52,7 +57,7 @@ const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'p
 /** The subscriber's view of the publisher's camera and microphone, from getStats. */
 function inbound(page) {
   return page.evaluate(async () => {
-    const pc = window.onairRoom?.subscriber;
+    const pc = window.onairRoom?.subscriber ?? window.onairSession?.pc;
     const out = { at: performance.now() };
     if (!pc) return out;
     (await pc.getStats()).forEach((x) => {
@@ -73,7 +78,7 @@ function inbound(page) {
 /** The height the publisher's encoder gives its top simulcast layer (`f`) now. */
 function topLayerHeight(page) {
   return page.evaluate(async () => {
-    const pc = window.onairRoom?.publisher;
+    const pc = window.onairRoom?.publisher ?? window.onairSession?.pc;
     let h = null;
     (await pc?.getStats())?.forEach((x) => {
       if (x.type === 'outbound-rtp' && x.kind === 'video' && x.rid === 'f') h = x.frameHeight ?? null;
@@ -136,12 +141,28 @@ async function main() {
   // Tall enough that with three participants (two rows of tiles) each asks for the 720p layer.
   const viewport = { width: 1280, height: 1400 };
   const pub = await (await browser.newContext({ viewport })).newPage();
-  await pub.goto(`http://127.0.0.1:${httpPort}/room.html?room=${room}&name=P&autojoin=1`);
-  await waitFor(() => pub.evaluate(() => window.onairRoom?.localTracks.size >= 2), 15_000);
-  const clean = await (await browser.newContext({ viewport })).newPage();
-  await clean.goto(`http://127.0.0.1:${httpPort}/room.html?room=${room}&name=C&autojoin=1&audio=0&video=0`);
-  const capped = await (await cappedBrowser.newContext({ viewport })).newPage();
-  await capped.goto(`http://198.51.100.1:${httpPort}/room.html?room=${room}&name=K&autojoin=1&audio=0&video=0`);
+  const stream = `live/bwe${process.pid}`;
+  let clean;
+  let capped;
+  if (VIA_WHEP) {
+    await pub.goto(`http://127.0.0.1:${httpPort}/publish.html?stream=${stream}&simulcast=1&autostart=1`);
+    await waitFor(() => pub.evaluate(() => window.onairState?.status === 'live'), 15_000);
+    // The stream is live once its first packets came: give its layers a moment to be known.
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${httpPort}/api/streams`).then((r) => r.json()).catch(() => null))
+      ?.some?.((x) => x.name === stream), 15_000, 500);
+    await sleep(2000);
+    clean = await (await browser.newContext({ viewport })).newPage();
+    await clean.goto(`http://127.0.0.1:${httpPort}/watch.html?stream=${stream}&autoplay=1`);
+    capped = await (await cappedBrowser.newContext({ viewport })).newPage();
+    await capped.goto(`http://198.51.100.1:${httpPort}/watch.html?stream=${stream}&autoplay=1`);
+  } else {
+    await pub.goto(`http://127.0.0.1:${httpPort}/room.html?room=${room}&name=P&autojoin=1`);
+    await waitFor(() => pub.evaluate(() => window.onairRoom?.localTracks.size >= 2), 15_000);
+    clean = await (await browser.newContext({ viewport })).newPage();
+    await clean.goto(`http://127.0.0.1:${httpPort}/room.html?room=${room}&name=C&autojoin=1&audio=0&video=0`);
+    capped = await (await cappedBrowser.newContext({ viewport })).newPage();
+    await capped.goto(`http://198.51.100.1:${httpPort}/room.html?room=${room}&name=K&autojoin=1&audio=0&video=0`);
+  }
   const playing = await waitFor(async () => {
     const [c, k] = [await inbound(clean), await inbound(capped)];
     return c.height >= 720 && k.height >= 720 ? { c, k } : null;
@@ -206,6 +227,40 @@ async function main() {
 
   // A cap under any video layer (the lowest is 100 kbit/s, audio ~60 kbit/s on the wire): the
   // video is paused, the page says why, the audio goes on.
+  if (VIA_WHEP) {
+    // No signalling to say why: the video stops (the server pauses it), the audio goes on.
+    cap(LOW_CAP);
+    const cappedAt = Date.now();
+    // The server's report says when it paused the capped viewer's video (its session's
+    // connection comes from 198.51.100.2).
+    const pausedNow = async () => {
+      const sessions = await fetch(`http://127.0.0.1:${httpPort}/api/sessions`).then((r) => r.json()).catch(() => []);
+      const mine = sessions.find?.((x) => x.role === 'whep'
+        && x.connections?.some?.((c) => c.candidate?.remote?.startsWith('198.51.100.2:')));
+      return mine?.subscriptions?.some?.((t) => t.kind === 'video' && t.paused) ?? false;
+    };
+    const stopped = await waitFor(pausedNow, 25_000, 500);
+    figure(`capped at ${LOW_CAP}: the server paused the viewer's video after ${stopped ? `${((Date.now() - cappedAt) / 1000).toFixed(1)} s` : 'more than 25 s'}`);
+    if (!check(`under ${LOW_CAP} the server pauses the viewer's video`, !!stopped)) return 1;
+    // As in the room: what was already queued on the full link still lands first.
+    await sleep(4000);
+    const p0 = await inbound(capped);
+    await sleep(15_000);
+    const p = between(p0, await inbound(capped));
+    figure(`paused: ${p.fps.toFixed(1)} frames/s, audio concealed ${p.concealedPct?.toFixed(2)} % over ${p.secs} s`);
+    check('…and the audio stays continuous (concealed < 2 %)', p.concealedPct !== null && p.concealedPct < 2, JSON.stringify(p));
+    check('…and no video is decoded', p.fps < 1, JSON.stringify(p));
+    uncap();
+    const resumedAt = Date.now();
+    const resumed = await waitFor(async () => (await inbound(capped)).frames > p0.frames + 10 || null, 20_000, 500);
+    figure(`cap lifted: video back after ${resumed ? `${((Date.now() - resumedAt) / 1000).toFixed(1)} s` : 'more than 20 s'}`);
+    check('after that cap is lifted the video comes back', !!resumed);
+    const sessions = await fetch(`http://127.0.0.1:${httpPort}/api/sessions`).then((r) => r.json()).catch(() => []);
+    const mine = sessions.find?.((x) => x.role === 'whep'
+      && x.connections?.some?.((c) => c.candidate?.remote?.startsWith('198.51.100.2:')));
+    figure(`the server's view of the capped viewer: ${JSON.stringify(mine?.subscriptions?.map?.((t) => ({ kind: t.kind, layer: t.layer, red: t.red, paused: t.paused })))}`);
+    return 0;
+  }
   const pauseNote = () => capped.evaluate(() => {
     const n = document.querySelector('.tile .paused-note:not([hidden])');
     return n ? n.textContent : null;

@@ -211,10 +211,13 @@ impl Sfu {
                 continue;
             };
             let mid = Mid::from(section.mid.as_str());
+            // The codec, its RTX, and RED for Opus (as a room subscriber's m-line has: the
+            // viewer gets the publisher's redundancy where it offered RED).
             keep.insert(
                 section.mid.clone(),
                 std::iter::once(*local.pt())
                     .chain(local.resend().map(|r| *r))
+                    .chain(local.red().map(|r| *r))
                     .collect(),
             );
             bound.push((tid, mid, kind, codec));
