@@ -1707,6 +1707,9 @@ export class WhipSession extends StreamSession {
       // Only the chosen codec is offered: onair answers a VP8-first offer with H.264 when it
       // packages streams for LL-HLS, and an explicit choice must not be overridden.
       if (codec) preferCodec(transceiver, track.kind, codec, true);
+      // Opus with RED, as a room member's microphone (Chromium sends RED only when it is listed
+      // first): WHEP viewers and the hub get the redundancy. `red: false` turns it off.
+      else if (track.kind === 'audio' && opts.red !== false) preferCodec(transceiver, 'audio', 'red');
     }
   }
 
