@@ -328,6 +328,9 @@ export class Room extends Emitter {
         this._emit('track_paused', { trackId: msg.track_id, paused: !!msg.paused, reason: msg.reason, track: track || null });
         break;
       }
+      case 'layers_needed':
+        this._onLayersNeeded(msg);
+        break;
       case 'connection_quality': {
         // The server's grade of a participant's network (its worst connection): excellent,
         // good, poor or lost. Our own grade comes too.
@@ -781,6 +784,33 @@ export class Room extends Emitter {
       tracks.push(entry);
     }
     return tracks;
+  }
+
+  /**
+   * Dynacast: the server lists the simulcast layers of one of our tracks that anyone receives;
+   * the others' encodings are set inactive, so the browser stops encoding and uploading them,
+   * until a later message lists them again. `dynacast: false` in the Room's options ignores it.
+   */
+  _onLayersNeeded({ track_id: trackId, rids }) {
+    if (this.options.dynacast === false) return;
+    const local = [...this.localTracks.values()].find((l) => l.id === trackId);
+    if (!local || !local.simulcast) return;
+    const want = new Set(rids || []);
+    // get/setParameters pairs must not interleave: chained, each reading the latest state.
+    this._layersChain = (this._layersChain || Promise.resolve()).then(async () => {
+      const params = local.sender.getParameters();
+      let changed = false;
+      for (const e of params.encodings || []) {
+        const on = !e.rid || want.has(e.rid);
+        if (e.active !== on) {
+          e.active = on;
+          changed = true;
+        }
+      }
+      if (changed) await local.sender.setParameters(params);
+      local.activeLayers = (params.encodings || []).filter((e) => e.active !== false).map((e) => e.rid);
+      this._emit('layers_needed', { trackId, rids: local.activeLayers, track: local });
+    }).catch((e) => this._emit('error', { code: 'dynacast', message: `could not pause layers: ${e.message || e}` }));
   }
 
   _setLocalId(local, id) {

@@ -127,6 +127,9 @@ pub struct StreamInfo {
     /// When publishing started.
     #[serde(skip)]
     pub started: Instant,
+    /// When a viewer last asked for it outside the readers (see [`Hub::note_viewed`]).
+    #[serde(skip)]
+    pub viewed: Option<Instant>,
 }
 
 /// The registry. Cheap to clone; every clone is the same hub.
@@ -154,6 +157,10 @@ struct Stream {
     /// Keyframe requests from readers so far, and how many the publisher has taken.
     keyframes_wanted: AtomicU64,
     keyframes_taken: AtomicU64,
+    /// When a viewer the hub does not see as a reader last asked for it (an HLS player's
+    /// request: HLS packages every stream whether anyone plays it), in milliseconds since
+    /// `started`, plus one (0: never).
+    viewed_ms: AtomicU64,
 }
 
 struct StreamState {
@@ -232,6 +239,7 @@ impl Hub {
             skips: Arc::new(AtomicU64::new(0)),
             keyframes_wanted: AtomicU64::new(0),
             keyframes_taken: AtomicU64::new(0),
+            viewed_ms: AtomicU64::new(0),
         });
         streams.insert(name.clone(), stream.clone());
         drop(streams);
@@ -277,6 +285,16 @@ impl Hub {
             .collect()
     }
 
+    /// Someone plays `name` without being a reader: an HLS player fetched a playlist or a
+    /// segment of it. Publishers that can send less when nobody watches (a room member's
+    /// simulcast layers) look at this.
+    pub fn note_viewed(&self, name: &StreamName) {
+        if let Some(s) = lock(&self.shared.streams).get(name) {
+            let ms = s.started.elapsed().as_millis() as u64 + 1;
+            s.viewed_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
     /// Streams starting and ending, from now on.
     pub fn events(&self) -> broadcast::Receiver<HubEvent> {
         self.shared.events.subscribe()
@@ -294,6 +312,10 @@ fn info(s: &Stream) -> StreamInfo {
         frames_in: st.frames_in,
         skips: s.skips.load(Ordering::Relaxed),
         started: s.started,
+        viewed: match s.viewed_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(s.started + std::time::Duration::from_millis(ms - 1)),
+        },
     }
 }
 

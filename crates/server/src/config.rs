@@ -78,9 +78,11 @@ pub struct Rooms {
     pub p2p_rooms: Vec<String>,
     /// Members of one peer-to-peer room (a mesh: each sends to every other).
     pub max_p2p_participants: usize,
-    /// Experimental: estimate each subscriber's downlink and send it no higher a simulcast or
-    /// SVC layer than the estimate carries (docs/configuration.md).
+    /// Estimate each subscriber's downlink and send it no higher a simulcast or SVC layer than
+    /// the estimate carries (docs/configuration.md).
     pub bandwidth_allocation: bool,
+    /// Tell simulcast publishers which layers anyone receives, so they pause the others.
+    pub dynacast: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -307,6 +309,7 @@ impl Default for Rooms {
             p2p_rooms: d.p2p_rooms,
             max_p2p_participants: d.max_participants_per_p2p_room,
             bandwidth_allocation: d.bandwidth_allocation,
+            dynacast: d.dynacast,
         }
     }
 }
@@ -499,6 +502,7 @@ impl Config {
             p2p_rooms: r.p2p_rooms.clone(),
             max_participants_per_p2p_room: r.max_p2p_participants,
             bandwidth_allocation: r.bandwidth_allocation,
+            dynacast: r.dynacast,
             whip_prefer_h264: self.streams.whip_prefer_h264
                 && (self.hls.enabled || self.recording.enabled),
             hub_layers: self.hls.enabled,

@@ -43,6 +43,9 @@ pub struct HlsServer {
     max_block: Duration,
     /// `hls.aac_from_opus`.
     aac_from_opus: bool,
+    /// Told of every request, so that a room member's stream that someone plays keeps all its
+    /// simulcast layers (the SFU's dynacast).
+    hub: Hub,
 }
 
 struct HlsStream {
@@ -173,6 +176,7 @@ pub fn start(config: &Config, hub: Hub) -> Option<Arc<HlsServer>> {
         config: config.segmenter(),
         max_block: Duration::from_millis(config.hls.max_block_ms),
         aac_from_opus: config.hls.aac_from_opus,
+        hub: hub.clone(),
     });
     tokio::spawn(watch_hub(server.clone(), hub));
     Some(server)
@@ -517,6 +521,7 @@ async fn serve(
     let Some(stream) = server.get(&name.to_string()) else {
         return error(StatusCode::NOT_FOUND, format!("stream {name} is not live"));
     };
+    server.hub.note_viewed(&name);
     let Some((layer, file)) = parse_file(file, &stream.sid) else {
         return error(
             StatusCode::NOT_FOUND,

@@ -306,6 +306,9 @@ impl Loop {
     /// Once a second: publishers whose name was taken over are ended, bitrates sampled.
     fn tick(&mut self, now: Instant) {
         self.last_tick = now;
+        for (pid, watched) in self.streams.hub_watched(now) {
+            self.sfu.set_hub_watched(pid, watched);
+        }
         for pid in self.streams.kicked() {
             info!(%pid, "WHIP publisher ended: another publisher took its stream name");
             self.sfu.kick_http_session(now, pid);

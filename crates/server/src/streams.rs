@@ -14,6 +14,9 @@ use tracing::{debug, info, warn};
 
 use crate::media_loop::Command;
 
+/// An HLS player counts as watching for this long after its last request.
+const VIEWED_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A stream as `GET /api/streams` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StreamStatus {
@@ -62,6 +65,28 @@ impl Streams {
             viewers: HashMap::new(),
             rates: HashMap::new(),
         }
+    }
+
+    /// Whether anyone watches each registered publisher's stream through the hub: a reader
+    /// other than the HLS packager (which reads every stream) and the SFU's own WHEP viewers
+    /// (the SFU counts those itself), or an HLS player in the last [`VIEWED_FOR`].
+    pub fn hub_watched(&self, now: Instant) -> Vec<(ParticipantId, bool)> {
+        self.publishers
+            .iter()
+            .map(|(pid, p)| {
+                let watched = self.hub.stream(p.name()).is_some_and(|info| {
+                    let readers = info
+                        .readers
+                        .iter()
+                        .any(|(proto, n)| *n > 0 && !matches!(proto, Protocol::Hls | Protocol::Whep));
+                    let played = info
+                        .viewed
+                        .is_some_and(|t| now.saturating_duration_since(t) < VIEWED_FOR);
+                    readers || played
+                });
+                (*pid, watched)
+            })
+            .collect()
     }
 
     /// Keeps a WHIP publisher's hub registration for the life of its session.

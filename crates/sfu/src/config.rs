@@ -41,6 +41,9 @@ pub struct SfuConfig {
     /// subscribers, and WHEP viewers of a stream with layers to choose between. On by default;
     /// off forwards whatever layer each subscriber asks for (`max_height`), whatever its link.
     pub bandwidth_allocation: bool,
+    /// Tell each room member publishing simulcast which of its layers anyone receives, so
+    /// that it pauses the others (dynacast.rs; the SDK acts on it). On by default.
+    pub dynacast: bool,
 }
 
 impl SfuConfig {
@@ -70,6 +73,7 @@ impl Default for SfuConfig {
             whip_prefer_h264: false,
             hub_layers: false,
             bandwidth_allocation: true,
+            dynacast: true,
         }
     }
 }

@@ -39,6 +39,7 @@ mod codec;
 mod config;
 mod congestion;
 pub mod depacketize;
+mod dynacast;
 pub mod forward;
 pub mod ids;
 mod keyframe;

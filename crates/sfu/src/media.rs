@@ -402,6 +402,7 @@ impl Sfu {
                 hub_layer: None,
                 hub_last_pts: 0,
                 layer_assemblers: Vec::new(),
+                dynacast: Default::default(),
             },
         );
     }

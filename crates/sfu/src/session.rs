@@ -312,6 +312,7 @@ impl Sfu {
             Some(m) => self.send(pid, m),
             None => self.negotiate(pid),
         }
+        self.resend_layers_needed(pid);
     }
 
     fn send_joined(&mut self, pid: ParticipantId) {
@@ -672,6 +673,8 @@ impl Sfu {
         });
         sub.want = true;
         sub.max_height = max_height;
+        // A publisher may have to resume a layer for this one (dynacast.rs).
+        self.next_dynacast = self.now;
         if let Some(t) = self.tracks.get_mut(&track) {
             for d in t.downstream.iter_mut().filter(|d| d.subscriber == pid) {
                 d.max_height = max_height;

@@ -130,6 +130,10 @@ pub struct Sfu {
     pub(crate) stats: SfuStats,
     /// When subscribers' bandwidth is next shared out again whatever their estimates did.
     pub(crate) next_allocation_round: Instant,
+    /// When the layers publishers must send are worked out next (dynacast.rs).
+    pub(crate) next_dynacast: Instant,
+    /// Participants whose streams the hub's readers watch (they keep every layer).
+    pub(crate) hub_watched: std::collections::HashSet<ParticipantId>,
     /// Every connection's round trip, loss and jitter, for Prometheus.
     pub(crate) histograms: crate::quality::QualityHistograms,
     /// Audio levels, turned into each room's active speakers (speaker.rs).
@@ -307,6 +311,8 @@ pub(crate) struct Track {
     /// With `hub_layers`: one reassembly per simulcast layer below the top, each a track of
     /// its own in the hub (an HLS variant). Made at a layer's first packet.
     pub layer_assemblers: Vec<Option<crate::depacketize::Assembler>>,
+    /// The layers its publisher was told to send (dynacast.rs).
+    pub dynacast: crate::dynacast::PublisherLayers,
 }
 
 #[derive(Default)]
@@ -371,6 +377,8 @@ impl Sfu {
             now,
             stats: SfuStats::default(),
             next_allocation_round: now,
+            next_dynacast: now,
+            hub_watched: Default::default(),
             histograms: Default::default(),
             speakers: Default::default(),
             loudest: Default::default(),
@@ -522,6 +530,7 @@ impl Sfu {
             self.allocation_round(now);
             self.process_events();
         }
+        self.dynacast_round(now);
         self.reap(now);
     }
 
@@ -551,10 +560,12 @@ impl Sfu {
             .participants
             .values()
             .filter_map(|p| p.media_lost_at.map(|t| t + HTTP_SESSION_ICE_TIMEOUT));
+        let dynacast = self.config.dynacast.then_some(self.next_dynacast);
         peers
             .chain(grace)
             .chain(kf)
             .chain(ice)
+            .chain(dynacast)
             .fold(far, Instant::min)
     }
 

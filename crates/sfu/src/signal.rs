@@ -253,6 +253,15 @@ pub enum ServerMessage {
         /// Why.
         reason: PauseReason,
     },
+    /// To a simulcast publisher: the layers of its track anyone receives, by RID, lowest
+    /// first. It may pause the others (the SDK sets their encodings inactive) until a later
+    /// `layers_needed` lists them again.
+    LayersNeeded {
+        /// The publisher's track.
+        track_id: TrackId,
+        /// The RIDs to keep sending.
+        rids: Vec<String>,
+    },
     /// A participant's connection quality changed (sent to everyone in the room, the
     /// participant included).
     ConnectionQuality {

@@ -95,6 +95,9 @@ pub struct Client {
     /// Simulcast layers sent, from the lowest (3: all; fewer, as a browser whose bandwidth
     /// estimate holds the top ones back).
     pub layers_sending: usize,
+    /// Simulcast layers the server's `layers_needed` left on (as the SDK sets encodings
+    /// active); all at first.
+    pub layers_active: [bool; 3],
     /// Stop producing media after this time.
     pub stop_media_at: Option<Instant>,
     /// Subscriber m-lines and the tracks they carry.
@@ -168,6 +171,7 @@ impl Client {
             key_wanted: HashSet::new(),
             keyframes_sent: [0; 3],
             layers_sending: 3,
+            layers_active: [true; 3],
             stop_media_at: None,
             sub_tracks: HashMap::new(),
             frames: Vec::new(),
@@ -313,6 +317,9 @@ impl Client {
             vec![None]
         };
         for (i, rid) in layers.into_iter().enumerate().take(self.layers_sending) {
+            if p.simulcast && !self.layers_active[i] {
+                continue;
+            }
             let key = self.key_wanted.remove(&rid);
             if key {
                 self.keyframes_sent[i] += 1;
@@ -421,6 +428,17 @@ impl Client {
                         sdp: answer.to_sdp_string(),
                     });
                 }
+            }
+            ServerMessage::LayersNeeded { ref rids, .. } => {
+                for (i, r) in RIDS.iter().enumerate() {
+                    let on = rids.iter().any(|x| x == r);
+                    // An encoder turned back on starts with a keyframe.
+                    if on && !self.layers_active[i] {
+                        self.key_wanted.insert(Some(Rid::from(*r)));
+                    }
+                    self.layers_active[i] = on;
+                }
+                self.messages.push(msg);
             }
             other => self.messages.push(other),
         }
