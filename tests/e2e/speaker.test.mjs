@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import {
   CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, logTail, onairBin, results, runMain,
-  startOnair, waitFor,
+  sleep, startOnair, waitFor,
 } from './harness.mjs';
 
 const OVERALL_TIMEOUT_MS = 120_000;
@@ -78,6 +78,43 @@ async function main() {
   const levels = await a.evaluate(() => window.onairRoom.activeSpeakers);
   figure(`A's SDK: activeSpeakers ${JSON.stringify(levels)}`);
   check('the SDK gives the level', levels.length === 1 && levels[0].level > 0 && levels[0].level <= 1, JSON.stringify(levels));
+
+  // Opus DTX: the server's answer asks publishers for it (usedtx=1). A publishes a silent
+  // microphone (a WebAudio destination with nothing connected), for which Chromium then sends a
+  // frame every 400 ms instead of fifty a second; the talker's fake microphone, never silent,
+  // keeps its 50.
+  await a.evaluate(async () => {
+    const ctx = new AudioContext();
+    await ctx.resume();
+    // An oscillator through a gain of 0: the track carries samples, all of them zero.
+    const osc = ctx.createOscillator();
+    const mute = ctx.createGain();
+    mute.gain.value = 0;
+    const dest = ctx.createMediaStreamDestination();
+    osc.connect(mute).connect(dest);
+    osc.start();
+    const track = dest.stream.getAudioTracks()[0];
+    await window.onairRoom.publishTrack(track, { source: 'microphone' });
+  });
+  const audioOut = (page) => page.evaluate(async () => {
+    const pc = window.onairRoom.publisher;
+    let n = 0;
+    (await pc.getStats()).forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'audio') n = s.packetsSent; });
+    return { n, dtx: /a=fmtp:\d+ [^\r\n]*usedtx=1/.test(pc.remoteDescription?.sdp ?? '') };
+  });
+  await sleep(1500);
+  const [s0, t0] = [await audioOut(a), await audioOut(talker)];
+  await sleep(4000);
+  const [s1, t1] = [await audioOut(a), await audioOut(talker)];
+  const silentPps = (s1.n - s0.n) / 4;
+  const talkerPps = (t1.n - t0.n) / 4;
+  figure(`Opus DTX: A's silent microphone ${silentPps.toFixed(1)} packets/s, the talker's ${talkerPps.toFixed(1)} `
+    + `(20 ms frames: 50); usedtx=1 in the answers: ${s1.dtx}, ${t1.dtx}; A sent ${s1.n} in all`);
+  check('the server asks publishers for Opus DTX', s1.dtx && t1.dtx);
+  check('…and a silent microphone sends under 10 packets/s, a sounding one about 50',
+    silentPps > 0 && silentPps < 10 && talkerPps > 45, `${silentPps} / ${talkerPps}`);
+  const still = await outlined(b);
+  check('the silent member is not taken for a speaker', still.T === 'loudest' && !still.A, JSON.stringify(still));
 
   await talker.click('#mic');
   const mutedAt = Date.now();

@@ -83,6 +83,8 @@ pub struct Rooms {
     pub bandwidth_allocation: bool,
     /// Tell simulcast publishers which layers anyone receives, so they pause the others.
     pub dynacast: bool,
+    /// Ask publishers for Opus DTX (no packets while the microphone is silent).
+    pub opus_dtx: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -310,6 +312,7 @@ impl Default for Rooms {
             max_p2p_participants: d.max_participants_per_p2p_room,
             bandwidth_allocation: d.bandwidth_allocation,
             dynacast: d.dynacast,
+            opus_dtx: d.opus_dtx,
         }
     }
 }
@@ -503,6 +506,7 @@ impl Config {
             max_participants_per_p2p_room: r.max_p2p_participants,
             bandwidth_allocation: r.bandwidth_allocation,
             dynacast: r.dynacast,
+            opus_dtx: r.opus_dtx,
             whip_prefer_h264: self.streams.whip_prefer_h264
                 && (self.hls.enabled || self.recording.enabled),
             hub_layers: self.hls.enabled,

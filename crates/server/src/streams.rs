@@ -75,10 +75,9 @@ impl Streams {
             .iter()
             .map(|(pid, p)| {
                 let watched = self.hub.stream(p.name()).is_some_and(|info| {
-                    let readers = info
-                        .readers
-                        .iter()
-                        .any(|(proto, n)| *n > 0 && !matches!(proto, Protocol::Hls | Protocol::Whep));
+                    let readers = info.readers.iter().any(|(proto, n)| {
+                        *n > 0 && !matches!(proto, Protocol::Hls | Protocol::Whep)
+                    });
                     let played = info
                         .viewed
                         .is_some_and(|t| now.saturating_duration_since(t) < VIEWED_FOR);

@@ -44,6 +44,9 @@ pub struct SfuConfig {
     /// Tell each room member publishing simulcast which of its layers anyone receives, so
     /// that it pauses the others (dynacast.rs; the SDK acts on it). On by default.
     pub dynacast: bool,
+    /// Ask publishers (room members and WHIP) for Opus DTX: no audio packets but one every
+    /// 400 ms while the microphone is silent (sdp.rs, `request_opus_dtx`). On by default.
+    pub opus_dtx: bool,
 }
 
 impl SfuConfig {
@@ -74,6 +77,7 @@ impl Default for SfuConfig {
             hub_layers: false,
             bandwidth_allocation: true,
             dynacast: true,
+            opus_dtx: true,
         }
     }
 }

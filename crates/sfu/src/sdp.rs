@@ -203,9 +203,86 @@ pub fn prefer_h264_over_vp8(answer: &str) -> String {
     out
 }
 
+/// Adds `usedtx=1` to the format parameters of every Opus payload type in `answer` (an
+/// answer to a publisher). The parameter states the receiver's preference (RFC 7587 §6.1), so
+/// a browser that reads it sends discontinuously: a frame every 400 ms while its microphone is
+/// silent instead of fifty a second. Receivers conceal the gaps with comfort noise; the hub's
+/// Opus-to-AAC stage fills them with silence. An Opus payload type without an `a=fmtp` line
+/// gets one.
+pub fn request_opus_dtx(answer: &str) -> String {
+    let lines: Vec<&str> = answer.split("\r\n").collect();
+    let opus: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| {
+            let (pt, enc) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            enc.to_ascii_lowercase().starts_with("opus/").then_some(pt)
+        })
+        .collect();
+    let has_fmtp = |pt: &str| {
+        lines.iter().any(|l| {
+            l.strip_prefix("a=fmtp:")
+                .and_then(|r| r.split_once(' '))
+                .is_some_and(|(p, _)| p == pt)
+        })
+    };
+    let mut out: Vec<String> = Vec::with_capacity(lines.len() + 2);
+    for line in &lines {
+        let fmtp = line
+            .strip_prefix("a=fmtp:")
+            .and_then(|r| r.split_once(' '))
+            .filter(|(pt, _)| opus.contains(pt));
+        match fmtp {
+            Some((_, params)) if params.split(';').any(|p| p.trim().starts_with("usedtx=")) => {
+                out.push((*line).to_owned());
+            }
+            Some(_) => out.push(format!("{line};usedtx=1")),
+            None => {
+                out.push((*line).to_owned());
+                if let Some((pt, _)) = line
+                    .strip_prefix("a=rtpmap:")
+                    .and_then(|r| r.split_once(' '))
+                    && opus.contains(&pt)
+                    && !has_fmtp(pt)
+                {
+                    out.push(format!("a=fmtp:{pt} usedtx=1"));
+                }
+            }
+        }
+    }
+    out.join("\r\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dtx_is_asked_for_on_every_opus_payload_type_once() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=rtpmap:111 opus/48000/2\r\n\
+            a=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:63 red/48000/2\r\na=fmtp:63 111/111\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 109\r\na=rtpmap:109 OPUS/48000/2\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\na=fmtp:96 x=1\r\n";
+        let out = request_opus_dtx(answer);
+        assert!(
+            out.contains("a=fmtp:111 minptime=10;useinbandfec=1;usedtx=1\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("a=fmtp:63 111/111\r\n"),
+            "RED untouched: {out}"
+        );
+        assert!(
+            out.contains("a=rtpmap:109 OPUS/48000/2\r\na=fmtp:109 usedtx=1\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("a=fmtp:96 x=1\r\n"), "video untouched: {out}");
+        assert!(out.ends_with("\r\n"));
+        // Applied twice, nothing more.
+        assert_eq!(request_opus_dtx(&out), out);
+        // A client that said usedtx=0 is not overridden.
+        let zero = "m=audio 9 X 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 usedtx=0\r\n";
+        assert_eq!(request_opus_dtx(zero), zero);
+    }
 
     const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
         a=group:BUNDLE 0 1\r\n\

@@ -537,7 +537,10 @@ impl Sfu {
         self.drain(peer_id);
         match answer {
             Ok(a) => {
-                let sdp = crate::sdp::follow_offer_order(&a.to_sdp_string(), sdp);
+                let mut sdp = crate::sdp::follow_offer_order(&a.to_sdp_string(), sdp);
+                if self.config.opus_dtx {
+                    sdp = crate::sdp::request_opus_dtx(&sdp);
+                }
                 self.send(pid, ServerMessage::Answer { sdp })
             }
             Err(e) => self.reply_error(conn, ErrorCode::BadSdp, format!("offer not accepted: {e}")),

@@ -114,6 +114,9 @@ impl Sfu {
         if self.config.whip_prefer_h264 {
             answer = crate::sdp::prefer_h264_over_vp8(&answer);
         }
+        if self.config.opus_dtx {
+            answer = crate::sdp::request_opus_dtx(&answer);
+        }
         info!(participant = %pid, stream, "WHIP session started");
         Ok(self.http_session(pid, answer))
     }
