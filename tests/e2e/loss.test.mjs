@@ -48,7 +48,8 @@ function inbound(page) {
       if (x.type !== 'inbound-rtp') return;
       if (x.kind === 'video') {
         Object.assign(out, { frames: x.framesDecoded ?? 0, freezes: x.totalFreezesDuration ?? 0, videoLost: x.packetsLost ?? 0,
-          videoReceived: x.packetsReceived ?? 0 });
+          videoReceived: x.packetsReceived ?? 0, freezeCount: x.freezeCount ?? 0, plis: x.pliCount ?? 0, nacks: x.nackCount ?? 0,
+          keyframes: x.keyFramesDecoded ?? 0, dropped: x.framesDropped ?? 0 });
       } else {
         Object.assign(out, { samples: x.totalSamplesReceived ?? 0, concealed: x.concealedSamples ?? 0,
           audioLost: x.packetsLost ?? 0, audioReceived: x.packetsReceived ?? 0 });
@@ -68,7 +69,23 @@ function between(a, b) {
     frozenS: b.freezes - a.freezes,
     concealedPct: samples > 0 ? (100 * (b.concealed - a.concealed)) / samples : null,
     audioLostPct: audioPkts > 0 ? (100 * (b.audioLost - a.audioLost)) / audioPkts : null,
+    // What the subscriber's video went through: freezes, its keyframe requests and NACKs.
+    video: Object.fromEntries(['freezeCount', 'plis', 'nacks', 'keyframes', 'dropped'].map((k) => [k, b[k] - a[k]])),
   };
+}
+
+/** The publisher's video sender: NACKs and PLIs it got, what it resent, its keyframes. */
+function outbound(page) {
+  return page.evaluate(async () => {
+    let out = {};
+    (await window.onairRoom?.publisher?.getStats())?.forEach((x) => {
+      if (x.type === 'outbound-rtp' && x.kind === 'video') {
+        out = { nacks: x.nackCount ?? 0, plis: x.pliCount ?? 0, firs: x.firCount ?? 0, resent: x.retransmittedPacketsSent ?? 0,
+          sent: x.packetsSent ?? 0, keyframes: x.keyFramesEncoded ?? 0 };
+      }
+    });
+    return out;
+  });
 }
 
 /** A publisher and a subscriber in a room; `query` is added to the publisher's page. */
@@ -86,8 +103,11 @@ async function call(base, room, query) {
   // Let the encoders see the loss (Opus turns in-band FEC on from the receiver reports).
   await sleep(5000);
   const a = await inbound(sub);
+  const pa = await outbound(pub);
   await sleep(MEASURE_S * 1000);
   const b = await inbound(sub);
+  const pb = await outbound(pub);
+  const sender = Object.fromEntries(Object.keys(pb).map((k) => [k, pb[k] - (pa[k] ?? 0)]));
   // What the server says it got and sent: RED in from the publisher, RED out to the subscriber.
   const report = await (await fetch(`${base}/api/rooms/${room}`)).json();
   const part = (n) => report.participants.find((x) => x.name === n);
@@ -99,7 +119,7 @@ async function call(base, room, query) {
   const offered = await sub.evaluate(() => /a=rtpmap:\d+ red\/48000\/2/.test(window.onairRoom?.subscriber?.remoteDescription?.sdp ?? ''));
   await ctx.close();
   await sub.context().close();
-  return { flowing: !!flowing, m: between(a, b), redIn, redOut, offered, paths };
+  return { flowing: !!flowing, m: between(a, b), redIn, redOut, offered, paths, sender };
 }
 
 async function main() {
@@ -128,6 +148,7 @@ async function main() {
   figure(`${LOSS_PCT} % UDP loss on every path, RED on: over ${r.secs} s the subscriber's audio lost ${r.audioLostPct?.toFixed(1)} % `
     + `of packets, concealed ${r.concealedPct?.toFixed(2)} % of samples; video ${r.fps.toFixed(1)} frames/s, ${r.frozenS.toFixed(2)} s frozen`);
   figure(`paths: ${JSON.stringify(red.paths)}`);
+  figure(`the subscriber's video: ${JSON.stringify(r.video)}; the publisher's sender: ${JSON.stringify(red.sender)}`);
   // (Chromium's getStats names the primary codec, opus, for a RED stream: the server says.)
   check('RED end to end: the server receives the audio as RED and forwards it as RED, offered to the subscriber',
     red.redIn === true && red.redOut === true && red.offered, JSON.stringify({ in: red.redIn, out: red.redOut, offered: red.offered }));

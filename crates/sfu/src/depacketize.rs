@@ -3,8 +3,13 @@
 //! WebRTC (HLS, WebSocket players, recording, and WHEP viewers fed from the hub).
 //!
 //! This runs beside forwarding, not in its way: forwarding never waits for a frame to complete.
-//! A frame with a hole (a packet lost and not yet repaired when the next frame starts) is
-//! dropped, and video then waits for the next keyframe, like a decoder would.
+//! Frames come out in order. A packet missing on the way in is waited for, with the frames
+//! after it held back, for as long as [`HOLD`] of media time: NACK/RTX repairs it within a round
+//! trip or two. Only when it has not come by then is it given up, and video waits for the next
+//! keyframe, like a decoder would. (Giving up as soon as the next frame began, as this did
+//! first, turned every packet lost on a publisher's uplink into a keyframe request: at 10 %
+//! loss Chromium's camera sent more than one keyframe a second, and every subscriber froze
+//! through the frames its encoder skipped after each.)
 //!
 //! H.264 comes out in the hub's layout: 4-byte length-prefixed NAL units, with the parameter
 //! sets lifted out into an `avcC` record (sent again whenever they change). VP8 and VP9 come
@@ -55,20 +60,37 @@ struct ParamSets {
     pps: Vec<u8>,
 }
 
+/// How long (media time) a missing packet is waited for before the frame it belongs to is
+/// given up: a few round trips of NACK and RTX.
+pub const HOLD: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Packets held at most while one is missing, whatever their timestamps say.
+const MAX_HELD: usize = 4096;
+
+/// A packet waiting to be part of a frame.
+#[derive(Debug)]
+struct Held {
+    ts: u32,
+    marker: bool,
+    payload: Arc<[u8]>,
+}
+
 /// Reassembles one track.
 #[derive(Debug)]
 pub struct Assembler {
     kind: Kind,
     clock: u64,
-    /// RTP timestamp of the frame being gathered, and whether it was emitted already.
-    current: Option<(u32, bool)>,
+    /// Packets not yet part of a frame that went out, by extended sequence number.
+    held: BTreeMap<u64, Held>,
+    /// The frame being depacketized (moved out of `held` once all its packets are in).
     packets: Packets,
+    /// Frames completed and not yet taken (a repair can complete several at once).
+    ready: std::collections::VecDeque<AssembledFrame>,
     need_keyframe: bool,
-    /// The last sequence number of the last complete frame: a next frame that does not follow
-    /// it means whole frames were lost between them (a frame of one packet is lost whole, and
-    /// nothing else would notice), and the frames after depend on them.
+    /// The last sequence number of the last frame out (or given up): the next frame starts
+    /// right after it. `None` at the start and after a packet was given up.
     last_seq: Option<u64>,
-    /// The frame being completed does not follow `last_seq`.
+    /// Packets were given up before the frame being completed.
     gap_before: bool,
     /// (first extended timestamp, last raw timestamp, last extended timestamp).
     time: Option<(i64, u32, i64)>,
@@ -93,8 +115,9 @@ impl Assembler {
         Some(Assembler {
             kind,
             clock: clock.max(1) as u64,
-            current: None,
+            held: BTreeMap::new(),
             packets: BTreeMap::new(),
+            ready: std::collections::VecDeque::new(),
             need_keyframe: true,
             last_seq: None,
             gap_before: false,
@@ -125,8 +148,8 @@ impl Assembler {
         }
     }
 
-    /// One RTP packet (extended sequence number). Returns a frame when this packet completed
-    /// one.
+    /// One RTP packet (extended sequence number). Returns the first frame this packet
+    /// completed; a repair can complete several: take the others with [`Self::pop`].
     pub fn push(
         &mut self,
         seq: u64,
@@ -144,62 +167,150 @@ impl Assembler {
                 size: None,
             });
         }
-        match self.current {
-            Some((cur, done)) if cur == ts => {
-                if done {
-                    return None; // a duplicate or a late repair of a frame already out
-                }
-            }
-            Some((cur, _)) if (ts.wrapping_sub(cur) as i32) < 0 => return None, // an old frame
-            Some((_, done)) => {
-                if !done && !self.packets.is_empty() {
-                    self.need_keyframe = true; // the previous frame never completed
-                }
-                self.packets.clear();
-                self.current = Some((ts, false));
-            }
-            None => self.current = Some((ts, false)),
+        // A repeat, or a repair of a frame that went out or was given up.
+        if self.last_seq.is_some_and(|last| seq <= last) || self.held.contains_key(&seq) {
+            return self.ready.pop_front();
         }
-        if self.packets.len() >= 4096 {
-            // A frame this large is not a frame: give up on it.
+        self.held.insert(
+            seq,
+            Held {
+                ts,
+                marker,
+                payload: payload.clone(),
+            },
+        );
+        self.drain();
+        self.ready.pop_front()
+    }
+
+    /// Another frame completed by the last push, if any.
+    pub fn pop(&mut self) -> Option<AssembledFrame> {
+        self.ready.pop_front()
+    }
+
+    /// Takes every frame that can go out now, in order, giving up on missing packets that
+    /// have been waited for long enough.
+    fn drain(&mut self) {
+        loop {
+            let Some((&first, head)) = self.held.first_key_value() else {
+                return;
+            };
+            let ts = head.ts;
+            let expected = self.last_seq.map_or(first, |last| last + 1);
+            if first != expected {
+                // Packets before `first` are missing: whole frames, or this one's start.
+                if !self.expired(ts) {
+                    return;
+                }
+                self.give_up(first - 1);
+                continue;
+            }
+            // The frame starting here: packets in a row with its timestamp, up to a marker.
+            let mut end = None;
+            for (next, (&s, p)) in (first..).zip(self.held.range(first..)) {
+                if s != next || p.ts != ts {
+                    break;
+                }
+                if p.marker {
+                    end = Some(s);
+                    break;
+                }
+            }
+            let Some(end) = end else {
+                // Not all here yet (or its last packet lost).
+                if !self.expired(ts) {
+                    return;
+                }
+                let drop_to = self
+                    .held
+                    .range(first..)
+                    .take_while(|(_, p)| p.ts == ts)
+                    .map(|(s, _)| *s)
+                    .last()
+                    .unwrap_or(first);
+                self.give_up(drop_to);
+                continue;
+            };
             self.packets.clear();
-            self.need_keyframe = true;
-            return None;
+            while let Some(entry) = self.held.first_entry() {
+                if *entry.key() > end {
+                    break;
+                }
+                let (s, p) = entry.remove_entry();
+                self.packets.insert(s, (p.marker, p.payload));
+            }
+            let frame = self.try_complete();
+            if frame.is_none() && self.last_seq.is_none() && !self.expired(ts) {
+                // Nothing has gone out yet, so nothing says where frames start: this one's
+                // first packets may still be on their way (reordered). Wait for them.
+                for (s, (marker, payload)) in std::mem::take(&mut self.packets) {
+                    self.held.insert(
+                        s,
+                        Held {
+                            ts,
+                            marker,
+                            payload,
+                        },
+                    );
+                }
+                return;
+            }
+            self.last_seq = Some(end);
+            self.emit(ts, frame);
         }
-        self.packets.insert(seq, (marker, payload.clone()));
-        let first = self.packets.first_key_value().map(|(s, _)| *s);
-        let end = self.packets.last_key_value().map(|(s, _)| *s);
-        // Packets missing between the last frame and this one: whole frames lost, or the start
-        // of this one (its parameter sets, for H.264) still on its way.
-        self.gap_before = self
-            .last_seq
-            .zip(first)
-            .is_some_and(|(last, first)| first != last + 1);
-        let frame = self.try_complete()?;
-        self.current = Some((ts, true));
+    }
+
+    /// Whether the frame at `ts` (or packets before it) has been waited for long enough: the
+    /// newest packet is [`HOLD`] of media time past it (either way: a timestamp jump), or too
+    /// many packets are held.
+    fn expired(&self, ts: u32) -> bool {
+        let newest = self.held.last_key_value().map_or(ts, |(_, p)| p.ts);
+        let age = newest.wrapping_sub(ts) as i32;
+        let hold = (HOLD.as_micros() as u64 * self.clock / 1_000_000) as i64;
+        self.held.len() > MAX_HELD || i64::from(age).abs() > hold
+    }
+
+    /// Gives up every held packet up to `seq` (and what was missing among them): video waits
+    /// for a keyframe.
+    fn give_up(&mut self, seq: u64) {
+        while let Some(entry) = self.held.first_entry() {
+            if *entry.key() > seq {
+                break;
+            }
+            entry.remove();
+        }
+        self.need_keyframe = true;
+        self.gap_before = true;
+        self.last_seq = Some(seq);
+    }
+
+    /// Queues the frame depacketized from `packets` when it may go out.
+    fn emit(&mut self, ts: u32, frame: Option<(Vec<u8>, bool, Option<Vec<u8>>)>) {
         self.packets.clear();
-        if self.gap_before {
+        let Some((data, keyframe, config)) = frame else {
+            // Not a frame a decoder could use (a start never seen, bad packets).
             self.need_keyframe = true;
-        }
-        self.last_seq = end;
+            self.gap_before = true;
+            return;
+        };
         let pts_us = self.pts(ts);
-        let (data, keyframe, config) = frame;
         if self.need_keyframe && !keyframe {
-            return None;
+            return;
         }
         self.need_keyframe = false;
+        self.gap_before = false;
         let size = match (&self.kind, &config) {
             (Kind::Vp8(_, Some(c)) | Kind::Vp9(Some(c)), Some(_)) => Some((c.width, c.height)),
             (Kind::Av1(Some(c)), Some(_)) => Some((c.width, c.height)),
             _ => None,
         };
-        Some(AssembledFrame {
+        self.ready.push_back(AssembledFrame {
             data,
             keyframe,
             pts_us,
             config,
             size,
-        })
+        });
     }
 
     /// Microseconds since the first packet, across timestamp wraps.
@@ -233,11 +344,7 @@ impl Assembler {
         }
         if let Kind::Vp9(last) = &mut self.kind {
             let frame = vp9_picture(self.packets.values().map(|(_, p)| &p[..]));
-            let Some(data) = frame else {
-                self.need_keyframe = true;
-                self.current = self.current.map(|(t, _)| (t, true));
-                return None;
-            };
+            let data = frame?;
             let key = media::vp::vp9_keyframe(&data).ok();
             let config = announce(last, key);
             return Some((data, key.is_some(), config));
@@ -246,11 +353,7 @@ impl Assembler {
             let first = self.packets.values().next()?;
             // N: the first packet of a coded video sequence, a keyframe.
             let new_sequence = first.1.first().is_some_and(|a| a & 0x08 != 0);
-            let Some(data) = av1_temporal_unit(self.packets.values().map(|(_, p)| &p[..])) else {
-                self.need_keyframe = true;
-                self.current = self.current.map(|(t, _)| (t, true));
-                return None;
-            };
+            let data = av1_temporal_unit(self.packets.values().map(|(_, p)| &p[..]))?;
             let header = media::av1::Av1Config::from_temporal_unit(&data).ok();
             // A sequence header may ride on any temporal unit; only a key frame starts one.
             let key = new_sequence || (header.is_some() && media::av1::is_key_frame(&data));
@@ -277,8 +380,6 @@ impl Assembler {
         }
         for (_, p) in self.packets.values() {
             if depack.depacketize(p, &mut out, &mut extra).is_err() {
-                self.need_keyframe = true;
-                self.current = self.current.map(|(t, _)| (t, true));
                 return None;
             }
         }
@@ -587,24 +688,26 @@ mod tests {
     }
 
     #[test]
-    fn a_keyframe_after_a_gap_waits_for_its_parameter_sets() {
+    fn a_late_repair_lets_the_frames_behind_it_out_in_order() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         assert_eq!(a.push(1, 0, false, &stap(0xaa)), None);
         assert!(a.push(2, 0, true, &arc(&[0x65, 0x81])).is_some());
-        // Packets 3 and 4 are lost or late; 5 is the slice of a keyframe whose new parameter
-        // sets are packet 4. It waits for them, and comes out with the new configuration.
+        // Packets 3 and 4 are late; 5 is the slice of a keyframe whose new parameter sets are
+        // packet 4. It waits for them, and asks for no keyframe meanwhile.
         assert_eq!(a.push(5, 3000, true, &arc(&[0x65, 0x82])), None);
-        assert_eq!(
-            a.push(3, 1500, true, &arc(&[0x41, 0x83])),
-            None,
-            "an old frame"
-        );
+        assert!(!a.waiting_for_keyframe());
+        let f = a
+            .push(3, 1500, true, &arc(&[0x41, 0x83]))
+            .expect("the repaired frame");
+        assert!(!f.keyframe);
+        assert_eq!(f.pts_us, 16_666);
         let f = a
             .push(4, 3000, false, &arc(&stap(0xbb)))
             .expect("complete with its sets");
         assert!(f.keyframe);
         let c = media::avc::AvcConfig::parse(&f.config.expect("new sets")).unwrap();
         assert_eq!(c.sps[0][4], 0xbb);
+        assert_eq!(a.pop(), None);
     }
 
     #[test]
@@ -633,23 +736,31 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_lost_whole_holds_the_frames_after_it_until_a_keyframe() {
+    fn a_frame_lost_whole_holds_the_frames_after_it_then_waits_for_a_keyframe() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         let stap = stap(0xaa);
+        // The hold in RTP ticks at 90 kHz.
+        let hold = (HOLD.as_micros() * 9 / 100) as u32;
         assert_eq!(a.push(1, 0, false, &stap), None);
         assert!(a.push(2, 0, true, &arc(&[0x65, 0x81])).unwrap().keyframe);
         assert!(a.push(3, 3000, true, &arc(&[0x41, 0x82])).is_some());
-        // Packet 4, the whole of the frame at 6000, never comes: the frames after it refer to
-        // it, so they are held back until the next keyframe.
+        // Packet 4, the whole of the frame at 6000, is missing: the frames after it refer to
+        // it, so they wait for it, for the hold.
         assert_eq!(a.push(5, 9000, true, &arc(&[0x41, 0x83])), None);
         assert_eq!(a.push(6, 12000, true, &arc(&[0x41, 0x84])), None);
-        assert_eq!(a.push(7, 15000, false, &stap), None);
+        assert!(!a.waiting_for_keyframe(), "a repair may still come");
+        // A hold later it is given up; the frames after it are dropped until a keyframe.
+        let late = 9000 + hold + 3000;
+        assert_eq!(a.push(7, late, true, &arc(&[0x41, 0x85])), None);
+        assert!(a.waiting_for_keyframe());
+        assert_eq!(a.push(4, 6000, true, &arc(&[0x41, 0x86])), None, "too late");
+        assert_eq!(a.push(8, late + 3000, false, &stap), None);
         assert!(
-            a.push(8, 15000, true, &arc(&[0x65, 0x85]))
+            a.push(9, late + 3000, true, &arc(&[0x65, 0x87]))
                 .unwrap()
                 .keyframe
         );
-        assert!(a.push(9, 18000, true, &arc(&[0x41, 0x86])).is_some());
+        assert!(a.push(10, late + 6000, true, &arc(&[0x41, 0x88])).is_some());
     }
 
     #[test]
@@ -679,17 +790,40 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_with_a_hole_is_dropped_and_video_waits_for_a_keyframe() {
+    fn a_frame_with_a_hole_waits_for_its_repair_with_the_frames_behind_it() {
         let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
         assert!(a.push(1, 0, true, &arc(&[0x65, 0x81])).is_some());
-        // FU-A start and end of frame 2, with the middle packet lost.
+        // FU-A start and end of frame 2, the middle packet late.
+        assert_eq!(a.push(2, 3000, false, &arc(&[0x7c, 0x81, 0x88])), None);
+        assert_eq!(a.push(4, 3000, true, &arc(&[0x7c, 0x41, 3])), None);
+        assert_eq!(a.push(5, 6000, true, &arc(&[0x41, 0x81])), None);
+        // The repair completes frame 2, and frame 3 goes out behind it.
+        let f = a.push(3, 3000, false, &arc(&[0x7c, 0x01, 2])).unwrap();
+        assert_eq!((f.pts_us, f.data.len()), (33_333, 4 + 4));
+        assert_eq!(a.pop().map(|f| f.pts_us), Some(66_666));
+        assert_eq!(a.pop(), None);
+        assert!(!a.waiting_for_keyframe());
+    }
+
+    #[test]
+    fn a_hole_never_repaired_is_given_up_after_the_hold() {
+        let mut a = Assembler::new(Codec::H264, 90_000, 0).unwrap();
+        let hold = (HOLD.as_micros() * 9 / 100) as u32;
+        assert!(a.push(1, 0, true, &arc(&[0x65, 0x81])).is_some());
         assert_eq!(a.push(2, 3000, false, &arc(&[0x7c, 0x81, 1])), None);
         assert_eq!(a.push(4, 3000, true, &arc(&[0x7c, 0x41, 3])), None);
-        // Frame 3 (delta) is complete but not decodable after the hole.
-        assert_eq!(a.push(5, 6000, true, &arc(&[0x41, 0x81])), None);
-        // The next keyframe resumes.
+        // Delta frames for a hold: held, then given up with the broken frame.
+        for (i, seq) in (5..20).enumerate() {
+            let ts = 6000 + i as u32 * (hold / 10);
+            assert_eq!(a.push(seq, ts, true, &arc(&[0x41, 0x81])), None);
+        }
+        assert!(a.waiting_for_keyframe());
+        // After a gap a keyframe needs its parameter sets with it (they may be what was lost).
+        let ts = 6000 + 16 * (hold / 10);
+        assert_eq!(a.push(20, ts, true, &arc(&[0x65, 0x82])), None);
+        assert_eq!(a.push(21, ts + 3000, false, &stap(0xaa)), None);
         assert!(
-            a.push(6, 9000, true, &arc(&[0x65, 0x82]))
+            a.push(22, ts + 3000, true, &arc(&[0x65, 0x83]))
                 .is_some_and(|f| f.keyframe)
         );
     }

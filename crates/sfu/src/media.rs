@@ -837,17 +837,20 @@ impl Sfu {
         if track.hub_layer.is_none() {
             track.hub_layer = Some(layer);
         }
-        if let Some(a) = track.assembler.as_mut()
-            && let Some(frame) = a.push(pkt.seq, pkt.ts, pkt.marker, pkt.payload)
-        {
-            track.hub_last_pts = track.hub_last_pts.max(frame.pts_us);
-            self.out
-                .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
-                    participant: track.owner,
-                    track: tid,
-                    layer: None,
-                    frame,
-                }));
+        if let Some(a) = track.assembler.as_mut() {
+            // A repair can complete the frames held behind it: all of them, in order.
+            let mut next = a.push(pkt.seq, pkt.ts, pkt.marker, pkt.payload);
+            while let Some(frame) = next {
+                track.hub_last_pts = track.hub_last_pts.max(frame.pts_us);
+                self.out
+                    .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
+                        participant: track.owner,
+                        track: tid,
+                        layer: None,
+                        frame,
+                    }));
+                next = a.pop();
+            }
         }
         // Frames held back after a loss wait for a keyframe: ask for one (throttled).
         let lost = self
@@ -894,7 +897,8 @@ impl Sfu {
         let Some(a) = track.layer_assemblers[layer].as_mut() else {
             return;
         };
-        if let Some(frame) = a.push(pkt.seq, pkt.ts, pkt.marker, pkt.payload) {
+        let mut next = a.push(pkt.seq, pkt.ts, pkt.marker, pkt.payload);
+        while let Some(frame) = next {
             self.out
                 .push_back(Output::Event(crate::sfu::SfuEvent::Frame {
                     participant: track.owner,
@@ -902,6 +906,7 @@ impl Sfu {
                     layer: Some(index),
                     frame,
                 }));
+            next = a.pop();
         }
         if fresh || a.waiting_for_keyframe() {
             self.request_keyframe(tid, layer); // throttled: at most one per interval

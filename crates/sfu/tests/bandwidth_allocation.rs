@@ -138,3 +138,93 @@ fn video_is_paused_when_no_layer_fits_the_subscriber_is_told_and_it_resumes_when
     let (_, frames) = recent_layer(&s, sub, 3).expect("video again");
     assert!(frames > 60, "{frames} frames in 3 s after resuming");
 }
+
+/// The layer most of the last `secs` seconds of one track's frames came on.
+fn track_layer(s: &Scenario, client: usize, track: sfu::TrackId, secs: usize) -> Option<u8> {
+    let frames = s.clients[client].video_frames(track);
+    let tail = &frames[frames.len().saturating_sub(secs * 30)..];
+    let mut count = [0usize; 3];
+    for f in tail {
+        count[usize::from(f.layer.min(2))] += 1;
+    }
+    (!tail.is_empty()).then(|| (0..3u8).max_by_key(|&l| count[usize::from(l)]))?
+}
+
+#[test]
+fn the_loudest_speakers_camera_is_served_first_when_the_link_carries_one_step_up() {
+    let config = SfuConfig {
+        bandwidth_allocation: true,
+        ..SfuConfig::default()
+    };
+    let mut s = Scenario::new(config, 23);
+    let mut cams = Vec::new();
+    for name in ["ann", "bob"] {
+        let c = s.add_client(name, Link::clean());
+        s.clients[c].publish = Some(Publish {
+            video: true,
+            audio: true,
+            simulcast: true,
+        });
+        s.clients[c].audio_dbov = Some(127);
+        s.join(c, "spk");
+        cams.push(c);
+    }
+    let (ann, bob) = (cams[0], cams[1]);
+    let viewer = s.add_client("viewer", Link::clean());
+    s.join(viewer, "spk");
+    s.run_for(Duration::from_secs(3));
+    let track_of = |s: &Scenario, who: usize| {
+        let pid = s.clients[who].participant_id.expect("joined");
+        s.clients[viewer]
+            .messages
+            .iter()
+            .find_map(|m| match m {
+                ServerMessage::Joined { participants, .. } => participants
+                    .iter()
+                    .find(|p| p.id == pid)
+                    .and_then(|p| {
+                        p.tracks
+                            .iter()
+                            .find(|t| t.kind == sfu::signal::TrackKind::Video)
+                    })
+                    .map(|t| t.id),
+                ServerMessage::TrackPublished { track }
+                    if track.participant_id == pid
+                        && track.kind == sfu::signal::TrackKind::Video =>
+                {
+                    Some(track.id)
+                }
+                _ => None,
+            })
+            .expect("the viewer knows the camera")
+    };
+    let (ann_cam, bob_cam) = (track_of(&s, ann), track_of(&s, bob));
+    // Every track keeps moving first (each its lowest layer), then the rest of the link goes
+    // one layer step at a time, the loudest speaker's camera first: 500 kbit/s carries both
+    // lowest layers and one step up, not two (nor a top layer, about 400 kbit/s here).
+    s.clients[viewer].link = Link::capped(500_000);
+    // Ann speaks.
+    s.clients[ann].audio_dbov = Some(20);
+    // str0m's estimate takes a while to settle under a cap (about 420 kbit/s here).
+    s.run_for(Duration::from_secs(30));
+    let layers = |s: &Scenario| {
+        (
+            track_layer(s, viewer, ann_cam, 3),
+            track_layer(s, viewer, bob_cam, 3),
+        )
+    };
+    let (a, b) = layers(&s);
+    assert!(
+        a > b,
+        "the speaker's camera is on a higher layer: ann {a:?}, bob {b:?}"
+    );
+    // Bob speaks instead: the layers swap.
+    s.clients[ann].audio_dbov = Some(127);
+    s.clients[bob].audio_dbov = Some(20);
+    s.run_for(Duration::from_secs(20));
+    let (a, b) = layers(&s);
+    assert!(
+        b > a,
+        "the new speaker's camera goes up, the old one's down: ann {a:?}, bob {b:?}"
+    );
+}

@@ -16,6 +16,23 @@ use testkit::{Link, Publish, Scenario};
 
 #[test]
 fn frames_are_recovered_under_five_percent_loss_both_ways() {
+    let ratio = delivered_under(0.05, 0.985);
+    assert!(ratio >= 0.995, "{ratio:.4} of the frames delivered");
+}
+
+/// At 10 % each way (about 19 % of packets lost end to end) repairs are more than a tenth of
+/// what a subscriber leg sends; str0m's default cap on resends (15 % of a leg's bytes over a
+/// second) dropped whole queues of them: 18-23 frames never arrived per seed, against 1-6
+/// with the cap at 40 % (negotiate.rs).
+#[test]
+fn frames_are_recovered_under_ten_percent_loss_both_ways() {
+    let ratio = delivered_under(0.10, 0.97);
+    assert!(ratio >= 0.985, "{ratio:.4} of the frames delivered");
+}
+
+/// Runs three seeds with every link losing `loss` each way; each subscriber must get at least
+/// `per_min` of the frames sent after its first keyframe. Returns the share delivered overall.
+fn delivered_under(loss: f64, per_min: f64) -> f64 {
     let (mut expected, mut delivered) = (0usize, 0usize);
     for seed in [1, 2, 3] {
         let mut s = Scenario::new(SfuConfig::default(), seed);
@@ -38,14 +55,14 @@ fn frames_are_recovered_under_five_percent_loss_both_ways() {
 
         s.run_for(Duration::from_secs(1));
         for c in &mut s.clients {
-            c.link = Link::lossy(0.05);
+            c.link = Link::lossy(loss);
         }
         s.run_for(Duration::from_secs(7));
         s.clients[publisher].stop_media_at = Some(s.now);
         // Let retransmissions of the last frames finish.
         s.run_for(Duration::from_secs(2));
         assert!(
-            s.dropped > 120,
+            s.dropped as f64 > 2400.0 * loss,
             "the links must lose packets ({})",
             s.dropped
         );
@@ -80,7 +97,7 @@ fn frames_are_recovered_under_five_percent_loss_both_ways() {
                 .map(|f| (f.number, f.key, f.contiguous))
                 .collect();
             assert!(
-                per >= 0.985,
+                per >= per_min,
                 "seed {seed} {}: {} of {want} frames; gaps {gaps:?}; first {head:?}",
                 client.name,
                 got.len()
@@ -91,9 +108,5 @@ fn frames_are_recovered_under_five_percent_loss_both_ways() {
             assert!(audio > 250, "{}: audio frames {audio}", client.name);
         }
     }
-    let ratio = delivered as f64 / expected as f64;
-    assert!(
-        ratio >= 0.995,
-        "{delivered} of {expected} frames delivered ({ratio:.4})"
-    );
+    delivered as f64 / expected as f64
 }
