@@ -343,8 +343,7 @@ impl Assembler {
             return None;
         }
         if let Kind::Vp9(last) = &mut self.kind {
-            let frame = vp9_picture(self.packets.values().map(|(_, p)| &p[..]));
-            let data = frame?;
+            let data = vp9_picture(self.packets.values().map(|(_, p)| &p[..]))?;
             let key = media::vp::vp9_keyframe(&data).ok();
             let config = announce(last, key);
             return Some((data, key.is_some(), config));
