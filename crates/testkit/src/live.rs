@@ -138,14 +138,24 @@ async fn run(opts: LiveOptions) -> Result<Client, String> {
 
 /// A free TCP port on 127.0.0.1 (and, by convention here, its UDP twin) for a test server.
 pub fn free_port() -> u16 {
+    // Each number once per process: the kernel hands a port just closed out again, so two
+    // calls before the server binds either (its HTTP and RTMP ports) could get the same one
+    // (CI once failed so: "binding HTTP …: Address already in use").
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    // Numbers passed over stay bound until one is found, so the kernel offers others.
+    let mut held = Vec::new();
     // Bind both protocols to be sure the number is free for the server's UDP and ICE-TCP.
     loop {
         let Ok(tcp) = std::net::TcpListener::bind("127.0.0.1:0") else {
             continue;
         };
         let Ok(addr) = tcp.local_addr() else { continue };
-        if std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), addr.port())).is_ok() {
+        let free_udp = std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), addr.port())).is_ok();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if free_udp && !given.contains(&addr.port()) {
+            given.push(addr.port());
             return addr.port();
         }
+        held.push(tcp);
     }
 }
