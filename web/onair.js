@@ -285,7 +285,7 @@ export class Room extends Emitter {
         const err = new OnairError(msg.code, msg.message);
         if (this._joinWaiter) {
           this._joinWaiter.reject(err);
-        } else if (this._pubAnswer && ['bad_sdp', 'too_many_tracks'].includes(msg.code)) {
+        } else if (this._pubAnswer && ['bad_sdp', 'too_many_tracks', 'forbidden'].includes(msg.code)) {
           // The offer in flight was rejected whole.
           this._pubAnswer.reject(err);
         } else {

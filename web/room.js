@@ -43,6 +43,8 @@ async function join(roomName, name) {
     // `?mode=p2p`: a peer-to-peer room (media browser to browser; onair relays signalling and
     // gives STUN/TURN). The room's first member decides.
     mode: params.get('mode') || undefined,
+    // `?token=…`: the access token when the server has keys (`onair token --room NAME`).
+    token: params.get('token') || undefined,
   });
   room = r;
   window.onairRoom = r;

@@ -250,8 +250,20 @@ impl Default for Recording {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
-    /// Secret for signing access tokens. Not enforced yet; printed redacted.
-    pub token_secret: String,
+    /// Token signing keys by name: base64url secrets of at least 32 bytes (`onair keys
+    /// generate`). With any, room joins and WHIP/WHEP need an access token signed by one of
+    /// them (`onair token`). Printed redacted.
+    pub keys: std::collections::BTreeMap<String, String>,
+    /// Listening beyond loopback with no key is refused unless this is true (anyone who can
+    /// reach the server may then join any room and publish any stream).
+    pub allow_anonymous: bool,
+}
+
+impl Auth {
+    /// The keys, checked.
+    pub fn keys(&self) -> anyhow::Result<auth::Keys> {
+        auth::Keys::from_config(&self.keys).context("auth.keys")
+    }
 }
 
 impl Default for Http {
@@ -356,6 +368,17 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.auth.keys()?;
+        let ip = self.http.listen.ip();
+        if self.auth.keys.is_empty() && !ip.is_loopback() && !self.auth.allow_anonymous {
+            bail!(
+                "http.listen is {} (beyond loopback) and auth.keys is empty: anyone who reaches \
+                 it could join any room and publish any stream. Either add a key (`onair keys \
+                 generate`, then ONAIR_AUTH_KEYS='{{ main = \"KEY\" }}') and hand out tokens \
+                 (`onair token`), or allow it with ONAIR_AUTH_ALLOW_ANONYMOUS=true",
+                self.http.listen
+            );
+        }
         if self.media.public_ips.is_empty() && self.media.bind.is_unspecified() {
             bail!(
                 "media.bind is {} but media.public_ips is empty: set the address clients reach \
@@ -506,6 +529,7 @@ impl Config {
             max_participants_per_p2p_room: r.max_p2p_participants,
             bandwidth_allocation: r.bandwidth_allocation,
             dynacast: r.dynacast,
+            require_grant: !self.auth.keys.is_empty(),
             opus_dtx: r.opus_dtx,
             whip_prefer_h264: self.streams.whip_prefer_h264
                 && (self.hls.enabled || self.recording.enabled),
@@ -560,8 +584,8 @@ impl Config {
     /// The effective configuration as TOML, secrets replaced.
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
-        if !c.auth.token_secret.is_empty() {
-            c.auth.token_secret = "<redacted>".into();
+        for v in c.auth.keys.values_mut() {
+            *v = "<redacted>".into();
         }
         if !c.turn.secret.is_empty() {
             c.turn.secret = "<redacted>".into();
@@ -620,8 +644,11 @@ impl Config {
                     .to_owned(),
             );
         }
-        if self.auth.token_secret.is_empty() {
-            w.push("auth is off: anyone who can reach this server can join any room".to_owned());
+        if self.auth.keys.is_empty() {
+            w.push(
+                "auth is off: anyone who can reach this server can join any room and publish                  any stream (set auth.keys: `onair keys generate`)"
+                    .to_owned(),
+            );
         }
         w
     }
@@ -755,7 +782,9 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         let mut c = Config::default();
-        c.auth.token_secret = "hunter2".into();
+        c.auth
+            .keys
+            .insert("main".into(), format!("hunter2{}", "A".repeat(40)));
         c.turn.secret = "sesame".into();
         c.turn.users = vec!["alice:wonderland".into()];
         let t = c.redacted_toml();

@@ -1,12 +1,13 @@
 //! HTTP: pages, the `/rtc` signalling WebSocket, and a small JSON API.
 
 use axum::Router;
+use axum::extract::Query;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sfu::signal::decode;
+use sfu::signal::{ClientMessage, decode};
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
@@ -129,19 +130,53 @@ async fn sessions(State(media): State<MediaHandle>) -> Response {
     }
 }
 
-async fn rtc(ws: WebSocketUpgrade, State(media): State<MediaHandle>) -> Response {
+/// `/rtc?access_token=…`: the token for clients that cannot put it in `join`.
+#[derive(serde::Deserialize)]
+struct RtcQuery {
+    access_token: Option<String>,
+}
+
+async fn rtc(
+    ws: WebSocketUpgrade,
+    Query(query): Query<RtcQuery>,
+    State(media): State<MediaHandle>,
+) -> Response {
     // Small buffers: a member's socket carries small JSON messages, and tungstenite's 128 KiB
     // default read buffer would be most of what a member costs.
     ws.max_message_size(WS_HARD_LIMIT)
         .max_frame_size(WS_HARD_LIMIT)
         .read_buffer_size(crate::rtws_server::WS_READ_BUFFER)
         .write_buffer_size(crate::rtws_server::WS_WRITE_BUFFER)
-        .on_upgrade(move |socket| signalling(socket, media))
+        .on_upgrade(move |socket| signalling(socket, media, query.access_token))
+}
+
+/// With keys configured, a `join` (not a resume: its resume token is the proof) needs a token
+/// granting the room: the grant it gives, or why not. `None`: nothing to check.
+fn join_grant(
+    media: &MediaHandle,
+    msg: &ClientMessage,
+    query_token: Option<&str>,
+) -> Option<Result<sfu::Grant, (sfu::signal::ErrorCode, String)>> {
+    let ClientMessage::Join {
+        token,
+        resume: None,
+        ..
+    } = msg
+    else {
+        return None;
+    };
+    if media.auth.is_empty() {
+        return None;
+    }
+    Some(crate::access::room_grant(
+        &media.auth,
+        token.as_deref().or(query_token),
+    ))
 }
 
 /// One signalling connection: frames in are decoded and handed to the media loop; messages
 /// out come from it.
-async fn signalling(mut socket: WebSocket, media: MediaHandle) {
+async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Option<String>) {
     let conn = media.new_conn();
     let (tx, mut rx) = mpsc::unbounded_channel();
     if media.tx.send(Command::Connect(conn, tx)).is_err() {
@@ -181,7 +216,19 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle) {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
                 let cmd = match decode(&bytes, media.max_signal_bytes) {
-                    Ok(msg) => Command::Message(conn, msg),
+                    Ok(msg) => match join_grant(&media, &msg, query_token.as_deref()) {
+                        None => Command::Message(conn, msg),
+                        Some(Ok(grant)) => {
+                            if media.tx.send(Command::Authorize(conn, grant)).is_err() {
+                                break;
+                            }
+                            Command::Message(conn, msg)
+                        }
+                        Some(Err((code, message))) => {
+                            debug!(conn = conn.0, "join refused: {message}");
+                            Command::BadFrame(conn, code, message)
+                        }
+                    },
                     Err(e) => {
                         debug!(conn = conn.0, "bad signalling frame: {e}");
                         Command::BadFrame(conn, e.code(), e.to_string())

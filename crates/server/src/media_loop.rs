@@ -36,6 +36,8 @@ pub enum ToConn {
 pub enum Command {
     Connect(ConnId, mpsc::UnboundedSender<ToConn>),
     Message(ConnId, ClientMessage),
+    /// The grant of the member about to join on this socket (its token was checked).
+    Authorize(ConnId, sfu::Grant),
     BadFrame(ConnId, ErrorCode, String),
     Disconnect(ConnId),
     TcpOpen(SocketAddr, mpsc::Sender<Vec<u8>>),
@@ -145,6 +147,8 @@ pub struct MediaHandle {
     pub ice: Arc<IceServers>,
     /// TURN's counters, for `/metrics`.
     pub turn: Arc<TurnCounters>,
+    /// Token keys (`auth.keys`); empty: auth is off (access.rs).
+    pub auth: Arc<auth::Keys>,
 }
 
 impl MediaHandle {
@@ -205,6 +209,7 @@ pub async fn start(
         max_signal_bytes: config.rooms.max_signal_bytes,
         ice: ice.clone(),
         turn,
+        auth: Arc::new(config.auth.keys()?),
     };
     let task = tokio::spawn(run(sfu, streams, udp, advertised, rx, ice));
     Ok((handle, task))
@@ -372,6 +377,7 @@ impl Loop {
                 self.sfu.connect(conn);
             }
             Command::Message(conn, msg) => self.sfu.handle_signal(now, conn, msg),
+            Command::Authorize(conn, grant) => self.sfu.authorize(conn, grant),
             Command::BadFrame(conn, code, text) => self.sfu.reply_error(conn, code, text),
             Command::Disconnect(conn) => {
                 self.conns.remove(&conn);

@@ -13,6 +13,7 @@ use sfu::HttpSessionError;
 use tokio::sync::oneshot;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::access::{StreamAction, bearer, check_stream};
 use crate::media_loop::{Command, MediaHandle, SessionError};
 
 /// SDP offers and trickle fragments larger than this are refused (413).
@@ -133,6 +134,13 @@ async fn offer(
         Ok(n) => n,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let action = match kind {
+        Kind::Whip => StreamAction::Publish,
+        Kind::Whep => StreamAction::Play,
+    };
+    if let Err(r) = check_stream(Some(&media.auth), bearer(&headers), stream.as_str(), action) {
+        return r.into_response();
+    }
     if !content_type_is(&headers, SDP) {
         return text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -47,6 +47,9 @@ pub struct SfuConfig {
     /// Ask publishers (room members and WHIP) for Opus DTX: no audio packets but one every
     /// 400 ms while the microphone is silent (sdp.rs, `request_opus_dtx`). On by default.
     pub opus_dtx: bool,
+    /// A `join` needs a grant ([`crate::Sfu::authorize`]): the server verified an access token
+    /// for it. Off (auth off): every member may do everything.
+    pub require_grant: bool,
 }
 
 impl SfuConfig {
@@ -78,6 +81,7 @@ impl Default for SfuConfig {
             bandwidth_allocation: true,
             dynacast: true,
             opus_dtx: true,
+            require_grant: false,
         }
     }
 }

@@ -41,6 +41,7 @@ mod congestion;
 pub mod depacketize;
 mod dynacast;
 pub mod forward;
+mod grant;
 pub mod ids;
 mod keyframe;
 mod media;
@@ -57,6 +58,7 @@ mod vp8;
 mod whip;
 
 pub use config::SfuConfig;
+pub use grant::Grant;
 pub use ids::{ConnId, ParticipantId, PeerId, RoomName, TrackId};
 pub use sfu::{Output, Sfu, SfuEvent, SfuStats};
 pub use str0m;

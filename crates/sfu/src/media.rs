@@ -355,6 +355,19 @@ impl Sfu {
             MediaKind::Audio => TrackKind::Audio,
             MediaKind::Video => TrackKind::Video,
         };
+        let source = meta.as_ref().map_or(
+            match kind {
+                TrackKind::Audio => TrackSource::Microphone,
+                TrackKind::Video => TrackSource::Camera,
+            },
+            |m| m.source,
+        );
+        if !p.grant.may_publish(source) {
+            // An m-line the offer did not describe, of a source the token does not grant:
+            // negotiated, never published.
+            warn!(participant = %owner, mid = %m.mid, ?source, "not granted: not published");
+            return;
+        }
         let rids: Vec<_> = m
             .simulcast
             .map(|s| s.recv.iter().map(|l| l.rid).collect())
@@ -378,13 +391,7 @@ impl Sfu {
                 peer: peer_id,
                 mid: m.mid,
                 kind,
-                source: meta.as_ref().map_or(
-                    match kind {
-                        TrackKind::Audio => TrackSource::Microphone,
-                        TrackKind::Video => TrackSource::Camera,
-                    },
-                    |m| m.source,
-                ),
+                source,
                 muted: false,
                 red: false,
                 hub_audio_seq: None,
@@ -976,6 +983,13 @@ impl Sfu {
         let Some(label) = p.channels.get(&channel).cloned() else {
             return;
         };
+        if !p.grant.data {
+            let msg = format!(
+                "a message on '{label}' was not relayed: the access token does not grant data"
+            );
+            self.send(from, ServerMessage::error(ErrorCode::Forbidden, msg));
+            return;
+        }
         if data.len() > self.config.max_data_bytes {
             let msg = format!(
                 "a {} byte message on '{label}' was not relayed: the limit is {} bytes",

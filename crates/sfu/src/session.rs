@@ -34,7 +34,29 @@ impl Sfu {
                 },
             ) => match resume {
                 Some(token) => self.resume(conn, &token),
-                None => self.join(conn, &room, &name, auto_subscribe, mode),
+                None => {
+                    let grant = match self.conn_grants.remove(&conn) {
+                        Some(g) => g,
+                        None if self.config.require_grant => {
+                            return self.reply_error(
+                                conn,
+                                ErrorCode::Unauthorized,
+                                "an access token is required to join",
+                            );
+                        }
+                        None => crate::grant::Grant::all(),
+                    };
+                    if !grant.covers(&room) {
+                        return self.reply_error(
+                            conn,
+                            ErrorCode::Forbidden,
+                            format!("the access token does not grant room '{room}'"),
+                        );
+                    }
+                    // Without the right to receive, nothing is sent to it.
+                    let auto_subscribe = auto_subscribe && grant.subscribe;
+                    self.join(conn, &room, &name, auto_subscribe, mode, grant)
+                }
             },
             (Some(_), ClientMessage::Join { .. }) => {
                 self.reply_error(conn, ErrorCode::AlreadyJoined, "this socket already joined")
@@ -81,6 +103,18 @@ impl Sfu {
             ClientMessage::Answer { sdp } => self.subscriber_answer(pid, conn, &sdp),
             ClientMessage::Candidate { pc, candidate, .. } => {
                 self.remote_candidate(pid, conn, pc, candidate.as_deref())
+            }
+            ClientMessage::Subscribe { .. }
+                if self
+                    .participants
+                    .get(&pid)
+                    .is_some_and(|p| !p.grant.subscribe) =>
+            {
+                self.reply_error(
+                    conn,
+                    ErrorCode::Forbidden,
+                    "the access token does not grant subscribing",
+                )
             }
             ClientMessage::Subscribe { tracks } => self.subscribe(pid, conn, &tracks),
             ClientMessage::Unsubscribe { track_ids } => {
@@ -172,6 +206,7 @@ impl Sfu {
         name: &str,
         auto_subscribe: bool,
         mode: Option<RoomMode>,
+        grant: crate::grant::Grant,
     ) {
         let room = match RoomName::parse(room) {
             Ok(r) => r,
@@ -239,6 +274,7 @@ impl Sfu {
                 channels: HashMap::new(),
                 quality: None,
                 quality_pending: None,
+                grant,
             },
         );
         self.conns.insert(conn, Some(pid));
@@ -497,6 +533,14 @@ impl Sfu {
         let Some(p) = self.participants.get(&pid) else {
             return;
         };
+        if let Some(t) = tracks.iter().find(|t| !p.grant.may_publish(t.source)) {
+            let source = serde_json::to_value(t.source).unwrap_or_default();
+            return self.reply_error(
+                conn,
+                ErrorCode::Forbidden,
+                format!("the access token does not grant publishing {source}"),
+            );
+        }
         let new_tracks = tracks
             .iter()
             .filter(|t| !p.published.keys().any(|m| m.to_string() == t.mid))

@@ -132,6 +132,8 @@ pub struct Sfu {
     pub(crate) next_allocation_round: Instant,
     /// When the layers publishers must send are worked out next (dynacast.rs).
     pub(crate) next_dynacast: Instant,
+    /// Grants of connections that have not joined yet (grant.rs).
+    pub(crate) conn_grants: HashMap<ConnId, crate::grant::Grant>,
     /// Participants whose streams the hub's readers watch (they keep every layer).
     pub(crate) hub_watched: std::collections::HashSet<ParticipantId>,
     /// Every connection's round trip, loss and jitter, for Prometheus.
@@ -214,6 +216,8 @@ pub(crate) struct Participant {
     /// Its connection quality as last announced, and a different grade waiting to hold.
     pub quality: Option<crate::signal::Quality>,
     pub quality_pending: Option<(crate::signal::Quality, Instant)>,
+    /// What it may do (grant.rs).
+    pub grant: crate::grant::Grant,
 }
 
 /// A subscriber m-line no longer carrying a track.
@@ -379,6 +383,7 @@ impl Sfu {
             next_allocation_round: now,
             next_dynacast: now,
             hub_watched: Default::default(),
+            conn_grants: HashMap::new(),
             histograms: Default::default(),
             speakers: Default::default(),
             loudest: Default::default(),
@@ -445,6 +450,7 @@ impl Sfu {
     /// place for the grace period.
     pub fn disconnect(&mut self, now: Instant, conn: ConnId) {
         self.now = now;
+        self.conn_grants.remove(&conn);
         let Some(Some(pid)) = self.conns.remove(&conn) else {
             return;
         };

@@ -63,7 +63,7 @@ pub enum ClientMessage {
         room: String,
         /// Display name.
         name: String,
-        /// Access token; reserved for the auth issue.
+        /// Access token (a JWT): required when the server has keys configured.
         #[serde(default)]
         token: Option<String>,
         /// Subscribe to every track automatically.
@@ -431,6 +431,11 @@ pub enum ErrorCode {
     DataTooLarge,
     /// The server failed.
     Internal,
+    /// No access token, or one that is not valid (expired, wrong signature, unknown key).
+    Unauthorized,
+    /// The access token does not grant this (another room, a source it may not publish,
+    /// subscribing, data).
+    Forbidden,
 }
 
 /// Why a signalling frame could not be turned into a [`ClientMessage`].

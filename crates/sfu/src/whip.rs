@@ -508,6 +508,7 @@ impl Sfu {
                 channels: HashMap::new(),
                 quality: None,
                 quality_pending: None,
+                grant: crate::grant::Grant::all(),
             },
         );
     }

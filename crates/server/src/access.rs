@@ -1,0 +1,234 @@
+//! Access tokens at the server's entry points (the `auth` crate checks them; this maps them to
+//! what each entry point needs). With no key configured (`auth.keys` empty) every check
+//! passes: the laptop demo needs no setup, and `config.rs` refuses to listen beyond loopback
+//! that way unless `auth.allow_anonymous` says so.
+//!
+//! Done so far: `/rtc` (the token in `join`, or `?access_token=`) and WHIP/WHEP
+//! (`Authorization: Bearer`). RTMP, RTWebSocket, LL-HLS and the HTTP API come next (issue 18).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sfu::signal::{ErrorCode, TrackSource};
+
+/// Seconds since 1970, for token expiry.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The grant a `/rtc` join gets from its token, or the error to answer it with.
+pub fn room_grant(
+    keys: &auth::Keys,
+    token: Option<&str>,
+) -> Result<sfu::Grant, (ErrorCode, String)> {
+    let token = token.map(str::trim).filter(|t| !t.is_empty()).ok_or((
+        ErrorCode::Unauthorized,
+        "an access token is required to join (\"token\" in join, or ?access_token= on /rtc)"
+            .to_owned(),
+    ))?;
+    let claims = keys
+        .verify(token, now_unix())
+        .map_err(|e| (ErrorCode::Unauthorized, e.to_string()))?;
+    let room = claims.room.ok_or((
+        ErrorCode::Forbidden,
+        "the access token grants no room".to_owned(),
+    ))?;
+    let publish = room.publish.map(|list| {
+        list.iter()
+            .filter_map(|s| serde_json::from_value::<TrackSource>(s.as_str().into()).ok())
+            .collect()
+    });
+    Ok(sfu::Grant {
+        room: room.room,
+        publish,
+        subscribe: room.subscribe,
+        data: room.data,
+    })
+}
+
+/// What an HTTP request wants to do with a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamAction {
+    /// WHIP, RTMP, RTWebSocket publish.
+    Publish,
+    /// WHEP, LL-HLS, WebSocket play.
+    Play,
+}
+
+/// `Authorization: Bearer TOKEN`, if the request carries one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// A request refused: 401 (no token, or one that is not valid) or 403 (not granted).
+#[derive(Debug)]
+pub struct Denied {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        if self.status == StatusCode::UNAUTHORIZED {
+            unauthorized(&self.message)
+        } else {
+            plain(self.status, &self.message)
+        }
+    }
+}
+
+/// Checks that `token` allows `action` on `stream`; why not, when it does not (401 with
+/// `WWW-Authenticate` for no or a bad token, 403 for a missing grant).
+pub fn check_stream(
+    keys: Option<&auth::Keys>,
+    token: Option<&str>,
+    stream: &str,
+    action: StreamAction,
+) -> Result<(), Denied> {
+    let Some(keys) = keys.filter(|k| !k.is_empty()) else {
+        return Ok(());
+    };
+    let denied = |status, message: String| Denied { status, message };
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(denied(
+            StatusCode::UNAUTHORIZED,
+            "an access token is required (Authorization: Bearer TOKEN)".into(),
+        ));
+    };
+    let claims = keys
+        .verify(token, now_unix())
+        .map_err(|e| denied(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let grant = claims.stream.unwrap_or_default();
+    let allowed = match action {
+        StreamAction::Publish => grant.may_publish(stream),
+        StreamAction::Play => grant.may_play(stream),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        let what = match action {
+            StreamAction::Publish => "publishing",
+            StreamAction::Play => "playing",
+        };
+        Err(denied(
+            StatusCode::FORBIDDEN,
+            format!("the access token does not grant {what} '{stream}'"),
+        ))
+    }
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{msg}\n"),
+    )
+        .into_response()
+}
+
+fn unauthorized(msg: &str) -> Response {
+    let mut r = plain(StatusCode::UNAUTHORIZED, msg);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"onair\""),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> auth::Keys {
+        let k = [("main".to_owned(), "A".repeat(43))];
+        auth::Keys::from_config(k.iter().map(|(a, b)| (a, b))).unwrap()
+    }
+
+    fn token(room: Option<auth::RoomGrant>, stream: Option<auth::StreamGrant>, exp: u64) -> String {
+        let claims = auth::Claims {
+            sub: "t".into(),
+            name: None,
+            exp,
+            nbf: None,
+            iat: None,
+            room,
+            stream,
+            admin: false,
+        };
+        keys().mint(None, &claims).unwrap()
+    }
+
+    #[test]
+    fn a_room_token_becomes_the_sfus_grant() {
+        let t = token(
+            Some(auth::RoomGrant {
+                room: "r".into(),
+                publish: Some(vec!["microphone".into(), "nonsense".into()]),
+                subscribe: true,
+                data: false,
+                hidden: false,
+                admin: false,
+            }),
+            None,
+            now_unix() + 60,
+        );
+        let g = room_grant(&keys(), Some(&t)).unwrap();
+        assert_eq!(g.publish, Some(vec![TrackSource::Microphone]));
+        assert!(g.covers("r") && !g.data);
+        assert_eq!(
+            room_grant(&keys(), None).unwrap_err().0,
+            ErrorCode::Unauthorized
+        );
+        let expired = token(None, None, 1);
+        assert_eq!(
+            room_grant(&keys(), Some(&expired)).unwrap_err().0,
+            ErrorCode::Unauthorized
+        );
+        let streams_only = token(None, Some(auth::StreamGrant::default()), now_unix() + 60);
+        assert_eq!(
+            room_grant(&keys(), Some(&streams_only)).unwrap_err().0,
+            ErrorCode::Forbidden
+        );
+    }
+
+    #[test]
+    fn stream_checks_answer_401_and_403() {
+        let k = keys();
+        let t = token(
+            None,
+            Some(auth::StreamGrant {
+                publish: vec!["live/a".into()],
+                play: vec!["live/*".into()],
+            }),
+            now_unix() + 60,
+        );
+        assert!(check_stream(Some(&k), Some(&t), "live/a", StreamAction::Publish).is_ok());
+        assert!(check_stream(Some(&k), Some(&t), "live/b", StreamAction::Play).is_ok());
+        let r = check_stream(Some(&k), Some(&t), "live/b", StreamAction::Publish)
+            .unwrap_err()
+            .into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = check_stream(Some(&k), None, "live/a", StreamAction::Play)
+            .unwrap_err()
+            .into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+        let r = check_stream(Some(&k), Some("x.y.z"), "live/a", StreamAction::Play)
+            .unwrap_err()
+            .into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        // No keys: open.
+        assert!(check_stream(None, None, "live/a", StreamAction::Publish).is_ok());
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+    }
+}

@@ -1,0 +1,187 @@
+#!/usr/bin/env node
+// Access tokens in real Chromium (issue 18, first slice: rooms and WHIP/WHEP). onair runs with a
+// key (`onair keys generate`); tokens come from `onair token`:
+//   - a member with a token joins the room and publishes; one without, with an expired token,
+//     with a forged one, or with another room's is refused, and the page says why;
+//   - a subscribe-only token (--publish none) receives the others' video, but its camera is
+//     refused;
+//   - WHIP/WHEP: 401 (with WWW-Authenticate) without a token, 403 with a token for another
+//     name, and publish.html/watch.html with the right tokens publish and play;
+//   - listening beyond loopback with no key is refused at startup, unless anonymous access is
+//     allowed explicitly.
+// Runs inside a loopback-only namespace (netns-run).
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+
+import {
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, logTail, onairBin, results, runMain,
+  startOnair, waitFor,
+} from './harness.mjs';
+
+const OVERALL_TIMEOUT_MS = 150_000;
+await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
+
+const { check, figure, summary } = results();
+const logPath = path.join(os.tmpdir(), `onair-e2e-auth-${process.pid}.log`);
+let server = null;
+let browser = null;
+
+async function finish(code) {
+  if (code !== 0) {
+    console.log(logTail(logPath));
+  }
+  await browser?.close().catch(() => {});
+  if (server && server.exitCode === null) server.kill('SIGKILL');
+  process.exit(code);
+}
+setTimeout(() => { console.log('not ok - overall timeout'); finish(1); }, OVERALL_TIMEOUT_MS - 5000).unref();
+
+const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+/** A JWT signed here (for what `onair token` will not make: expired, forged). */
+function jwt(claims, keyB64url, kid = 'main') {
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT', kid }));
+  const body = b64url(JSON.stringify(claims));
+  const sig = crypto.createHmac('sha256', Buffer.from(keyB64url, 'base64url')).update(`${head}.${body}`).digest();
+  return `${head}.${body}.${b64url(sig)}`;
+}
+
+/** The text the room page shows for a failed join, or null once it joined. */
+function joinOutcome(page) {
+  return page.evaluate(() => {
+    const err = document.querySelector('#join-error');
+    if (err && !err.hidden && err.textContent) return { error: err.textContent };
+    if (window.onairRoom?.state === 'joined' || window.onairRoom?.participantId) return { joined: true };
+    return null;
+  });
+}
+
+async function main() {
+  const bin = onairBin();
+  if (!bin) return 2;
+
+  // Startup: beyond loopback with no key is refused, with a message saying what to do.
+  const refused = spawnSync(bin, [], {
+    env: { ...process.env, ONAIR_HTTP_LISTEN: `0.0.0.0:${await freeTcpPort()}`, ONAIR_TURN_ENABLED: 'false' },
+    timeout: 10_000, encoding: 'utf8',
+  });
+  const out = `${refused.stdout}${refused.stderr}`;
+  const said = out.split('\n').find((l) => /^Error:/.test(l)) ?? out.trim().split('\n').slice(-1)[0];
+  figure(`listening on 0.0.0.0 with no key: exit ${refused.status}: ${said}`);
+  check('listening beyond loopback without a key is refused at startup, saying how to fix it',
+    refused.status !== 0 && /auth\.keys/.test(said) && /ALLOW_ANONYMOUS/.test(said), said);
+
+  const key = execFileSync(bin, ['keys', 'generate'], { encoding: 'utf8' }).trim();
+  check('onair keys generate prints a 32-byte base64url key', Buffer.from(key, 'base64url').length === 32, key.length);
+  const keysEnv = { ONAIR_AUTH_KEYS: `{ main = "${key}" }` };
+  const token = (...args) => execFileSync(bin, ['token', ...args], { encoding: 'utf8', env: { ...process.env, ...keysEnv } }).trim();
+
+  const httpPort = await freeTcpPort();
+  const base = `http://127.0.0.1:${httpPort}`;
+  let up;
+  ({ proc: server, up } = await startOnair(bin, {
+    ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
+    ONAIR_TURN_ENABLED: 'false', ...keysEnv,
+  }, logPath, httpPort));
+  if (!check('server up with a key', up)) return 1;
+
+  const room = `auth${process.pid}`;
+  const full = token('--room', room, '--identity', 'alice');
+  const viewerOnly = token('--room', room, '--identity', 'bob', '--publish', 'none');
+  const otherRoom = token('--room', 'elsewhere', '--identity', 'eve');
+  const now = Math.floor(Date.now() / 1000);
+  const expired = jwt({ sub: 'eve', exp: now - 3600, room: { room } }, key);
+  const forged = jwt({ sub: 'eve', exp: now + 3600, room: { room } }, b64url(crypto.randomBytes(32)));
+
+  const { chromium } = await import('playwright-core');
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const open = async (name, tok, extra = '') => {
+    const page = await (await browser.newContext({ viewport: { width: 960, height: 720 } })).newPage();
+    const t = tok ? `&token=${encodeURIComponent(tok)}` : '';
+    await page.goto(`${base}/room.html?room=${room}&name=${name}&autojoin=1${t}${extra}`);
+    return page;
+  };
+
+  const alice = await open('alice', full);
+  const aliceIn = await waitFor(() => joinOutcome(alice), 15_000, 200);
+  check('a member with a token joins', aliceIn?.joined === true, JSON.stringify(aliceIn));
+  const published = await waitFor(() => alice.evaluate(() => window.onairRoom?.localTracks.size >= 2 || null), 20_000, 200);
+  check('…and publishes camera and microphone', published === true);
+
+  for (const [what, tok, want] of [
+    ['no token', null, /access token is required/],
+    ['an expired token', expired, /expired/],
+    ['a token signed with another key', forged, /signature/],
+    ['a token for another room', otherRoom, /does not grant room/],
+  ]) {
+    const page = await open('eve', tok);
+    const out = await waitFor(() => joinOutcome(page), 15_000, 200);
+    figure(`join with ${what}: ${JSON.stringify(out)}`);
+    check(`a join with ${what} is refused and the page says why`, !!out?.error && want.test(out.error), JSON.stringify(out));
+    await page.context().close();
+  }
+
+  // Subscribe-only: receives alice's video, its own camera is refused.
+  const bob = await open('bob', viewerOnly);
+  const bobIn = await waitFor(() => joinOutcome(bob), 15_000, 200);
+  check('a subscribe-only member joins', bobIn?.joined === true, JSON.stringify(bobIn));
+  const frames = await waitFor(() => bob.evaluate(async () => {
+    let n = 0;
+    (await window.onairRoom?.subscriber?.getStats())?.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded ?? 0;
+    });
+    return n > 10 ? n : null;
+  }), 20_000, 300);
+  check('…receives the others\' video', frames != null, `${frames} frames decoded`);
+  const refusal = await waitFor(() => bob.evaluate(() => {
+    const text = document.body.innerText;
+    return /does not grant publishing/.test(text) ? text.match(/[^\n]*does not grant publishing[^\n]*/)[0] : null;
+  }), 15_000, 300);
+  figure(`bob's page: ${refusal}`);
+  check('…and its camera and microphone are refused, the page saying why', refusal != null);
+  const bobTracks = await alice.evaluate(() => [...window.onairRoom.tracks.values()].filter((t) => t.participant_id !== window.onairRoom.participantId).length);
+  check('…so the room has no track of bob\'s', bobTracks === 0, `${bobTracks}`);
+
+  // WHIP/WHEP.
+  const post = async (kind, name, tok) => {
+    const headers = { 'Content-Type': 'application/sdp' };
+    if (tok) headers.Authorization = `Bearer ${tok}`;
+    const r = await fetch(`${base}/${kind}/${name}`, { method: 'POST', headers, body: 'v=0\r\n' });
+    return { status: r.status, auth: r.headers.get('www-authenticate'), text: (await r.text()).trim() };
+  };
+  const pubTok = token('--identity', 'cam', '--publish-stream', 'live/auth');
+  const playTok = token('--identity', 'tv', '--play-stream', 'live/*');
+  const noTok = await post('whip', 'live/auth', null);
+  figure(`WHIP without a token: ${JSON.stringify(noTok)}`);
+  check('WHIP without a token: 401 with WWW-Authenticate', noTok.status === 401 && /Bearer/.test(noTok.auth ?? ''), JSON.stringify(noTok));
+  const wrong = await post('whip', 'live/other', pubTok);
+  check('WHIP of another name: 403', wrong.status === 403, JSON.stringify(wrong));
+  const playAsPub = await post('whip', 'live/auth', playTok);
+  check('WHIP with a play-only token: 403', playAsPub.status === 403, JSON.stringify(playAsPub));
+  const whepNo = await post('whep', 'live/auth', null);
+  check('WHEP without a token: 401', whepNo.status === 401, JSON.stringify(whepNo));
+
+  const pub = await (await browser.newContext()).newPage();
+  await pub.goto(`${base}/publish.html?stream=live/auth&autostart=1&token=${encodeURIComponent(pubTok)}`);
+  const live = await waitFor(() => pub.evaluate(() => (window.onairState?.status === 'live' ? true : null)), 20_000, 200);
+  check('publish.html with a publish token goes live over WHIP', live === true,
+    JSON.stringify(await pub.evaluate(() => ({ ...window.onairState, stats: undefined }))));
+  const watch = async (tok) => {
+    const page = await (await browser.newContext()).newPage();
+    const t = tok ? `&token=${encodeURIComponent(tok)}` : '';
+    await page.goto(`${base}/watch.html?stream=live/auth&autoplay=1${t}`);
+    return page;
+  };
+  const tv = await watch(playTok);
+  const playing = await waitFor(() => tv.evaluate(() => (window.onairState?.status === 'playing' ? true : null)), 20_000, 200);
+  check('watch.html with a play token plays over WHEP', playing === true,
+    JSON.stringify(await tv.evaluate(() => ({ ...window.onairState, stats: undefined }))));
+  const anon = await watch(null);
+  const anonStatus = await waitFor(() => anon.evaluate(() => window.onairState?.httpStatus ?? null), 10_000, 200);
+  check('watch.html without a token gets 401', anonStatus === 401, `${anonStatus}`);
+  return 0;
+}
+
+await runMain(main, summary, finish);
