@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Access tokens in real Chromium (issue 18, first slice: rooms and WHIP/WHEP). onair runs with a
+// Access tokens in real Chromium and FFmpeg (issue 18: rooms, WHIP/WHEP, RTMP). onair runs with a
 // key (`onair keys generate`); tokens come from `onair token`:
 //   - a member with a token joins the room and publishes; one without, with an expired token,
 //     with a forged one, or with another room's is refused, and the page says why;
@@ -7,11 +7,14 @@
 //     refused;
 //   - WHIP/WHEP: 401 (with WWW-Authenticate) without a token, 403 with a token for another
 //     name, and publish.html/watch.html with the right tokens publish and play;
+//   - FFmpeg publishing over RTMP is refused without a token and publishes with one in the
+//     stream key (`rtmp://host/live/name?token=…`);
 //   - listening beyond loopback with no key is refused at startup, unless anonymous access is
 //     allowed explicitly.
 // Runs inside a loopback-only namespace (netns-run).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -79,11 +82,12 @@ async function main() {
   const token = (...args) => execFileSync(bin, ['token', ...args], { encoding: 'utf8', env: { ...process.env, ...keysEnv } }).trim();
 
   const httpPort = await freeTcpPort();
+  const rtmpPort = await freeTcpPort();
   const base = `http://127.0.0.1:${httpPort}`;
   let up;
   ({ proc: server, up } = await startOnair(bin, {
     ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`, ONAIR_MEDIA_PORT: String(await freeMediaPort()),
-    ONAIR_TURN_ENABLED: 'false', ...keysEnv,
+    ONAIR_TURN_ENABLED: 'false', ONAIR_RTMP_LISTEN: `127.0.0.1:${rtmpPort}`, ...keysEnv,
   }, logPath, httpPort));
   if (!check('server up with a key', up)) return 1;
 
@@ -181,6 +185,35 @@ async function main() {
   const anon = await watch(null);
   const anonStatus = await waitFor(() => anon.evaluate(() => window.onairState?.httpStatus ?? null), 10_000, 200);
   check('watch.html without a token gets 401', anonStatus === 401, `${anonStatus}`);
+
+  // RTMP, as FFmpeg and OBS carry a token: in the stream key's query.
+  const listed = async (name) => ((await (await fetch(`${base}/api/streams`)).json()) ?? []).some((x) => x.name === name);
+  const ffmpeg = (url) => {
+    const p = spawn(process.env.FFMPEG || 'ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re',
+      '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=15', '-c:v', 'libx264', '-preset', 'ultrafast',
+      '-tune', 'zerolatency', '-g', '30', '-t', '20', '-f', 'flv', url], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => { err += d; });
+    const exited = new Promise((r) => p.on('exit', (code) => r(code)));
+    return { p, exited, err: () => err.trim().split('\n').slice(-1)[0] ?? '' };
+  };
+  const rtmpTok = token('--identity', 'obs', '--publish-stream', 'live/rtmp-ok');
+  const bad = ffmpeg(`rtmp://127.0.0.1:${rtmpPort}/live/rtmp-no`);
+  const badCode = await Promise.race([bad.exited, new Promise((r) => setTimeout(() => r('running'), 10_000))]);
+  figure(`FFmpeg RTMP without a token: exit ${badCode}: ${bad.err()}`);
+  check('FFmpeg publishing over RTMP without a token is refused (FFmpeg stops; the stream is not listed)',
+    badCode !== 'running' && badCode !== 0 && !(await listed('live/rtmp-no')), `${badCode}`);
+  bad.p.kill('SIGKILL');
+  const good = ffmpeg(`rtmp://127.0.0.1:${rtmpPort}/live/rtmp-ok?token=${rtmpTok}`);
+  const on = await waitFor(() => listed('live/rtmp-ok').then((x) => x || null), 15_000, 300);
+  check('FFmpeg with the token in the stream key publishes (listed as live/rtmp-ok, the token not in the name)',
+    on === true, good.err());
+  const other = ffmpeg(`rtmp://127.0.0.1:${rtmpPort}/live/rtmp-other?token=${rtmpTok}`);
+  const otherCode = await Promise.race([other.exited, new Promise((r) => setTimeout(() => r('running'), 10_000))]);
+  check('…and that token does not publish another name', otherCode !== 'running' && !(await listed('live/rtmp-other')), `${otherCode}`);
+  for (const f of [good, other]) f.p.kill('SIGKILL');
+  const logText = fs.readFileSync(logPath, 'utf8');
+  check('the server log never shows a token', !logText.includes(rtmpTok) && !logText.includes(full));
   return 0;
 }
 

@@ -3,8 +3,9 @@
 //! passes: the laptop demo needs no setup, and `config.rs` refuses to listen beyond loopback
 //! that way unless `auth.allow_anonymous` says so.
 //!
-//! Done so far: `/rtc` (the token in `join`, or `?access_token=`) and WHIP/WHEP
-//! (`Authorization: Bearer`). RTMP, RTWebSocket, LL-HLS and the HTTP API come next (issue 18).
+//! Done so far: `/rtc` (the token in `join`, or `?access_token=`), WHIP/WHEP
+//! (`Authorization: Bearer`), and RTMP and RTWebSocket publishers (`name?token=…`, or the
+//! WebSocket URL's `?token=`). LL-HLS and the HTTP API come next (issue 18).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -70,6 +71,27 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub struct Denied {
     status: StatusCode,
     message: String,
+}
+
+impl Denied {
+    /// Why, for clients that are not HTTP (an RTMP `onStatus`, a TC error).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// `name?token=…` (or `access_token=`): the name without its query, and the token. RTMP
+/// clients carry the token this way (FFmpeg `rtmp://host/live/name?token=…`, OBS's stream key
+/// `name?token=…`).
+pub fn split_token(key: &str) -> (&str, Option<&str>) {
+    let Some((name, query)) = key.split_once('?') else {
+        return (key, None);
+    };
+    let token = query.split('&').find_map(|kv| {
+        kv.strip_prefix("token=")
+            .or_else(|| kv.strip_prefix("access_token="))
+    });
+    (name, token)
 }
 
 impl IntoResponse for Denied {
@@ -224,6 +246,9 @@ mod tests {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         // No keys: open.
         assert!(check_stream(None, None, "live/a", StreamAction::Publish).is_ok());
+        assert_eq!(split_token("cam?token=abc&x=1"), ("cam", Some("abc")));
+        assert_eq!(split_token("cam?x=1&access_token=t"), ("cam", Some("t")));
+        assert_eq!(split_token("cam"), ("cam", None));
         let mut h = HeaderMap::new();
         h.insert(
             header::AUTHORIZATION,

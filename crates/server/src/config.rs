@@ -646,7 +646,8 @@ impl Config {
         }
         if self.auth.keys.is_empty() {
             w.push(
-                "auth is off: anyone who can reach this server can join any room and publish                  any stream (set auth.keys: `onair keys generate`)"
+                "auth is off: anyone who can reach this server can join any room and publish \
+                 any stream (set auth.keys: `onair keys generate`)"
                     .to_owned(),
             );
         }

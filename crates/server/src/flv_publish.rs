@@ -23,17 +23,28 @@ pub struct FlvPublish {
 }
 
 impl FlvPublish {
-    /// Claims hub stream `app/key` for `proto`; Err with the reason a client is told.
+    /// Claims hub stream `app/key` for `proto`; Err with the reason a client is told. `key`
+    /// may carry the access token (`name?token=…`); `url_token` is one the connection brought
+    /// otherwise (a WebSocket URL's). With `keys`, the token must grant publishing the name.
     pub fn claim(
         hub: &Hub,
         app: &str,
         key: &str,
         proto: Protocol,
         transcode: bool,
+        keys: &auth::Keys,
+        url_token: Option<&str>,
     ) -> Result<FlvPublish, String> {
+        let (key, token) = crate::access::split_token(key);
         let name = StreamName::parse(&format!("{app}/{key}"))
             .map_err(|e| format!("'{app}/{key}': {e}"))?;
-        // The stream-key check of the auth issue goes here.
+        crate::access::check_stream(
+            Some(keys),
+            token.or(url_token),
+            name.as_str(),
+            crate::access::StreamAction::Publish,
+        )
+        .map_err(|d| d.message().to_owned())?;
         let publisher = hub
             .publish(name, proto, Instant::now())
             .map_err(|e| e.to_string())?;

@@ -219,7 +219,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (media, media_task) =
         media_loop::start(&config, hub.clone(), ice, turn_counters.clone()).await?;
     let turn_addr = turn_server::start(&config, &secret, media.tx.clone(), turn_counters).await?;
-    let rtmp_addr = rtmp_server::start(&config, hub.clone()).await?;
+    let rtmp_addr = rtmp_server::start(&config, hub.clone(), media.auth.clone()).await?;
     let hls = hls_http::start(&config, hub.clone());
     let recorder = recording::start(&config, hub.clone());
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -302,6 +302,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .merge(rtws_server::router(
             hub.clone(),
             config.rtmp.transcode_audio,
+            media.auth.clone(),
         ))
         .merge(ws_plain::router(hub.clone()));
     if let Some(hls) = hls {

@@ -32,6 +32,10 @@ pub enum ToConn {
     Close,
 }
 
+/// How long after a hub stream starts a WHEP viewer waits for it to describe both audio and
+/// video (see `whep_offer`).
+const HUB_TRACKS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Commands into the media loop.
 pub enum Command {
     Connect(ConnId, mpsc::UnboundedSender<ToConn>),
@@ -354,8 +358,15 @@ impl Loop {
         let Some(info) = self.streams.hub.stream(&stream) else {
             return Err(HttpSessionError::NotFound(stream.to_string()).into());
         };
-        if info.tracks.is_empty() {
-            // Published a moment ago: its first sequence headers are still on their way.
+        // Published a moment ago: its first sequence headers are still on their way, and the
+        // answer can only offer the tracks known now (FFmpeg's video header comes before its
+        // audio one: a viewer answered in between went without sound for good, as a CI run
+        // showed). For its first seconds a stream with only one kind is asked for again later
+        // (503, Retry-After); after that it is taken as it is (audio-only, video-only).
+        let kinds = |k| info.tracks.iter().any(|t| t.kind() == k);
+        let young = now.saturating_duration_since(info.started) < HUB_TRACKS_SETTLE;
+        let partial = !(kinds(hub::MediaKind::Audio) && kinds(hub::MediaKind::Video));
+        if info.tracks.is_empty() || (young && partial) {
             return Err(HttpSessionError::NoMediaYet(stream.to_string()).into());
         }
         let tracks: Vec<FrameTrack> = info.tracks.iter().filter_map(frame_track).collect();

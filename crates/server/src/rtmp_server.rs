@@ -20,7 +20,11 @@ use crate::flv_publish::FlvPublish;
 const IDLE: Duration = Duration::from_secs(30);
 
 /// Binds the RTMP port and accepts connections until the process ends.
-pub async fn start(config: &Config, hub: Hub) -> anyhow::Result<Option<SocketAddr>> {
+pub async fn start(
+    config: &Config,
+    hub: Hub,
+    keys: Arc<auth::Keys>,
+) -> anyhow::Result<Option<SocketAddr>> {
     if !config.rtmp.enabled {
         return Ok(None);
     }
@@ -45,8 +49,9 @@ pub async fn start(config: &Config, hub: Hub) -> anyhow::Result<Option<SocketAdd
                 continue; // dropping the stream closes it
             };
             let hub = hub.clone();
+            let keys = keys.clone();
             tokio::spawn(async move {
-                let mut conn = Connection::new(hub, transcode);
+                let mut conn = Connection::new(hub, transcode, keys);
                 match conn.run(stream).await {
                     Ok(()) => debug!(%peer, "RTMP connection closed"),
                     Err(e) => warn!(%peer, "RTMP connection closed: {e}"),
@@ -61,15 +66,18 @@ pub async fn start(config: &Config, hub: Hub) -> anyhow::Result<Option<SocketAdd
 struct Connection {
     hub: Hub,
     transcode: bool,
+    /// Token keys (`auth.keys`): a publish needs a token (`name?token=…`) when there are any.
+    keys: Arc<auth::Keys>,
     session: Session,
     publisher: Option<FlvPublish>,
 }
 
 impl Connection {
-    fn new(hub: Hub, transcode: bool) -> Connection {
+    fn new(hub: Hub, transcode: bool, keys: Arc<auth::Keys>) -> Connection {
         Connection {
             hub,
             transcode,
+            keys,
             session: Session::new(SessionConfig::default()),
             publisher: None,
         }
@@ -122,7 +130,8 @@ impl Connection {
                             self.session.accept_publish(request)?;
                         }
                         Err(reason) => {
-                            warn!("RTMP publish of {app}/{key} refused: {reason}");
+                            let (name, _) = crate::access::split_token(&key);
+                            warn!("RTMP publish of {app}/{name} refused: {reason}");
                             self.session.reject_publish(request, &reason)?;
                         }
                     }
@@ -152,6 +161,14 @@ impl Connection {
         if self.publisher.is_some() {
             return Err("this connection already publishes a stream".into());
         }
-        FlvPublish::claim(&self.hub, app, key, Protocol::Rtmp, self.transcode)
+        FlvPublish::claim(
+            &self.hub,
+            app,
+            key,
+            Protocol::Rtmp,
+            self.transcode,
+            &self.keys,
+            None,
+        )
     }
 }

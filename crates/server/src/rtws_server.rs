@@ -13,6 +13,7 @@
 //! reader falls behind and skips to the next keyframe, and the session's deadlines abandon
 //! what was queued, so nothing grows.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -41,22 +42,29 @@ pub const WS_READ_BUFFER: usize = 8 * 1024;
 pub const WS_WRITE_BUFFER: usize = 16 * 1024;
 
 /// The `/rtws/APP` route; `transcode` is `rtmp.transcode_audio` (for publishes).
-pub fn router(hub: Hub, transcode: bool) -> Router {
+pub fn router(hub: Hub, transcode: bool, keys: Arc<auth::Keys>) -> Router {
     Router::new()
         .route("/rtws/{*app}", get(upgrade))
-        .with_state((hub, transcode))
+        .with_state((hub, transcode, keys))
 }
 
 async fn upgrade(
     ws: WebSocketUpgrade,
     Path(app): Path<String>,
-    State((hub, transcode)): State<(Hub, bool)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    State((hub, transcode, keys)): State<(Hub, bool, Arc<auth::Keys>)>,
 ) -> Response {
+    // `/rtws/APP?token=…`: a publisher's access token (or in the stream name, as for RTMP).
+    let url_token = query.as_deref().and_then(|q| {
+        crate::access::split_token(&format!("?{q}"))
+            .1
+            .map(str::to_owned)
+    });
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)
-        .on_upgrade(move |socket| session(socket, app, hub, transcode))
+        .on_upgrade(move |socket| session(socket, app, hub, transcode, keys, url_token))
 }
 
 /// The app a client connected to: `connect`'s, or else the URL's. A client that takes its app
@@ -116,6 +124,10 @@ struct Tc {
     publishing: Option<(u32, FlvPublish)>,
     /// `rtmp.transcode_audio`: an Opus twin of a published AAC track.
     transcode: bool,
+    /// Token keys: a publish needs a token granting its name when there are any.
+    keys: Arc<auth::Keys>,
+    /// The token of the WebSocket URL (`?token=`), if any.
+    url_token: Option<String>,
 }
 
 impl Mapping for Tc {
@@ -203,7 +215,15 @@ impl Mapping for Tc {
                     let claimed = if self.publishing.is_some() {
                         Err("this connection already publishes a stream".to_owned())
                     } else {
-                        FlvPublish::claim(hub, app, &name, Protocol::Rtws, self.transcode)
+                        FlvPublish::claim(
+                            hub,
+                            app,
+                            &name,
+                            Protocol::Rtws,
+                            self.transcode,
+                            &self.keys,
+                            self.url_token.as_deref(),
+                        )
                     };
                     match claimed {
                         Ok(p) => {
@@ -307,7 +327,14 @@ fn opens_cmaf(first: &[u8]) -> bool {
     )
 }
 
-async fn session(mut socket: WebSocket, url_app: String, hub: Hub, transcode: bool) {
+async fn session(
+    mut socket: WebSocket,
+    url_app: String,
+    hub: Hub,
+    transcode: bool,
+    keys: Arc<auth::Keys>,
+    url_token: Option<String>,
+) {
     // The first flow the client opens says which mapping this is; what comes before it (a
     // ping, an ack window) is handed to that mapping too, in order.
     let mut early: Vec<axum::body::Bytes> = Vec::new();
@@ -346,6 +373,8 @@ async fn session(mut socket: WebSocket, url_app: String, hub: Hub, transcode: bo
             playing: None,
             publishing: None,
             transcode,
+            keys,
+            url_token,
         };
         run(&mut socket, m, &early, &url_app, &hub).await
     };
