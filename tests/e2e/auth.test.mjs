@@ -7,6 +7,7 @@
 //     refused;
 //   - WHIP/WHEP: 401 (with WWW-Authenticate) without a token, 403 with a token for another
 //     name, and publish.html/watch.html with the right tokens publish and play;
+//   - the HTTP API: /api/* and /metrics need an admin token, /api/ice-servers any valid one;
 //   - FFmpeg publishing over RTMP is refused without a token and publishes with one in the
 //     stream key (`rtmp://host/live/name?token=…`);
 //   - listening beyond loopback with no key is refused at startup, unless anonymous access is
@@ -186,8 +187,25 @@ async function main() {
   const anonStatus = await waitFor(() => anon.evaluate(() => window.onairState?.httpStatus ?? null), 10_000, 200);
   check('watch.html without a token gets 401', anonStatus === 401, `${anonStatus}`);
 
+  // The operator's HTTP API: an admin token.
+  const admin = token('--identity', 'ops', '--admin');
+  const get = async (p, tok) => (await fetch(`${base}${p}`, { headers: tok ? { Authorization: `Bearer ${tok}` } : {} })).status;
+  const api = {
+    rooms: [await get('/api/rooms', null), await get('/api/rooms', full), await get('/api/rooms', admin)],
+    metrics: [await get('/metrics', null), await get('/metrics', full), await get('/metrics', admin)],
+    sessions: [await get('/api/sessions', null), await get('/api/sessions', admin)],
+    ice: [await get('/api/ice-servers', null), await get('/api/ice-servers', full)],
+    healthz: await get('/healthz', null),
+  };
+  figure(`HTTP API statuses: ${JSON.stringify(api)}`);
+  check('/api/rooms and /metrics: 401 without a token, 403 with a member\'s, 200 with an admin token',
+    JSON.stringify(api.rooms) === '[401,403,200]' && JSON.stringify(api.metrics) === '[401,403,200]'
+    && JSON.stringify(api.sessions) === '[401,200]', JSON.stringify(api));
+  check('/api/ice-servers (TURN credentials): 401 without a token, 200 with any valid one; /healthz open',
+    JSON.stringify(api.ice) === '[401,200]' && api.healthz === 200, JSON.stringify(api));
+
   // RTMP, as FFmpeg and OBS carry a token: in the stream key's query.
-  const listed = async (name) => ((await (await fetch(`${base}/api/streams`)).json()) ?? []).some((x) => x.name === name);
+  const listed = async (name) => ((await (await fetch(`${base}/api/streams`, { headers: { Authorization: `Bearer ${admin}` } })).json()) ?? []).some((x) => x.name === name);
   const ffmpeg = (url) => {
     const p = spawn(process.env.FFMPEG || 'ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re',
       '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=15', '-c:v', 'libx264', '-preset', 'ultrafast',

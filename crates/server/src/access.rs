@@ -4,12 +4,18 @@
 //! that way unless `auth.allow_anonymous` says so.
 //!
 //! Done so far: `/rtc` (the token in `join`, or `?access_token=`), WHIP/WHEP
-//! (`Authorization: Bearer`), and RTMP and RTWebSocket publishers (`name?token=…`, or the
-//! WebSocket URL's `?token=`). LL-HLS and the HTTP API come next (issue 18).
+//! (`Authorization: Bearer`), RTMP and RTWebSocket publishers (`name?token=…`, or the
+//! WebSocket URL's `?token=`), and the HTTP API ([`guard`]: `/api/*`, `/metrics` and
+//! `/recordings/…` need the admin grant, `/api/ice-servers` any valid token). LL-HLS and the
+//! WebSocket players come next (issue 18).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sfu::signal::{ErrorCode, TrackSource};
 
@@ -144,6 +150,58 @@ pub fn check_stream(
     }
 }
 
+/// What an HTTP path needs when keys are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Pages, the SDK, `/healthz`, and the entry points that check tokens themselves.
+    Open,
+    /// Any valid token (a client about to use the media: TURN credentials).
+    AnyToken,
+    /// A token with the admin grant (the operator's API, recordings, metrics).
+    Admin,
+}
+
+fn need_of(path: &str, open_metrics: bool) -> Need {
+    match path {
+        "/api/ice-servers" => Need::AnyToken,
+        "/metrics" if open_metrics => Need::Open,
+        "/metrics" => Need::Admin,
+        p if p == "/api" || p.starts_with("/api/") || p.starts_with("/recordings/") => Need::Admin,
+        _ => Need::Open,
+    }
+}
+
+/// The HTTP layer's check (a middleware on every route): with keys configured, the operator's
+/// API needs `Authorization: Bearer` with a token granting `admin`, `/api/ice-servers` any
+/// valid token. `state`: the keys, and `auth.open_metrics`.
+pub async fn guard(
+    State((keys, open_metrics)): State<(Arc<auth::Keys>, bool)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if keys.is_empty() {
+        return next.run(req).await;
+    }
+    let need = need_of(req.uri().path(), open_metrics);
+    if need == Need::Open {
+        return next.run(req).await;
+    }
+    let Some(token) = bearer(req.headers()).filter(|t| !t.is_empty()) else {
+        return unauthorized("an access token is required (Authorization: Bearer TOKEN)");
+    };
+    let claims = match keys.verify(token, now_unix()) {
+        Ok(c) => c,
+        Err(e) => return unauthorized(&e.to_string()),
+    };
+    if need == Need::Admin && !claims.admin {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "the access token does not grant the admin API (onair token --admin)",
+        );
+    }
+    next.run(req).await
+}
+
 fn plain(status: StatusCode, msg: &str) -> Response {
     (
         status,
@@ -246,6 +304,13 @@ mod tests {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         // No keys: open.
         assert!(check_stream(None, None, "live/a", StreamAction::Publish).is_ok());
+        assert_eq!(need_of("/api/rooms", false), Need::Admin);
+        assert_eq!(need_of("/api/ice-servers", false), Need::AnyToken);
+        assert_eq!(need_of("/metrics", false), Need::Admin);
+        assert_eq!(need_of("/metrics", true), Need::Open);
+        assert_eq!(need_of("/recordings/a.mp4", false), Need::Admin);
+        assert_eq!(need_of("/room.html", false), Need::Open);
+        assert_eq!(need_of("/whip/live/x", false), Need::Open);
         assert_eq!(split_token("cam?token=abc&x=1"), ("cam", Some("abc")));
         assert_eq!(split_token("cam?x=1&access_token=t"), ("cam", Some("t")));
         assert_eq!(split_token("cam"), ("cam", None));

@@ -257,6 +257,9 @@ pub struct Auth {
     /// Listening beyond loopback with no key is refused unless this is true (anyone who can
     /// reach the server may then join any room and publish any stream).
     pub allow_anonymous: bool,
+    /// `/metrics` answers without a token (for a Prometheus that scrapes without one). The rest
+    /// of the HTTP API needs an admin token whenever there are keys.
+    pub open_metrics: bool,
 }
 
 impl Auth {

@@ -311,6 +311,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(r) = recorder {
         app = app.merge(recording::router(r));
     }
+    // With auth.keys: the operator's API, metrics and recordings need an admin token.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        (media.auth.clone(), config.auth.open_metrics),
+        access::guard,
+    ));
     let stop = async {
         let _ = stop_rx.await;
     };

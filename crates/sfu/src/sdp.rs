@@ -252,9 +252,44 @@ pub fn request_opus_dtx(answer: &str) -> String {
     out.join("\r\n")
 }
 
+/// An SDP parse error as a client may read it. str0m's parser errors name the position as a
+/// pointer (`Parse error at PointerOffset(0x7f…)`): an address of the server's heap, which
+/// tells an attacker about its memory layout and the client nothing. It is cut out.
+pub fn client_error(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("PointerOffset(") {
+        out.push_str(rest[..at].trim_end().trim_end_matches(" at"));
+        rest = match rest[at..].find(')') {
+            Some(end) => &rest[at + end + 1..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_errors_show_no_address() {
+        let e = "SDP parse: Parse error at PointerOffset(0x7f681804bbe0) Unexpected `t` Expected `v` sdp line";
+        assert_eq!(
+            client_error(&e),
+            "SDP parse: Parse error Unexpected `t` Expected `v` sdp line"
+        );
+        assert_eq!(client_error(&"fine"), "fine");
+        assert_eq!(client_error(&"x PointerOffset(0x1"), "x");
+        let real = str0m::change::SdpOffer::from_sdp_string("t=0 0\r\n").unwrap_err();
+        assert!(
+            !client_error(&real).contains("0x"),
+            "{}",
+            client_error(&real)
+        );
+    }
 
     #[test]
     fn dtx_is_asked_for_on_every_opus_payload_type_once() {

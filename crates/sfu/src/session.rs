@@ -525,7 +525,10 @@ impl Sfu {
     ) {
         let offer = match SdpOffer::from_sdp_string(sdp) {
             Ok(o) => o,
-            Err(e) => return self.reply_error(conn, ErrorCode::BadSdp, format!("offer: {e}")),
+            Err(e) => {
+                let e = crate::sdp::client_error(&e);
+                return self.reply_error(conn, ErrorCode::BadSdp, format!("offer: {e}"));
+            }
         };
         if let Some(peer) = self.participants.get(&pid).map(|p| p.publisher) {
             self.note_candidates(peer, sdp);
@@ -594,7 +597,10 @@ impl Sfu {
     fn subscriber_answer(&mut self, pid: ParticipantId, conn: ConnId, sdp: &str) {
         let answer = match SdpAnswer::from_sdp_string(sdp) {
             Ok(a) => a,
-            Err(e) => return self.reply_error(conn, ErrorCode::BadSdp, format!("answer: {e}")),
+            Err(e) => {
+                let e = crate::sdp::client_error(&e);
+                return self.reply_error(conn, ErrorCode::BadSdp, format!("answer: {e}"));
+            }
         };
         if let Some(peer) = self.participants.get(&pid).map(|p| p.subscriber) {
             self.note_candidates(peer, sdp);

@@ -131,7 +131,7 @@ impl Sfu {
         make_peer: impl FnOnce(&mut Sfu, ParticipantId) -> crate::ids::PeerId,
     ) -> Result<(ParticipantId, crate::ids::PeerId, String), HttpSessionError> {
         let parsed = SdpOffer::from_sdp_string(offer)
-            .map_err(|e| HttpSessionError::BadSdp(e.to_string()))?;
+            .map_err(|e| HttpSessionError::BadSdp(crate::sdp::client_error(&e)))?;
         let pid = ParticipantId(self.next_id());
         let peer_id = make_peer(self, pid);
         self.note_candidates(peer_id, offer);
