@@ -55,10 +55,16 @@ pub struct SfuConfig {
 impl SfuConfig {
     /// Whether config makes `room` peer-to-peer.
     pub fn is_p2p_room(&self, room: &str) -> bool {
-        self.p2p_rooms.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => room.starts_with(prefix),
-            None => room == p,
-        })
+        self.p2p_rooms.iter().any(|p| matches_room(p, room))
+    }
+}
+
+/// A room pattern: a name, or a prefix followed by `*` (`*` alone: every room). Used by
+/// `rooms.p2p_rooms` and by access grants.
+pub(crate) fn matches_room(pattern: &str, room: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => pattern == room,
     }
 }
 

@@ -34,10 +34,7 @@ impl Grant {
 
     /// Whether it covers `room`.
     pub fn covers(&self, room: &str) -> bool {
-        match self.room.strip_suffix('*') {
-            Some(prefix) => room.starts_with(prefix),
-            None => self.room == room,
-        }
+        crate::config::matches_room(&self.room, room)
     }
 
     /// Whether it may publish `source`.

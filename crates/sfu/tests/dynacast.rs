@@ -24,14 +24,9 @@ fn rids(list: &[&str]) -> Vec<String> {
     list.iter().map(|r| r.to_string()).collect()
 }
 
-#[test]
-fn layers_nobody_receives_are_paused_and_come_back_when_wanted() {
-    // The layer follows `max_height` alone here (the allocator has its own tests).
-    let config = SfuConfig {
-        bandwidth_allocation: false,
-        ..SfuConfig::default()
-    };
-    let mut s = Scenario::new(config, 11);
+/// Room "dyn" with a member publishing a three-layer camera (no audio).
+fn room_with_a_simulcast_camera(config: SfuConfig, seed: u64) -> (Scenario, usize) {
+    let mut s = Scenario::new(config, seed);
     let p = s.add_client("pub", Link::clean());
     s.clients[p].publish = Some(Publish {
         video: true,
@@ -39,6 +34,17 @@ fn layers_nobody_receives_are_paused_and_come_back_when_wanted() {
         simulcast: true,
     });
     s.join(p, "dyn");
+    (s, p)
+}
+
+#[test]
+fn layers_nobody_receives_are_paused_and_come_back_when_wanted() {
+    // The layer follows `max_height` alone here (the allocator has its own tests).
+    let config = SfuConfig {
+        bandwidth_allocation: false,
+        ..SfuConfig::default()
+    };
+    let (mut s, p) = room_with_a_simulcast_camera(config, 11);
     // Alone in the room: nobody needs more than the lowest layer, which always runs; the
     // publisher is told once that has lasted the hold (5 s), not before.
     s.run_for(Duration::from_secs(3));
@@ -103,14 +109,7 @@ fn off_tells_nothing() {
         dynacast: false,
         ..SfuConfig::default()
     };
-    let mut s = Scenario::new(config, 12);
-    let p = s.add_client("pub", Link::clean());
-    s.clients[p].publish = Some(Publish {
-        video: true,
-        audio: false,
-        simulcast: true,
-    });
-    s.join(p, "dyn");
+    let (mut s, p) = room_with_a_simulcast_camera(config, 12);
     s.run_for(Duration::from_secs(8));
     assert_eq!(told(&s, p), Vec::<Vec<String>>::new());
 }
