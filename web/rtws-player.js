@@ -612,7 +612,8 @@ export class LivePlayer {
    * @param {object} o  server (origin), stream (APP/KEY), mode 'mse' | 'webcodecs', mapping
    *   'cmaf' (default) | 'tc' (webcodecs only), canvas
    *   (webcodecs), targetLatency (s), transports (order to try), tuning (query for the server:
-   *   e.g. 'videoLifetime=1')
+   *   e.g. 'videoLifetime=1'), token (an access token with the play grant: sent in the
+   *   WebSocket URL's query, as a browser's WebSocket cannot send a header)
    */
   constructor(video, o) {
     this.video = video;
@@ -651,9 +652,11 @@ export class LivePlayer {
   url(kind) {
     const base = (this.o.server || location.origin).replace(/^http/, 'ws').replace(/\/+$/, '');
     const [app, ...key] = this.o.stream.split('/');
+    const token = this.o.token ? `token=${encodeURIComponent(this.o.token)}` : '';
+    const plainQuery = [this.o.tuning, token].filter(Boolean).join('&');
     return kind === 'plain'
-      ? `${base}/ws/${this.o.stream}${this.o.tuning ? `?${this.o.tuning}` : ''}`
-      : { url: `${base}/rtws/${app}`, app, key: key.join('/') + (this.o.tuning ? `?${this.o.tuning}` : '') };
+      ? `${base}/ws/${this.o.stream}${plainQuery ? `?${plainQuery}` : ''}`
+      : { url: `${base}/rtws/${app}${token ? `?${token}` : ''}`, app, key: key.join('/') + (this.o.tuning ? `?${this.o.tuning}` : '') };
   }
 
   /** Connects over `transport`; resolves once media comes, rejects when it cannot. */

@@ -3,7 +3,7 @@
 // waiting for it. All media logic is in onair.js; this file only draws.
 //
 // ?stream=NAME (default live/demo), &autoplay=1, &muted=0 (start unmuted where the browser lets
-// it), &token=T (Authorization: Bearer), &trickle=0 (candidates in the offer, no PATCH),
+// it), &token=T (Authorization: Bearer for WHEP, ?token= for LL-HLS and the WebSocket players), &trickle=0 (candidates in the offer, no PATCH),
 // &server=http://host:port (another onair server), &via=hls (LL-HLS instead of WHEP: hls.js where
 // the browser has MSE, its own HLS otherwise; &hlsjs=URL loads hls.js from there instead of the
 // jsDelivr CDN, for networks without it), &via=rtws (WebSocket into MSE: RTWebSocket over
@@ -367,7 +367,9 @@ function loadHlsJs() {
 async function connectHls() {
   state.attempts += 1;
   if (state.status !== 'waiting' && state.status !== 'ended') setStatus('connecting', 'loading the playlist…');
-  const url = `${endpoint('hls', state.stream)}/index.m3u8`;
+  // A playback token rides in the query; the server carries it on to every URI it lists.
+  const token = params.get('token');
+  const url = `${endpoint('hls', state.stream)}/index.m3u8${token ? `?token=${encodeURIComponent(token)}` : ''}`;
   // The server holds this answer until the stream has a segment; 404 means not live.
   let res;
   try {
@@ -501,6 +503,7 @@ async function connectRtws() {
     transports: params.get('transport') ? params.get('transport').split(',') : undefined,
     tuning: params.get('tuning') || undefined,
     mapping: params.get('mapping') || undefined,
+    token: params.get('token') || undefined,
   });
   const s = { rtws: p, resource: state.stream, stop: () => p.stop() };
   session = s;

@@ -10,6 +10,11 @@
 //   - the HTTP API: /api/* and /metrics need an admin token, /api/ice-servers any valid one;
 //   - FFmpeg publishing over RTMP is refused without a token and publishes with one in the
 //     stream key (`rtmp://host/live/name?token=…`);
+//   - that stream over LL-HLS: 401 without a token, 403 with another stream's; hls.js in
+//     Chromium plays the signed URL (`index.m3u8?token=…`), every URI the playlists list
+//     carrying the token on; the /ws/ player is refused without one;
+//   - an RTWebSocket TC client (the reference tcconn.js when ONAIR_RTWS_REFERENCE names it)
+//     plays it with the token as a `connect` argument, and is refused without one;
 //   - listening beyond loopback with no key is refused at startup, unless anonymous access is
 //     allowed explicitly.
 // Runs inside a loopback-only namespace (netns-run).
@@ -18,13 +23,17 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import {
-  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, logTail, onairBin, results, runMain,
-  startOnair, waitFor,
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, loadTcClient, logTail, onairBin, results,
+  runMain, startOnair, waitFor, withWebSocket,
 } from './harness.mjs';
 
-const OVERALL_TIMEOUT_MS = 150_000;
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+const OVERALL_TIMEOUT_MS = 210_000;
+await withWebSocket(import.meta.url);
 await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
 
 const { check, figure, summary } = results();
@@ -209,7 +218,7 @@ async function main() {
   const ffmpeg = (url) => {
     const p = spawn(process.env.FFMPEG || 'ffmpeg', ['-hide_banner', '-loglevel', 'error', '-re',
       '-f', 'lavfi', '-i', 'testsrc2=size=320x240:rate=15', '-c:v', 'libx264', '-preset', 'ultrafast',
-      '-tune', 'zerolatency', '-g', '30', '-t', '20', '-f', 'flv', url], { stdio: ['ignore', 'ignore', 'pipe'] });
+      '-tune', 'zerolatency', '-g', '30', '-t', '120', '-f', 'flv', url], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     p.stderr.on('data', (d) => { err += d; });
     const exited = new Promise((r) => p.on('exit', (code) => r(code)));
@@ -229,9 +238,100 @@ async function main() {
   const other = ffmpeg(`rtmp://127.0.0.1:${rtmpPort}/live/rtmp-other?token=${rtmpTok}`);
   const otherCode = await Promise.race([other.exited, new Promise((r) => setTimeout(() => r('running'), 10_000))]);
   check('…and that token does not publish another name', otherCode !== 'running' && !(await listed('live/rtmp-other')), `${otherCode}`);
-  for (const f of [good, other]) f.p.kill('SIGKILL');
+  other.p.kill('SIGKILL');
+
+  // Playing that stream: LL-HLS with a signed URL, the /ws/ player, a TC client.
+  const watchTok = token('--identity', 'viewer', '--play-stream', 'live/rtmp-ok');
+  const elseTok = token('--identity', 'viewer', '--play-stream', 'live/elsewhere');
+  const hlsUrl = `${base}/hls/live/rtmp-ok/index.m3u8`;
+  const status = async (u) => (await fetch(u)).status;
+  const hlsStatus = [await status(hlsUrl), await status(`${hlsUrl}?token=${elseTok}`)];
+  const signed = await fetch(`${hlsUrl}?token=${watchTok}`);
+  const multivariant = await signed.text();
+  const mediaUri = multivariant.split('\n').find((l) => l && !l.startsWith('#')) ?? '';
+  const mediaUrl = new URL(mediaUri, hlsUrl);
+  const mediaText = mediaUri ? await (await fetch(mediaUrl)).text() : '';
+  const uris = [...mediaText.matchAll(/URI="([^"]+)"/g)].map((m) => m[1])
+    .concat(mediaText.split('\n').filter((l) => l && !l.startsWith('#')));
+  const bare = uris.filter((u) => !u.endsWith(`?token=${watchTok}`));
+  const segStatus = uris.length ? [await status(new URL(uris.at(-1).split('?')[0], mediaUrl)), await status(new URL(uris.at(-1), mediaUrl))] : [];
+  figure(`LL-HLS: index.m3u8 ${hlsStatus[0]} without a token, ${hlsStatus[1]} with another stream's, ${signed.status} signed; `
+    + `${uris.length} URIs in the media playlist, ${bare.length} without the token; a part ${segStatus.join(' unsigned, ')} signed; `
+    + `Cache-Control ${signed.headers.get('cache-control')}`);
+  check('LL-HLS: 401 without a token, 403 with another stream\'s, 200 with the play token',
+    JSON.stringify(hlsStatus) === '[401,403]' && signed.status === 200, JSON.stringify(hlsStatus));
+  check('…every URI the playlists list carries the token (media playlist, init, parts, segments, hint), and a part without it is 401',
+    mediaUri.endsWith(`?token=${watchTok}`) && uris.length > 3 && bare.length === 0 && JSON.stringify(segStatus) === '[401,200]',
+    JSON.stringify({ mediaUri, bare: bare.slice(0, 3), segStatus }));
+  check('…and a playlist naming a viewer\'s token is not for shared caches', /private/.test(signed.headers.get('cache-control') ?? ''));
+
+  const hlsJs = path.join(HERE, 'node_modules/hls.js/dist/hls.min.js');
+  const hlsPage = async (url) => {
+    const page = await (await browser.newContext()).newPage();
+    await page.route((u) => u.pathname === '/hls.min.js', (route) => route.fulfill({ path: hlsJs, contentType: 'text/javascript' }));
+    await page.goto(`${base}/healthz`);
+    await page.addScriptTag({ url: '/hls.min.js' });
+    await page.evaluate((src) => {
+      const v = document.createElement('video');
+      v.muted = true;
+      document.body.append(v);
+      window.hlsErrors = [];
+      const hls = new window.Hls({ lowLatencyMode: true });
+      hls.on(window.Hls.Events.ERROR, (_, d) => window.hlsErrors.push(`${d.details}${d.fatal ? ' FATAL' : ''} ${d.response?.code ?? ''}`));
+      hls.loadSource(src);
+      hls.attachMedia(v);
+      v.play().catch(() => {});
+      window.probe = () => ({ t: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames, errs: window.hlsErrors });
+    }, url);
+    return page;
+  };
+  const viewer = await hlsPage(`${hlsUrl}?token=${watchTok}`);
+  const played = await waitFor(() => viewer.evaluate(() => { const p = window.probe(); return p.frames > 10 && p.t > 1 ? p : null; }), 25_000, 300);
+  check('hls.js in Chromium plays the signed LL-HLS URL (frames decoded)', !!played,
+    JSON.stringify(played ?? await viewer.evaluate(() => window.probe())));
+  if (played) figure(`hls.js with a signed URL: ${played.frames} frames, t=${played.t.toFixed(1)} s, errors: ${played.errs.join('; ') || 'none'}`);
+  const unsigned = await hlsPage(hlsUrl);
+  const hlsRefusal = await waitFor(() => unsigned.evaluate(() => window.hlsErrors.find((e) => /FATAL/.test(e)) ?? null), 15_000, 300);
+  check('hls.js without a token is refused (a fatal 401)', /401/.test(hlsRefusal ?? ''), `${hlsRefusal}`);
+
+  const wsOutcome = (url) => new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.binaryType = 'arraybuffer';
+    const t = setTimeout(() => { ws.close(); resolve('timeout'); }, 8000);
+    ws.onmessage = () => { clearTimeout(t); ws.close(); resolve('media'); };
+    ws.onerror = () => { clearTimeout(t); resolve('refused'); };
+  });
+  const wsPlain = [await wsOutcome(`ws://127.0.0.1:${httpPort}/ws/live/rtmp-ok`),
+    await wsOutcome(`ws://127.0.0.1:${httpPort}/ws/live/rtmp-ok?token=${watchTok}`)];
+  check('the /ws/ player: refused without a token, media with it', JSON.stringify(wsPlain) === '["refused","media"]', JSON.stringify(wsPlain));
+
+  const { TCConnection, label } = await loadTcClient();
+  figure(`TC client: ${label}`);
+  const tcPlay = async (...args) => {
+    const conn = new TCConnection();
+    conn.onstatus = () => {}; // (the reference client logs statuses nobody handles)
+    const seen = [];
+    try {
+      await conn.connect(`ws://127.0.0.1:${httpPort}/rtws/live`, {}, ...args);
+      const stream = await conn.createStream();
+      stream.onstatus = (e) => seen.push(`${e.info?.code}: ${e.info?.description ?? ''}`);
+      stream.play('rtmp-ok');
+      return await waitFor(() => seen.find((x) => /Play\.(Start|Failed)/.test(x)) ?? null, 8000, 100);
+    } finally {
+      conn.close();
+    }
+  };
+  const tcWith = await tcPlay(watchTok);
+  const tcWithout = await tcPlay();
+  const tcOther = await tcPlay(elseTok);
+  figure(`TC play with the token as a connect argument: ${tcWith}; without: ${tcWithout}; another stream's: ${tcOther}`);
+  check('a TC client with its token in connect plays (NetStream.Play.Start)', /Play\.Start/.test(tcWith ?? ''), `${tcWith}`);
+  check('…without a token it is refused, saying why (NetStream.Play.Failed)', /Play\.Failed.*token/.test(tcWithout ?? ''), `${tcWithout}`);
+  check('…and with another stream\'s token too', /Play\.Failed.*does not grant/.test(tcOther ?? ''), `${tcOther}`);
+  good.p.kill('SIGKILL');
+
   const logText = fs.readFileSync(logPath, 'utf8');
-  check('the server log never shows a token', !logText.includes(rtmpTok) && !logText.includes(full));
+  check('the server log never shows a token', !logText.includes(rtmpTok) && !logText.includes(full) && !logText.includes(watchTok));
   return 0;
 }
 

@@ -6,6 +6,7 @@ import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -172,7 +173,9 @@ export function onairBin() {
  * whether `/healthz` on `httpPort` answered within 15 s. */
 export async function startOnair(bin, env, logPath, httpPort) {
   const proc = spawn(bin, [], {
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', ...env },
+    // (The tests' own ONAIR_RTWS_* variables are not server configuration.)
+    env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('ONAIR_RTWS_'))),
+      RUST_LOG: process.env.RUST_LOG || 'info', ...env },
     stdio: ['ignore', fs.openSync(logPath, 'w'), fs.openSync(logPath, 'a')],
   });
   const up = await waitFor(async () => (await fetch(`http://127.0.0.1:${httpPort}/healthz`).catch(() => null))?.ok, 15_000, 200);
@@ -184,4 +187,24 @@ export function logTail(logPath, lines = 25) {
   let log = '(no log)';
   try { log = fs.readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-lines).join('\n'); } catch { /* none */ }
   return `# server log (${logPath}):\n${log.replace(/^/gm, '#   ')}`;
+}
+
+const TC_REFERENCE_FILES = ['amf0.js', 'tcmessage.js', 'rtws.js', 'tcconn.js'];
+
+/** The RTWebSocket TC client: the protocol author's reference (tcconn.js and its three
+ * companions, from the directory ONAIR_RTWS_REFERENCE names; fetched at test time, never
+ * committed), or else tests/e2e/tcconn-fixture.mjs (`fixture: true`). */
+export async function loadTcClient() {
+  const dir = process.env.ONAIR_RTWS_REFERENCE;
+  if (dir && TC_REFERENCE_FILES.every((f) => fs.existsSync(path.join(dir, f)))) {
+    // Browser scripts defining globals; rtws.js reads window.performance.
+    globalThis.window ??= globalThis;
+    for (const f of TC_REFERENCE_FILES) {
+      vm.runInThisContext(fs.readFileSync(path.join(dir, f), 'utf8'), { filename: path.join(dir, f) });
+    }
+    const rev = fs.existsSync(path.join(dir, 'REVISION')) ? fs.readFileSync(path.join(dir, 'REVISION'), 'utf8').trim() : 'unknown revision';
+    return { TCConnection: globalThis.com_zenomt_TCConnection, label: `the reference client (tcconn.js, ${rev}, from ${dir})` };
+  }
+  const { TCConnection } = await import('./tcconn-fixture.mjs');
+  return { TCConnection, fixture: true, label: 'tests/e2e/tcconn-fixture.mjs (written from the spec\'s text)' };
 }

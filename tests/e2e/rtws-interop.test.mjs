@@ -18,38 +18,21 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import vm from 'node:vm';
 import { fileURLToPath } from 'node:url';
 
 import {
-  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, results, runMain, sleep, waitFor, withWebSocket,
+  CHROMIUM, CHROMIUM_ARGS, enterLoopbackNamespace, freeMediaPort, freeTcpPort, loadTcClient, results, runMain, sleep, waitFor,
+  withWebSocket,
 } from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OVERALL_TIMEOUT_MS = 150_000;
 const FFMPEG = process.env.FFMPEG || 'ffmpeg';
-const REFERENCE_FILES = ['amf0.js', 'tcmessage.js', 'rtws.js', 'tcconn.js'];
 
 await withWebSocket(import.meta.url);
 await enterLoopbackNamespace(import.meta.url, OVERALL_TIMEOUT_MS);
 
-/** The reference TCConnection, or the fixture's. */
-async function loadClient() {
-  const dir = process.env.ONAIR_RTWS_REFERENCE;
-  if (dir && REFERENCE_FILES.every((f) => fs.existsSync(path.join(dir, f)))) {
-    // Browser scripts defining globals; rtws.js reads window.performance.
-    globalThis.window ??= globalThis;
-    for (const f of REFERENCE_FILES) {
-      vm.runInThisContext(fs.readFileSync(path.join(dir, f), 'utf8'), { filename: path.join(dir, f) });
-    }
-    const rev = fs.existsSync(path.join(dir, 'REVISION')) ? fs.readFileSync(path.join(dir, 'REVISION'), 'utf8').trim() : 'unknown revision';
-    return { TCConnection: globalThis.com_zenomt_TCConnection, label: `the reference client (tcconn.js, ${rev}, from ${dir})` };
-  }
-  const { TCConnection } = await import('./tcconn-fixture.mjs');
-  return { TCConnection, fixture: true, label: 'tests/e2e/tcconn-fixture.mjs (written from the spec\'s text)' };
-}
-
-const { TCConnection, label, fixture } = await loadClient();
+const { TCConnection, label, fixture } = await loadTcClient();
 console.log(fixture
   ? `# THE REFERENCE CLIENT IS NOT AVAILABLE (ONAIR_RTWS_REFERENCE unset or incomplete): these checks run against ${label}`
   : `# client: ${label}`);

@@ -225,7 +225,7 @@ export class TCConnection {
     this.syncs = new Map();
   }
 
-  connect(url, argObject = {}) {
+  connect(url, argObject = {}, ...args) {
     this.wire = new Wire(url);
     return this.wire.opened.then(() => new Promise((resolve, reject) => {
       const w = this.wire;
@@ -233,7 +233,7 @@ export class TCConnection {
       const ours = w.send.get(this.control);
       ours.onexception = () => this.close();
       ours.onrecvflow = (id, f) => this.takeFlow(id, f);
-      this.transact('connect', { app: new URL(url).pathname.replace(/^\//, ''), ...argObject })
+      this.transact('connect', { app: new URL(url).pathname.replace(/^\//, ''), ...argObject }, ...args)
         .then(([ok, info]) => (ok ? resolve(info) : reject(new Error(JSON.stringify(info)))));
       w.ws.addEventListener('close', () => reject(new Error('closed')));
     }));

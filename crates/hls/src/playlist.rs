@@ -76,11 +76,15 @@ impl RenditionReport {
 
 /// How the media playlist is asked for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MediaOptions {
+pub struct MediaOptions<'a> {
     /// A delta update (`_HLS_skip=YES`): segments older than CAN-SKIP-UNTIL are left out.
     pub skip: bool,
     /// The stream ended: EXT-X-ENDLIST, no preload hint.
     pub ended: bool,
+    /// A query put on every URI in the playlist (`token=…`: a signed playback token travels
+    /// with the player's requests while the path, which a CDN may cache by, stays the same).
+    /// The caller vouches that it needs no escaping in a quoted attribute.
+    pub uri_query: Option<&'a str>,
 }
 
 /// Seconds with millisecond precision, as the tags want them.
@@ -147,6 +151,10 @@ pub fn media(
     opts: MediaOptions,
     reports: &[RenditionReport],
 ) -> String {
+    let q = |uri: String| match opts.uri_query {
+        Some(query) => format!("{uri}?{query}"),
+        None => uri,
+    };
     let target = target_duration(seg);
     let part_target = seg.config().part_duration.as_secs_f64();
     let skip_until = 6 * target;
@@ -196,7 +204,7 @@ pub fn media(
             s.push_str("#EXT-X-DISCONTINUITY\n");
         }
         if map != Some(x.init) {
-            let _ = writeln!(s, "#EXT-X-MAP:URI=\"{}\"", init_uri(sid, x.init));
+            let _ = writeln!(s, "#EXT-X-MAP:URI=\"{}\"", q(init_uri(sid, x.init)));
             map = Some(x.init);
         }
         let _ = writeln!(s, "#EXT-X-PROGRAM-DATE-TIME:{}", date(x.program_date_time));
@@ -207,7 +215,7 @@ pub fn media(
                     s,
                     "#EXT-X-PART:DURATION={},URI=\"{}\"",
                     secs(p.duration),
-                    part_uri(sid, x.msn, i)
+                    q(part_uri(sid, x.msn, i))
                 );
                 s.push_str(if p.independent {
                     ",INDEPENDENT=YES\n"
@@ -218,7 +226,7 @@ pub fn media(
         }
         if x.data.is_some() {
             let _ = writeln!(s, "#EXTINF:{},", secs(x.duration()));
-            let _ = writeln!(s, "{}", segment_uri(sid, x.msn));
+            let _ = writeln!(s, "{}", q(segment_uri(sid, x.msn)));
         }
         elapsed += x.duration();
     }
@@ -228,14 +236,16 @@ pub fn media(
         let _ = writeln!(
             s,
             "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"",
-            part_uri(sid, msn, part)
+            q(part_uri(sid, msn, part))
         );
     }
     for r in reports {
         let _ = writeln!(
             s,
             "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={},LAST-PART={}",
-            r.uri, r.last_msn, r.last_part
+            q(r.uri.clone()),
+            r.last_msn,
+            r.last_part
         );
     }
     s

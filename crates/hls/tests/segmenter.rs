@@ -237,6 +237,39 @@ fn delta_updates_skip_old_segments() {
 }
 
 #[test]
+fn a_playback_token_rides_on_every_uri_of_the_media_playlist() {
+    let s = run(10.0, SegmenterConfig::default());
+    let report = playlist::RenditionReport::of(&s, "media-l0.m3u8").expect("a part");
+    let text = playlist::media(
+        &s,
+        "x",
+        MediaOptions {
+            uri_query: Some("token=a.b.c"),
+            ..Default::default()
+        },
+        &[report],
+    );
+    let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("parses");
+    assert!(!parsed.segments.is_empty());
+    for seg in &parsed.segments {
+        assert!(seg.uri.ends_with(".m4s?token=a.b.c"), "{}", seg.uri);
+    }
+    // Init, parts, the preload hint and the rendition report: every quoted URI.
+    let quoted: Vec<&str> = text
+        .split("URI=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap_or_default())
+        .collect();
+    assert!(quoted.len() > 5, "{text}");
+    for uri in quoted {
+        assert!(uri.ends_with("?token=a.b.c"), "{uri}");
+    }
+    assert!(text.contains("-init0.mp4?token=a.b.c"));
+    assert!(text.contains("PRELOAD-HINT:TYPE=PART,URI=\"x-"));
+    assert!(text.contains("RENDITION-REPORT:URI=\"media-l0.m3u8?token=a.b.c\""));
+}
+
+#[test]
 fn blocking_requests_wait_for_the_part_and_refuse_the_far_future() {
     let s = run(2.5, SegmenterConfig::default());
     let (msn, part) = s.next_part().expect("next");

@@ -62,14 +62,27 @@ fn decode(data: &[u8]) -> (u8, u32, Vec<Amf0Value>) {
 fn connect(now: Instant, client: &mut Connection, server: &mut TcSession) -> u64 {
     client.open(0, 5, None, b"TC\x04\x00");
     let connect = Amf0Value::Object(
-        [("app".to_string(), Amf0Value::Utf8String("live".into()))]
-            .into_iter()
-            .collect(),
+        [
+            ("app".to_string(), Amf0Value::Utf8String("live".into())),
+            (
+                "tcUrl".to_string(),
+                Amf0Value::Utf8String("ws://host/rtws/live?token=t".into()),
+            ),
+        ]
+        .into_iter()
+        .collect(),
     );
+    // Two string arguments, as the reference client sends a URL's `user:password`.
+    let args = vec![
+        connect,
+        Amf0Value::Utf8String("user".into()),
+        Amf0Value::Number(3.0),
+        Amf0Value::Utf8String("secret".into()),
+    ];
     client.send(
         now,
         0,
-        command("connect", 1.0, vec![connect]),
+        command("connect", 1.0, args),
         SendOptions::default(),
     );
     let ev = pump(now, client, server);
@@ -93,6 +106,9 @@ fn connect(now: Instant, client: &mut Connection, server: &mut TcSession) -> u64
         .expect("the connect result");
     assert_eq!(result.2[0], Amf0Value::Utf8String("_result".into()));
     assert!(format!("{:?}", result.2[3]).contains("NetConnection.Connect.Success"));
+    // What the server may take credentials from: the strings, not the number.
+    assert_eq!(server.connect_args(), ["user", "secret"]);
+    assert_eq!(server.tc_url(), Some("ws://host/rtws/live?token=t"));
     control
 }
 
@@ -227,7 +243,8 @@ fn a_tc_player_connects_plays_and_gets_media_on_flows_answering_its_control_flow
         Some(TcEvent::Play {
             stream_id: 1,
             app: "live".into(),
-            name: "cam".into()
+            name: "cam".into(),
+            query: Some("videoLifetime=0.5".into()),
         })
     );
     server.play_started(now, 1, "live/cam");
@@ -549,7 +566,8 @@ fn a_tc_publisher_is_answered_and_its_media_comes_out_as_hub_tracks_and_frames()
         vec![TcEvent::Publish {
             stream_id: sid,
             app: "live".into(),
-            name: "cam".into()
+            name: "cam".into(),
+            query: Some("x=1".into()),
         }]
     );
     server.publish_started(now, sid, "live/cam");

@@ -3,11 +3,11 @@
 //! passes: the laptop demo needs no setup, and `config.rs` refuses to listen beyond loopback
 //! that way unless `auth.allow_anonymous` says so.
 //!
-//! Done so far: `/rtc` (the token in `join`, or `?access_token=`), WHIP/WHEP
+//! Checked: `/rtc` (the token in `join`, or `?access_token=`), WHIP/WHEP
 //! (`Authorization: Bearer`), RTMP and RTWebSocket publishers (`name?token=…`, or the
-//! WebSocket URL's `?token=`), and the HTTP API ([`guard`]: `/api/*`, `/metrics` and
-//! `/recordings/…` need the admin grant, `/api/ice-servers` any valid token). LL-HLS and the
-//! WebSocket players come next (issue 18).
+//! WebSocket URL's `?token=`), the players (LL-HLS and the WebSocket ones: `?token=`; TC also
+//! a `connect` argument), and the HTTP API ([`guard`]: `/api/*`, `/metrics` and
+//! `/recordings/…` need the admin grant, `/api/ice-servers` any valid token).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -93,11 +93,7 @@ pub fn split_token(key: &str) -> (&str, Option<&str>) {
     let Some((name, query)) = key.split_once('?') else {
         return (key, None);
     };
-    let token = query.split('&').find_map(|kv| {
-        kv.strip_prefix("token=")
-            .or_else(|| kv.strip_prefix("access_token="))
-    });
-    (name, token)
+    (name, query_token(Some(query)))
 }
 
 impl IntoResponse for Denied {
@@ -110,44 +106,89 @@ impl IntoResponse for Denied {
     }
 }
 
-/// Checks that `token` allows `action` on `stream`; why not, when it does not (401 with
-/// `WWW-Authenticate` for no or a bad token, 403 for a missing grant).
-pub fn check_stream(
-    keys: Option<&auth::Keys>,
-    token: Option<&str>,
-    stream: &str,
-    action: StreamAction,
-) -> Result<(), Denied> {
-    let Some(keys) = keys.filter(|k| !k.is_empty()) else {
-        return Ok(());
-    };
-    let denied = |status, message: String| Denied { status, message };
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        return Err(denied(
-            StatusCode::UNAUTHORIZED,
-            "an access token is required (Authorization: Bearer TOKEN)".into(),
-        ));
-    };
-    let claims = keys
-        .verify(token, now_unix())
-        .map_err(|e| denied(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    let grant = claims.stream.unwrap_or_default();
-    let allowed = match action {
-        StreamAction::Publish => grant.may_publish(stream),
-        StreamAction::Play => grant.may_play(stream),
-    };
-    if allowed {
-        Ok(())
-    } else {
-        let what = match action {
-            StreamAction::Publish => "publishing",
-            StreamAction::Play => "playing",
-        };
-        Err(denied(
-            StatusCode::FORBIDDEN,
-            format!("the access token does not grant {what} '{stream}'"),
-        ))
+/// The server's token policy: the keys, and what stays open while there are keys.
+#[derive(Debug, Default)]
+pub struct Access {
+    keys: auth::Keys,
+    /// `auth.open_playback`: playing streams (WHEP, LL-HLS, WebSocket players) needs no token.
+    open_playback: bool,
+}
+
+impl Access {
+    /// `auth.keys`, and whether playback stays open.
+    pub fn new(keys: auth::Keys, open_playback: bool) -> Access {
+        Access {
+            keys,
+            open_playback,
+        }
     }
+
+    /// No key: auth is off, every check passes.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Whether playing a stream needs a token (keys, and playback not left open).
+    pub fn needs_play_token(&self) -> bool {
+        !self.keys.is_empty() && !self.open_playback
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &auth::Keys {
+        &self.keys
+    }
+
+    /// Checks that `token` allows `action` on `stream`; why not, when it does not (401 with
+    /// `WWW-Authenticate` for no or a bad token, 403 for a missing grant).
+    pub fn check_stream(
+        &self,
+        token: Option<&str>,
+        stream: &str,
+        action: StreamAction,
+    ) -> Result<(), Denied> {
+        if self.keys.is_empty() || (action == StreamAction::Play && self.open_playback) {
+            return Ok(());
+        }
+        let denied = |status, message: String| Denied { status, message };
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(denied(
+                StatusCode::UNAUTHORIZED,
+                "an access token is required (Authorization: Bearer TOKEN, or ?token=)".into(),
+            ));
+        };
+        let claims = self
+            .keys
+            .verify(token, now_unix())
+            .map_err(|e| denied(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        let grant = claims.stream.unwrap_or_default();
+        let allowed = match action {
+            StreamAction::Publish => grant.may_publish(stream),
+            StreamAction::Play => grant.may_play(stream),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            let what = match action {
+                StreamAction::Publish => "publishing",
+                StreamAction::Play => "playing",
+            };
+            Err(denied(
+                StatusCode::FORBIDDEN,
+                format!("the access token does not grant {what} '{stream}'"),
+            ))
+        }
+    }
+}
+
+/// The token of a URL's query (`token=` or `access_token=`), as a player carries it.
+pub fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|kv| {
+            kv.strip_prefix("token=")
+                .or_else(|| kv.strip_prefix("access_token="))
+        })
+        .filter(|t| !t.is_empty())
 }
 
 /// What an HTTP path needs when keys are configured.
@@ -175,11 +216,11 @@ fn need_of(path: &str, open_metrics: bool) -> Need {
 /// API needs `Authorization: Bearer` with a token granting `admin`, `/api/ice-servers` any
 /// valid token. `state`: the keys, and `auth.open_metrics`.
 pub async fn guard(
-    State((keys, open_metrics)): State<(Arc<auth::Keys>, bool)>,
+    State((access, open_metrics)): State<(Arc<Access>, bool)>,
     req: Request,
     next: Next,
 ) -> Response {
-    if keys.is_empty() {
+    if access.is_empty() {
         return next.run(req).await;
     }
     let need = need_of(req.uri().path(), open_metrics);
@@ -189,7 +230,7 @@ pub async fn guard(
     let Some(token) = bearer(req.headers()).filter(|t| !t.is_empty()) else {
         return unauthorized("an access token is required (Authorization: Bearer TOKEN)");
     };
-    let claims = match keys.verify(token, now_unix()) {
+    let claims = match access.keys.verify(token, now_unix()) {
         Ok(c) => c,
         Err(e) => return unauthorized(&e.to_string()),
     };
@@ -278,7 +319,7 @@ mod tests {
 
     #[test]
     fn stream_checks_answer_401_and_403() {
-        let k = keys();
+        let k = Access::new(keys(), false);
         let t = token(
             None,
             Some(auth::StreamGrant {
@@ -287,23 +328,48 @@ mod tests {
             }),
             now_unix() + 60,
         );
-        assert!(check_stream(Some(&k), Some(&t), "live/a", StreamAction::Publish).is_ok());
-        assert!(check_stream(Some(&k), Some(&t), "live/b", StreamAction::Play).is_ok());
-        let r = check_stream(Some(&k), Some(&t), "live/b", StreamAction::Publish)
+        assert!(
+            k.check_stream(Some(&t), "live/a", StreamAction::Publish)
+                .is_ok()
+        );
+        assert!(
+            k.check_stream(Some(&t), "live/b", StreamAction::Play)
+                .is_ok()
+        );
+        let r = k
+            .check_stream(Some(&t), "live/b", StreamAction::Publish)
             .unwrap_err()
             .into_response();
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        let r = check_stream(Some(&k), None, "live/a", StreamAction::Play)
+        let r = k
+            .check_stream(None, "live/a", StreamAction::Play)
             .unwrap_err()
             .into_response();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
-        let r = check_stream(Some(&k), Some("x.y.z"), "live/a", StreamAction::Play)
+        let r = k
+            .check_stream(Some("x.y.z"), "live/a", StreamAction::Play)
             .unwrap_err()
             .into_response();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         // No keys: open.
-        assert!(check_stream(None, None, "live/a", StreamAction::Publish).is_ok());
+        assert!(
+            Access::default()
+                .check_stream(None, "live/a", StreamAction::Publish)
+                .is_ok()
+        );
+        // auth.open_playback: playing needs nothing, publishing still a token.
+        let open = Access::new(keys(), true);
+        assert!(
+            open.check_stream(None, "live/a", StreamAction::Play)
+                .is_ok()
+        );
+        assert!(
+            open.check_stream(None, "live/a", StreamAction::Publish)
+                .is_err()
+        );
+        assert_eq!(query_token(Some("_HLS_msn=3&token=abc")), Some("abc"));
+        assert_eq!(query_token(Some("token=")), None);
         assert_eq!(need_of("/api/rooms", false), Need::Admin);
         assert_eq!(need_of("/api/ice-servers", false), Need::AnyToken);
         assert_eq!(need_of("/metrics", false), Need::Admin);

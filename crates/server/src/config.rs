@@ -260,6 +260,9 @@ pub struct Auth {
     /// `/metrics` answers without a token (for a Prometheus that scrapes without one). The rest
     /// of the HTTP API needs an admin token whenever there are keys.
     pub open_metrics: bool,
+    /// Playing streams (WHEP, LL-HLS, the WebSocket players) needs no token: a public
+    /// broadcast whose publishers and rooms still need one.
+    pub open_playback: bool,
 }
 
 impl Auth {

@@ -32,19 +32,19 @@ impl FlvPublish {
         key: &str,
         proto: Protocol,
         transcode: bool,
-        keys: &auth::Keys,
+        access: &crate::access::Access,
         url_token: Option<&str>,
     ) -> Result<FlvPublish, String> {
         let (key, token) = crate::access::split_token(key);
         let name = StreamName::parse(&format!("{app}/{key}"))
             .map_err(|e| format!("'{app}/{key}': {e}"))?;
-        crate::access::check_stream(
-            Some(keys),
-            token.or(url_token),
-            name.as_str(),
-            crate::access::StreamAction::Publish,
-        )
-        .map_err(|d| d.message().to_owned())?;
+        access
+            .check_stream(
+                token.or(url_token),
+                name.as_str(),
+                crate::access::StreamAction::Publish,
+            )
+            .map_err(|d| d.message().to_owned())?;
         let publisher = hub
             .publish(name, proto, Instant::now())
             .map_err(|e| e.to_string())?;

@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::access::{self, Access, StreamAction};
 use crate::config::Config;
 use crate::hls_aac::AacFromOpus;
 
@@ -337,11 +338,18 @@ fn take(stream: &HlsStream, key: &str, item: &Item, config: SegmenterConfig) -> 
     added
 }
 
-pub fn router(server: Arc<HlsServer>) -> Router {
+/// `/hls/…` and `/api/hls`. With `auth.keys` (and not `auth.open_playback`) every `/hls/`
+/// request needs a token granting play of its stream, in the query (`?token=`): players
+/// cannot add headers to the URIs a playlist names, so the playlists carry it on to every
+/// URI they list (a CDN can still cache the media by path).
+pub fn router(server: Arc<HlsServer>, access: Arc<Access>) -> Router {
+    let list_routes = Router::new()
+        .route("/api/hls", get(list))
+        .with_state(server.clone());
     Router::new()
         .route("/hls/{*path}", get(serve))
-        .route("/api/hls", get(list))
-        .with_state(server)
+        .with_state((server, access))
+        .merge(list_routes)
 }
 
 #[derive(Serialize)]
@@ -506,7 +514,7 @@ fn layer_number(n: &str) -> Option<u8> {
 
 /// `GET /hls/NAME/FILE`.
 async fn serve(
-    State(server): State<Arc<HlsServer>>,
+    State((server, access)): State<(Arc<HlsServer>, Arc<Access>)>,
     Path(path): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -517,6 +525,22 @@ async fn serve(
     // and nothing here touches the filesystem anyway.
     let Ok(name) = StreamName::parse(name) else {
         return error(StatusCode::BAD_REQUEST, "not a stream name");
+    };
+    // Checked before anything else is told, even whether the stream is live.
+    let token = access::query_token(query.as_deref());
+    if let Err(d) = access.check_stream(token, name.as_str(), StreamAction::Play) {
+        return d.into_response();
+    }
+    // The query every URI in the playlists carries on: only a token that verified (so it is
+    // base64url and dots, nothing a quoted attribute must escape).
+    let uri_query = token
+        .filter(|_| access.needs_play_token())
+        .map(|t| format!("token={t}"));
+    let uri_query = uri_query.as_deref();
+    // A playlist naming a viewer's token is that viewer's: no shared cache may keep it.
+    let (short, long) = match uri_query {
+        Some(_) => ("private, max-age=1", "private, max-age=60"),
+        None => ("public, max-age=1", "public, max-age=60"),
     };
     let Some(stream) = server.get(&name.to_string()) else {
         return error(StatusCode::NOT_FOUND, format!("stream {name} is not live"));
@@ -549,7 +573,7 @@ async fn serve(
                             .variants
                             .iter()
                             .filter(|v| v.offered())
-                            .map(|v| (&v.seg, v.playlist()))
+                            .map(|v| (&v.seg, with_query(v.playlist(), uri_query)))
                             .collect();
                         let list: Vec<(&Segmenter, &str)> =
                             offered.iter().map(|(s, u)| (*s, u.as_str())).collect();
@@ -558,11 +582,18 @@ async fn serve(
                 })
                 .await;
             match text {
-                Some(t) => m3u8(t, "public, max-age=1"),
+                Some(t) => m3u8(t, short),
                 None => error(StatusCode::SERVICE_UNAVAILABLE, "no media yet"),
             }
         }
-        File::Media => media_playlist(&stream, layer, query.as_deref(), deadline).await,
+        File::Media => {
+            let opts = PlaylistAnswer {
+                uri_query,
+                short,
+                long,
+            };
+            media_playlist(&stream, layer, query.as_deref(), deadline, opts).await
+        }
         File::Init(id) => match stream.lock().seg(layer).and_then(|s| s.init_by_id(id)) {
             Some(b) => media(b.clone()),
             None => error(StatusCode::NOT_FOUND, "no such init segment"),
@@ -626,12 +657,29 @@ async fn serve(
     }
 }
 
+/// `uri` with `?query`, when there is one.
+fn with_query(uri: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{uri}?{q}"),
+        None => uri,
+    }
+}
+
+/// How a media playlist is answered: the query its URIs carry, and its Cache-Control when
+/// it is the live edge (`short`) or an answered blocking request (`long`).
+struct PlaylistAnswer<'a> {
+    uri_query: Option<&'a str>,
+    short: &'static str,
+    long: &'static str,
+}
+
 /// A variant's media playlist (`layer` as in [`parse_file`]), answering blocking requests.
 async fn media_playlist(
     stream: &HlsStream,
     layer: Option<u8>,
     query: Option<&str>,
     deadline: tokio::time::Instant,
+    answer: PlaylistAnswer<'_>,
 ) -> Response {
     let q = match Query::parse(query) {
         Ok(q) => q,
@@ -646,6 +694,7 @@ async fn media_playlist(
             MediaOptions {
                 skip: q.skip,
                 ended: st.ended,
+                uri_query: answer.uri_query,
             },
             &st.reports(layer),
         )
@@ -660,7 +709,7 @@ async fn media_playlist(
             })
             .await;
         return match text {
-            Some(t) => m3u8(t, "public, max-age=1"),
+            Some(t) => m3u8(t, answer.short),
             None => error(StatusCode::SERVICE_UNAVAILABLE, "no media yet"),
         };
     };
@@ -684,11 +733,11 @@ async fn media_playlist(
         .await;
     // An answered blocking request names one moment of the stream: a CDN may keep it.
     match text {
-        Some(t) => m3u8(t, "public, max-age=60"),
+        Some(t) => m3u8(t, answer.long),
         None => {
             let st = stream.lock();
             if st.ended {
-                m3u8(render(&st), "public, max-age=1")
+                m3u8(render(&st), answer.short)
             } else {
                 error(
                     StatusCode::SERVICE_UNAVAILABLE,

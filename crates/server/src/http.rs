@@ -169,7 +169,7 @@ fn join_grant(
         return None;
     }
     Some(crate::access::room_grant(
-        &media.auth,
+        media.auth.keys(),
         token.as_deref().or(query_token),
     ))
 }

@@ -304,9 +304,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.rtmp.transcode_audio,
             media.auth.clone(),
         ))
-        .merge(ws_plain::router(hub.clone()));
+        .merge(ws_plain::router(hub.clone(), media.auth.clone()));
     if let Some(hls) = hls {
-        app = app.merge(hls_http::router(hls));
+        app = app.merge(hls_http::router(hls, media.auth.clone()));
     }
     if let Some(r) = recorder {
         app = app.merge(recording::router(r));

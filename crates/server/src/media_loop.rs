@@ -152,7 +152,7 @@ pub struct MediaHandle {
     /// TURN's counters, for `/metrics`.
     pub turn: Arc<TurnCounters>,
     /// Token keys (`auth.keys`); empty: auth is off (access.rs).
-    pub auth: Arc<auth::Keys>,
+    pub auth: Arc<crate::access::Access>,
 }
 
 impl MediaHandle {
@@ -213,7 +213,10 @@ pub async fn start(
         max_signal_bytes: config.rooms.max_signal_bytes,
         ice: ice.clone(),
         turn,
-        auth: Arc::new(config.auth.keys()?),
+        auth: Arc::new(crate::access::Access::new(
+            config.auth.keys()?,
+            config.auth.open_playback,
+        )),
     };
     let task = tokio::spawn(run(sfu, streams, udp, advertised, rx, ice));
     Ok((handle, task))

@@ -23,7 +23,7 @@ const IDLE: Duration = Duration::from_secs(30);
 pub async fn start(
     config: &Config,
     hub: Hub,
-    keys: Arc<auth::Keys>,
+    keys: Arc<crate::access::Access>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     if !config.rtmp.enabled {
         return Ok(None);
@@ -67,13 +67,13 @@ struct Connection {
     hub: Hub,
     transcode: bool,
     /// Token keys (`auth.keys`): a publish needs a token (`name?token=…`) when there are any.
-    keys: Arc<auth::Keys>,
+    keys: Arc<crate::access::Access>,
     session: Session,
     publisher: Option<FlvPublish>,
 }
 
 impl Connection {
-    fn new(hub: Hub, transcode: bool, keys: Arc<auth::Keys>) -> Connection {
+    fn new(hub: Hub, transcode: bool, keys: Arc<crate::access::Access>) -> Connection {
         Connection {
             hub,
             transcode,

@@ -51,6 +51,8 @@ pub enum CmafEvent {
     Play {
         /// The stream key.
         key: String,
+        /// The key's query (after `?`), if any: tuning, and perhaps an access token.
+        query: Option<String>,
     },
     /// The client closed its request flow.
     Stop,
@@ -149,6 +151,7 @@ impl CmafSession {
                     self.request = Some(flow);
                     self.events.push_back(CmafEvent::Play {
                         key: base.to_owned(),
+                        query: key.split_once('?').map(|(_, q)| q.to_owned()),
                     });
                 }
                 RtwsEvent::FlowClosed { flow } if Some(flow) == self.request => {
@@ -365,7 +368,10 @@ mod tests {
         pump(now, &mut server, &mut client);
         assert_eq!(
             server.poll_event(),
-            Some(CmafEvent::Play { key: "cam".into() })
+            Some(CmafEvent::Play {
+                key: "cam".into(),
+                query: Some("videoLifetime=1".into())
+            })
         );
         assert_eq!(server.tuning.video_lifetime, Duration::from_secs(1));
         server.play_started();

@@ -25,6 +25,7 @@ use hub::{Hub, Item, Protocol, StreamName};
 use rtmp::tc::{TcEvent, TcSession};
 use tracing::{debug, info, warn};
 
+use crate::access::{self, Access, StreamAction};
 use crate::flv_publish::FlvPublish;
 use crate::rtws_cmaf::{CmafEvent, CmafSession};
 
@@ -42,29 +43,26 @@ pub const WS_READ_BUFFER: usize = 8 * 1024;
 pub const WS_WRITE_BUFFER: usize = 16 * 1024;
 
 /// The `/rtws/APP` route; `transcode` is `rtmp.transcode_audio` (for publishes).
-pub fn router(hub: Hub, transcode: bool, keys: Arc<auth::Keys>) -> Router {
+pub fn router(hub: Hub, transcode: bool, access: Arc<Access>) -> Router {
     Router::new()
         .route("/rtws/{*app}", get(upgrade))
-        .with_state((hub, transcode, keys))
+        .with_state((hub, transcode, access))
 }
 
 async fn upgrade(
     ws: WebSocketUpgrade,
     Path(app): Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    State((hub, transcode, keys)): State<(Hub, bool, Arc<auth::Keys>)>,
+    State((hub, transcode, access)): State<(Hub, bool, Arc<Access>)>,
 ) -> Response {
-    // `/rtws/APP?token=…`: a publisher's access token (or in the stream name, as for RTMP).
-    let url_token = query.as_deref().and_then(|q| {
-        crate::access::split_token(&format!("?{q}"))
-            .1
-            .map(str::to_owned)
-    });
+    // `/rtws/APP?token=…`: an access token for what the connection publishes or plays (it
+    // may also come in the stream name, as for RTMP, or in TC's `connect`).
+    let url_token = access::query_token(query.as_deref()).map(str::to_owned);
     ws.max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)
-        .on_upgrade(move |socket| session(socket, app, hub, transcode, keys, url_token))
+        .on_upgrade(move |socket| session(socket, app, hub, transcode, access, url_token))
 }
 
 /// The app a client connected to: `connect`'s, or else the URL's. A client that takes its app
@@ -124,10 +122,62 @@ struct Tc {
     publishing: Option<(u32, FlvPublish)>,
     /// `rtmp.transcode_audio`: an Opus twin of a published AAC track.
     transcode: bool,
-    /// Token keys: a publish needs a token granting its name when there are any.
-    keys: Arc<auth::Keys>,
+    /// Token policy: a publish or a play needs a token granting its name when there are keys.
+    access: Arc<Access>,
     /// The token of the WebSocket URL (`?token=`), if any.
     url_token: Option<String>,
+}
+
+impl Tc {
+    /// The access token this connection brought for a play or publish whose name had
+    /// `query`: the name's `token=`, the WebSocket URL's, `connect`'s `tcUrl` query, or a
+    /// `connect` argument shaped like a JWT (the reference client sends `connect(url, {},
+    /// TOKEN)`, or a URL's user info, as arguments).
+    fn token(&self, query: Option<&str>) -> Option<String> {
+        let tc_url_query = self
+            .tc
+            .tc_url()
+            .and_then(|u| u.split_once('?'))
+            .map(|(_, q)| q);
+        access::query_token(query)
+            .or(self.url_token.as_deref())
+            .or(access::query_token(tc_url_query))
+            .or(self
+                .tc
+                .connect_args()
+                .iter()
+                .map(String::as_str)
+                .find(|a| a.matches('.').count() == 2))
+            .map(str::to_owned)
+    }
+
+    /// The reader for a play of `name`, if the token allows it and the stream is live; why
+    /// not, for `NetStream.Play.Failed`.
+    fn open_play(
+        &self,
+        hub: &Hub,
+        app: &str,
+        url_app: &str,
+        name: &str,
+        query: Option<&str>,
+    ) -> Result<(StreamName, hub::Reader), PlayError> {
+        let not_live = || PlayError::NotLive(format!("{app}/{name} is not live"));
+        let n = stream_name(app, url_app, name).ok_or_else(not_live)?;
+        let token = self.token(query);
+        self.access
+            .check_stream(token.as_deref(), n.as_str(), StreamAction::Play)
+            .map_err(|d| PlayError::Refused(d.message().to_owned()))?;
+        let reader = hub.subscribe(&n, Protocol::Rtws).ok_or_else(not_live)?;
+        Ok((n, reader))
+    }
+}
+
+/// Why a TC play did not start.
+enum PlayError {
+    /// No token, or one without the grant.
+    Refused(String),
+    /// No such stream live.
+    NotLive(String),
 }
 
 impl Mapping for Tc {
@@ -182,10 +232,9 @@ impl Mapping for Tc {
                     stream_id,
                     app,
                     name,
-                } => match stream_name(&app, url_app, &name)
-                    .and_then(|n| hub.subscribe(&n, Protocol::Rtws).map(|r| (n, r)))
-                {
-                    Some((n, reader)) => {
+                    query,
+                } => match self.open_play(hub, &app, url_app, &name, query.as_deref()) {
+                    Ok((n, reader)) => {
                         debug!(stream = %n, stream_id, "RTWebSocket play");
                         // One play per connection: another stream ID's play ends.
                         if let Some((old, _)) = self.playing.take()
@@ -196,9 +245,11 @@ impl Mapping for Tc {
                         self.tc.play_started(now, stream_id, &n.to_string());
                         self.playing = Some((stream_id, reader));
                     }
-                    None => {
-                        self.tc
-                            .play_failed(now, stream_id, &format!("{app}/{name} is not live"));
+                    Err(PlayError::Refused(reason)) => {
+                        self.tc.play_refused(now, stream_id, &reason);
+                    }
+                    Err(PlayError::NotLive(reason)) => {
+                        self.tc.play_failed(now, stream_id, &reason);
                     }
                 },
                 TcEvent::Stop { stream_id } => {
@@ -210,7 +261,9 @@ impl Mapping for Tc {
                     stream_id,
                     app,
                     name,
+                    query,
                 } => {
+                    let token = self.token(query.as_deref());
                     let app = app_of(&app, url_app);
                     let claimed = if self.publishing.is_some() {
                         Err("this connection already publishes a stream".to_owned())
@@ -221,8 +274,8 @@ impl Mapping for Tc {
                             &name,
                             Protocol::Rtws,
                             self.transcode,
-                            &self.keys,
-                            self.url_token.as_deref(),
+                            &self.access,
+                            token.as_deref(),
                         )
                     };
                     match claimed {
@@ -268,6 +321,9 @@ impl Mapping for Tc {
 struct Cmaf {
     s: CmafSession,
     reader: Option<hub::Reader>,
+    /// Token policy, and the token of the WebSocket URL (`?token=`), if any.
+    access: Arc<Access>,
+    url_token: Option<String>,
 }
 
 impl Mapping for Cmaf {
@@ -303,16 +359,27 @@ impl Mapping for Cmaf {
     fn act(&mut self, _now: Instant, hub: &Hub, url_app: &str) {
         while let Some(ev) = self.s.poll_event() {
             match ev {
-                CmafEvent::Play { key } => match stream_name("", url_app, &key)
-                    .and_then(|n| hub.subscribe(&n, Protocol::Rtws).map(|r| (n, r)))
-                {
-                    Some((n, reader)) => {
-                        debug!(stream = %n, "RTWebSocket CMAF play");
-                        self.s.play_started();
-                        self.reader = Some(reader);
+                CmafEvent::Play { key, query } => {
+                    let token = access::query_token(query.as_deref()).or(self.url_token.as_deref());
+                    let opened = stream_name("", url_app, &key)
+                        .ok_or_else(|| format!("{url_app}/{key} is not live"))
+                        .and_then(|n| {
+                            self.access
+                                .check_stream(token, n.as_str(), StreamAction::Play)
+                                .map_err(|d| d.message().to_owned())?;
+                            hub.subscribe(&n, Protocol::Rtws)
+                                .map(|r| (n, r))
+                                .ok_or_else(|| format!("{url_app}/{key} is not live"))
+                        });
+                    match opened {
+                        Ok((n, reader)) => {
+                            debug!(stream = %n, "RTWebSocket CMAF play");
+                            self.s.play_started();
+                            self.reader = Some(reader);
+                        }
+                        Err(reason) => self.s.play_failed(&reason),
                     }
-                    None => self.s.play_failed(&format!("{url_app}/{key} is not live")),
-                },
+                }
                 CmafEvent::Stop => self.reader = None,
             }
         }
@@ -332,7 +399,7 @@ async fn session(
     url_app: String,
     hub: Hub,
     transcode: bool,
-    keys: Arc<auth::Keys>,
+    access: Arc<Access>,
     url_token: Option<String>,
 ) {
     // The first flow the client opens says which mapping this is; what comes before it (a
@@ -365,6 +432,8 @@ async fn session(
         let m = Cmaf {
             s: CmafSession::new(),
             reader: None,
+            access,
+            url_token,
         };
         run(&mut socket, m, &early, &url_app, &hub).await
     } else {
@@ -373,7 +442,7 @@ async fn session(
             playing: None,
             publishing: None,
             transcode,
-            keys,
+            access,
             url_token,
         };
         run(&mut socket, m, &early, &url_app, &hub).await

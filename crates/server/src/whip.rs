@@ -13,7 +13,7 @@ use sfu::HttpSessionError;
 use tokio::sync::oneshot;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::access::{StreamAction, bearer, check_stream};
+use crate::access::{StreamAction, bearer};
 use crate::media_loop::{Command, MediaHandle, SessionError};
 
 /// SDP offers and trickle fragments larger than this are refused (413).
@@ -138,7 +138,10 @@ async fn offer(
         Kind::Whip => StreamAction::Publish,
         Kind::Whep => StreamAction::Play,
     };
-    if let Err(r) = check_stream(Some(&media.auth), bearer(&headers), stream.as_str(), action) {
+    if let Err(r) = media
+        .auth
+        .check_stream(bearer(&headers), stream.as_str(), action)
+    {
         return r.into_response();
     }
     if !content_type_is(&headers, SDP) {

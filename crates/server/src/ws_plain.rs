@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use hls::live::LiveCmaf;
@@ -24,6 +24,7 @@ use hub::{Hub, Item, MediaKind, Protocol, StreamName};
 use tokio::sync::Notify;
 use tracing::debug;
 
+use crate::access::{Access, StreamAction};
 use crate::rtws_cmaf::fragment_message;
 
 /// Bytes queued for one client and not yet written to its socket, before video is skipped:
@@ -31,18 +32,27 @@ use crate::rtws_cmaf::fragment_message;
 /// (`net::tune_http_stream`).
 pub const BUDGET: usize = 64 * 1024;
 
-/// The `/ws/NAME` route.
-pub fn router(hub: Hub) -> Router {
+/// The `/ws/NAME` route. With `auth.keys` a play needs a token granting it, in the URL's
+/// query (`/ws/NAME?token=…`: a browser's WebSocket cannot send a header); refused with 401 or
+/// 403 before the upgrade.
+pub fn router(hub: Hub, access: Arc<Access>) -> Router {
     Router::new()
         .route("/ws/{*name}", get(upgrade))
-        .with_state(hub)
+        .with_state((hub, access))
 }
 
 async fn upgrade(
     ws: WebSocketUpgrade,
     Path(name): Path<String>,
-    State(hub): State<Hub>,
+    RawQuery(query): RawQuery,
+    State((hub, access)): State<(Hub, Arc<Access>)>,
 ) -> Response {
+    let token = crate::access::query_token(query.as_deref());
+    if let Ok(n) = StreamName::parse(&name)
+        && let Err(d) = access.check_stream(token, n.as_str(), StreamAction::Play)
+    {
+        return d.into_response();
+    }
     // The client sends nothing but closes and pings.
     ws.max_message_size(4096)
         .read_buffer_size(crate::rtws_server::WS_READ_BUFFER)

@@ -60,6 +60,9 @@ const MAX_STREAMS: usize = 4;
 /// The exception code of a refused flow (RFC 7425 §5.3.5.3).
 const REFUSED: u64 = 0;
 
+/// `connect` arguments kept (the rest are ignored); each is bounded by the message size.
+pub const MAX_CONNECT_ARGS: usize = 4;
+
 /// What went wrong with a TC connection; it should close with this as the reason.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -91,6 +94,9 @@ pub enum TcEvent {
         app: String,
         /// The stream name.
         name: String,
+        /// The name's query as the client wrote it (after `?`), if any: tuning parameters,
+        /// and perhaps an access token.
+        query: Option<String>,
     },
     /// The client stopped playing (a new play, closeStream, deleteStream, or its flows closed).
     Stop {
@@ -106,6 +112,8 @@ pub enum TcEvent {
         app: String,
         /// The stream name.
         name: String,
+        /// The name's query (after `?`), if any.
+        query: Option<String>,
     },
     /// Media of an accepted publish, as RTMP ingest gives it: [`crate::Event::Tracks`] or
     /// [`crate::Event::Frame`].
@@ -171,6 +179,10 @@ enum Slot {
 pub struct TcSession {
     conn: Connection,
     app: Option<String>,
+    /// `connect`'s `tcUrl`, and its string arguments after the command object (the
+    /// reference client puts a URL's user info there; a token may come this way).
+    tc_url: Option<String>,
+    connect_args: Vec<String>,
     /// The client's control flow (its first flow), and ours answering it.
     client_control: Option<u64>,
     control: Option<u64>,
@@ -201,6 +213,8 @@ impl TcSession {
                 ..rtws::Config::default()
             }),
             app: None,
+            tc_url: None,
+            connect_args: Vec::new(),
             client_control: None,
             control: None,
             client_flows: HashMap::new(),
@@ -230,6 +244,16 @@ impl TcSession {
     /// The next event for the server.
     pub fn poll_event(&mut self) -> Option<TcEvent> {
         self.events.pop_front()
+    }
+
+    /// `connect`'s `tcUrl`, once connected.
+    pub fn tc_url(&self) -> Option<&str> {
+        self.tc_url.as_deref()
+    }
+
+    /// `connect`'s string arguments after its command object (at most [`MAX_CONNECT_ARGS`]).
+    pub fn connect_args(&self) -> &[String] {
+        &self.connect_args
     }
 
     /// The underlying connection (RTT, bytes in flight).
@@ -372,6 +396,13 @@ impl TcSession {
                     _ => String::new(),
                 };
                 self.app = Some(app);
+                self.tc_url = match cmd.property("tcUrl") {
+                    Some(Amf0Value::Utf8String(u)) => Some(u.clone()),
+                    _ => None,
+                };
+                self.connect_args = (0..MAX_CONNECT_ARGS)
+                    .filter_map(|i| cmd.string_arg(i).map(str::to_owned))
+                    .collect();
                 let props = object([
                     ("fmsVer", Amf0Value::Utf8String("FMS/3,0,1,123".into())),
                     ("capabilities", Amf0Value::Number(31.0)),
@@ -417,6 +448,7 @@ impl TcSession {
                     return;
                 };
                 let (base, tuning) = Tuning::from_name(name);
+                let query = name.split_once('?').map(|(_, q)| q.to_owned());
                 let name = base.to_owned();
                 if let Some(s) = self.streams.get_mut(&stream_id) {
                     s.role = Role::Play(Play {
@@ -433,6 +465,7 @@ impl TcSession {
                         stream_id,
                         app,
                         name,
+                        query,
                     });
                 }
             }
@@ -441,7 +474,10 @@ impl TcSession {
                 let Some(name) = cmd.string_arg(0).filter(|n| !n.is_empty()) else {
                     return;
                 };
-                let name = name.split('?').next().unwrap_or_default().to_owned();
+                let (name, query) = match name.split_once('?') {
+                    Some((n, q)) => (n.to_owned(), Some(q.to_owned())),
+                    None => (name.to_owned(), None),
+                };
                 if let Some(s) = self.streams.get_mut(&stream_id) {
                     s.role = Role::Publish {
                         ingest: crate::ingest::Ingest::default(),
@@ -451,6 +487,7 @@ impl TcSession {
                         stream_id,
                         app,
                         name,
+                        query,
                     });
                 }
             }
@@ -651,9 +688,18 @@ impl TcSession {
 
     /// The stream does not exist (or may not be played): `NetStream.Play.StreamNotFound`.
     pub fn play_failed(&mut self, now: Instant, stream_id: u32, reason: &str) {
+        self.play_not_started(now, stream_id, "NetStream.Play.StreamNotFound", reason);
+    }
+
+    /// The play is not allowed (no access token, or one without the grant):
+    /// `NetStream.Play.Failed` with the reason.
+    pub fn play_refused(&mut self, now: Instant, stream_id: u32, reason: &str) {
+        self.play_not_started(now, stream_id, "NetStream.Play.Failed", reason);
+    }
+
+    fn play_not_started(&mut self, now: Instant, stream_id: u32, code: &str, reason: &str) {
         if let Some(s) = self.streams.get_mut(&stream_id) {
             s.role = Role::Idle;
-            let code = "NetStream.Play.StreamNotFound";
             self.stream_status(now, stream_id, "error", code, reason);
         }
     }
