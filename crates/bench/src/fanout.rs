@@ -77,7 +77,7 @@ pub fn run_on(kind: &str, shape: Shape, bin: &str, measure: Duration) -> Value {
             Ok(j) => Target::Janus(j),
             Err(e) => return json!({"server": "janus", "error": e}),
         },
-        _ => Target::Onair(TestServer::start(bin, &[])),
+        _ => Target::Onair(TestServer::start(bin, crate::LOAD_ENV)),
     };
     run(target, shape, measure)
 }

@@ -21,6 +21,15 @@ mod janus;
 mod plot;
 mod ws_latency;
 
+/// The server's settings for a load run: one address makes hundreds of sessions in seconds,
+/// which the abuse limits (`limits.*`) would rightly refuse from a stranger.
+pub(crate) const LOAD_ENV: &[(&str, &str)] = &[
+    ("ONAIR_ROOMS_MAX_PARTICIPANTS", "1000"),
+    ("ONAIR_LIMITS_REQUESTS_PER_SECOND", "100000"),
+    ("ONAIR_LIMITS_REQUEST_BURST", "100000"),
+    ("ONAIR_LIMITS_CONNECTIONS_PER_IP", "100000"),
+];
+
 fn main() {
     // RUST_LOG=str0m=debug shows the load generator's peers at work.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
@@ -193,7 +202,7 @@ fn participant(
 }
 
 fn fanout(n: usize, bin: &str, measure: Duration) {
-    let server = TestServer::start(bin, &[("ONAIR_ROOMS_MAX_PARTICIPANTS", "1000")]);
+    let server = TestServer::start(bin, LOAD_ENV);
     let pid = server.pid();
     let (_, rss_idle) = proc_usage(pid);
     let setup = Duration::from_secs(2) + Duration::from_millis(40 * n as u64);
@@ -261,7 +270,7 @@ fn fanout(n: usize, bin: &str, measure: Duration) {
 /// everyone received video from everyone, the server's CPU, forwarded packets per CPU-second
 /// and RSS per participant.
 fn meeting(m: usize, bin: &str, measure: Duration) {
-    let server = TestServer::start(bin, &[("ONAIR_ROOMS_MAX_PARTICIPANTS", "1000")]);
+    let server = TestServer::start(bin, LOAD_ENV);
     let pid = server.pid();
     let (_, rss_idle) = proc_usage(pid);
     let setup = Duration::from_secs(3) + Duration::from_millis(100 * m as u64);

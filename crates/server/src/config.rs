@@ -28,8 +28,60 @@ pub struct Config {
     pub hls: Hls,
     /// Server-side recording to fragmented MP4.
     pub recording: Recording,
-    /// Access control (the auth issue fills this in).
+    /// Access control: token keys, what stays open.
     pub auth: Auth,
+    /// Abuse limits at the front doors: connections and request rates per address, deadlines.
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections one address (an IPv4 address, an IPv6 /64) may hold open on each TCP front
+    /// door (HTTP, RTMP); more are closed at once.
+    pub connections_per_ip: u32,
+    /// Costly requests (WHIP/WHEP, the API, WebSocket upgrades) one address may make per
+    /// second, sustained…
+    pub requests_per_second: u32,
+    /// …and at once. Past them: 429 with Retry-After.
+    pub request_burst: u32,
+    /// An HTTP connection that moves no byte for this long is closed.
+    pub idle_secs: u64,
+    /// A request's headers must have arrived this long after the connection is ready for them.
+    pub header_deadline_secs: u64,
+    /// Bytes one `/rtc` socket may send per second, sustained…
+    pub signal_bytes_per_second: u32,
+    /// …and at once; messages past them are dropped with `rate_limited`.
+    pub signal_burst_bytes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_per_ip: 200,
+            requests_per_second: 20,
+            request_burst: 100,
+            idle_secs: 60,
+            header_deadline_secs: 10,
+            signal_bytes_per_second: 64 * 1024,
+            signal_burst_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// As the limiter takes them.
+    pub fn settings(&self) -> crate::limits::Settings {
+        crate::limits::Settings {
+            connections_per_ip: self.connections_per_ip,
+            requests_per_second: self.requests_per_second,
+            request_burst: self.request_burst,
+            idle: std::time::Duration::from_secs(self.idle_secs),
+            header_deadline: std::time::Duration::from_secs(self.header_deadline_secs),
+            signal_bytes_per_second: self.signal_bytes_per_second,
+            signal_burst_bytes: self.signal_burst_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -473,6 +525,28 @@ impl Config {
             ("streams.reader_queue", self.streams.reader_queue),
             ("rtmp.max_connections", self.rtmp.max_connections),
             ("turn.max_allocations", self.turn.max_allocations),
+            (
+                "limits.connections_per_ip",
+                self.limits.connections_per_ip as usize,
+            ),
+            (
+                "limits.requests_per_second",
+                self.limits.requests_per_second as usize,
+            ),
+            ("limits.request_burst", self.limits.request_burst as usize),
+            ("limits.idle_secs", self.limits.idle_secs as usize),
+            (
+                "limits.signal_bytes_per_second",
+                self.limits.signal_bytes_per_second as usize,
+            ),
+            (
+                "limits.signal_burst_bytes",
+                self.limits.signal_burst_bytes as usize,
+            ),
+            (
+                "limits.header_deadline_secs",
+                self.limits.header_deadline_secs as usize,
+            ),
             ("hls.window_segments", self.hls.window_segments),
             ("hls.segment_ms", self.hls.segment_ms as usize),
             ("hls.part_ms", self.hls.part_ms as usize),

@@ -14,9 +14,18 @@ use tracing::debug;
 use crate::media_loop::{Command, MediaHandle, ToConn};
 use crate::web;
 
-/// Frames above this are refused by the WebSocket layer itself (close code 1009). Below it,
-/// frames above `max_signal_bytes` get an `error` reply and the socket stays open.
-const WS_HARD_LIMIT: usize = 16 * 1024 * 1024;
+/// Frames above this (or 4 × `max_signal_bytes`, if more) are refused by the WebSocket layer
+/// itself before they are buffered
+/// (close code 1009). Below it, frames above `max_signal_bytes` get an `error` reply and the
+/// socket stays open. (It was 16 MiB: 120 sockets sending such frames held 1.9 GB.)
+const WS_HARD_LIMIT: usize = 256 * 1024;
+
+/// Messages waiting for one signalling socket; a client that lets more pile up is not reading
+/// and is let go (an unbounded queue grew to 2.4 GB in 5 s for a socket that never read).
+const SIGNAL_QUEUE: usize = 128;
+
+/// A write to a signalling socket that takes longer than this ends the connection.
+const WS_WRITE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A socket silent this long is treated as dropped (a vanished network sends no FIN). The SDK
 /// pings every 15 s and the server sends WebSocket pings every 10 s, so any live client's
@@ -143,8 +152,9 @@ async fn rtc(
 ) -> Response {
     // Small buffers: a member's socket carries small JSON messages, and tungstenite's 128 KiB
     // default read buffer would be most of what a member costs.
-    ws.max_message_size(WS_HARD_LIMIT)
-        .max_frame_size(WS_HARD_LIMIT)
+    let hard = WS_HARD_LIMIT.max(media.max_signal_bytes.saturating_mul(4));
+    ws.max_message_size(hard)
+        .max_frame_size(hard)
         .read_buffer_size(crate::rtws_server::WS_READ_BUFFER)
         .write_buffer_size(crate::rtws_server::WS_WRITE_BUFFER)
         .on_upgrade(move |socket| signalling(socket, media, query.access_token))
@@ -178,11 +188,13 @@ fn join_grant(
 /// out come from it.
 async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Option<String>) {
     let conn = media.new_conn();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
     if media.tx.send(Command::Connect(conn, tx)).is_err() {
         return;
     }
     debug!(conn = conn.0, "signalling connected");
+    let budget = media.limits.signal_budget();
+    let mut last_refusal = None;
     let mut last_heard = tokio::time::Instant::now();
     let mut ping = tokio::time::interval(WS_PING_EVERY);
     loop {
@@ -192,18 +204,20 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                     debug!(conn = conn.0, "signalling silent for {WS_IDLE:?}: dropping");
                     break;
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                let sent = tokio::time::timeout(WS_WRITE_DEADLINE, socket.send(Message::Ping(Default::default()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
             }
             out = rx.recv() => match out {
                 Some(ToConn::Text(t)) => {
-                    if socket.send(Message::Text(t.into())).await.is_err() {
+                    let sent = tokio::time::timeout(WS_WRITE_DEADLINE, socket.send(Message::Text(t.into()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }
                 }
                 Some(ToConn::Close) | None => {
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = tokio::time::timeout(WS_WRITE_DEADLINE, socket.send(Message::Close(None))).await;
                     break;
                 }
             },
@@ -213,8 +227,36 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                     Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
                     Some(Ok(Message::Binary(b))) => b.to_vec(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(e)) if e.to_string().contains("too long") => {
+                        // A frame over WS_HARD_LIMIT: say so with 1009, as documented.
+                        debug!(conn = conn.0, "signalling frame too big: {e}");
+                        let frame = axum::extract::ws::CloseFrame {
+                            code: axum::extract::ws::close_code::SIZE,
+                            reason: "message too big".into(),
+                        };
+                        let _ = tokio::time::timeout(WS_WRITE_DEADLINE, socket.send(Message::Close(Some(frame)))).await;
+                        break;
+                    }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
+                if !budget.take(bytes.len()) {
+                    debug!(conn = conn.0, "signalling over its rate: {} bytes dropped", bytes.len());
+                    // Told once a second at most: answering every dropped message would flood
+                    // the client's own queue.
+                    if last_refusal.is_some_and(|t: tokio::time::Instant| t.elapsed() < std::time::Duration::from_secs(1)) {
+                        continue;
+                    }
+                    last_refusal = Some(tokio::time::Instant::now());
+                    let cmd = Command::BadFrame(
+                        conn,
+                        sfu::signal::ErrorCode::RateLimited,
+                        "too much signalling: message dropped (limits.signal_bytes_per_second)".into(),
+                    );
+                    if media.tx.send(cmd).is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 let cmd = match decode(&bytes, media.max_signal_bytes) {
                     Ok(msg) => match join_grant(&media, &msg, query_token.as_deref()) {
                         None => Command::Message(conn, msg),

@@ -6,8 +6,9 @@ mod flv_publish;
 mod hls_aac;
 mod hls_http;
 mod http;
-mod https;
+mod http_accept;
 mod ice_servers;
+mod limits;
 mod media_loop;
 mod metrics;
 mod net;
@@ -218,8 +219,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let turn_counters = std::sync::Arc::new(turn_server::TurnCounters::default());
     let (media, media_task) =
         media_loop::start(&config, hub.clone(), ice, turn_counters.clone()).await?;
-    let turn_addr = turn_server::start(&config, &secret, media.tx.clone(), turn_counters).await?;
-    let rtmp_addr = rtmp_server::start(&config, hub.clone(), media.auth.clone()).await?;
+    let turn_addr = turn_server::start(
+        &config,
+        &secret,
+        media.tx.clone(),
+        turn_counters,
+        media.limits.clone(),
+    )
+    .await?;
+    let rtmp_addr = rtmp_server::start(
+        &config,
+        hub.clone(),
+        media.auth.clone(),
+        media.limits.clone(),
+    )
+    .await?;
     let hls = hls_http::start(&config, hub.clone());
     let recorder = recording::start(&config, hub.clone());
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -239,7 +253,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             &[],
         )
         .context("http.tls_cert / http.tls_key")?;
-        Some(https::acceptor(&tls.config))
+        Some(http_accept::acceptor(&tls.config))
     };
     let (scheme, ws) = if https.is_some() {
         ("https", "wss")
@@ -316,25 +330,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         (media.auth.clone(), config.auth.open_metrics),
         access::guard,
     ));
+    // Outermost: a request over its address's rate is answered before anything else runs.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        media.limits.clone(),
+        limits::rate,
+    ));
     let stop = async {
         let _ = stop_rx.await;
     };
     // Plain HTTP also takes HTTP/2 from clients that start with it (h2c, prior knowledge).
-    let server = tokio::spawn(async move {
-        match https {
-            Some(acceptor) => https::serve(listener, acceptor, app, stop).await,
-            None => {
-                use axum::serve::ListenerExt;
-                let listener = listener.tap_io(|tcp| net::tune_http_stream(tcp));
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    warn!("HTTP server: {e}");
-                }
-            }
-        }
-    });
+    let server = tokio::spawn(http_accept::serve(
+        listener,
+        https,
+        app,
+        media.limits.clone(),
+        stop,
+    ));
 
     shutdown_signal().await;
     info!("stopping");

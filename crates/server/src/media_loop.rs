@@ -38,7 +38,7 @@ const HUB_TRACKS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2)
 
 /// Commands into the media loop.
 pub enum Command {
-    Connect(ConnId, mpsc::UnboundedSender<ToConn>),
+    Connect(ConnId, mpsc::Sender<ToConn>),
     Message(ConnId, ClientMessage),
     /// The grant of the member about to join on this socket (its token was checked).
     Authorize(ConnId, sfu::Grant),
@@ -153,6 +153,8 @@ pub struct MediaHandle {
     pub turn: Arc<TurnCounters>,
     /// Token keys (`auth.keys`); empty: auth is off (access.rs).
     pub auth: Arc<crate::access::Access>,
+    /// Abuse limits at the front doors (`limits.*`), and what they refused.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl MediaHandle {
@@ -203,8 +205,9 @@ pub async fn start(
     let seed = random_seed();
     let sfu = Sfu::new(config.sfu(), candidates, seed, Instant::now());
     let (tx, rx) = mpsc::unbounded_channel();
+    let limits = crate::limits::Limits::new(config.limits.settings());
     if let Some(listener) = tcp {
-        tokio::spawn(accept_tcp(listener, tx.clone()));
+        tokio::spawn(accept_tcp(listener, tx.clone(), limits.clone()));
     }
     let streams = Streams::new(hub, tx.clone());
     let handle = MediaHandle {
@@ -213,6 +216,7 @@ pub async fn start(
         max_signal_bytes: config.rooms.max_signal_bytes,
         ice: ice.clone(),
         turn,
+        limits,
         auth: Arc::new(crate::access::Access::new(
             config.auth.keys()?,
             config.auth.open_playback,
@@ -241,7 +245,7 @@ struct Loop {
     last_tick: Instant,
     udp: UdpSocket,
     local: SocketAddr,
-    conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
+    conns: HashMap<ConnId, mpsc::Sender<ToConn>>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// TURN relayed addresses that reach the SFU in-process, and the TURN task behind them.
     relays: HashMap<SocketAddr, Arc<TurnShared>>,
@@ -536,13 +540,22 @@ impl Loop {
                         // Each member gets its own time-limited TURN credentials.
                         *ice_servers = self.ice.for_user(&participant_id.to_string());
                     }
-                    if let Some(tx) = self.conns.get(&conn) {
-                        let _ = tx.send(ToConn::Text(msg.to_json()));
+                    if let Some(tx) = self.conns.get(&conn)
+                        && let Err(mpsc::error::TrySendError::Full(_)) =
+                            tx.try_send(ToConn::Text(msg.to_json()))
+                    {
+                        // The client is not reading its socket: let it go rather than queue
+                        // without end (its task closes the socket and disconnects it).
+                        debug!(
+                            conn = conn.0,
+                            "signalling queue full: dropping the connection"
+                        );
+                        self.conns.remove(&conn);
                     }
                 }
                 Output::Close(conn) => {
                     if let Some(tx) = self.conns.remove(&conn) {
-                        let _ = tx.send(ToConn::Close);
+                        let _ = tx.try_send(ToConn::Close);
                     }
                 }
                 Output::Event(e) => self.streams.on_event(&mut self.sfu, e),
@@ -554,11 +567,29 @@ impl Loop {
 
 /// ICE-TCP (RFC 6544, passive): each accepted connection carries RFC 4571 frames, a 16-bit
 /// length before each STUN/DTLS/RTP packet.
-async fn accept_tcp(listener: TcpListener, tx: mpsc::UnboundedSender<Command>) {
+async fn accept_tcp(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<Command>,
+    limits: Arc<crate::limits::Limits>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
-                tokio::spawn(tcp_conn(stream, addr, tx.clone()));
+                let Some(slot) = limits.connect(crate::limits::Door::IceTcp, addr.ip()) else {
+                    debug!(%addr, "ICE-TCP connection refused: limits.connections_per_ip reached");
+                    continue;
+                };
+                let deadlines = (limits.settings.header_deadline, limits.settings.idle);
+                let (tx, limits) = (tx.clone(), limits.clone());
+                tokio::spawn(async move {
+                    if tcp_conn(stream, addr, tx, deadlines).await == Ended::Idle {
+                        limits
+                            .refused
+                            .idle
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    drop(slot);
+                });
             }
             Err(e) => {
                 warn!("ICE-TCP accept: {e}");
@@ -568,12 +599,28 @@ async fn accept_tcp(listener: TcpListener, tx: mpsc::UnboundedSender<Command>) {
     }
 }
 
-async fn tcp_conn(stream: TcpStream, addr: SocketAddr, tx: mpsc::UnboundedSender<Command>) {
+/// How an ICE-TCP connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Closed,
+    /// Nothing came within the deadline.
+    Idle,
+}
+
+/// One ICE-TCP connection. `(first, idle)`: its first frame must come within `first`, and
+/// each later one within `idle` (a live peer sends consent checks every few seconds), so
+/// sockets that say nothing do not hold descriptors forever.
+async fn tcp_conn(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<Command>,
+    (first, idle): (std::time::Duration, std::time::Duration),
+) -> Ended {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     if tx.send(Command::TcpOpen(addr, out_tx)).is_err() {
-        return;
+        return Ended::Closed;
     }
     let writer = tokio::spawn(async move {
         while let Some(pkt) = out_rx.recv().await {
@@ -587,18 +634,26 @@ async fn tcp_conn(stream: TcpStream, addr: SocketAddr, tx: mpsc::UnboundedSender
         }
     });
     let mut len = [0u8; 2];
-    loop {
-        if rd.read_exact(&mut len).await.is_err() {
-            break;
+    let mut wait = first;
+    let ended = loop {
+        let frame = async {
+            rd.read_exact(&mut len).await?;
+            let mut frame = vec![0u8; u16::from_be_bytes(len) as usize];
+            rd.read_exact(&mut frame).await?;
+            Ok::<_, std::io::Error>(frame)
+        };
+        match tokio::time::timeout(wait, frame).await {
+            Ok(Ok(frame)) => {
+                if tx.send(Command::TcpFrame(addr, frame)).is_err() {
+                    break Ended::Closed;
+                }
+            }
+            Ok(Err(_)) => break Ended::Closed,
+            Err(_) => break Ended::Idle,
         }
-        let mut frame = vec![0u8; u16::from_be_bytes(len) as usize];
-        if rd.read_exact(&mut frame).await.is_err() {
-            break;
-        }
-        if tx.send(Command::TcpFrame(addr, frame)).is_err() {
-            break;
-        }
-    }
+        wait = idle;
+    };
     writer.abort();
     let _ = tx.send(Command::TcpClosed(addr));
+    ended
 }

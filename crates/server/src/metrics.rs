@@ -152,6 +152,20 @@ pub async fn metrics(State(media): State<MediaHandle>) -> Response {
             let _ = writeln!(out, "onair_turn_refusals_total{{reason=\"{reason}\"}} {n}");
         }
     }
+    let l = &media.limits.refused;
+    let _ = writeln!(
+        out,
+        "# HELP onair_limits_refused_total Requests and connections refused or closed by the abuse limits, by reason.\n\
+         # TYPE onair_limits_refused_total counter"
+    );
+    for (reason, n) in [
+        ("rate", &l.rate),
+        ("connections_per_ip", &l.connections),
+        ("idle", &l.idle),
+    ] {
+        let n = n.load(Relaxed);
+        let _ = writeln!(out, "onair_limits_refused_total{{reason=\"{reason}\"}} {n}");
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

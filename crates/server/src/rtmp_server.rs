@@ -15,15 +15,21 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::flv_publish::FlvPublish;
+use crate::limits::{Door, Limits};
 
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
+
+/// A connection must be publishing this long after it connected (OBS and FFmpeg take well
+/// under a second; a token check is part of the publish).
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Binds the RTMP port and accepts connections until the process ends.
 pub async fn start(
     config: &Config,
     hub: Hub,
     keys: Arc<crate::access::Access>,
+    limits: Arc<Limits>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     if !config.rtmp.enabled {
         return Ok(None);
@@ -33,6 +39,7 @@ pub async fn start(
         .with_context(|| format!("binding RTMP {}", config.rtmp.listen))?;
     let addr = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(config.rtmp.max_connections));
+    let limits = limits.clone();
     let transcode = config.rtmp.transcode_audio;
     tokio::spawn(async move {
         loop {
@@ -44,9 +51,19 @@ pub async fn start(
                     continue;
                 }
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                warn!(%peer, "RTMP connection refused: rtmp.max_connections reached");
+            // One address may hold only its share (a trickle of bytes from one client must
+            // not lock every real publisher out of the global cap).
+            let Some(ip_slot) = limits.connect(Door::Rtmp, peer.ip()) else {
+                debug!(%peer, "RTMP connection refused: limits.connections_per_ip reached");
                 continue; // dropping the stream closes it
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                debug!(%peer, "RTMP connection refused: rtmp.max_connections reached");
+                limits
+                    .refused
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
             };
             let hub = hub.clone();
             let keys = keys.clone();
@@ -56,7 +73,7 @@ pub async fn start(
                     Ok(()) => debug!(%peer, "RTMP connection closed"),
                     Err(e) => warn!(%peer, "RTMP connection closed: {e}"),
                 }
-                drop(slot);
+                drop((slot, ip_slot));
             });
         }
     });
@@ -86,7 +103,15 @@ impl Connection {
     async fn run(&mut self, mut socket: TcpStream) -> anyhow::Result<()> {
         let _ = socket.set_nodelay(true);
         let mut buf = vec![0u8; 64 * 1024];
+        // Until it publishes, a connection has `PUBLISH_DEADLINE` in all (handshake, connect,
+        // publish), however it trickles its bytes; then `IDLE` between reads.
+        let publish_by = tokio::time::Instant::now() + PUBLISH_DEADLINE;
         loop {
+            let wait = if self.publisher.is_some() {
+                IDLE
+            } else {
+                publish_by.saturating_duration_since(tokio::time::Instant::now())
+            };
             // The hub's publisher alone is borrowed (the transcoder in FlvPublish is not Sync).
             let publisher = self.publisher.as_ref().map(FlvPublish::publisher);
             let kicked = async move {
@@ -96,11 +121,12 @@ impl Connection {
                 }
             };
             let n = tokio::select! {
-                r = tokio::time::timeout(IDLE, socket.read(&mut buf)) => match r {
+                r = tokio::time::timeout(wait, socket.read(&mut buf)) => match r {
                     Ok(Ok(0)) => return Ok(()),
                     Ok(Ok(n)) => n,
                     Ok(Err(e)) => return Err(e.into()),
-                    Err(_) => anyhow::bail!("silent for {IDLE:?}"),
+                    Err(_) if self.publisher.is_some() => anyhow::bail!("silent for {IDLE:?}"),
+                    Err(_) => anyhow::bail!("not publishing {PUBLISH_DEADLINE:?} after connecting"),
                 },
                 _ = kicked => {
                     info!("RTMP publisher ended: another publisher took its stream name");

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use turn::{Credentials, Output, PeerPolicy, Transport, Turn, TurnConfig};
 
 use crate::config::Config;
+use crate::limits::{Door, Limits};
 use crate::media_loop::Command;
 
 /// TURN's counters, shared with `/metrics`.
@@ -48,6 +49,7 @@ pub async fn start(
     secret: &str,
     media: mpsc::UnboundedSender<Command>,
     counters: Arc<TurnCounters>,
+    limits: Arc<Limits>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let t = &config.turn;
     if !t.enabled {
@@ -145,6 +147,7 @@ pub async fn start(
             SocketAddr::new(*ip, t.port),
             &t.tls_ports,
             tls.as_ref(),
+            &limits,
         )
         .await;
         match r {
@@ -163,6 +166,7 @@ async fn listen_on(
     addr: SocketAddr,
     tls_ports: &[u16],
     tls: Option<&tokio_rustls::TlsAcceptor>,
+    limits: &Arc<Limits>,
 ) -> anyhow::Result<()> {
     let udp =
         crate::net::bind_udp(addr).map_err(|e| anyhow::anyhow!("binding TURN udp/{addr}: {e}"))?;
@@ -192,10 +196,16 @@ async fn listen_on(
     }
     shared.udp_lock().insert(addr, udp.clone());
     tokio::spawn(listener_reader(shared.clone(), udp, addr));
-    tokio::spawn(accept_tcp(shared.clone(), tcp, addr, None));
+    tokio::spawn(accept_tcp(shared.clone(), tcp, addr, None, limits.clone()));
     for (l, a, acceptor) in tls_listeners {
         info!(listen = %a, "TURN over TLS");
-        tokio::spawn(accept_tcp(shared.clone(), l, a, Some(acceptor)));
+        tokio::spawn(accept_tcp(
+            shared.clone(),
+            l,
+            a,
+            Some(acceptor),
+            limits.clone(),
+        ));
     }
     Ok(())
 }
@@ -491,23 +501,40 @@ async fn accept_tcp(
     listener: TcpListener,
     listen: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Arc<Limits>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let Some(acceptor) = tls.clone() else {
-                    tokio::spawn(tcp_client(shared, stream, listen, client));
+                let Some(slot) = limits.connect(Door::Turn, client.ip()) else {
+                    debug!(%client, "TURN TCP connection refused: limits.connections_per_ip reached");
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let limits = limits.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    // A client that never finishes its handshake does not keep a task.
-                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => tcp_client(shared, stream, listen, client).await,
-                        Ok(Err(e)) => debug!(%client, "TURN TLS handshake: {e}"),
-                        Err(_) => debug!(%client, "TURN TLS handshake timed out"),
+                    let stream: Box<dyn Stream> = match tls {
+                        None => Box::new(stream),
+                        // A client that never finishes its handshake does not keep a task.
+                        Some(acceptor) => {
+                            match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await
+                            {
+                                Ok(Ok(stream)) => Box::new(stream),
+                                Ok(Err(e)) => return debug!(%client, "TURN TLS handshake: {e}"),
+                                Err(_) => return debug!(%client, "TURN TLS handshake timed out"),
+                            }
+                        }
+                    };
+                    let deadlines = (limits.settings.header_deadline, limits.settings.idle);
+                    if tcp_client(shared, stream, listen, client, deadlines).await {
+                        limits
+                            .refused
+                            .idle
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -520,8 +547,21 @@ async fn accept_tcp(
 
 const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
+/// A TURN client's byte stream: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + std::marker::Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + std::marker::Send + Unpin> Stream for T {}
+
 /// One TURN-over-TCP (or TLS) client: bytes both ways; the core cuts the stream into frames.
-async fn tcp_client<S>(shared: Arc<TurnShared>, stream: S, listen: SocketAddr, client: SocketAddr)
+/// `(first, idle)`: its first bytes must come within `first`, later ones within `idle` (a
+/// client with an allocation refreshes it and relays consent checks); true when it was closed
+/// for silence.
+async fn tcp_client<S>(
+    shared: Arc<TurnShared>,
+    stream: S,
+    listen: SocketAddr,
+    client: SocketAddr,
+    (first, idle): (Duration, Duration),
+) -> bool
 where
     S: AsyncRead + AsyncWrite + std::marker::Send + 'static,
 {
@@ -538,13 +578,20 @@ where
         let _ = wr.shutdown().await;
     });
     let mut buf = vec![0u8; 16384];
+    let mut wait = first;
+    let mut silent = false;
     loop {
-        match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => shared.run(|core| {
+        match tokio::time::timeout(wait, rd.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => shared.run(|core| {
                 core.recv_client(Transport::Tcp, listen, client, &buf[..n], Instant::now())
             }),
+            Err(_) => {
+                silent = true;
+                break;
+            }
         }
+        wait = idle;
         // The core may have closed it (a stream that is not STUN).
         if !shared.lock().tcp.contains_key(&conn) {
             break;
@@ -554,4 +601,5 @@ where
     let mut st = shared.lock();
     st.tcp.remove(&conn);
     st.core.tcp_closed(listen, client);
+    silent
 }

@@ -72,10 +72,27 @@ async fn bad_input_gets_clear_errors_and_breaks_nothing() {
     assert!(m.contains("teleport"), "names the unknown type: {m}");
     send(&mut ws, r#"{"type":"offer","sdp":"v=0"}"#).await;
     expect_error(&mut ws, "not_joined").await;
-    send(&mut ws, "x".repeat(10 * 1024 * 1024)).await;
+    send(&mut ws, "x".repeat(200 * 1024)).await;
     let m = expect_error(&mut ws, "too_large").await;
-    assert!(m.contains("10485760"), "says how large: {m}");
+    assert!(m.contains("204800"), "says how large: {m}");
     ping(&mut ws).await;
+
+    // A frame over the hard limit (256 KiB) is not buffered: the socket closes with 1009.
+    let mut big = connect(&server).await;
+    let _ = big.send(Message::text("x".repeat(1024 * 1024))).await;
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(m) = big.next().await {
+            match m {
+                Ok(Message::Close(f)) => return f.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 5 s");
+    assert_eq!(close, Some(1009), "close code");
 
     send(&mut ws, join("../etc", "x")).await;
     expect_error(&mut ws, "bad_request").await;

@@ -436,6 +436,9 @@ pub enum ErrorCode {
     /// The access token does not grant this (another room, a source it may not publish,
     /// subscribing, data).
     Forbidden,
+    /// The socket sent more than its share (`limits.signal_bytes_per_second`); the message
+    /// was dropped unread.
+    RateLimited,
 }
 
 /// Why a signalling frame could not be turned into a [`ClientMessage`].
