@@ -261,6 +261,10 @@ async fn one_address_cannot_hold_more_than_its_connections() {
             ("ONAIR_LIMITS_IDLE_SECS", "60"),
         ],
     );
+    // (TestServer's readiness probe is a connection too: let it go first.)
+    let (up, _) = http("127.0.0.1", server.http_port, "GET", "/healthz", "").await;
+    assert_eq!(up, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut held = Vec::new();
     for _ in 0..80 {
         held.push(tcp_from("127.0.0.1", server.http_port).await.unwrap());
@@ -268,13 +272,16 @@ async fn one_address_cannot_hold_more_than_its_connections() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Those past the 50th are closed at once.
     let mut closed = 0;
-    for s in &mut held {
+    let mut which = Vec::new();
+    for (i, s) in held.iter_mut().enumerate() {
         let mut b = [0u8; 8];
         let r = tokio::time::timeout(Duration::from_millis(50), s.read(&mut b)).await;
         if matches!(r, Ok(Ok(0) | Err(_))) {
             closed += 1;
+            which.push(i);
         }
     }
+    eprintln!("80 connections from one address, 50 allowed: closed at once {which:?}");
     assert_eq!(closed, 30, "80 connections, 50 allowed");
     // The same address is refused, another is answered.
     let (other, _) = http("127.0.0.2", server.http_port, "GET", "/healthz", "").await;
