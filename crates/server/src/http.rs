@@ -71,24 +71,31 @@ async fn streams(State(media): State<MediaHandle>) -> Response {
     }
 }
 
-/// `GET /api/ice-servers[?user=NAME]`: `RTCIceServer` objects with fresh time-limited TURN
-/// credentials, usable as-is in `new RTCPeerConnection({iceServers})`. `user` names who the
-/// credentials are for (TURN quotas count per user); without it each call is its own user.
+/// `GET /api/ice-servers`: `RTCIceServer` objects with fresh time-limited TURN credentials,
+/// usable as-is in `new RTCPeerConnection({iceServers})`. The TURN user they name (whose
+/// allocations `turn.max_allocations_per_user` counts) is the token's `sub` with auth on, the
+/// client's address without: asking again gives fresh credentials for the same user, so the
+/// quota holds (each call used to make a new user, and one client emptied the relay pool).
 async fn ice_servers(
     State(media): State<MediaHandle>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    let user = query
-        .as_deref()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("user=")))
-        .filter(|u| {
-            !u.is_empty()
-                && u.len() <= 64
-                && u.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("anon-{:016x}", fastrand::u64(..)));
+    let subject = crate::access::bearer(&headers)
+        .and_then(|t| media.auth.keys().verify(t, crate::access::now_unix()).ok())
+        .map(|c| c.sub)
+        .filter(|s| !media.auth.is_empty() && !s.is_empty());
+    let user = match (subject, connect) {
+        (Some(sub), _) => format!(
+            "sub-{}",
+            sub.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
+                .take(64)
+                .collect::<String>()
+        ),
+        (None, Some(c)) => format!("ip-{}", crate::limits::key(c.0.0.ip())),
+        (None, None) => "anonymous".to_owned(),
+    };
     (
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(media.ice.for_user(&user)),

@@ -57,6 +57,9 @@ pub async fn start(
     }
     let listen = SocketAddr::new(t.bind, t.port);
     let mut credentials = Credentials::new(Some(secret));
+    // Nothing we issue lives longer than turn.credential_ttl_secs; a day of slack for another
+    // service minting with the same secret. A credential for the year 2100 is refused.
+    credentials.set_max_lifetime(t.credential_ttl_secs + 86_400);
     for u in &t.users {
         if let Some((name, pass)) = u.split_once(':') {
             credentials.add_user(name, pass);

@@ -330,3 +330,28 @@ async fn a_socket_flooding_the_server_is_held_to_its_budget() {
         after - before
     );
 }
+
+#[tokio::test]
+async fn asking_for_turn_credentials_again_does_not_make_a_new_quota() {
+    let server = TestServer::start(env!("CARGO_BIN_EXE_onair"), &[]);
+    let user = |body: &str| -> Option<String> {
+        let json = body.split("\r\n\r\n").nth(1)?;
+        let v: Value = serde_json::from_str(json).ok()?;
+        let name = v[1]["username"].as_str()?;
+        Some(name.split_once(':')?.1.to_owned())
+    };
+    let mut users = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (status, body) =
+            http("127.0.0.1", server.http_port, "GET", "/api/ice-servers", "").await;
+        assert_eq!(status, 200);
+        users.insert(user(&body).expect("a TURN username"));
+    }
+    let (_, other) = http("127.0.0.2", server.http_port, "GET", "/api/ice-servers", "").await;
+    let other = user(&other).expect("a TURN username");
+    eprintln!("20 calls from 127.0.0.1: TURN users {users:?}; from 127.0.0.2: {other}");
+    // One user per address: turn.max_allocations_per_user applies to all of them together.
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert!(users.contains("ip-127.0.0.1"), "{users:?}");
+    assert_eq!(other, "ip-127.0.0.2");
+}

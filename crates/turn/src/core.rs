@@ -750,6 +750,10 @@ impl Turn {
                 // The library answers 401 with a fresh nonce.
                 return None;
             }
+            Err(e @ CredentialError::TooLong(_)) => {
+                self.refuse(Refused::UnknownUser, client, &format!("{username}: {e}"));
+                return None;
+            }
         };
         if self.known_users[idx].insert(username.clone()) {
             self.servers[idx].add_user(username.clone(), password.clone());

@@ -19,6 +19,10 @@ pub enum CredentialError {
     /// Neither a static user nor a time-limited username (or no shared secret is configured).
     #[error("unknown user")]
     Unknown,
+    /// A time-limited username valid further ahead than any credential this server issues
+    /// (a leaked "forever" credential must not keep working).
+    #[error("credentials valid for {0} s more, past the longest lifetime allowed")]
+    TooLong(u64),
 }
 
 /// The credential store.
@@ -26,6 +30,8 @@ pub enum CredentialError {
 pub struct Credentials {
     users: HashMap<String, String>,
     secret: Option<Vec<u8>>,
+    /// The longest a time-limited username may still be valid for (None: no bound).
+    max_lifetime: Option<u64>,
 }
 
 /// A username and password to hand to a client.
@@ -43,7 +49,14 @@ impl Credentials {
         Self {
             users: HashMap::new(),
             secret: secret.map(|s| s.as_bytes().to_vec()),
+            max_lifetime: None,
         }
+    }
+
+    /// Refuses time-limited usernames that expire more than `secs` from now (the server's own
+    /// credential lifetime, with some slack for another service minting with the secret).
+    pub fn set_max_lifetime(&mut self, secs: u64) {
+        self.max_lifetime = Some(secs);
     }
 
     /// Adds a static long-term user.
@@ -74,6 +87,11 @@ impl Credentials {
         };
         if expiry < now_unix {
             return Err(CredentialError::Expired(now_unix - expiry));
+        }
+        if let Some(max) = self.max_lifetime
+            && expiry - now_unix > max
+        {
+            return Err(CredentialError::TooLong(expiry - now_unix));
         }
         Ok(rest_password(secret, username))
     }
@@ -109,6 +127,19 @@ pub fn rest_password(secret: &[u8], username: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_valid_for_longer_than_allowed_are_refused() {
+        let mut c = Credentials::new(Some("s"));
+        c.set_max_lifetime(86_400);
+        let now = 1_800_000_000;
+        assert!(c.password(&format!("{}:u", now + 3600), now).is_ok());
+        // The year 2100.
+        assert!(matches!(
+            c.password("4102444800:u", now),
+            Err(CredentialError::TooLong(_))
+        ));
+    }
 
     #[test]
     fn rest_password_matches_a_known_vector() {
