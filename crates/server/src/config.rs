@@ -287,6 +287,8 @@ pub struct Recording {
     pub dir: String,
     /// Stream names to record: exact names, or prefixes ending in `*` (`"*"`: all).
     pub streams: Vec<String>,
+    /// Recordings `POST /api/recordings` may have running at once (streams and rooms).
+    pub max_active: usize,
 }
 
 impl Default for Recording {
@@ -295,6 +297,7 @@ impl Default for Recording {
             enabled: false,
             dir: "recordings".into(),
             streams: vec!["*".into()],
+            max_active: 64,
         }
     }
 }
@@ -525,6 +528,7 @@ impl Config {
             ("streams.reader_queue", self.streams.reader_queue),
             ("rtmp.max_connections", self.rtmp.max_connections),
             ("turn.max_allocations", self.turn.max_allocations),
+            ("recording.max_active", self.recording.max_active),
             (
                 "limits.connections_per_ip",
                 self.limits.connections_per_ip as usize,

@@ -51,6 +51,9 @@ pub struct Recorder {
     /// Room recordings running, by room.
     rooms: Mutex<HashMap<String, Arc<RoomRecording>>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// `recording.max_active`: recordings the API may have running at once (streams and
+    /// rooms together).
+    max_active: usize,
 }
 
 /// A room being recorded: every member's tracks, each to its own file, and the manifest.
@@ -198,6 +201,7 @@ pub fn start(config: &Config, hub: Hub) -> Option<Arc<Recorder>> {
         active: Mutex::new(HashMap::new()),
         rooms: Mutex::new(HashMap::new()),
         next_id: std::sync::atomic::AtomicU64::new(0),
+        max_active: r.max_active,
     });
     tokio::spawn(watch_hub(recorder.clone(), hub));
     Some(recorder)
@@ -665,6 +669,15 @@ async fn start_api(State(recorder): State<Arc<Recorder>>, body: Bytes) -> Respon
         Ok(t) => t,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
     };
+    let running = recorder.active().len() + recorder.rooms().len();
+    if running >= recorder.max_active {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{running} recordings are running, the most recording.max_active allows: stop one first"
+            ),
+        );
+    }
     match target {
         RecTarget::Stream(name) => {
             if !recorder.hub.streams().iter().any(|s| s.name == name) {
@@ -835,6 +848,16 @@ async fn download(
         return (StatusCode::BAD_REQUEST, "not a recording's file name\n").into_response();
     }
     let path: &Path = &recorder.dir.join(&file);
+    // Only files onair wrote: a symlink placed in the directory must not expose what it
+    // points at.
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => return (StatusCode::NOT_FOUND, "no such recording\n").into_response(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return (StatusCode::NOT_FOUND, "no such recording\n").into_response();
+        }
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
     let f = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -887,6 +910,7 @@ mod tests {
             active: Mutex::new(HashMap::new()),
             rooms: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(0),
+            max_active: 64,
         })
     }
 
@@ -971,5 +995,49 @@ mod tests {
                 .is_some_and(|e| e.contains("No space left")),
             "{st:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    fn recorder(dir: &Path, max_active: usize) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            dir: dir.to_owned(),
+            patterns: Vec::new(),
+            hub: Hub::new(hub::HubConfig::default()),
+            seg: SegmenterConfig::default(),
+            status: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            max_active,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_symlink_in_the_recording_directory_is_not_served() {
+        let dir = std::env::temp_dir().join(format!("onair-rec-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("real.mp4"), b"media").unwrap();
+        let link = dir.join("passwd.mp4");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+        let r = recorder(&dir, 1);
+        let get = |f: &str| download(State(r.clone()), UrlPath(f.to_owned()));
+        assert_eq!(get("real.mp4").await.status(), StatusCode::OK);
+        assert_eq!(get("passwd.mp4").await.status(), StatusCode::NOT_FOUND);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn recordings_past_max_active_are_refused() {
+        let r = recorder(Path::new("/tmp"), 1);
+        let (tx, _) = watch::channel(false);
+        r.active().insert("live/a".into(), (0, tx));
+        let body = Bytes::from_static(br#"{"room": "x"}"#);
+        let resp = start_api(State(r.clone()), body).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }
