@@ -500,6 +500,7 @@ impl Sfu {
                 timeout: self.now,
                 ssrcs: HashMap::new(),
                 remote_candidates: Vec::new(),
+                candidates_added: 0,
                 connected_once: false,
                 estimate: None,
                 paced,
@@ -656,6 +657,17 @@ impl Sfu {
         };
         self.note_candidates(peer_id, &raw);
         if let Some(peer) = self.peers.get_mut(&peer_id) {
+            if peer.candidates_added >= crate::sfu::MAX_REMOTE_CANDIDATES {
+                return self.reply_error(
+                    conn,
+                    ErrorCode::BadRequest,
+                    format!(
+                        "candidate: more than {} on one connection",
+                        crate::sfu::MAX_REMOTE_CANDIDATES
+                    ),
+                );
+            }
+            peer.candidates_added += 1;
             peer.rtc.add_remote_candidate(cand);
             self.drain(peer_id);
         }

@@ -19,6 +19,14 @@ use crate::keyframe::KeyframeThrottle;
 use crate::signal::{LeaveReason, PcKind, PublishTrack, ServerMessage, TrackKind, TrackSource};
 
 /// An HTTP session's peer that has not (re)gained ICE connectivity in this long is ended.
+/// Remote ICE candidates one peer connection may add (a browser gathers a handful per
+/// interface and transport).
+pub(crate) const MAX_REMOTE_CANDIDATES: usize = 64;
+
+/// m-lines an offer over WHIP/WHEP may have (a publisher or viewer has two or three; an offer
+/// with hundreds made an answer of megabytes).
+pub(crate) const MAX_HTTP_MLINES: usize = 16;
+
 pub(crate) const HTTP_SESSION_ICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What the SFU asks its driver to do.
@@ -254,6 +262,9 @@ pub(crate) struct Peer {
     pub ssrcs: HashMap<Ssrc, (TrackId, usize)>,
     /// The client's candidates as it sent them (SDP and trickle), for the log when ICE fails.
     pub remote_candidates: Vec<String>,
+    /// Remote candidates given to ICE (at most [`MAX_REMOTE_CANDIDATES`]): each makes
+    /// candidate pairs to check, so a client trickling without end would stall every session.
+    pub candidates_added: usize,
     /// ICE has worked at least once: a later Disconnected is a lost path, not a failure.
     pub connected_once: bool,
     /// Subscriber connections: str0m's estimate of the bandwidth towards the client (bit/s).

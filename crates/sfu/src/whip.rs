@@ -24,7 +24,10 @@ use crate::ids::{ParticipantId, RoomName, TrackId};
 use crate::sdp::{media_sections, restrict_payload_types};
 #[cfg(doc)]
 use crate::sfu::HTTP_SESSION_ICE_TIMEOUT;
-use crate::sfu::{FrameOut, FreeMid, Output, Participant, Role, Sfu, SfuEvent, Sub};
+use crate::sfu::{
+    FrameOut, FreeMid, MAX_HTTP_MLINES, MAX_REMOTE_CANDIDATES, Output, Participant, Role, Sfu,
+    SfuEvent, Sub,
+};
 use crate::signal::{PcKind, TrackKind, TrackSource};
 
 /// Why an HTTP session could not be created or changed. Each maps onto one HTTP status.
@@ -130,6 +133,12 @@ impl Sfu {
         offer: &str,
         make_peer: impl FnOnce(&mut Sfu, ParticipantId) -> crate::ids::PeerId,
     ) -> Result<(ParticipantId, crate::ids::PeerId, String), HttpSessionError> {
+        let mlines = offer.lines().filter(|l| l.starts_with("m=")).count();
+        if mlines > MAX_HTTP_MLINES {
+            return Err(HttpSessionError::BadSdp(format!(
+                "{mlines} m-lines, the most a WHIP/WHEP offer may have is {MAX_HTTP_MLINES}"
+            )));
+        }
         let parsed = SdpOffer::from_sdp_string(offer)
             .map_err(|e| HttpSessionError::BadSdp(crate::sdp::client_error(&e)))?;
         let pid = ParticipantId(self.next_id());
@@ -413,8 +422,16 @@ impl Sfu {
                 .map_err(|e| HttpSessionError::BadFragment(format!("{line}: {e}")))?;
             cands.push(c);
         }
+        if let Some(peer) = self.peers.get(&peer_id)
+            && peer.candidates_added + cands.len() > MAX_REMOTE_CANDIDATES
+        {
+            return Err(HttpSessionError::BadFragment(format!(
+                "more than {MAX_REMOTE_CANDIDATES} candidates on one session"
+            )));
+        }
         self.note_candidates(peer_id, fragment);
         if let Some(peer) = self.peers.get_mut(&peer_id) {
+            peer.candidates_added += cands.len();
             for c in cands {
                 peer.rtc.add_remote_candidate(c);
             }

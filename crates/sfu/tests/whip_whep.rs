@@ -325,6 +325,39 @@ fn http_session_errors_are_precise() {
 }
 
 #[test]
+fn trickled_candidates_and_offered_m_lines_are_bounded() {
+    let mut w = World::new();
+    let (_, token) = w.publish("10.0.0.1:4000", "live/x");
+    let cand = |i: u32| {
+        format!(
+            "a=candidate:{i} 1 udp 2122260223 10.{}.{}.1 4000 typ host\r\n",
+            i / 200,
+            i % 200
+        )
+    };
+    let first: String = (0..64).map(cand).collect();
+    assert_eq!(w.sfu.http_session_patch(w.now, &token, &first), Ok(()));
+    let e = w
+        .sfu
+        .http_session_patch(w.now, &token, &cand(64))
+        .unwrap_err();
+    assert!(
+        matches!(&e, HttpSessionError::BadFragment(m) if m.contains("64")),
+        "{e}"
+    );
+    // An offer with hundreds of m-lines is refused before it is parsed.
+    let mut offer = String::from("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
+    for _ in 0..602 {
+        offer.push_str("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n");
+    }
+    let e = w.sfu.whip_publish(w.now, "live/many", &offer).unwrap_err();
+    assert!(
+        matches!(&e, HttpSessionError::BadSdp(m) if m.contains("602 m-lines")),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_session_whose_client_never_connects_ends_by_itself() {
     let mut w = World::new();
     let mut p = Peer::new("10.0.0.1:4000", w.now);
