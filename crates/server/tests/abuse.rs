@@ -355,3 +355,53 @@ async fn asking_for_turn_credentials_again_does_not_make_a_new_quota() {
     assert!(users.contains("ip-127.0.0.1"), "{users:?}");
     assert_eq!(other, "ip-127.0.0.2");
 }
+
+#[tokio::test]
+async fn one_address_holds_no_more_rooms_than_its_connections() {
+    let server = TestServer::start(
+        env!("CARGO_BIN_EXE_onair"),
+        &[("ONAIR_LIMITS_CONNECTIONS_PER_IP", "50")],
+    );
+    let (up, _) = http("127.0.0.1", server.http_port, "GET", "/healthz", "").await;
+    assert_eq!(up, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut joined = Vec::new();
+    let mut refused = 0;
+    for i in 0..80 {
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(server.ws_url()).await else {
+            refused += 1;
+            continue;
+        };
+        let join = json!({"type": "join", "room": format!("r{i}"), "name": "x"}).to_string();
+        if ws.send(Message::text(join)).await.is_err() {
+            refused += 1;
+            continue;
+        }
+        let reply = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Text(t) = m {
+                    return t.contains("\"joined\"");
+                }
+            }
+            false
+        })
+        .await;
+        if reply == Ok(true) {
+            joined.push(ws);
+        } else {
+            refused += 1;
+        }
+    }
+    let (_, rooms) = http("127.0.0.2", server.http_port, "GET", "/api/rooms", "").await;
+    let body = rooms.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let open = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["rooms"].as_array().map(Vec::len))
+        .unwrap_or(usize::MAX);
+    eprintln!(
+        "80 joins of new rooms from one address: {} joined, {refused} refused; {open} rooms open",
+        joined.len()
+    );
+    assert_eq!(joined.len(), 50);
+    assert_eq!(open, 50);
+}

@@ -212,12 +212,15 @@ impl Sfu {
             Ok(r) => r,
             Err(e) => return self.reply_error(conn, ErrorCode::BadRequest, e),
         };
-        // The room's mode: config first, then the room as it is, then what the joiner asks.
+        // The room's mode: config first, then the room as it is, then what the joiner asks —
+        // but only where anyone may join anyway: with tokens the first joiner must not decide
+        // for everyone (rooms.p2p_rooms does).
         let existing = self.rooms.get(&room).map(|r| r.mode);
+        let asked = mode.filter(|_| !self.config.require_grant);
         let room_mode = if self.config.is_p2p_room(room.as_str()) {
             RoomMode::P2p
         } else {
-            existing.or(mode).unwrap_or_default()
+            existing.or(asked).unwrap_or_default()
         };
         if let Some(asked) = mode
             && asked != room_mode

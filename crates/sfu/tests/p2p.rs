@@ -169,3 +169,28 @@ fn the_mode_is_the_first_members_or_configs() {
     );
     assert_eq!(errors(&s, 0), [ErrorCode::WrongMode]);
 }
+
+#[test]
+fn with_tokens_the_first_joiner_does_not_choose_the_mode() {
+    let config = SfuConfig {
+        p2p_rooms: vec!["direct-*".into()],
+        require_grant: true,
+        ..SfuConfig::default()
+    };
+    let mut s = Scenario::new(config, 3);
+    for name in ["a", "b", "c"] {
+        s.add_client(name, Link::clean());
+    }
+    for i in 0..3 {
+        let conn = s.clients[i].conn;
+        s.sfu.authorize(conn, sfu::Grant::all());
+    }
+    // Asking for a mesh in a room config does not name: refused, the room stays an SFU room.
+    join(&mut s, 0, "meeting", Some(RoomMode::P2p));
+    assert_eq!(errors(&s, 0), [ErrorCode::WrongMode]);
+    join(&mut s, 1, "meeting", None);
+    assert_eq!(joined_mode(&s, 1), Some(RoomMode::Sfu));
+    // Config still makes p2p rooms.
+    join(&mut s, 2, "direct-1", None);
+    assert_eq!(joined_mode(&s, 2), Some(RoomMode::P2p));
+}
