@@ -49,6 +49,9 @@ pub struct Limits {
     pub idle_secs: u64,
     /// A request's headers must have arrived this long after the connection is ready for them.
     pub header_deadline_secs: u64,
+    /// After connecting, a client must have joined (`/rtc`), played or published
+    /// (RTWebSocket) or published (RTMP) within this, token checked, or it is let go.
+    pub auth_deadline_secs: u64,
     /// Bytes one `/rtc` socket may send per second, sustained…
     pub signal_bytes_per_second: u32,
     /// …and at once; messages past them are dropped with `rate_limited`.
@@ -65,6 +68,7 @@ impl Default for Limits {
             header_deadline_secs: 10,
             signal_bytes_per_second: 64 * 1024,
             signal_burst_bytes: 1024 * 1024,
+            auth_deadline_secs: 10,
         }
     }
 }
@@ -78,6 +82,7 @@ impl Limits {
             request_burst: self.request_burst,
             idle: std::time::Duration::from_secs(self.idle_secs),
             header_deadline: std::time::Duration::from_secs(self.header_deadline_secs),
+            auth_deadline: std::time::Duration::from_secs(self.auth_deadline_secs),
             signal_bytes_per_second: self.signal_bytes_per_second,
             signal_burst_bytes: self.signal_burst_bytes,
         }
@@ -539,6 +544,10 @@ impl Config {
             ),
             ("limits.request_burst", self.limits.request_burst as usize),
             ("limits.idle_secs", self.limits.idle_secs as usize),
+            (
+                "limits.auth_deadline_secs",
+                self.limits.auth_deadline_secs as usize,
+            ),
             (
                 "limits.signal_bytes_per_second",
                 self.limits.signal_bytes_per_second as usize,

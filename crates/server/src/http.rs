@@ -204,8 +204,26 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
     let mut last_refusal = None;
     let mut last_heard = tokio::time::Instant::now();
     let mut ping = tokio::time::interval(WS_PING_EVERY);
+    // A socket must send a `join` (with its token, when there are keys) within
+    // `limits.auth_deadline_secs`: one that never does holds nothing of ours for long.
+    let deadline = media.limits.settings.auth_deadline;
+    let mut join_by = Some(tokio::time::Instant::now() + deadline);
     loop {
         tokio::select! {
+            () = async {
+                match join_by {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                debug!(conn = conn.0, "no join within {deadline:?}: closing");
+                let frame = axum::extract::ws::CloseFrame {
+                    code: axum::extract::ws::close_code::POLICY,
+                    reason: "no join in time (limits.auth_deadline_secs)".into(),
+                };
+                let _ = tokio::time::timeout(WS_WRITE_DEADLINE, socket.send(Message::Close(Some(frame)))).await;
+                break;
+            }
             _ = ping.tick() => {
                 if last_heard.elapsed() > WS_IDLE {
                     debug!(conn = conn.0, "signalling silent for {WS_IDLE:?}: dropping");
@@ -266,8 +284,14 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                 }
                 let cmd = match decode(&bytes, media.max_signal_bytes) {
                     Ok(msg) => match join_grant(&media, &msg, query_token.as_deref()) {
-                        None => Command::Message(conn, msg),
+                        None => {
+                            if matches!(msg, ClientMessage::Join { .. }) {
+                                join_by = None;
+                            }
+                            Command::Message(conn, msg)
+                        }
                         Some(Ok(grant)) => {
+                            join_by = None;
                             if media.tx.send(Command::Authorize(conn, grant)).is_err() {
                                 break;
                             }

@@ -87,6 +87,8 @@ pub struct Settings {
     pub idle: Duration,
     /// A request's headers must arrive within this.
     pub header_deadline: Duration,
+    /// A client must have joined, played or published this long after connecting.
+    pub auth_deadline: Duration,
     /// What one `/rtc` socket may send, per second and at once.
     pub signal_bytes_per_second: u32,
     pub signal_burst_bytes: u32,
@@ -247,6 +249,7 @@ mod tests {
             request_burst: 3,
             idle: Duration::from_secs(30),
             header_deadline: Duration::from_secs(10),
+            auth_deadline: Duration::from_secs(10),
             signal_bytes_per_second: 64 * 1024,
             signal_burst_bytes: 256 * 1024,
         }

@@ -317,6 +317,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             hub.clone(),
             config.rtmp.transcode_audio,
             media.auth.clone(),
+            media.limits.settings.auth_deadline,
         ))
         .merge(ws_plain::router(hub.clone(), media.auth.clone()));
     if let Some(hls) = hls {

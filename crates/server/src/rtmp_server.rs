@@ -20,10 +20,6 @@ use crate::limits::{Door, Limits};
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);
 
-/// A connection must be publishing this long after it connected (OBS and FFmpeg take well
-/// under a second; a token check is part of the publish).
-const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
-
 /// Binds the RTMP port and accepts connections until the process ends.
 pub async fn start(
     config: &Config,
@@ -41,6 +37,7 @@ pub async fn start(
     let slots = Arc::new(Semaphore::new(config.rtmp.max_connections));
     let limits = limits.clone();
     let transcode = config.rtmp.transcode_audio;
+    let auth_deadline = limits.settings.auth_deadline;
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -68,10 +65,14 @@ pub async fn start(
             let hub = hub.clone();
             let keys = keys.clone();
             tokio::spawn(async move {
-                let mut conn = Connection::new(hub, transcode, keys);
+                let mut conn = Connection::new(hub, transcode, keys, auth_deadline);
                 match conn.run(stream).await {
                     Ok(()) => debug!(%peer, "RTMP connection closed"),
-                    Err(e) => warn!(%peer, "RTMP connection closed: {e}"),
+                    // A publisher's failure is worth a warning; a connection that never
+                    // published (a scanner, a slowloris) is not: one line per attempt would
+                    // let an attacker fill the log.
+                    Err(e) if conn.published => warn!(%peer, "RTMP connection closed: {e}"),
+                    Err(e) => debug!(%peer, "RTMP connection closed: {e}"),
                 }
                 drop((slot, ip_slot));
             });
@@ -87,25 +88,38 @@ struct Connection {
     keys: Arc<crate::access::Access>,
     session: Session,
     publisher: Option<FlvPublish>,
+    /// It published at some point.
+    published: bool,
+    /// `limits.auth_deadline_secs`: publishing by then, or closed.
+    auth_deadline: Duration,
 }
 
 impl Connection {
-    fn new(hub: Hub, transcode: bool, keys: Arc<crate::access::Access>) -> Connection {
+    fn new(
+        hub: Hub,
+        transcode: bool,
+        keys: Arc<crate::access::Access>,
+        auth_deadline: Duration,
+    ) -> Connection {
         Connection {
             hub,
             transcode,
             keys,
             session: Session::new(SessionConfig::default()),
             publisher: None,
+            published: false,
+            auth_deadline,
         }
     }
 
     async fn run(&mut self, mut socket: TcpStream) -> anyhow::Result<()> {
         let _ = socket.set_nodelay(true);
         let mut buf = vec![0u8; 64 * 1024];
-        // Until it publishes, a connection has `PUBLISH_DEADLINE` in all (handshake, connect,
-        // publish), however it trickles its bytes; then `IDLE` between reads.
-        let publish_by = tokio::time::Instant::now() + PUBLISH_DEADLINE;
+        // Until it publishes, a connection has `limits.auth_deadline_secs` in all (handshake,
+        // connect, publish with its token: OBS and FFmpeg take well under a second), however
+        // it trickles its bytes; then `IDLE` between reads.
+        let publish_deadline = self.auth_deadline;
+        let publish_by = tokio::time::Instant::now() + publish_deadline;
         loop {
             let wait = if self.publisher.is_some() {
                 IDLE
@@ -126,7 +140,7 @@ impl Connection {
                     Ok(Ok(n)) => n,
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) if self.publisher.is_some() => anyhow::bail!("silent for {IDLE:?}"),
-                    Err(_) => anyhow::bail!("not publishing {PUBLISH_DEADLINE:?} after connecting"),
+                    Err(_) => anyhow::bail!("not publishing {publish_deadline:?} after connecting"),
                 },
                 _ = kicked => {
                     info!("RTMP publisher ended: another publisher took its stream name");
@@ -153,6 +167,7 @@ impl Connection {
                         Ok(p) => {
                             info!(stream = %p.name(), "RTMP publish started");
                             self.publisher = Some(p);
+                            self.published = true;
                             self.session.accept_publish(request)?;
                         }
                         Err(reason) => {

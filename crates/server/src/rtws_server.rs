@@ -14,7 +14,7 @@
 //! what was queued, so nothing grows.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -43,17 +43,18 @@ pub const WS_READ_BUFFER: usize = 8 * 1024;
 pub const WS_WRITE_BUFFER: usize = 16 * 1024;
 
 /// The `/rtws/APP` route; `transcode` is `rtmp.transcode_audio` (for publishes).
-pub fn router(hub: Hub, transcode: bool, access: Arc<Access>) -> Router {
+/// `deadline`: `limits.auth_deadline_secs`, by which a connection must play or publish.
+pub fn router(hub: Hub, transcode: bool, access: Arc<Access>, deadline: Duration) -> Router {
     Router::new()
         .route("/rtws/{*app}", get(upgrade))
-        .with_state((hub, transcode, access))
+        .with_state((hub, transcode, access, deadline))
 }
 
 async fn upgrade(
     ws: WebSocketUpgrade,
     Path(app): Path<String>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    State((hub, transcode, access)): State<(Hub, bool, Arc<Access>)>,
+    State((hub, transcode, access, deadline)): State<(Hub, bool, Arc<Access>, Duration)>,
 ) -> Response {
     // `/rtws/APP?token=…`: an access token for what the connection publishes or plays (it
     // may also come in the stream name, as for RTMP, or in TC's `connect`).
@@ -62,7 +63,16 @@ async fn upgrade(
         .max_frame_size(MAX_WS_MESSAGE)
         .read_buffer_size(WS_READ_BUFFER)
         .write_buffer_size(WS_WRITE_BUFFER)
-        .on_upgrade(move |socket| session(socket, app, hub, transcode, access, url_token))
+        .on_upgrade(move |socket| {
+            let ctx = Ctx {
+                hub,
+                transcode,
+                access,
+                url_token,
+                deadline,
+            };
+            session(socket, app, ctx)
+        })
 }
 
 /// The app a client connected to: `connect`'s, or else the URL's. A client that takes its app
@@ -113,6 +123,8 @@ trait Mapping {
     }
     /// That happened.
     fn on_kicked(&mut self, _now: Instant) {}
+    /// It plays or publishes a stream (or did).
+    fn started(&self) -> bool;
 }
 
 /// The TC mapping: the stream it plays (stream ID, reader), the one it publishes.
@@ -181,6 +193,9 @@ enum PlayError {
 }
 
 impl Mapping for Tc {
+    fn started(&self) -> bool {
+        self.playing.is_some() || self.publishing.is_some()
+    }
     fn kicked(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
         self.publishing
             .as_ref()
@@ -327,6 +342,9 @@ struct Cmaf {
 }
 
 impl Mapping for Cmaf {
+    fn started(&self) -> bool {
+        self.reader.is_some()
+    }
     fn receive(&mut self, now: Instant, bytes: &[u8]) -> Result<(), String> {
         self.s.receive(now, bytes).map_err(|e| e.to_string())
     }
@@ -394,37 +412,55 @@ fn opens_cmaf(first: &[u8]) -> bool {
     )
 }
 
-async fn session(
-    mut socket: WebSocket,
-    url_app: String,
+/// What a connection's task is given.
+struct Ctx {
     hub: Hub,
     transcode: bool,
     access: Arc<Access>,
     url_token: Option<String>,
-) {
+    /// `limits.auth_deadline_secs`: playing or publishing by then, or closed.
+    deadline: Duration,
+}
+
+async fn session(mut socket: WebSocket, url_app: String, ctx: Ctx) {
+    let Ctx {
+        hub,
+        transcode,
+        access,
+        url_token,
+        deadline,
+    } = ctx;
+    let start_by = tokio::time::Instant::now() + deadline;
     // The first flow the client opens says which mapping this is; what comes before it (a
     // ping, an ack window) is handed to that mapping too, in order.
     let mut early: Vec<axum::body::Bytes> = Vec::new();
-    let first = loop {
-        match socket.recv().await {
-            Some(Ok(Message::Binary(b))) => {
-                // Pings, ack windows and unknown types may come first; anything else decides.
-                let before_any_flow = matches!(
-                    rtws::wire::Message::parse(&b),
-                    Ok(Some(
-                        rtws::wire::Message::Ping(_)
-                            | rtws::wire::Message::PingReply(_)
-                            | rtws::wire::Message::AckWindow(_)
-                    )) | Ok(None)
-                );
-                if !before_any_flow || early.len() >= 16 {
-                    break b;
+    let first = tokio::time::timeout_at(start_by, async {
+        loop {
+            match socket.recv().await {
+                Some(Ok(Message::Binary(b))) => {
+                    // Pings, ack windows and unknown types may come first; anything else decides.
+                    let before_any_flow = matches!(
+                        rtws::wire::Message::parse(&b),
+                        Ok(Some(
+                            rtws::wire::Message::Ping(_)
+                                | rtws::wire::Message::PingReply(_)
+                                | rtws::wire::Message::AckWindow(_)
+                        )) | Ok(None)
+                    );
+                    if !before_any_flow || early.len() >= 16 {
+                        break Some(b);
+                    }
+                    early.push(b);
                 }
-                early.push(b);
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
             }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-            Some(Ok(_)) => {}
         }
+    })
+    .await;
+    let Ok(Some(first)) = first else {
+        debug!("RTWebSocket connection closed: no flow within {deadline:?}");
+        return;
     };
     let cmaf = opens_cmaf(&first);
     early.push(first);
@@ -435,7 +471,7 @@ async fn session(
             access,
             url_token,
         };
-        run(&mut socket, m, &early, &url_app, &hub).await
+        run(&mut socket, m, &early, &url_app, &hub, start_by).await
     } else {
         let m = Tc {
             tc: TcSession::new(),
@@ -445,7 +481,7 @@ async fn session(
             access,
             url_token,
         };
-        run(&mut socket, m, &early, &url_app, &hub).await
+        run(&mut socket, m, &early, &url_app, &hub, start_by).await
     };
     if let Some(reason) = reason {
         debug!("RTWebSocket connection closed: {reason}");
@@ -474,7 +510,10 @@ async fn run<M: Mapping>(
     first: &[axum::body::Bytes],
     url_app: &str,
     hub: &Hub,
+    start_by: tokio::time::Instant,
 ) -> Option<String> {
+    // Until it plays or publishes, the connection has until `start_by`.
+    let mut start_by = Some(start_by);
     for b in first {
         if let Err(e) = m.receive(Instant::now(), b) {
             return Some(e);
@@ -496,6 +535,9 @@ async fn run<M: Mapping>(
                 "the client acknowledges nothing: {} messages waiting",
                 m.backlog()
             ));
+        }
+        if m.started() {
+            start_by = None;
         }
         let kicked = m.kicked();
         let deadline = m
@@ -519,6 +561,12 @@ async fn run<M: Mapping>(
                 }
             } => m.item(Instant::now(), item),
             _ = tokio::time::sleep_until(deadline) => m.handle_timeout(Instant::now()),
+            () = async {
+                match start_by {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => return Some("neither played nor published in time (limits.auth_deadline_secs)".into()),
             _ = async {
                 match kicked {
                     Some(k) => k.await,

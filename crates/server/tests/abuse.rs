@@ -405,3 +405,79 @@ async fn one_address_holds_no_more_rooms_than_its_connections() {
     assert_eq!(joined.len(), 50);
     assert_eq!(open, 50);
 }
+
+#[tokio::test]
+async fn clients_that_never_authenticate_are_let_go_at_the_deadline() {
+    let rtmp = testkit::live::free_port();
+    let listen = format!("127.0.0.1:{rtmp}");
+    let server = TestServer::start(
+        env!("CARGO_BIN_EXE_onair"),
+        &[
+            ("ONAIR_LIMITS_AUTH_DEADLINE_SECS", "2"),
+            ("ONAIR_RTMP_LISTEN", &listen),
+        ],
+    );
+    let (up, _) = http("127.0.0.1", server.http_port, "GET", "/healthz", "").await;
+    assert_eq!(up, 200);
+    // RTMP slowloris: 100 connections, each sending a byte of its handshake every 500 ms.
+    let mut trickle = Vec::new();
+    for _ in 0..100 {
+        trickle.push(tcp_from("127.0.0.1", rtmp).await.expect("RTMP connects"));
+    }
+    let t0 = Instant::now();
+    let mut open = trickle.len();
+    while open > 0 && t0.elapsed() < Duration::from_secs(10) {
+        open = 0;
+        for s in &mut trickle {
+            if s.write_all(&[3]).await.is_ok() {
+                let mut b = [0u8; 1];
+                let r = tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await;
+                if !matches!(r, Ok(Ok(0) | Err(_))) {
+                    open += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rtmp_took = t0.elapsed();
+    // A real publisher's handshake from another address is answered meanwhile.
+    let mut real = tcp_from("127.0.0.2", rtmp).await.unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.extend(std::iter::repeat_n(0u8, 1536));
+    real.write_all(&c0c1).await.unwrap();
+    let mut s0s1 = vec![0u8; 1537];
+    let answered = tokio::time::timeout(Duration::from_secs(2), real.read_exact(&mut s0s1)).await;
+    // /rtc and /rtws sockets that never join, play or publish.
+    let mut rtc = connect(&server).await;
+    let rtws_url = format!("ws://127.0.0.1:{}/rtws/live", server.http_port);
+    let (mut rtws, _) = tokio_tungstenite::connect_async(rtws_url).await.unwrap();
+    let t1 = Instant::now();
+    let rtc_close = tokio::time::timeout(Duration::from_secs(6), async {
+        while let Some(m) = rtc.next().await {
+            if let Ok(Message::Close(f)) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await;
+    let rtws_closed = tokio::time::timeout(Duration::from_secs(6), async {
+        while let Some(Ok(m)) = rtws.next().await {
+            if let Message::Close(_) = m {
+                break;
+            }
+        }
+    })
+    .await;
+    eprintln!(
+        "with limits.auth_deadline_secs=2: 100 trickling RTMP connections all closed after {rtmp_took:?}; \
+         /rtc without join closed with {rtc_close:?}, /rtws without a flow closed after {:?}",
+        t1.elapsed()
+    );
+    assert_eq!(open, 0, "every trickling RTMP connection closed");
+    assert!(rtmp_took < Duration::from_secs(5), "{rtmp_took:?}");
+    assert!(answered.is_ok_and(|r| r.is_ok()), "a real handshake is answered");
+    assert_eq!(s0s1[0], 3);
+    assert_eq!(rtc_close.ok().flatten(), Some(1008));
+    assert!(rtws_closed.is_ok());
+}
