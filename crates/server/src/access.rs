@@ -53,6 +53,7 @@ pub fn room_grant(
         publish,
         subscribe: room.subscribe,
         data: room.data,
+        hidden: room.hidden,
     })
 }
 

@@ -92,6 +92,9 @@ struct TokenArgs {
     /// Its data channel messages are not relayed.
     #[arg(long)]
     no_data: bool,
+    /// The others are not told of it (an observer, a recorder); it cannot publish.
+    #[arg(long)]
+    hidden: bool,
     /// Stream names it may publish (WHIP …), repeatable.
     #[arg(long = "publish-stream")]
     publish_stream: Vec<String>,
@@ -143,7 +146,7 @@ fn mint(config: &Config, a: TokenArgs) -> anyhow::Result<String> {
         }),
         subscribe: !a.no_subscribe,
         data: !a.no_data,
-        hidden: false,
+        hidden: a.hidden,
         admin: false,
     });
     let stream =

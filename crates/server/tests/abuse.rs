@@ -476,7 +476,10 @@ async fn clients_that_never_authenticate_are_let_go_at_the_deadline() {
     );
     assert_eq!(open, 0, "every trickling RTMP connection closed");
     assert!(rtmp_took < Duration::from_secs(5), "{rtmp_took:?}");
-    assert!(answered.is_ok_and(|r| r.is_ok()), "a real handshake is answered");
+    assert!(
+        answered.is_ok_and(|r| r.is_ok()),
+        "a real handshake is answered"
+    );
     assert_eq!(s0s1[0], 3);
     assert_eq!(rtc_close.ok().flatten(), Some(1008));
     assert!(rtws_closed.is_ok());

@@ -19,6 +19,9 @@ pub struct Grant {
     pub subscribe: bool,
     /// Its data channel messages are relayed.
     pub data: bool,
+    /// The others are not told of it (no `participant_joined`/`left`, not in their lists): an
+    /// observer or a recorder. It cannot publish tracks or data.
+    pub hidden: bool,
 }
 
 impl Grant {
@@ -29,6 +32,7 @@ impl Grant {
             publish: None,
             subscribe: true,
             data: true,
+            hidden: false,
         }
     }
 
@@ -39,11 +43,22 @@ impl Grant {
 
     /// Whether it may publish `source`.
     pub fn may_publish(&self, source: TrackSource) -> bool {
-        self.publish.as_ref().is_none_or(|l| l.contains(&source))
+        !self.hidden && self.publish.as_ref().is_none_or(|l| l.contains(&source))
+    }
+
+    /// Whether its data channel messages are relayed (never a hidden member's: they would
+    /// give it away).
+    pub fn may_send_data(&self) -> bool {
+        self.data && !self.hidden
     }
 }
 
 impl Sfu {
+    /// Whether `pid` is a hidden member (the others are not told of it).
+    pub(crate) fn is_hidden(&self, pid: crate::ids::ParticipantId) -> bool {
+        self.participants.get(&pid).is_some_and(|p| p.grant.hidden)
+    }
+
     /// The grant of the member about to `join` on `conn` (from its verified token). With
     /// `SfuConfig::require_grant`, a `join` without one is refused.
     pub fn authorize(&mut self, conn: ConnId, grant: Grant) {

@@ -983,7 +983,7 @@ impl Sfu {
         let Some(label) = p.channels.get(&channel).cloned() else {
             return;
         };
-        if !p.grant.data {
+        if !p.grant.may_send_data() {
             let msg = format!(
                 "a message on '{label}' was not relayed: the access token does not grant data"
             );

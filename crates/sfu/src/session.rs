@@ -298,12 +298,14 @@ impl Sfu {
         }));
 
         self.send_joined(pid);
-        let info = self.participant_info(pid);
-        self.broadcast(
-            &room,
-            pid,
-            &ServerMessage::ParticipantJoined { participant: info },
-        );
+        if !self.is_hidden(pid) {
+            let info = self.participant_info(pid);
+            self.broadcast(
+                &room,
+                pid,
+                &ServerMessage::ParticipantJoined { participant: info },
+            );
+        }
         if auto_subscribe {
             let existing: Vec<TrackId> = self
                 .room_tracks(&room)
@@ -372,6 +374,10 @@ impl Sfu {
             })
             .unwrap_or_default();
         let participants = others
+            .into_iter()
+            .filter(|o| !self.is_hidden(*o))
+            .collect::<Vec<_>>();
+        let participants = participants
             .into_iter()
             .map(|o| self.participant_info(o))
             .collect();
@@ -855,6 +861,7 @@ impl Sfu {
         let own: Vec<TrackId> = p.published.values().copied().collect();
         let subs: Vec<TrackId> = p.subs.keys().copied().collect();
         let (room, peers) = (p.room.clone(), [p.publisher, p.subscriber]);
+        let hidden = p.grant.hidden;
         let event = match p.role {
             Role::Member => SfuEvent::MemberLeft { participant: pid },
             Role::Whip { .. } | Role::Whep { .. } => SfuEvent::SessionEnded { participant: pid },
@@ -887,11 +894,13 @@ impl Sfu {
             self.rooms.remove(&room);
             info!(%room, "room closed");
         }
-        let msg = ServerMessage::ParticipantLeft {
-            participant_id: pid,
-            reason,
-        };
-        self.broadcast(&room, pid, &msg);
+        if !hidden {
+            let msg = ServerMessage::ParticipantLeft {
+                participant_id: pid,
+                reason,
+            };
+            self.broadcast(&room, pid, &msg);
+        }
         self.out.push_back(Output::Event(event));
     }
 }
