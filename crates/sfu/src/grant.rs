@@ -79,9 +79,15 @@ mod tests {
             publish: Some(vec![TrackSource::Microphone]),
             subscribe: true,
             data: false,
+            hidden: false,
         };
         assert!(g.covers("team-a") && !g.covers("teams") && !g.covers("x"));
         assert!(g.may_publish(TrackSource::Microphone) && !g.may_publish(TrackSource::Camera));
         assert!(Grant::all().covers("any") && Grant::all().may_publish(TrackSource::Screen));
+        let hidden = Grant {
+            hidden: true,
+            ..Grant::all()
+        };
+        assert!(!hidden.may_publish(TrackSource::Microphone) && !hidden.may_send_data());
     }
 }

@@ -51,7 +51,7 @@ fn a_hidden_member_is_not_told_to_the_others_cannot_publish_but_receives() {
         audio: true,
         simulcast: false,
     };
-    s.clients[host].publish = Some(camera.clone());
+    s.clients[host].publish = Some(camera);
     s.clients[observer].publish = Some(camera);
     s.join(host, "r");
     s.run_for(Duration::from_secs(2));
