@@ -54,6 +54,7 @@ pub fn room_grant(
         subscribe: room.subscribe,
         data: room.data,
         hidden: room.hidden,
+        identity: Some(claims.sub),
     })
 }
 

@@ -86,13 +86,7 @@ async fn ice_servers(
         .map(|c| c.sub)
         .filter(|s| !media.auth.is_empty() && !s.is_empty());
     let user = match (subject, connect) {
-        (Some(sub), _) => format!(
-            "sub-{}",
-            sub.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
-                .take(64)
-                .collect::<String>()
-        ),
+        (Some(sub), _) => crate::ice_servers::subject_user(&sub),
         (None, Some(c)) => format!("ip-{}", crate::limits::key(c.0.0.ip())),
         (None, None) => "anonymous".to_owned(),
     };

@@ -98,6 +98,17 @@ impl IceServers {
     }
 }
 
+/// The TURN user of a token's subject: `sub-` and its name, in characters a TURN username
+/// carries without trouble.
+pub fn subject_user(sub: &str) -> String {
+    let name: String = sub
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-_.@".contains(*c))
+        .take(64)
+        .collect();
+    format!("sub-{name}")
+}
+
 /// A REST secret for this run when none is configured: 24 bytes from the OS, base64.
 pub fn random_secret() -> anyhow::Result<String> {
     use std::io::Read;

@@ -246,6 +246,9 @@ struct Loop {
     udp: UdpSocket,
     local: SocketAddr,
     conns: HashMap<ConnId, mpsc::Sender<ToConn>>,
+    /// The token subject of each socket that joined with one: its TURN user, so the per-user
+    /// allocation quota counts per token, not per join.
+    identities: HashMap<ConnId, String>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     /// TURN relayed addresses that reach the SFU in-process, and the TURN task behind them.
     relays: HashMap<SocketAddr, Arc<TurnShared>>,
@@ -268,6 +271,7 @@ async fn run(
         udp,
         local,
         conns: HashMap::new(),
+        identities: HashMap::new(),
         tcp: HashMap::new(),
         relays: HashMap::new(),
         ice,
@@ -395,10 +399,16 @@ impl Loop {
                 self.sfu.connect(conn);
             }
             Command::Message(conn, msg) => self.sfu.handle_signal(now, conn, msg),
-            Command::Authorize(conn, grant) => self.sfu.authorize(conn, grant),
+            Command::Authorize(conn, grant) => {
+                if let Some(id) = &grant.identity {
+                    self.identities.insert(conn, id.clone());
+                }
+                self.sfu.authorize(conn, grant);
+            }
             Command::BadFrame(conn, code, text) => self.sfu.reply_error(conn, code, text),
             Command::Disconnect(conn) => {
                 self.conns.remove(&conn);
+                self.identities.remove(&conn);
                 self.sfu.disconnect(now, conn);
             }
             Command::TcpOpen(addr, tx) => {
@@ -537,8 +547,12 @@ impl Loop {
                     } = &mut msg
                         && ice_servers.is_empty()
                     {
-                        // Each member gets its own time-limited TURN credentials.
-                        *ice_servers = self.ice.for_user(&participant_id.to_string());
+                        // Each member gets its own time-limited TURN credentials, named after
+                        // its token's subject when it had one (as /api/ice-servers does).
+                        *ice_servers = match self.identities.get(&conn) {
+                            Some(sub) => self.ice.for_user(&crate::ice_servers::subject_user(sub)),
+                            None => self.ice.for_user(&participant_id.to_string()),
+                        };
                     }
                     if let Some(tx) = self.conns.get(&conn)
                         && let Err(mpsc::error::TrySendError::Full(_)) =

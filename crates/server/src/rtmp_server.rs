@@ -114,7 +114,9 @@ impl Connection {
 
     async fn run(&mut self, mut socket: TcpStream) -> anyhow::Result<()> {
         let _ = socket.set_nodelay(true);
-        let mut buf = vec![0u8; 64 * 1024];
+        // Small until it publishes: a thousand connections that never do (a scan, an attack)
+        // must not cost 64 KiB each.
+        let mut buf = vec![0u8; 4 * 1024];
         // Until it publishes, a connection has `limits.auth_deadline_secs` in all (handshake,
         // connect, publish with its token: OBS and FFmpeg take well under a second), however
         // it trickles its bytes; then `IDLE` between reads.
@@ -147,6 +149,9 @@ impl Connection {
                     return Ok(());
                 }
             };
+            if self.publisher.is_some() && buf.len() < 64 * 1024 {
+                buf.resize(64 * 1024, 0);
+            }
             let result = self.session.handle_input(&buf[..n]);
             let mut out = Vec::new();
             self.drain(&mut out)?;

@@ -580,7 +580,8 @@ where
         }
         let _ = wr.shutdown().await;
     });
-    let mut buf = vec![0u8; 16384];
+    // Small until the client has said something: idle connections must cost little.
+    let mut buf = vec![0u8; 2048];
     let mut wait = first;
     let mut silent = false;
     loop {
@@ -595,6 +596,9 @@ where
             }
         }
         wait = idle;
+        if buf.len() < 16384 {
+            buf.resize(16384, 0);
+        }
         // The core may have closed it (a stream that is not STUN).
         if !shared.lock().tcp.contains_key(&conn) {
             break;

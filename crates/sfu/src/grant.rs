@@ -22,6 +22,8 @@ pub struct Grant {
     /// The others are not told of it (no `participant_joined`/`left`, not in their lists): an
     /// observer or a recorder. It cannot publish tracks or data.
     pub hidden: bool,
+    /// Who the token was for (its `sub`), when there was one.
+    pub identity: Option<String>,
 }
 
 impl Grant {
@@ -33,6 +35,7 @@ impl Grant {
             subscribe: true,
             data: true,
             hidden: false,
+            identity: None,
         }
     }
 
@@ -80,6 +83,7 @@ mod tests {
             subscribe: true,
             data: false,
             hidden: false,
+            identity: None,
         };
         assert!(g.covers("team-a") && !g.covers("teams") && !g.covers("x"));
         assert!(g.may_publish(TrackSource::Microphone) && !g.may_publish(TrackSource::Camera));

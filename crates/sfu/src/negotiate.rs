@@ -149,6 +149,7 @@ impl Sfu {
             .collect();
         let msg = ServerMessage::Offer { sdp, tracks };
         p.sub_pending = Some((pending, msg.clone()));
+        p.sub_offered_at = Some(self.now);
         let peer_id = p.subscriber;
         self.send(pid, msg);
         self.drain(peer_id);

@@ -272,6 +272,7 @@ impl Sfu {
                 subs: BTreeMap::new(),
                 sub_mids: HashMap::new(),
                 sub_pending: None,
+                sub_offered_at: None,
                 sub_restart_ice: false,
                 free_mids: Vec::new(),
                 channels: HashMap::new(),
@@ -350,7 +351,12 @@ impl Sfu {
             .get(&pid)
             .and_then(|p| p.sub_pending.as_ref().map(|(_, m)| m.clone()));
         match pending {
-            Some(m) => self.send(pid, m),
+            Some(m) => {
+                if let Some(p) = self.participants.get_mut(&pid) {
+                    p.sub_offered_at = Some(self.now);
+                }
+                self.send(pid, m);
+            }
             None => self.negotiate(pid),
         }
         self.resend_layers_needed(pid);
@@ -618,6 +624,7 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
+        p.sub_offered_at = None;
         let Some((pending, _)) = p.sub_pending.take() else {
             return self.reply_error(
                 conn,

@@ -10,7 +10,7 @@ use str0m::media::Rid;
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::SfuConfig;
 use crate::forward::Forwarder;
@@ -26,6 +26,10 @@ pub(crate) const MAX_REMOTE_CANDIDATES: usize = 64;
 /// m-lines an offer over WHIP/WHEP may have (a publisher or viewer has two or three; an offer
 /// with hundreds made an answer of megabytes).
 pub(crate) const MAX_HTTP_MLINES: usize = 16;
+
+/// How long a member may leave a subscriber offer unanswered (a browser answers in well under
+/// a second).
+pub(crate) const OFFER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub(crate) const HTTP_SESSION_ICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -217,6 +221,10 @@ pub(crate) struct Participant {
     pub sub_mids: HashMap<Mid, TrackId>,
     /// The subscriber offer in flight, and the message that carried it (resent on resume).
     pub sub_pending: Option<(SdpPendingOffer, ServerMessage)>,
+    /// When that offer was last sent: a member that leaves it unanswered for
+    /// [`OFFER_ANSWER_TIMEOUT`] while its socket is up is removed (it holds a room slot and
+    /// every track's forwarding state, and nothing will ever flow).
+    pub sub_offered_at: Option<Instant>,
     pub sub_restart_ice: bool,
     /// Inactive subscriber m-lines, kept in the BUNDLE group for reuse (see negotiate.rs).
     pub free_mids: Vec<FreeMid>,
@@ -656,10 +664,17 @@ impl Sfu {
                 let expired = p.conn_lost_at.is_some_and(|t| now >= t + grace)
                     || p.media_lost_at
                         .is_some_and(|t| now >= t + HTTP_SESSION_ICE_TIMEOUT);
+                let unanswered = p.conn.is_some()
+                    && p.sub_pending.is_some()
+                    && p.sub_offered_at
+                        .is_some_and(|t| now >= t + OFFER_ANSWER_TIMEOUT);
+                if unanswered {
+                    info!(participant = %p.id, "removed: left an offer unanswered for {OFFER_ANSWER_TIMEOUT:?}");
+                }
                 let dead = [p.publisher, p.subscriber]
                     .iter()
                     .any(|id| self.peers.get(id).is_none_or(|peer| !peer.rtc.is_alive()));
-                expired || dead
+                expired || dead || unanswered
             })
             .map(|p| p.id)
             .collect();

@@ -520,6 +520,7 @@ impl Sfu {
                 subs: BTreeMap::new(),
                 sub_mids: HashMap::new(),
                 sub_pending: None,
+                sub_offered_at: None,
                 sub_restart_ice: false,
                 free_mids: Vec::new(),
                 channels: HashMap::new(),

@@ -223,3 +223,42 @@ fn a_departed_tracks_mline_is_reused_and_numbering_continues() {
         b.sub_tracks
     );
 }
+
+#[test]
+fn a_member_that_never_answers_its_offer_is_removed() {
+    let mut s = Scenario::new(SfuConfig::default(), 11);
+    let host = s.add_client("host", Link::clean());
+    s.clients[host].publish = Some(AV);
+    // A member with a live socket that reads nothing it is sent (no client answers for it).
+    let silent = sfu::ConnId(9999);
+    s.sfu.connect(silent);
+    s.sfu.handle_signal(
+        s.now,
+        silent,
+        ClientMessage::Join {
+            room: "r".into(),
+            name: "silent".into(),
+            token: None,
+            auto_subscribe: true,
+            resume: None,
+            mode: None,
+        },
+    );
+    s.join(host, "r");
+    let left = |s: &Scenario| {
+        s.clients[host].messages.iter().any(|m| {
+            matches!(
+                m,
+                ServerMessage::ParticipantLeft {
+                    reason: LeaveReason::Timeout,
+                    ..
+                }
+            )
+        })
+    };
+    // The host's tracks make an offer to the silent member, which never answers.
+    s.run_for(Duration::from_secs(25));
+    assert!(!left(&s), "still there after 25 s");
+    s.run_for(Duration::from_secs(10));
+    assert!(left(&s), "removed once its offer waited 30 s");
+}
