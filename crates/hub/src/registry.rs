@@ -138,6 +138,9 @@ pub struct Hub {
     shared: Arc<Shared>,
 }
 
+/// How long a publish may hold its name without a frame before a new publisher may take it.
+pub const SQUAT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Shared {
     config: HubConfig,
     streams: Mutex<BTreeMap<StreamName, Arc<Stream>>>,
@@ -204,14 +207,19 @@ impl Hub {
     ) -> Result<Publisher, PublishError> {
         let mut streams = lock(&self.shared.streams);
         if let Some(old) = streams.get(&name) {
+            // A claim that has carried no frame for `SQUAT_GRACE` (a WHIP POST that never
+            // connected, an RTMP publish that never sent media) does not hold the name against
+            // a new publisher: refusing would let anyone squat names.
+            let squatted = lock(&old.state).frames_in == 0
+                && now.saturating_duration_since(old.started) >= SQUAT_GRACE;
             match self.shared.config.on_conflict {
-                ConflictPolicy::Refuse => {
+                ConflictPolicy::Refuse if !squatted => {
                     return Err(PublishError::Busy {
                         name,
                         by: old.source,
                     });
                 }
-                ConflictPolicy::Takeover => {
+                ConflictPolicy::Refuse | ConflictPolicy::Takeover => {
                     old.kicked.store(true, Ordering::Release);
                     old.kick.notify_waiters();
                     end(old);
@@ -802,6 +810,28 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("already being published"));
+    }
+
+    #[test]
+    fn a_claim_without_media_does_not_hold_the_name() {
+        let hub = Hub::new(HubConfig::default());
+        let t0 = Instant::now();
+        let squatter = hub.publish(name("live/sq"), Protocol::Whip, t0).unwrap();
+        // Within the grace a real publisher still connecting keeps its name…
+        assert!(
+            hub.publish(
+                name("live/sq"),
+                Protocol::Whip,
+                t0 + std::time::Duration::from_secs(1)
+            )
+            .is_err()
+        );
+        // …past it, a claim that never carried a frame gives way.
+        let real = hub
+            .publish(name("live/sq"), Protocol::Rtmp, t0 + SQUAT_GRACE)
+            .expect("the squatted name is taken over");
+        assert!(squatter.is_kicked());
+        drop(real);
     }
 
     #[tokio::test]
