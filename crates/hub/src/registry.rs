@@ -63,6 +63,8 @@ pub struct HubConfig {
     /// Bytes of GOP kept for new readers; a longer GOP is not cached (readers then wait for
     /// the next keyframe).
     pub max_gop_bytes: usize,
+    /// Streams published at once; a publish past it is refused.
+    pub max_streams: usize,
 }
 
 impl Default for HubConfig {
@@ -71,6 +73,7 @@ impl Default for HubConfig {
             on_conflict: ConflictPolicy::Refuse,
             reader_queue: 512,
             max_gop_bytes: 16 * 1024 * 1024,
+            max_streams: 10_000,
         }
     }
 }
@@ -87,6 +90,9 @@ pub enum PublishError {
         /// How the current publisher publishes.
         by: Protocol,
     },
+    /// As many streams as `HubConfig::max_streams` are published.
+    #[error("{0} streams are published, the most this server allows (streams.max_streams)")]
+    TooMany(usize),
 }
 
 /// Something that happened to the set of streams.
@@ -226,6 +232,9 @@ impl Hub {
                     let _ = self.shared.events.send(HubEvent::Ended(name.clone()));
                 }
             }
+        }
+        if !streams.contains_key(&name) && streams.len() >= self.shared.config.max_streams {
+            return Err(PublishError::TooMany(streams.len()));
         }
         let (tx, _) = broadcast::channel(self.shared.config.reader_queue.max(16));
         let stream = Arc::new(Stream {
@@ -810,6 +819,19 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("already being published"));
+    }
+
+    #[test]
+    fn publishes_past_max_streams_are_refused() {
+        let hub = Hub::new(HubConfig {
+            max_streams: 2,
+            ..HubConfig::default()
+        });
+        let now = Instant::now();
+        let _a = hub.publish(name("live/a"), Protocol::Whip, now).unwrap();
+        let _b = hub.publish(name("live/b"), Protocol::Whip, now).unwrap();
+        let e = hub.publish(name("live/c"), Protocol::Whip, now).err();
+        assert_eq!(e, Some(PublishError::TooMany(2)));
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct Media {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Rooms {
+    /// Rooms open at once.
+    pub max_rooms: usize,
     pub max_participants: usize,
     pub max_tracks_per_participant: usize,
     pub max_tracks_per_room: usize,
@@ -154,6 +156,8 @@ pub struct Streams {
     /// Answer WHIP publishers that would send VP8 with H.264 first when they offer it, so the
     /// stream can be packaged (LL-HLS, recording) — while HLS or recording is on.
     pub whip_prefer_h264: bool,
+    /// Streams published at once (WHIP, RTMP, RTWebSocket, room members' tracks).
+    pub max_streams: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -349,6 +353,7 @@ impl Default for Streams {
             on_conflict: d.on_conflict,
             reader_queue: d.reader_queue,
             whip_prefer_h264: true,
+            max_streams: d.max_streams,
         }
     }
 }
@@ -379,6 +384,7 @@ impl Default for Rooms {
     fn default() -> Self {
         let d = sfu::SfuConfig::default();
         Rooms {
+            max_rooms: d.max_rooms,
             max_participants: d.max_participants_per_room,
             max_tracks_per_participant: d.max_tracks_per_participant,
             max_tracks_per_room: d.max_tracks_per_room,
@@ -521,6 +527,7 @@ impl Config {
         }
         let r = &self.rooms;
         for (key, v) in [
+            ("rooms.max_rooms", r.max_rooms),
             ("rooms.max_participants", r.max_participants),
             ("rooms.max_p2p_participants", r.max_p2p_participants),
             (
@@ -531,6 +538,7 @@ impl Config {
             ("rooms.max_data_bytes", r.max_data_bytes),
             ("rooms.max_signal_bytes", r.max_signal_bytes),
             ("streams.reader_queue", self.streams.reader_queue),
+            ("streams.max_streams", self.streams.max_streams),
             ("rtmp.max_connections", self.rtmp.max_connections),
             ("turn.max_allocations", self.turn.max_allocations),
             ("recording.max_active", self.recording.max_active),
@@ -611,6 +619,7 @@ impl Config {
     pub fn sfu(&self) -> sfu::SfuConfig {
         let r = &self.rooms;
         sfu::SfuConfig {
+            max_rooms: r.max_rooms,
             max_participants_per_room: r.max_participants,
             max_tracks_per_participant: r.max_tracks_per_participant,
             max_tracks_per_room: r.max_tracks_per_room,
@@ -670,6 +679,7 @@ impl Config {
         hub::HubConfig {
             on_conflict: self.streams.on_conflict,
             reader_queue: self.streams.reader_queue,
+            max_streams: self.streams.max_streams,
             ..hub::HubConfig::default()
         }
     }

@@ -86,6 +86,7 @@ fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
 
 fn error_response(e: SessionError) -> Response {
     let status = match &e {
+        SessionError::Busy(hub::PublishError::TooMany(_)) => StatusCode::SERVICE_UNAVAILABLE,
         SessionError::Busy(_) => StatusCode::CONFLICT,
         SessionError::NothingPlayable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         SessionError::Sfu(s) => match s {

@@ -7,6 +7,8 @@ use crate::signal::IceServer;
 /// SFU settings.
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
+    /// Rooms open at once: a join that would open one more is refused (`room_full`).
+    pub max_rooms: usize,
     /// Participants in one room.
     pub max_participants_per_room: usize,
     /// Tracks one participant may publish (camera, microphone, screen, screen audio …).
@@ -71,6 +73,7 @@ pub(crate) fn matches_room(pattern: &str, room: &str) -> bool {
 impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
+            max_rooms: 10_000,
             max_participants_per_room: 16,
             max_tracks_per_participant: 4,
             max_tracks_per_room: 64,

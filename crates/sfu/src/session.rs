@@ -239,6 +239,16 @@ impl Sfu {
         if name.is_empty() || name.chars().count() > 64 {
             return self.reply_error(conn, ErrorCode::BadRequest, "name must be 1-64 characters");
         }
+        if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms {
+            return self.reply_error(
+                conn,
+                ErrorCode::RoomFull,
+                format!(
+                    "{} rooms are open, the most this server allows (rooms.max_rooms)",
+                    self.rooms.len()
+                ),
+            );
+        }
         let count = self.rooms.get(&room).map_or(0, |r| r.participants.len());
         if count >= limit {
             return self.reply_error(

@@ -1,4 +1,5 @@
-//! Access grants the SFU acts on (tokens are checked by the server; the SFU gets the grant):
+//! Access grants and server-wide limits the SFU acts on (tokens are checked by the server; the
+//! SFU gets the grant):
 //! a hidden member is not told to the others and cannot publish, but receives.
 
 use std::time::Duration;
@@ -110,4 +111,25 @@ fn a_hidden_member_is_not_told_to_the_others_cannot_publish_but_receives() {
         matches!(m, ServerMessage::ParticipantLeft { .. })
     });
     assert_eq!(left, 0);
+}
+
+#[test]
+fn a_join_past_max_rooms_is_refused_and_existing_rooms_still_take_members() {
+    let config = SfuConfig {
+        max_rooms: 1,
+        ..SfuConfig::default()
+    };
+    let mut s = Scenario::new(config, 3);
+    let a = s.add_client("a", Link::clean());
+    let b = s.add_client("b", Link::clean());
+    s.join(a, "one");
+    s.join(b, "two");
+    let refused = count(
+        &s,
+        b,
+        |m| matches!(m, ServerMessage::Error { code: ErrorCode::RoomFull, message } if message.contains("rooms.max_rooms")),
+    );
+    assert_eq!(refused, 1);
+    s.join(b, "one");
+    assert_eq!(joined_others(&s, b), ["a"]);
 }
