@@ -298,6 +298,9 @@ pub struct Recording {
     pub streams: Vec<String>,
     /// Recordings `POST /api/recordings` may have running at once (streams and rooms).
     pub max_active: usize,
+    /// Gigabytes the recording directory may hold; past it recordings stop and new ones are
+    /// refused.
+    pub max_dir_gb: u64,
 }
 
 impl Default for Recording {
@@ -307,6 +310,7 @@ impl Default for Recording {
             dir: "recordings".into(),
             streams: vec!["*".into()],
             max_active: 64,
+            max_dir_gb: 100,
         }
     }
 }
@@ -542,6 +546,7 @@ impl Config {
             ("rtmp.max_connections", self.rtmp.max_connections),
             ("turn.max_allocations", self.turn.max_allocations),
             ("recording.max_active", self.recording.max_active),
+            ("recording.max_dir_gb", self.recording.max_dir_gb as usize),
             (
                 "limits.connections_per_ip",
                 self.limits.connections_per_ip as usize,

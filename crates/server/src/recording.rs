@@ -54,6 +54,22 @@ pub struct Recorder {
     /// `recording.max_active`: recordings the API may have running at once (streams and
     /// rooms together).
     max_active: usize,
+    /// Bytes in `dir` (counted at startup and at each API start, then added to as written),
+    /// and `recording.max_dir_gb` of them allowed: past it recordings stop, failed.
+    dir_bytes: std::sync::atomic::AtomicU64,
+    max_dir_bytes: u64,
+}
+
+/// The bytes of the regular files in `dir` (not below it: recordings are written flat).
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+            .sum()
+    })
 }
 
 /// A room being recorded: every member's tracks, each to its own file, and the manifest.
@@ -192,6 +208,7 @@ pub fn start(config: &Config, hub: Hub) -> Option<Arc<Recorder>> {
     if let Err(e) = std::fs::create_dir_all(&dir) {
         warn!("recording.dir {}: {e}; recordings will fail", dir.display());
     }
+    let dir_for_size = dir.clone();
     let recorder = Arc::new(Recorder {
         dir,
         patterns: r.streams.clone(),
@@ -202,6 +219,8 @@ pub fn start(config: &Config, hub: Hub) -> Option<Arc<Recorder>> {
         rooms: Mutex::new(HashMap::new()),
         next_id: std::sync::atomic::AtomicU64::new(0),
         max_active: r.max_active,
+        dir_bytes: std::sync::atomic::AtomicU64::new(dir_size(&dir_for_size)),
+        max_dir_bytes: r.max_dir_gb.saturating_mul(1 << 30),
     });
     tokio::spawn(watch_hub(recorder.clone(), hub));
     Some(recorder)
@@ -585,12 +604,26 @@ async fn write_chunks(
     mut f: tokio::fs::File,
     mut rx: mpsc::Receiver<Bytes>,
 ) {
+    use std::sync::atomic::Ordering::Relaxed;
     while let Some(chunk) = rx.recv().await {
         if recorder
             .status()
             .get(&file)
             .is_some_and(|s| s.state == "failed")
         {
+            return;
+        }
+        let len = chunk.len() as u64;
+        if recorder.dir_bytes.load(Relaxed).saturating_add(len) > recorder.max_dir_bytes {
+            fail(
+                &recorder,
+                &file,
+                format!(
+                    "{} is full: recording.max_dir_gb ({} bytes) reached",
+                    recorder.dir.display(),
+                    recorder.max_dir_bytes
+                ),
+            );
             return;
         }
         if let Err(e) = async {
@@ -602,8 +635,9 @@ async fn write_chunks(
             fail(&recorder, &file, format!("writing {}: {e}", path.display()));
             return;
         }
+        recorder.dir_bytes.fetch_add(len, Relaxed);
         if let Some(s) = recorder.status().get_mut(&file) {
-            s.bytes += chunk.len() as u64;
+            s.bytes += len;
         }
     }
     if let Err(e) = f.sync_all().await {
@@ -669,6 +703,19 @@ async fn start_api(State(recorder): State<Arc<Recorder>>, body: Bytes) -> Respon
         Ok(t) => t,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
     };
+    use std::sync::atomic::Ordering::Relaxed;
+    // Counted again: files may have been removed (or added) since.
+    recorder.dir_bytes.store(dir_size(&recorder.dir), Relaxed);
+    if recorder.dir_bytes.load(Relaxed) >= recorder.max_dir_bytes {
+        return json_error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "{} holds {} bytes, the most recording.max_dir_gb allows: remove some first",
+                recorder.dir.display(),
+                recorder.dir_bytes.load(Relaxed)
+            ),
+        );
+    }
     let running = recorder.active().len() + recorder.rooms().len();
     if running >= recorder.max_active {
         return json_error(
@@ -911,10 +958,12 @@ mod tests {
             rooms: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             max_active: 64,
+            dir_bytes: std::sync::atomic::AtomicU64::new(0),
+            max_dir_bytes: u64::MAX,
         })
     }
 
-    fn status(file: &str) -> RecordingStatus {
+    pub(super) fn status(file: &str) -> RecordingStatus {
         RecordingStatus {
             file: file.into(),
             stream: "live/x".into(),
@@ -1013,6 +1062,8 @@ mod limit_tests {
             rooms: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(0),
             max_active,
+            dir_bytes: std::sync::atomic::AtomicU64::new(0),
+            max_dir_bytes: 1000,
         })
     }
 
@@ -1032,12 +1083,38 @@ mod limit_tests {
     }
 
     #[tokio::test]
+    async fn a_full_recording_directory_refuses_new_recordings() {
+        let dir = std::env::temp_dir().join(format!("onair-rec-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // max_dir_bytes is 1000 in these tests.
+        std::fs::write(dir.join("old.mp4"), vec![0u8; 1500]).unwrap();
+        let r = recorder(&dir, 8);
+        let body = Bytes::from_static(br#"{"room": "x"}"#);
+        let resp = start_api(State(r.clone()), body).await;
+        assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
+        // A running recording that would pass it fails with the reason.
+        let (tx, rx) = mpsc::channel(4);
+        r.status()
+            .insert("new.mp4".into(), super::tests::status("new.mp4"));
+        let f = tokio::fs::File::create(dir.join("new.mp4")).await.unwrap();
+        tx.send(Bytes::from_static(b"media")).await.unwrap();
+        drop(tx);
+        write_chunks(r.clone(), &dir.join("new.mp4"), "new.mp4".into(), f, rx).await;
+        let st = r.status().get("new.mp4").cloned().unwrap();
+        assert_eq!(st.state, "failed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
     async fn recordings_past_max_active_are_refused() {
-        let r = recorder(Path::new("/tmp"), 1);
+        let dir = std::env::temp_dir().join(format!("onair-rec-max-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = recorder(&dir, 1);
         let (tx, _) = watch::channel(false);
         r.active().insert("live/a".into(), (0, tx));
         let body = Bytes::from_static(br#"{"room": "x"}"#);
         let resp = start_api(State(r.clone()), body).await;
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
