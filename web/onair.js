@@ -541,7 +541,18 @@ export class Room extends Emitter {
   }
 
   _onTrackMuted(msg) {
-    if (msg.participant_id === this.participantId) return;
+    if (msg.participant_id === this.participantId) {
+      // The operator muted (or unmuted) one of ours: the server forwards nothing of it. Muting
+      // stops sending too; unmuting is left to the user (it may not want to be heard again).
+      const local = [...this.localTracks.values()].find((l) => l.id === msg.track_id);
+      if (!msg.by_server || !local) return;
+      if (msg.muted) {
+        local.muted = true;
+        local.track.enabled = false;
+      }
+      this._emit('local_track_muted', { trackId: local.id, source: local.source, muted: !!msg.muted, byServer: true, track: local });
+      return;
+    }
     const track = this.tracks.get(msg.track_id);
     if (track) track.muted = !!msg.muted;
     this._emit('track_muted', {

@@ -102,7 +102,10 @@ function showLinks() {
 /** ws(s)://HOST/rtws/APP and KEY for stream APP/KEY. */
 function rtwsTarget(name) {
   const [app, ...key] = name.split('/');
-  return [`${(server || location.origin).replace(/^http/, 'ws')}/rtws/${app}`, key.join('/')];
+  // A publish token rides in the WebSocket URL's query (a browser's WebSocket sends no header).
+  const token = params.get('token');
+  const query = token ? `?token=${encodeURIComponent(token)}` : '';
+  return [`${(server || location.origin).replace(/^http/, 'ws')}/rtws/${app}${query}`, key.join('/')];
 }
 
 function setControls(running) {

@@ -112,6 +112,9 @@ function wire(r) {
   // Local screen share ended (browser UI or the button): drop the preview.
   r.on('local_track_unpublished', ({ source }) => source === 'screen' && endLocalScreen());
   r.on('error', ({ code, message }) => note(`${code}: ${message}`));
+  r.on('local_track_muted', ({ source, muted, byServer }) => {
+    if (byServer) note(muted ? `The room's operator muted your ${source}.` : `The room's operator lets your ${source} be heard again: unmute it when you want.`);
+  });
   r.on('reconnecting', () => setStatus('reconnecting', 'reconnecting…'));
   r.on('reconnected', () => setStatus('connected', 'connected'));
   r.on('connection_state', ({ pc, state }) => {

@@ -267,6 +267,22 @@ impl Hub {
         })
     }
 
+    /// Stops the publisher of `name` (the operator's API): it is told as by a takeover
+    /// ([`Publisher::kicked`]: its RTMP connection closes, its WHIP session ends) and its
+    /// readers see the end. False when nothing is published under that name.
+    pub fn stop(&self, name: &StreamName) -> bool {
+        let mut streams = lock(&self.shared.streams);
+        let Some(old) = streams.remove(name) else {
+            return false;
+        };
+        drop(streams);
+        old.kicked.store(true, Ordering::Release);
+        old.kick.notify_waiters();
+        end(&old);
+        let _ = self.shared.events.send(HubEvent::Ended(name.clone()));
+        true
+    }
+
     /// Starts reading `name`: the tracks first, then the frames from the last keyframe on.
     /// `None` when nobody publishes it.
     pub fn subscribe(&self, name: &StreamName, proto: Protocol) -> Option<Reader> {

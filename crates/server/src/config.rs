@@ -32,6 +32,49 @@ pub struct Config {
     pub auth: Auth,
     /// Abuse limits at the front doors: connections and request rates per address, deadlines.
     pub limits: Limits,
+    /// Signed event notifications to the operator's URLs.
+    pub webhooks: Webhooks,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// Where events are POSTed (`http://` or `https://`); empty: none are sent.
+    pub urls: Vec<String>,
+    /// Signs each event (Standard Webhooks: HMAC-SHA256); a `whsec_…` secret is base64 after
+    /// the prefix. Required with `urls`. Printed redacted.
+    pub secret: String,
+    /// Events waiting per receiver; past it new ones are dropped (and counted).
+    pub queue: usize,
+    /// Attempts per event and receiver (1 s, 2 s, 4 s … apart, at most 60 s).
+    pub max_attempts: u32,
+    /// One attempt's time limit, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            urls: Vec::new(),
+            secret: String::new(),
+            queue: 1024,
+            max_attempts: 8,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+impl Webhooks {
+    /// As the sender takes them.
+    pub fn settings(&self) -> crate::webhooks::Settings {
+        crate::webhooks::Settings {
+            urls: self.urls.clone(),
+            secret: self.secret.clone(),
+            queue: self.queue,
+            max_attempts: self.max_attempts,
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -445,6 +488,16 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.auth.keys()?;
+        if !self.webhooks.urls.is_empty() && self.webhooks.secret.is_empty() {
+            bail!(
+                "webhooks.urls is set but webhooks.secret is empty: receivers could not tell our events from anyone's"
+            );
+        }
+        for u in &self.webhooks.urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("webhooks.urls: {u:?} is not an http:// or https:// URL");
+            }
+        }
         let ip = self.http.listen.ip();
         if self.auth.keys.is_empty() && !ip.is_loopback() && !self.auth.allow_anonymous {
             bail!(
@@ -697,6 +750,9 @@ impl Config {
         }
         if !c.turn.secret.is_empty() {
             c.turn.secret = "<redacted>".into();
+        }
+        if !c.webhooks.secret.is_empty() {
+            c.webhooks.secret = "<redacted>".into();
         }
         for u in &mut c.turn.users {
             if let Some((name, _)) = u.split_once(':') {

@@ -57,7 +57,9 @@ pub fn router(media: MediaHandle) -> Router {
             }),
         );
     }
-    r.merge(crate::whip::routes()).with_state(media)
+    r.merge(crate::whip::routes())
+        .merge(crate::admin_api::routes())
+        .with_state(media)
 }
 
 async fn streams(State(media): State<MediaHandle>) -> Response {
@@ -254,6 +256,10 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                             reason: "message too big".into(),
                         };
                         let _ = tokio::time::timeout(WS_WRITE_DEADLINE, socket.send(Message::Close(Some(frame)))).await;
+                        // The rest of the frame is still unread: closing now would reset the
+                        // connection, and the client could lose the close frame to the reset.
+                        // A moment for it to read that first.
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                         break;
                     }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,

@@ -1,6 +1,7 @@
 //! `onair`: one binary that carries live audio and video.
 
 mod access;
+mod admin_api;
 mod config;
 mod flv_publish;
 mod hls_aac;
@@ -20,6 +21,7 @@ mod streams;
 mod tls;
 mod turn_server;
 mod web;
+mod webhooks;
 mod whip;
 mod ws_plain;
 
@@ -213,6 +215,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let hub = hub::Hub::new(config.hub());
+    // The operator's webhooks: none unless webhooks.urls names receivers.
+    let hooks = if config.webhooks.urls.is_empty() {
+        webhooks::Webhooks::none()
+    } else {
+        info!(receivers = config.webhooks.urls.len(), "webhooks on");
+        webhooks::Webhooks::start(config.webhooks.settings())
+    };
+    tokio::spawn(webhooks::watch_streams(hooks.clone(), hub.clone()));
     let secret = if config.turn.secret.is_empty() {
         ice_servers::random_secret().context("a random TURN secret")?
     } else {
@@ -220,8 +230,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let ice = std::sync::Arc::new(ice_servers::IceServers::new(&config, &secret));
     let turn_counters = std::sync::Arc::new(turn_server::TurnCounters::default());
-    let (media, media_task) =
-        media_loop::start(&config, hub.clone(), ice, turn_counters.clone()).await?;
+    let (media, media_task) = media_loop::start(
+        &config,
+        hub.clone(),
+        ice,
+        turn_counters.clone(),
+        hooks.clone(),
+    )
+    .await?;
     let turn_addr = turn_server::start(
         &config,
         &secret,
@@ -238,7 +254,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let hls = hls_http::start(&config, hub.clone());
-    let recorder = recording::start(&config, hub.clone());
+    let recorder = recording::start(&config, hub.clone(), hooks.clone());
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP {}", config.http.listen))?;

@@ -101,6 +101,8 @@ pub enum Command {
     RoomReport(String, oneshot::Sender<Option<sfu::report::RoomReport>>),
     /// `GET /api/sessions`: WHIP publishers and WHEP viewers with their figures.
     Sessions(oneshot::Sender<Vec<sfu::report::ParticipantReport>>),
+    /// The operator's actions (admin_api.rs).
+    Admin(crate::admin_api::AdminOp, crate::admin_api::AdminReply),
 }
 
 /// Why a WHIP/WHEP request failed.
@@ -155,6 +157,8 @@ pub struct MediaHandle {
     pub auth: Arc<crate::access::Access>,
     /// Abuse limits at the front doors (`limits.*`), and what they refused.
     pub limits: Arc<crate::limits::Limits>,
+    /// The operator's webhooks (and their counters, for `/metrics`).
+    pub hooks: crate::webhooks::Webhooks,
 }
 
 impl MediaHandle {
@@ -172,6 +176,7 @@ pub async fn start(
     hub: Hub,
     ice: Arc<IceServers>,
     turn: Arc<TurnCounters>,
+    hooks: crate::webhooks::Webhooks,
 ) -> anyhow::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
     let bind = SocketAddr::new(config.media.bind, config.media.port);
     let udp = UdpSocket::bind(bind)
@@ -217,12 +222,13 @@ pub async fn start(
         ice: ice.clone(),
         turn,
         limits,
+        hooks: hooks.clone(),
         auth: Arc::new(crate::access::Access::new(
             config.auth.keys()?,
             config.auth.open_playback,
         )),
     };
-    let task = tokio::spawn(run(sfu, streams, udp, advertised, rx, ice));
+    let task = tokio::spawn(run(sfu, streams, udp, advertised, rx, (ice, hooks.clone())));
     Ok((handle, task))
 }
 
@@ -254,6 +260,9 @@ struct Loop {
     relays: HashMap<SocketAddr, Arc<TurnShared>>,
     ice: Arc<IceServers>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Webhooks, and the room state their events are derived from.
+    hooks: crate::webhooks::Webhooks,
+    room_events: crate::webhooks::RoomEvents,
 }
 
 async fn run(
@@ -262,7 +271,7 @@ async fn run(
     udp: UdpSocket,
     local: SocketAddr,
     mut rx: mpsc::UnboundedReceiver<Command>,
-    ice: Arc<IceServers>,
+    (ice, hooks): (Arc<IceServers>, crate::webhooks::Webhooks),
 ) {
     let mut l = Loop {
         sfu,
@@ -276,6 +285,8 @@ async fn run(
         relays: HashMap::new(),
         ice,
         shutdown: None,
+        hooks,
+        room_events: crate::webhooks::RoomEvents::default(),
     };
     let mut buf = vec![0u8; 2048];
     loop {
@@ -334,6 +345,45 @@ impl Loop {
             self.sfu.kick_http_session(now, pid);
         }
         let _ = self.streams.status(&self.sfu, now);
+    }
+
+    /// An operator's action; what to answer.
+    fn admin(
+        &mut self,
+        now: Instant,
+        op: crate::admin_api::AdminOp,
+    ) -> Result<serde_json::Value, crate::admin_api::AdminOpError> {
+        use crate::admin_api::{AdminOp, AdminOpError};
+        use serde_json::json;
+        Ok(match op {
+            AdminOp::Kick(room, pid) => {
+                self.sfu.kick(now, &room, pid)?;
+                json!({ "room": room, "removed": pid.to_string() })
+            }
+            AdminOp::EndRoom(room) => {
+                let n = self.sfu.end_room(now, &room)?;
+                json!({ "room": room, "removed": n })
+            }
+            AdminOp::Mute(room, track, muted) => {
+                self.sfu.server_mute(now, &room, track, muted)?;
+                json!({ "room": room, "track": track.to_string(), "muted": muted })
+            }
+            AdminOp::Grant(room, pid, update) => {
+                let g = self.sfu.update_grant(now, &room, pid, update)?;
+                json!({ "room": room, "participant": pid.to_string(),
+                        "publish": g.publish, "subscribe": g.subscribe, "data": g.data })
+            }
+            AdminOp::StopStream(name) => {
+                if !self.streams.hub.stop(&name) {
+                    return Err(AdminOpError::NoStream(name.to_string()));
+                }
+                // A WHIP publisher's session ends now rather than at the next tick.
+                for pid in self.streams.kicked() {
+                    self.sfu.kick_http_session(now, pid);
+                }
+                json!({ "stopped": name.to_string() })
+            }
+        })
     }
 
     fn whip_offer(
@@ -461,6 +511,9 @@ impl Loop {
             Command::Sessions(reply) => {
                 let _ = reply.send(self.sfu.session_reports());
             }
+            Command::Admin(op, reply) => {
+                let _ = reply.send(self.admin(now, op));
+            }
             Command::WhipOffer {
                 stream,
                 offer,
@@ -572,7 +625,10 @@ impl Loop {
                         let _ = tx.try_send(ToConn::Close);
                     }
                 }
-                Output::Event(e) => self.streams.on_event(&mut self.sfu, e),
+                Output::Event(e) => {
+                    self.room_events.on_sfu(&self.hooks, &e);
+                    self.streams.on_event(&mut self.sfu, e);
+                }
                 Output::Timeout(t) => return t,
             }
         }

@@ -152,6 +152,20 @@ pub async fn metrics(State(media): State<MediaHandle>) -> Response {
             let _ = writeln!(out, "onair_turn_refusals_total{{reason=\"{reason}\"}} {n}");
         }
     }
+    let w = &media.hooks.counters;
+    let _ = writeln!(
+        out,
+        "# HELP onair_webhooks_total Webhook deliveries by outcome (failed: attempts that failed; dropped: events given up on).\n\
+         # TYPE onair_webhooks_total counter"
+    );
+    for (outcome, n) in [
+        ("delivered", &w.delivered),
+        ("failed", &w.failed_attempts),
+        ("dropped", &w.dropped),
+    ] {
+        let n = n.load(Relaxed);
+        let _ = writeln!(out, "onair_webhooks_total{{outcome=\"{outcome}\"}} {n}");
+    }
     let l = &media.limits.refused;
     let _ = writeln!(
         out,

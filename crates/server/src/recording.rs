@@ -58,6 +58,8 @@ pub struct Recorder {
     /// and `recording.max_dir_gb` of them allowed: past it recordings stop, failed.
     dir_bytes: std::sync::atomic::AtomicU64,
     max_dir_bytes: u64,
+    /// Told of each recording that finishes (`recording_finished`).
+    hooks: crate::webhooks::Webhooks,
 }
 
 /// The bytes of the regular files in `dir` (not below it: recordings are written flat).
@@ -119,6 +121,9 @@ pub struct RecordingStatus {
     /// "recording", "done" or "failed".
     pub state: &'static str,
     pub bytes: u64,
+    /// Media written to it so far, milliseconds (absent for files found on disk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
     pub error: Option<String>,
     /// Seconds since 1970 when it started.
     pub started: u64,
@@ -197,7 +202,7 @@ impl Recorder {
 }
 
 /// Starts recording matching streams. None when recording is off.
-pub fn start(config: &Config, hub: Hub) -> Option<Arc<Recorder>> {
+pub fn start(config: &Config, hub: Hub, hooks: crate::webhooks::Webhooks) -> Option<Arc<Recorder>> {
     let r = &config.recording;
     if !r.enabled {
         return None;
@@ -221,6 +226,7 @@ pub fn start(config: &Config, hub: Hub) -> Option<Arc<Recorder>> {
         max_active: r.max_active,
         dir_bytes: std::sync::atomic::AtomicU64::new(dir_size(&dir_for_size)),
         max_dir_bytes: r.max_dir_gb.saturating_mul(1 << 30),
+        hooks,
     });
     tokio::spawn(watch_hub(recorder.clone(), hub));
     Some(recorder)
@@ -431,6 +437,14 @@ async fn record_from(recorder: &Arc<Recorder>, job: &mut Job, mut reader: hub::R
                 break;
             };
             let from = if s.msn == written.0 { written.1 } else { 0 };
+            let media_ms: f64 = s.parts.iter().skip(from).map(|p| p.duration * 1000.0).sum();
+            if let Some(d) = recorder
+                .status()
+                .get_mut(file)
+                .and_then(|st| st.duration_ms.as_mut())
+            {
+                *d += media_ms.round() as u64;
+            }
             for p in s.parts.iter().skip(from) {
                 let sent = if ended {
                     tx.send(p.data.clone()).await.is_ok()
@@ -492,6 +506,7 @@ fn claim_file(
             stream: name.to_string(),
             state: "recording",
             bytes: 0,
+            duration_ms: Some(0),
             error: None,
             started: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -566,6 +581,7 @@ fn fail(recorder: &Recorder, file: &str, why: String) {
         warn!(file, "recording failed: {why}");
         s.state = "failed";
         s.error = Some(why);
+        recorder.finished(s);
     }
 }
 
@@ -650,6 +666,25 @@ async fn write_chunks(
     {
         s.state = "done";
         info!(file, bytes = s.bytes, "recording done");
+        recorder.finished(s);
+    }
+}
+
+impl Recorder {
+    /// `recording_finished` for the operator's webhooks.
+    fn finished(&self, s: &RecordingStatus) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.hooks.send(
+            "recording_finished",
+            serde_json::json!({
+                "file": s.file, "stream": s.stream, "room": s.room, "state": s.state,
+                "error": s.error, "bytes": s.bytes,
+                "duration_s": s.duration_ms.map_or(now.saturating_sub(s.started) as f64, |ms| ms as f64 / 1000.0),
+                "url": format!("/recordings/{}", s.file),
+            }),
+        );
     }
 }
 
@@ -862,6 +897,7 @@ async fn list(State(recorder): State<Arc<Recorder>>) -> Response {
                     stream: String::new(),
                     state: "done",
                     bytes: meta.as_ref().map_or(0, |m| m.len()),
+                    duration_ms: None,
                     error: None,
                     started: meta
                         .and_then(|m| m.modified().ok())
@@ -960,6 +996,7 @@ mod tests {
             max_active: 64,
             dir_bytes: std::sync::atomic::AtomicU64::new(0),
             max_dir_bytes: u64::MAX,
+            hooks: crate::webhooks::Webhooks::none(),
         })
     }
 
@@ -969,6 +1006,7 @@ mod tests {
             stream: "live/x".into(),
             state: "recording",
             bytes: 0,
+            duration_ms: Some(0),
             error: None,
             started: 0,
             room: None,
@@ -1064,6 +1102,7 @@ mod limit_tests {
             max_active,
             dir_bytes: std::sync::atomic::AtomicU64::new(0),
             max_dir_bytes: 1000,
+            hooks: crate::webhooks::Webhooks::none(),
         })
     }
 

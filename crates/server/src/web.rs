@@ -43,6 +43,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../../web/watch.js"),
     ),
     (
+        "/index.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/index.js"),
+    ),
+    (
         "/dashboard.html",
         "text/html; charset=utf-8",
         include_str!("../../../web/dashboard.html"),

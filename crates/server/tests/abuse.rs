@@ -113,8 +113,17 @@ async fn a_member_that_never_reads_is_let_go_and_memory_stays_bounded() {
     let payload = "x".repeat(32 * 1024);
     let flood = json!({"type": "signal", "data": payload}).to_string();
     let t0 = Instant::now();
-    for _ in 0..3000 {
+    // Paced by a ping every 100 messages, so that what piles up is the sink's, not the
+    // server's inbound queue (which the sender's own budget bounds; raised here).
+    for i in 0..3000 {
         sender.send(Message::text(flood.clone())).await.unwrap();
+        if i % 100 == 99 {
+            sender
+                .send(Message::text(r#"{"type":"ping"}"#))
+                .await
+                .unwrap();
+            while recv(&mut sender).await["type"] != "pong" {}
+        }
     }
     let sent = t0.elapsed();
     // The sink is dropped; the sender hears it leave and is still served.
@@ -252,9 +261,10 @@ async fn idle_connections_are_closed_by_their_deadlines_and_resources_come_back(
     }
     // The allocator keeps much of what a wave freed (glibc does not hand small blocks back to
     // the kernel) and later waves reuse it: a wave holds ~18 MB, and were it leaked, three more
-    // would add ~54 MB; seen here: +2 to +5 MB in all, settling.
+    // would add ~54 MB; seen here alone: +2 to +5 MB in all, settling (more beside other
+    // tests: the margin is 16 MB).
     assert!(
-        after[3] < after[0] + 8 * 1024,
+        after[3] < after[0] + 16 * 1024,
         "RSS after each wave: {after:?} KiB"
     );
     // The server still answers.

@@ -393,6 +393,7 @@ impl Sfu {
                 kind,
                 source,
                 muted: false,
+                server_muted: false,
                 red: false,
                 hub_audio_seq: None,
                 red_history: Default::default(),
@@ -508,6 +509,10 @@ impl Sfu {
                 self.feed_hub(tid, layer, svc.is_some(), HubPacket::of(&pkt));
                 return;
             }
+        }
+        // Muted by the operator: nobody gets it, not even recordings and LL-HLS.
+        if self.tracks.get(&tid).is_some_and(|t| t.server_muted) {
+            return;
         }
         if self
             .tracks

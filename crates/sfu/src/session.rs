@@ -805,6 +805,7 @@ impl Sfu {
                 participant_id: pid,
                 track_id: track,
                 muted,
+                by_server: false,
             };
             self.broadcast(&room, pid, &msg);
         }

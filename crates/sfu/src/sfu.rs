@@ -303,6 +303,8 @@ pub(crate) struct Track {
     pub kind: TrackKind,
     pub source: TrackSource,
     pub muted: bool,
+    /// Muted by the operator: nothing of it is forwarded (nor handed to the hub).
+    pub server_muted: bool,
     /// Its audio arrives as RED (RFC 2198): each packet repeats the frame before.
     pub red: bool,
     /// The last audio packet handed to the hub (its frames only go forward).

@@ -242,6 +242,10 @@ pub enum ServerMessage {
         track_id: TrackId,
         /// Muted or not.
         muted: bool,
+        /// The operator muted it (the server forwards nothing of it until unmuted); its owner
+        /// gets this too.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_server: bool,
     },
     /// The server stopped (or started again) sending a video track to this subscriber: its
     /// connection's estimated bandwidth carries no layer of it. Audio is never paused.

@@ -1,0 +1,146 @@
+//! The operator's actions on a room (virtual time): a track muted server-side stops reaching
+//! everyone and comes back, a grant changed live takes a source away, a member removed and a
+//! room ended are told why.
+
+use std::time::Duration;
+
+use sfu::admin::{AdminError, GrantUpdate};
+use sfu::signal::{LeaveReason, ServerMessage, TrackKind, TrackSource};
+use sfu::{SfuConfig, TrackId};
+use testkit::{Link, Publish, Scenario};
+
+const AV: Publish = Publish {
+    video: true,
+    audio: true,
+    simulcast: false,
+};
+
+fn video_frames(s: &Scenario, idx: usize) -> usize {
+    s.clients[idx].frames.iter().filter(|f| f.video).count()
+}
+
+fn host_video(s: &Scenario, host: usize) -> TrackId {
+    let id = s.clients[host].participant_id.expect("joined");
+    s.clients[1 - host]
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::TrackPublished { track }
+                if track.participant_id == id && track.kind == TrackKind::Video =>
+            {
+                Some(track.id)
+            }
+            _ => None,
+        })
+        .expect("the host's video was announced")
+}
+
+#[test]
+fn a_track_muted_by_the_operator_stops_for_everyone_and_comes_back() {
+    let mut s = Scenario::new(SfuConfig::default(), 21);
+    let host = s.add_client("host", Link::clean());
+    let viewer = s.add_client("viewer", Link::clean());
+    s.clients[host].publish = Some(AV);
+    s.join(viewer, "r");
+    s.join(host, "r");
+    s.run_for(Duration::from_secs(3));
+    let video = host_video(&s, host);
+    assert!(video_frames(&s, viewer) > 30);
+
+    assert_eq!(
+        s.sfu.server_mute(s.now, "nope", video, true),
+        Err(AdminError::NoRoom("nope".into()))
+    );
+    s.sfu.server_mute(s.now, "r", video, true).unwrap();
+    s.run_for(Duration::from_millis(300));
+    let before = video_frames(&s, viewer);
+    s.run_for(Duration::from_secs(2));
+    assert!(
+        video_frames(&s, viewer) <= before + 1,
+        "no video while muted: {} more frames",
+        video_frames(&s, viewer) - before
+    );
+    // Both members were told, the owner too, with by_server.
+    for idx in [host, viewer] {
+        assert!(s.clients[idx].messages.iter().any(|m| matches!(
+            m,
+            ServerMessage::TrackMuted { track_id, muted: true, by_server: true, .. } if *track_id == video
+        )));
+    }
+    s.sfu.server_mute(s.now, "r", video, false).unwrap();
+    let unmuted = video_frames(&s, viewer);
+    s.run_for(Duration::from_secs(2));
+    assert!(video_frames(&s, viewer) > unmuted + 20, "video is back");
+}
+
+#[test]
+fn a_grant_changed_live_takes_the_camera_away() {
+    let mut s = Scenario::new(SfuConfig::default(), 22);
+    let host = s.add_client("host", Link::clean());
+    let viewer = s.add_client("viewer", Link::clean());
+    s.clients[host].publish = Some(AV);
+    s.join(viewer, "r");
+    s.join(host, "r");
+    s.run_for(Duration::from_secs(3));
+    let video = host_video(&s, host);
+    let pid = s.clients[host].participant_id.unwrap();
+    let g = s
+        .sfu
+        .update_grant(
+            s.now,
+            "r",
+            pid,
+            GrantUpdate {
+                publish: Some(vec![TrackSource::Microphone]),
+                ..GrantUpdate::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(g.publish, Some(vec![TrackSource::Microphone]));
+    s.run_for(Duration::from_secs(1));
+    assert!(s.clients[viewer].messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::TrackUnpublished { track_id, .. } if *track_id == video
+    )));
+}
+
+#[test]
+fn a_removed_member_and_an_ended_room_are_told_why() {
+    let mut s = Scenario::new(SfuConfig::default(), 23);
+    let a = s.add_client("a", Link::clean());
+    let b = s.add_client("b", Link::clean());
+    let c = s.add_client("c", Link::clean());
+    for i in [a, b, c] {
+        s.join(i, "r");
+    }
+    s.run_for(Duration::from_millis(500));
+    let bid = s.clients[b].participant_id.unwrap();
+    s.sfu.kick(s.now, "r", bid).unwrap();
+    s.run_for(Duration::from_millis(100));
+    let bye = |s: &Scenario, i: usize| {
+        s.clients[i].messages.iter().any(|m| {
+            matches!(
+                m,
+                ServerMessage::Bye {
+                    reason: LeaveReason::Kicked
+                }
+            )
+        })
+    };
+    assert!(bye(&s, b));
+    assert!(s.clients[a].messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::ParticipantLeft { participant_id, reason: LeaveReason::Kicked } if *participant_id == bid
+    )));
+    assert!(matches!(
+        s.sfu.kick(s.now, "r", bid),
+        Err(AdminError::NoParticipant(..))
+    ));
+    assert_eq!(s.sfu.end_room(s.now, "r"), Ok(2));
+    s.run_for(Duration::from_millis(100));
+    assert!(bye(&s, a) && bye(&s, c));
+    assert_eq!(
+        s.sfu.end_room(s.now, "r"),
+        Err(AdminError::NoRoom("r".into()))
+    );
+}
