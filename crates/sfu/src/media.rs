@@ -510,15 +510,14 @@ impl Sfu {
                 return;
             }
         }
+        let (server_muted, audio) = self.tracks.get(&tid).map_or((false, false), |t| {
+            (t.server_muted, t.kind == TrackKind::Audio)
+        });
         // Muted by the operator: nobody gets it, not even recordings and LL-HLS.
-        if self.tracks.get(&tid).is_some_and(|t| t.server_muted) {
+        if server_muted {
             return;
         }
-        if self
-            .tracks
-            .get(&tid)
-            .is_some_and(|t| t.kind == TrackKind::Audio)
-        {
+        if audio {
             self.feed_hub_audio(tid, &pkt, red_whole.as_ref());
         } else {
             self.feed_hub(tid, layer, svc.is_some(), HubPacket::of(&pkt));
