@@ -975,6 +975,16 @@ export class Room extends Emitter {
     if (this.state !== 'closed') await this._negotiate();
   }
 
+  /** Room admins (a token made with `--room-admin`): remove another member of the room. */
+  removeParticipant(participantId) {
+    this._send({ type: 'remove_participant', participant_id: participantId });
+  }
+
+  /** Room admins: mute (or unmute) anyone's track for the whole room; its owner is told. */
+  muteTrack(trackId, muted = true) {
+    this._send({ type: 'mute_track', track_id: trackId, muted: !!muted });
+  }
+
   /** Mute or unmute a published track: it stops sending media (track.enabled = false) and the
    * room is told with `mute`. */
   setMuted(ref, muted) {

@@ -164,7 +164,9 @@ async function main() {
   figure(`over ${secs.toFixed(0)} s: video ${fps.toFixed(1)} frames/s at ${b.height}p, ${frozen.toFixed(2)} s frozen, `
     + `${videoLoss.toFixed(1)} % of video packets lost before any retransmission (${b.nacks - a.nacks} NACKs sent); `
     + `audio concealed ${concealedPct?.toFixed(2)} % with ${audioLoss.toFixed(1)} % of audio packets lost`);
-  check('the path is the relay\'s: Chromium measures a round trip of 150 ms or more', (b.rttMs ?? 0) >= 150, `${b.rttMs} ms`);
+  // 80 ms each way with ±20 ms of jitter: a sample may be as low as 120 ms (one was 141 ms in a
+  // CI run); loopback alone is under 5 ms.
+  check('the path is the relay\'s: Chromium measures a round trip of 120 ms or more', (b.rttMs ?? 0) >= 120, `${b.rttMs} ms`);
   check('the relay lost about a tenth downstream (5–15 %)', !!down && down.lost / (down.passed + down.lost) > 0.05
     && down.lost / (down.passed + down.lost) < 0.15, JSON.stringify(down));
   // "Keeps decoding" and no more: with a 150-180 ms round trip each lost packet costs a frame

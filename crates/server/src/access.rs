@@ -55,6 +55,7 @@ pub fn room_grant(
         data: room.data,
         hidden: room.hidden,
         identity: Some(claims.sub),
+        room_admin: room.admin,
     })
 }
 

@@ -97,6 +97,9 @@ struct TokenArgs {
     /// The others are not told of it (an observer, a recorder); it cannot publish.
     #[arg(long)]
     hidden: bool,
+    /// A room admin: it may remove members of its room and mute their tracks.
+    #[arg(long)]
+    room_admin: bool,
     /// Stream names it may publish (WHIP …), repeatable.
     #[arg(long = "publish-stream")]
     publish_stream: Vec<String>,
@@ -149,7 +152,7 @@ fn mint(config: &Config, a: TokenArgs) -> anyhow::Result<String> {
         subscribe: !a.no_subscribe,
         data: !a.no_data,
         hidden: a.hidden,
-        admin: false,
+        admin: a.room_admin,
     });
     let stream =
         (!a.publish_stream.is_empty() || !a.play_stream.is_empty()).then_some(auth::StreamGrant {

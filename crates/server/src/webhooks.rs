@@ -335,9 +335,11 @@ where
 {
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
-    tokio::spawn(async move {
+    // The connection is driven beside the request and dropped with it: a receiver that never
+    // answers (or never closes) must not keep a task and a socket per attempt.
+    let _conn = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
-    });
+    }));
     let req = hyper::Request::post(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -354,6 +356,15 @@ where
     // Read (and drop) the answer so the connection ends cleanly.
     let _ = resp.into_body().collect().await;
     Ok(status)
+}
+
+/// Aborts its task when dropped (a timed-out attempt drops the future holding it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// TLS to receivers, with the Mozilla roots (webpki-roots).

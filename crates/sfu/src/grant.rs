@@ -24,6 +24,9 @@ pub struct Grant {
     pub hidden: bool,
     /// Who the token was for (its `sub`), when there was one.
     pub identity: Option<String>,
+    /// A room admin: it may remove members of its room and mute their tracks
+    /// (`remove_participant`, `mute_track`).
+    pub room_admin: bool,
 }
 
 impl Grant {
@@ -36,6 +39,7 @@ impl Grant {
             data: true,
             hidden: false,
             identity: None,
+            room_admin: false,
         }
     }
 
@@ -84,6 +88,7 @@ mod tests {
             data: false,
             hidden: false,
             identity: None,
+            room_admin: false,
         };
         assert!(g.covers("team-a") && !g.covers("teams") && !g.covers("x"));
         assert!(g.may_publish(TrackSource::Microphone) && !g.may_publish(TrackSource::Camera));

@@ -141,6 +141,32 @@ impl Sfu {
                 }
                 self.negotiate(pid);
             }
+            ClientMessage::RemoveParticipant { .. } | ClientMessage::MuteTrack { .. }
+                if !self
+                    .participants
+                    .get(&pid)
+                    .is_some_and(|p| p.grant.room_admin) =>
+            {
+                self.reply_error(
+                    conn,
+                    ErrorCode::Forbidden,
+                    "the access token does not grant room admin",
+                );
+            }
+            ClientMessage::RemoveParticipant { participant_id } => {
+                let room = self.participants.get(&pid).map(|p| p.room.to_string());
+                let removed = room.map(|r| self.kick(self.now, &r, participant_id));
+                if let Some(Err(e)) = removed {
+                    self.reply_error(conn, ErrorCode::BadRequest, e.to_string());
+                }
+            }
+            ClientMessage::MuteTrack { track_id, muted } => {
+                let room = self.participants.get(&pid).map(|p| p.room.to_string());
+                let done = room.map(|r| self.server_mute(self.now, &r, track_id, muted));
+                if let Some(Err(e)) = done {
+                    self.reply_error(conn, ErrorCode::BadRequest, e.to_string());
+                }
+            }
             ClientMessage::Leave => {
                 info!(participant = %pid, "left");
                 self.conns.remove(&conn);

@@ -136,6 +136,19 @@ pub enum ClientMessage {
     Ping,
     /// Leave the room.
     Leave,
+    /// A room admin (its token's `room.admin`) removes another member of its room.
+    RemoveParticipant {
+        /// The member.
+        participant_id: ParticipantId,
+    },
+    /// A room admin mutes (or unmutes) a track of its room for everyone, as the operator's
+    /// API does.
+    MuteTrack {
+        /// The track.
+        track_id: TrackId,
+        /// Muted or not.
+        muted: bool,
+    },
 }
 
 fn yes() -> bool {

@@ -144,3 +144,92 @@ fn a_removed_member_and_an_ended_room_are_told_why() {
         Err(AdminError::NoRoom("r".into()))
     );
 }
+
+#[test]
+fn a_room_admin_removes_and_mutes_over_signalling_and_a_member_may_not() {
+    use sfu::signal::{ClientMessage, ErrorCode};
+    let config = SfuConfig {
+        require_grant: true,
+        ..SfuConfig::default()
+    };
+    let mut s = Scenario::new(config, 24);
+    let host = s.add_client("host", Link::clean());
+    let guest = s.add_client("guest", Link::clean());
+    let other = s.add_client("other", Link::clean());
+    let admin = sfu::Grant {
+        room_admin: true,
+        ..sfu::Grant::all()
+    };
+    for (i, g) in [
+        (host, admin),
+        (guest, sfu::Grant::all()),
+        (other, sfu::Grant::all()),
+    ] {
+        let conn = s.clients[i].conn;
+        s.sfu.authorize(conn, g);
+    }
+    s.clients[guest].publish = Some(AV);
+    for i in [host, guest, other] {
+        s.join(i, "r");
+    }
+    s.run_for(Duration::from_secs(3));
+    let guest_video = host_video_of(&s, host, guest);
+    let host_id = s.clients[host].participant_id.unwrap();
+    // A plain member may not.
+    s.signal(
+        other,
+        ClientMessage::RemoveParticipant {
+            participant_id: host_id,
+        },
+    );
+    assert!(s.clients[other].messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    )));
+    // The admin mutes the guest's camera, then removes the other member.
+    s.signal(
+        host,
+        ClientMessage::MuteTrack {
+            track_id: guest_video,
+            muted: true,
+        },
+    );
+    assert!(s.clients[guest].messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::TrackMuted { track_id, muted: true, by_server: true, .. } if *track_id == guest_video
+    )));
+    let other_id = s.clients[other].participant_id.unwrap();
+    s.signal(
+        host,
+        ClientMessage::RemoveParticipant {
+            participant_id: other_id,
+        },
+    );
+    s.run_for(Duration::from_millis(100));
+    assert!(s.clients[other].messages.iter().any(|m| matches!(
+        m,
+        ServerMessage::Bye {
+            reason: LeaveReason::Kicked
+        }
+    )));
+}
+
+/// The video track of `owner` as `viewer` was told of it.
+fn host_video_of(s: &Scenario, viewer: usize, owner: usize) -> TrackId {
+    let id = s.clients[owner].participant_id.expect("joined");
+    s.clients[viewer]
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::TrackPublished { track }
+                if track.participant_id == id && track.kind == TrackKind::Video =>
+            {
+                Some(track.id)
+            }
+            _ => None,
+        })
+        .expect("announced")
+}
