@@ -20,19 +20,7 @@ fn video_frames(s: &Scenario, idx: usize) -> usize {
 }
 
 fn host_video(s: &Scenario, host: usize) -> TrackId {
-    let id = s.clients[host].participant_id.expect("joined");
-    s.clients[1 - host]
-        .messages
-        .iter()
-        .find_map(|m| match m {
-            ServerMessage::TrackPublished { track }
-                if track.participant_id == id && track.kind == TrackKind::Video =>
-            {
-                Some(track.id)
-            }
-            _ => None,
-        })
-        .expect("the host's video was announced")
+    host_video_of(s, 1 - host, host)
 }
 
 #[test]
