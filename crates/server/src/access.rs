@@ -220,7 +220,7 @@ fn need_of(path: &str, open_metrics: bool) -> Need {
 /// valid token. `state`: the keys, and `auth.open_metrics`.
 pub async fn guard(
     State((access, open_metrics)): State<(Arc<Access>, bool)>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     if access.is_empty() {
@@ -243,6 +243,8 @@ pub async fn guard(
             "the access token does not grant the admin API (onair token --admin)",
         );
     }
+    // Verified once: handlers that need who it is (`/api/ice-servers`) read it from here.
+    req.extensions_mut().insert(claims);
     next.run(req).await
 }
 

@@ -81,12 +81,10 @@ async fn streams(State(media): State<MediaHandle>) -> Response {
 async fn ice_servers(
     State(media): State<MediaHandle>,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
-    headers: axum::http::HeaderMap,
+    claims: Option<axum::Extension<auth::Claims>>,
 ) -> Response {
-    let subject = crate::access::bearer(&headers)
-        .and_then(|t| media.auth.keys().verify(t, crate::access::now_unix()).ok())
-        .map(|c| c.sub)
-        .filter(|s| !media.auth.is_empty() && !s.is_empty());
+    // The guard verified the token (auth on) and left its claims on the request.
+    let subject = claims.map(|c| c.0.sub).filter(|s| !s.is_empty());
     let user = match (subject, connect) {
         (Some(sub), _) => crate::ice_servers::subject_user(&sub),
         (None, Some(c)) => format!("ip-{}", crate::limits::key(c.0.0.ip())),

@@ -983,7 +983,7 @@ pub const FRAGMENT: Duration = Duration::from_secs(1);
 mod tests {
     use super::*;
 
-    fn recorder(dir: &str) -> Arc<Recorder> {
+    pub(super) fn recorder(dir: &str) -> Arc<Recorder> {
         Arc::new(Recorder {
             dir: PathBuf::from(dir),
             patterns: vec!["live/*".into(), "exact".into()],
@@ -1089,21 +1089,14 @@ mod tests {
 mod limit_tests {
     use super::*;
 
+    /// The other tests' recorder in `dir`, with `max_active` and a 1000-byte directory limit.
     fn recorder(dir: &Path, max_active: usize) -> Arc<Recorder> {
-        Arc::new(Recorder {
-            dir: dir.to_owned(),
-            patterns: Vec::new(),
-            hub: Hub::new(hub::HubConfig::default()),
-            seg: SegmenterConfig::default(),
-            status: Mutex::new(HashMap::new()),
-            active: Mutex::new(HashMap::new()),
-            rooms: Mutex::new(HashMap::new()),
-            next_id: std::sync::atomic::AtomicU64::new(0),
-            max_active,
-            dir_bytes: std::sync::atomic::AtomicU64::new(0),
-            max_dir_bytes: 1000,
-            hooks: crate::webhooks::Webhooks::none(),
-        })
+        let mut r = super::tests::recorder(&dir.to_string_lossy());
+        let r_mut = Arc::get_mut(&mut r).expect("not shared yet");
+        r_mut.patterns.clear();
+        r_mut.max_active = max_active;
+        r_mut.max_dir_bytes = 1000;
+        r
     }
 
     #[tokio::test]

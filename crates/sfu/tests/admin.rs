@@ -19,20 +19,23 @@ fn video_frames(s: &Scenario, idx: usize) -> usize {
     s.clients[idx].frames.iter().filter(|f| f.video).count()
 }
 
-fn host_video(s: &Scenario, host: usize) -> TrackId {
-    host_video_of(s, 1 - host, host)
-}
-
-#[test]
-fn a_track_muted_by_the_operator_stops_for_everyone_and_comes_back() {
-    let mut s = Scenario::new(SfuConfig::default(), 21);
+/// A host publishing camera and microphone in room "r" to one viewer, 3 s in: the scenario,
+/// the two, and the host's video track.
+fn host_and_viewer(seed: u64) -> (Scenario, usize, usize, TrackId) {
+    let mut s = Scenario::new(SfuConfig::default(), seed);
     let host = s.add_client("host", Link::clean());
     let viewer = s.add_client("viewer", Link::clean());
     s.clients[host].publish = Some(AV);
     s.join(viewer, "r");
     s.join(host, "r");
     s.run_for(Duration::from_secs(3));
-    let video = host_video(&s, host);
+    let video = host_video_of(&s, viewer, host);
+    (s, host, viewer, video)
+}
+
+#[test]
+fn a_track_muted_by_the_operator_stops_for_everyone_and_comes_back() {
+    let (mut s, host, viewer, video) = host_and_viewer(21);
     assert!(video_frames(&s, viewer) > 30);
 
     assert_eq!(
@@ -63,14 +66,7 @@ fn a_track_muted_by_the_operator_stops_for_everyone_and_comes_back() {
 
 #[test]
 fn a_grant_changed_live_takes_the_camera_away() {
-    let mut s = Scenario::new(SfuConfig::default(), 22);
-    let host = s.add_client("host", Link::clean());
-    let viewer = s.add_client("viewer", Link::clean());
-    s.clients[host].publish = Some(AV);
-    s.join(viewer, "r");
-    s.join(host, "r");
-    s.run_for(Duration::from_secs(3));
-    let video = host_video(&s, host);
+    let (mut s, host, viewer, video) = host_and_viewer(22);
     let pid = s.clients[host].participant_id.unwrap();
     let g = s
         .sfu
