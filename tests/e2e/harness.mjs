@@ -102,21 +102,38 @@ export function freeTcpPort() {
   });
 }
 
-/** A port number free for both UDP and TCP (WebRTC media and ICE-TCP share it). */
-export async function freeMediaPort() {
+/** Whether `port` is free for both UDP and TCP on 127.0.0.1. */
+async function portFree(port) {
+  const udpFree = await new Promise((resolve) => {
+    const udp = dgram.createSocket('udp4');
+    udp.once('error', () => resolve(false));
+    udp.bind(port, '127.0.0.1', () => udp.close(() => resolve(true)));
+  });
+  if (!udpFree) return false;
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/**
+ * The first of `run` port numbers free for both UDP and TCP (WebRTC media and ICE-TCP share
+ * each): media shard i takes `media.port + i`, and a server has one shard per core unless
+ * `ONAIR_MEDIA_SHARDS` says otherwise.
+ */
+export async function freeMediaPort(run = 4) {
   for (let i = 0; i < 20; i++) {
     const udp = dgram.createSocket('udp4');
     const port = await new Promise((resolve, reject) => {
       udp.once('error', reject);
       udp.bind(0, '127.0.0.1', () => resolve(udp.address().port));
     });
-    const tcpFree = await new Promise((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    udp.close();
-    if (tcpFree) return port;
+    await new Promise((resolve) => udp.close(resolve));
+    if (port + run > 65536) continue;
+    let free = true;
+    for (let p = port; p < port + run && free; p++) free = await portFree(p);
+    if (free) return port;
   }
   throw new Error('no free media port');
 }

@@ -103,6 +103,9 @@ async function main() {
   }`);
   ({ proc: server } = await startOnair(bin, {
     ONAIR_HTTP_LISTEN: `0.0.0.0:${httpPort}`, ONAIR_AUTH_ALLOW_ANONYMOUS: 'true', ONAIR_MEDIA_PORT: String(mediaPort), ONAIR_MEDIA_BIND: '198.51.100.1',
+    // One shard: the impairing relay stands in front of one media port (a second shard's
+    // port would be a way around it).
+    ONAIR_MEDIA_SHARDS: '1',
     ONAIR_MEDIA_PUBLIC_IPS: '["198.51.100.1","198.51.100.3"]', ONAIR_MEDIA_ICE_TCP: 'false', ONAIR_TURN_ENABLED: 'false',
   }, logPath, httpPort));
   if (!check('server up on 198.51.100.1', server.exitCode === null)) return 1;

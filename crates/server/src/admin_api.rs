@@ -15,7 +15,8 @@ use sfu::admin::{AdminError, GrantUpdate};
 use sfu::{ParticipantId, TrackId};
 use tokio::sync::oneshot;
 
-use crate::media_loop::{Command, MediaHandle};
+use crate::engine::MediaHandle;
+use crate::media_loop::Command;
 
 /// What the media loop is asked to do.
 #[derive(Debug)]
@@ -54,14 +55,33 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 }
 
 async fn ask(media: &MediaHandle, op: AdminOp) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if media.tx.send(Command::Admin(op, tx)).is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
-    match rx.await {
-        Ok(Ok(body)) => axum::Json(body).into_response(),
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    let shard = match &op {
+        AdminOp::Kick(room, _)
+        | AdminOp::EndRoom(room)
+        | AdminOp::Mute(room, ..)
+        | AdminOp::Grant(room, ..) => media.room_shard(room),
+        AdminOp::StopStream(name) => {
+            // Stopped in the hub once; then every shard ends the WHIP session of it it has.
+            if !media.hub().stop(name) {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    AdminOpError::NoStream(name.to_string()),
+                );
+            }
+            let name = name.clone();
+            let all = media
+                .ask_all(|tx| Command::Admin(AdminOp::StopStream(name.clone()), tx))
+                .await;
+            return match all {
+                Some(_) => axum::Json(json!({ "stopped": name.to_string() })).into_response(),
+                None => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+            };
+        }
+    };
+    match media.ask(shard, |tx| Command::Admin(op, tx)).await {
+        Some(Ok(body)) => axum::Json(body).into_response(),
+        Some(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     }
 }
 

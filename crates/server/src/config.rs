@@ -150,8 +150,12 @@ pub struct Http {
 pub struct Media {
     /// Local IP for the media sockets.
     pub bind: IpAddr,
-    /// The one UDP port for all WebRTC media; ICE-TCP listens on the same number.
+    /// The first media shard's UDP port; shard `i` uses `port + i`, and ICE-TCP listens on
+    /// the same numbers (open `port` to `port + shards - 1` in the firewall).
     pub port: u16,
+    /// Media shards: threads, each with its own sockets and SFU; a room lives on one, WHIP and
+    /// WHEP sessions are spread over them. 0: one per core.
+    pub shards: usize,
     /// Addresses put in ICE candidates. Empty means the bind address (which must then be a
     /// concrete address). Behind NAT, the public address.
     pub public_ips: Vec<IpAddr>,
@@ -421,6 +425,7 @@ impl Default for Media {
         Media {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 50000,
+            shards: 0,
             public_ips: Vec::new(),
             ice_tcp: true,
         }
@@ -517,6 +522,16 @@ impl Config {
         }
         if self.media.port == 0 {
             bail!("media.port must not be 0: clients need a fixed port through firewalls");
+        }
+        if usize::from(self.media.port) + self.media_shards() - 1 > usize::from(u16::MAX) {
+            bail!(
+                "media.port {} + {} shards runs past port 65535",
+                self.media.port,
+                self.media_shards()
+            );
+        }
+        if self.media.shards > 256 {
+            bail!("media.shards {} is more than 256", self.media.shards);
         }
         if let Some(ip) = self.media.public_ips.iter().find(|ip| ip.is_unspecified()) {
             bail!("media.public_ips contains {ip}: list addresses clients can reach");
@@ -643,6 +658,14 @@ impl Config {
     }
 
     /// Addresses advertised in ICE candidates.
+    /// How many media shards run: `media.shards`, or one per core.
+    pub fn media_shards(&self) -> usize {
+        match self.media.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     pub fn advertised_ips(&self) -> Vec<IpAddr> {
         if self.media.public_ips.is_empty() {
             vec![self.media.bind]

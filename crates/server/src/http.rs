@@ -8,10 +8,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sfu::signal::{ClientMessage, decode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::media_loop::{Command, MediaHandle, ToConn};
+use crate::engine::MediaHandle;
+use crate::media_loop::{Command, ToConn};
 use crate::web;
 
 /// Frames above this (or 4 × `max_signal_bytes`, if more) are refused by the WebSocket layer
@@ -63,13 +64,9 @@ pub fn router(media: MediaHandle) -> Router {
 }
 
 async fn streams(State(media): State<MediaHandle>) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if media.tx.send(Command::Streams(tx)).is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    match rx.await {
-        Ok(s) => axum::Json(s).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    match media.streams().await {
+        Some(s) => axum::Json(s).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
 
@@ -98,45 +95,33 @@ async fn ice_servers(
 }
 
 async fn rooms(State(media): State<MediaHandle>) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if media.tx.send(Command::Status(tx)).is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    match rx.await {
-        Ok(s) => axum::Json(s).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    match media.status().await {
+        Some(s) => axum::Json(s).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
 
-/// `GET /api/rooms/NAME`: the room's participants with their connections' figures.
+/// `GET /api/rooms/NAME`: the room with its participants' connections' figures.
 async fn room_report(
     State(media): State<MediaHandle>,
     axum::extract::Path(name): axum::extract::Path<String>,
 ) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if media
-        .tx
-        .send(Command::RoomReport(name.clone(), tx))
-        .is_err()
+    let shard = media.room_shard(&name);
+    match media
+        .ask(shard, |tx| Command::RoomReport(name.clone(), tx))
+        .await
     {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    match rx.await {
-        Ok(Some(r)) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(r)).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, format!("no room named {name:?}\n")).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+        Some(Some(r)) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(r)).into_response(),
+        Some(None) => (StatusCode::NOT_FOUND, format!("no room named {name:?}\n")).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
 
 /// `GET /api/sessions`: WHIP publishers and WHEP viewers with their connections' figures.
 async fn sessions(State(media): State<MediaHandle>) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if media.tx.send(Command::Sessions(tx)).is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    match rx.await {
-        Ok(s) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(s)).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    match media.sessions().await {
+        Some(s) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(s)).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
 }
 
@@ -190,7 +175,13 @@ fn join_grant(
 async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Option<String>) {
     let conn = media.new_conn();
     let (tx, mut rx) = mpsc::channel(SIGNAL_QUEUE);
-    if media.tx.send(Command::Connect(conn, tx)).is_err() {
+    // The socket lives on one media shard at a time: until it has joined, any (the next in
+    // turn); its join takes it to the room's shard. Only the shard holds the sender (when it
+    // lets go, `rx` ends and so does this task); this weak one is for moving it.
+    let weak = tx.downgrade();
+    let mut shard = media.next_shard();
+    let mut joined = false;
+    if !media.send(shard, Command::Connect(conn, tx)) {
         return;
     }
     debug!(conn = conn.0, "signalling connected");
@@ -235,6 +226,7 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                         break;
                     }
                 }
+                Some(ToConn::Joined) => joined = true,
                 Some(ToConn::Close) | None => {
                     let _ = tokio::time::timeout(WS_WRITE_DEADLINE, socket.send(Message::Close(None))).await;
                     break;
@@ -275,12 +267,24 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                         sfu::signal::ErrorCode::RateLimited,
                         "too much signalling: message dropped (limits.signal_bytes_per_second)".into(),
                     );
-                    if media.tx.send(cmd).is_err() {
+                    if !media.send(shard, cmd) {
                         break;
                     }
                     continue;
                 }
-                let cmd = match decode(&bytes, media.max_signal_bytes) {
+                let decoded = decode(&bytes, media.max_signal_bytes);
+                if let Ok(ClientMessage::Join { room, .. }) = &decoded {
+                    let target = media.room_shard(room);
+                    if !joined && target != shard {
+                        let Some(tx) = weak.upgrade() else { break };
+                        media.send(shard, Command::Disconnect(conn));
+                        shard = target;
+                        if !media.send(shard, Command::Connect(conn, tx)) {
+                            break;
+                        }
+                    }
+                }
+                let cmd = match decoded {
                     Ok(msg) => match join_grant(&media, &msg, query_token.as_deref()) {
                         None => {
                             if matches!(msg, ClientMessage::Join { .. }) {
@@ -290,7 +294,7 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                         }
                         Some(Ok(grant)) => {
                             join_by = None;
-                            if media.tx.send(Command::Authorize(conn, grant)).is_err() {
+                            if !media.send(shard, Command::Authorize(conn, grant)) {
                                 break;
                             }
                             Command::Message(conn, msg)
@@ -305,12 +309,12 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                         Command::BadFrame(conn, e.code(), e.to_string())
                     }
                 };
-                if media.tx.send(cmd).is_err() {
+                if !media.send(shard, cmd) {
                     break;
                 }
             }
         }
     }
-    let _ = media.tx.send(Command::Disconnect(conn));
+    media.send(shard, Command::Disconnect(conn));
     debug!(conn = conn.0, "signalling closed");
 }

@@ -10,6 +10,7 @@ mod http;
 mod http_accept;
 mod ice_servers;
 mod limits;
+mod engine;
 mod media_loop;
 mod metrics;
 mod net;
@@ -233,7 +234,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let ice = std::sync::Arc::new(ice_servers::IceServers::new(&config, &secret));
     let turn_counters = std::sync::Arc::new(turn_server::TurnCounters::default());
-    let (media, media_task) = media_loop::start(
+    let media = engine::start(
         &config,
         hub.clone(),
         ice,
@@ -244,7 +245,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let turn_addr = turn_server::start(
         &config,
         &secret,
-        media.tx.clone(),
+        media.clone(),
         turn_counters,
         media.limits.clone(),
     )
@@ -282,10 +283,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         ("http", "ws")
     };
+    let shards = media.shard_count() as u16;
     info!(
-        "onair {} — media on udp/{} (ICE-TCP {})",
+        "onair {} — media on udp/{}{} ({} shard{}, ICE-TCP {})",
         env!("CARGO_PKG_VERSION"),
         config.media.port,
+        if shards > 1 {
+            format!("-{}", config.media.port + shards - 1)
+        } else {
+            String::new()
+        },
+        shards,
+        if shards > 1 { "s" } else { "" },
         if config.media.ice_tcp { "on" } else { "off" }
     );
     println!("onair is running:");
@@ -372,19 +381,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     info!("stopping");
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    if media
-        .tx
-        .send(media_loop::Command::Shutdown(done_tx))
-        .is_ok()
-    {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), done_rx).await;
-    }
+    media.shutdown(std::time::Duration::from_secs(2)).await;
     // Give signalling tasks a moment to deliver `bye` and close frames.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
-    media_task.abort();
     info!("stopped");
     Ok(())
 }

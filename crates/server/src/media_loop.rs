@@ -1,6 +1,7 @@
-//! The one task that owns the SFU: it reads the UDP socket and ICE-TCP connections, takes
-//! commands from signalling connections, keeps time, and carries out what the SFU outputs.
-//! Everything media-related happens here, on one task, so the SFU needs no locks.
+//! One media shard's loop (engine.rs starts one per shard, each on its own thread): it owns
+//! the shard's SFU, reads its UDP socket and ICE-TCP connections, takes commands from
+//! signalling connections and the HTTP API, keeps time, and carries out what the SFU outputs.
+//! Everything media-related of a shard happens on its one task, so the SFU needs no locks.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,8 +10,7 @@ use std::time::Instant;
 
 use hub::{Hub, StreamName};
 use sfu::signal::{ClientMessage, ErrorCode, ServerMessage};
-use sfu::str0m::Candidate;
-use sfu::str0m::net::{Protocol, TcpType};
+use sfu::str0m::net::Protocol;
 use sfu::{ConnId, Output, Sfu};
 use sfu::{FrameTrack, HttpSession, HttpSessionError, ParticipantId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,10 +18,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
 use crate::ice_servers::IceServers;
 use crate::streams::{StreamStatus, Streams, frame_track};
-use crate::turn_server::{TurnCounters, TurnShared};
+use crate::turn_server::TurnShared;
 
 /// What a signalling connection's task receives.
 #[derive(Debug)]
@@ -30,6 +29,8 @@ pub enum ToConn {
     Text(String),
     /// Close the socket.
     Close,
+    /// The socket's member joined (its `joined` follows): it stays on this shard.
+    Joined,
 }
 
 /// How long after a hub stream starts a WHEP viewer waits for it to describe both audio and
@@ -66,6 +67,8 @@ pub enum Command {
         offer: String,
         reply: oneshot::Sender<Result<HttpSession, SessionError>>,
     },
+    /// Whether a WHIP publisher of this stream is on this shard.
+    HasStream(String, oneshot::Sender<bool>),
     /// WHEP POST: play `stream`.
     WhepOffer {
         stream: StreamName,
@@ -135,6 +138,31 @@ pub struct Status {
     /// Participants by their connection's grade (for `/metrics`).
     #[serde(skip)]
     pub by_quality: Vec<(sfu::signal::Quality, usize)>,
+    /// Each media shard's share.
+    pub shards: Vec<ShardStatus>,
+}
+
+/// One shard's share (`Status::shards`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardStatus {
+    pub shard: usize,
+    pub rooms: usize,
+    pub peers: usize,
+    pub rtp_in: u64,
+    pub rtp_out: u64,
+    /// CPU seconds its thread has used (Linux; absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+}
+
+/// CPU seconds (user + system) of the calling thread, from `/proc/thread-self/stat`.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The fields after the parenthesised name; utime and stime are the 12th and 13th.
+    let f: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i)?.parse::<f64>().ok();
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -143,106 +171,19 @@ pub struct RoomStatus {
     pub participants: usize,
 }
 
-/// Handle for sending commands.
-#[derive(Clone)]
-pub struct MediaHandle {
+/// What a shard's loop is given besides its SFU and sockets.
+pub struct Context {
+    /// Its number.
+    pub shard: usize,
+    pub hub: Hub,
+    /// Its own command queue (ICE-TCP connections and hub bridges send into it).
     pub tx: mpsc::UnboundedSender<Command>,
-    pub next_conn: Arc<std::sync::atomic::AtomicU64>,
-    pub max_signal_bytes: usize,
-    /// STUN/TURN URLs and credentials for clients.
     pub ice: Arc<IceServers>,
-    /// TURN's counters, for `/metrics`.
-    pub turn: Arc<TurnCounters>,
-    /// Token keys (`auth.keys`); empty: auth is off (access.rs).
-    pub auth: Arc<crate::access::Access>,
-    /// Abuse limits at the front doors (`limits.*`), and what they refused.
-    pub limits: Arc<crate::limits::Limits>,
-    /// The operator's webhooks (and their counters, for `/metrics`).
     pub hooks: crate::webhooks::Webhooks,
-}
-
-impl MediaHandle {
-    pub fn new_conn(&self) -> ConnId {
-        ConnId(
-            self.next_conn
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        )
-    }
-}
-
-/// Binds the media sockets and starts the loop.
-pub async fn start(
-    config: &Config,
-    hub: Hub,
-    ice: Arc<IceServers>,
-    turn: Arc<TurnCounters>,
-    hooks: crate::webhooks::Webhooks,
-) -> anyhow::Result<(MediaHandle, tokio::task::JoinHandle<()>)> {
-    let bind = SocketAddr::new(config.media.bind, config.media.port);
-    let udp = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding UDP {bind}: {e}"))?;
-    let tcp = if config.media.ice_tcp {
-        Some(
-            TcpListener::bind(bind)
-                .await
-                .map_err(|e| anyhow::anyhow!("binding ICE-TCP {bind}: {e}"))?,
-        )
-    } else {
-        None
-    };
-    let port = udp.local_addr()?.port();
-    let mut candidates = Vec::new();
-    for ip in config.advertised_ips() {
-        let addr = SocketAddr::new(ip, port);
-        candidates.push(Candidate::host(addr, "udp")?);
-        if tcp.is_some() {
-            candidates.push(
-                Candidate::builder()
-                    .tcp()
-                    .host(addr)
-                    .tcptype(TcpType::Passive)
-                    .build()?,
-            );
-        }
-    }
-    let advertised = SocketAddr::new(config.advertised_ips()[0], port);
-    let seed = random_seed();
-    let sfu = Sfu::new(config.sfu(), candidates, seed, Instant::now());
-    let (tx, rx) = mpsc::unbounded_channel();
-    let limits = crate::limits::Limits::new(config.limits.settings());
-    if let Some(listener) = tcp {
-        tokio::spawn(accept_tcp(listener, tx.clone(), limits.clone()));
-    }
-    let streams = Streams::new(hub, tx.clone());
-    let handle = MediaHandle {
-        tx,
-        next_conn: Arc::new(std::sync::atomic::AtomicU64::new(1)),
-        max_signal_bytes: config.rooms.max_signal_bytes,
-        ice: ice.clone(),
-        turn,
-        limits,
-        hooks: hooks.clone(),
-        auth: Arc::new(crate::access::Access::new(
-            config.auth.keys()?,
-            config.auth.open_playback,
-        )),
-    };
-    let task = tokio::spawn(run(sfu, streams, udp, advertised, rx, (ice, hooks.clone())));
-    Ok((handle, task))
-}
-
-/// Seeds the SFU's generator (resume tokens) from the OS, through std's randomly keyed hasher.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
+    pub limits: Arc<crate::limits::Limits>,
+    /// This shard reports the streams no WebRTC publisher feeds (RTMP, RTWebSocket, …): the
+    /// first one does, so `/api/streams` lists each stream once.
+    pub hub_only_streams: bool,
 }
 
 struct Loop {
@@ -260,18 +201,20 @@ struct Loop {
     relays: HashMap<SocketAddr, Arc<TurnShared>>,
     ice: Arc<IceServers>,
     shutdown: Option<oneshot::Sender<()>>,
+    shard: usize,
+    hub_only_streams: bool,
     /// Webhooks, and the room state their events are derived from.
     hooks: crate::webhooks::Webhooks,
     room_events: crate::webhooks::RoomEvents,
 }
 
-async fn run(
+pub async fn run(
     sfu: Sfu,
     streams: Streams,
     udp: UdpSocket,
     local: SocketAddr,
     mut rx: mpsc::UnboundedReceiver<Command>,
-    (ice, hooks): (Arc<IceServers>, crate::webhooks::Webhooks),
+    ctx: Context,
 ) {
     let mut l = Loop {
         sfu,
@@ -283,9 +226,11 @@ async fn run(
         identities: HashMap::new(),
         tcp: HashMap::new(),
         relays: HashMap::new(),
-        ice,
+        ice: ctx.ice,
         shutdown: None,
-        hooks,
+        shard: ctx.shard,
+        hub_only_streams: ctx.hub_only_streams,
+        hooks: ctx.hooks,
         room_events: crate::webhooks::RoomEvents::default(),
     };
     let mut buf = vec![0u8; 2048];
@@ -353,7 +298,7 @@ impl Loop {
         now: Instant,
         op: crate::admin_api::AdminOp,
     ) -> Result<serde_json::Value, crate::admin_api::AdminOpError> {
-        use crate::admin_api::{AdminOp, AdminOpError};
+        use crate::admin_api::AdminOp;
         use serde_json::json;
         Ok(match op {
             AdminOp::Kick(room, pid) => {
@@ -374,10 +319,8 @@ impl Loop {
                         "publish": g.publish, "subscribe": g.subscribe, "data": g.data })
             }
             AdminOp::StopStream(name) => {
-                if !self.streams.hub.stop(&name) {
-                    return Err(AdminOpError::NoStream(name.to_string()));
-                }
-                // A WHIP publisher's session ends now rather than at the next tick.
+                // The handler stopped it in the hub (once, for every shard): a WHIP
+                // publisher's session here ends now rather than at the next tick.
                 for pid in self.streams.kicked() {
                     self.sfu.kick_http_session(now, pid);
                 }
@@ -485,13 +428,22 @@ impl Loop {
             }
             Command::Status(reply) => {
                 let s = self.sfu.stats();
+                let rooms: Vec<RoomStatus> = self
+                    .sfu
+                    .rooms()
+                    .into_iter()
+                    .map(|(name, participants)| RoomStatus { name, participants })
+                    .collect();
                 let _ = reply.send(Status {
-                    rooms: self
-                        .sfu
-                        .rooms()
-                        .into_iter()
-                        .map(|(name, participants)| RoomStatus { name, participants })
-                        .collect(),
+                    shards: vec![ShardStatus {
+                        shard: self.shard,
+                        rooms: rooms.len(),
+                        peers: self.sfu.peer_count(),
+                        rtp_in: s.rtp_in,
+                        rtp_out: s.rtp_out,
+                        cpu_seconds: thread_cpu_seconds(),
+                    }],
+                    rooms,
                     peers: self.sfu.peer_count(),
                     rtp_in: s.rtp_in,
                     rtp_out: s.rtp_out,
@@ -552,9 +504,13 @@ impl Loop {
             } => self
                 .sfu
                 .viewer_frame(now, viewer, track, keyframe, pts_us, data),
+            Command::HasStream(name, reply) => {
+                let _ = reply.send(self.sfu.has_stream(&name));
+            }
             Command::KickSession(pid) => self.sfu.kick_http_session(now, pid),
             Command::Streams(reply) => {
-                let _ = reply.send(self.streams.status(&self.sfu, now));
+                let all = self.streams.status(&self.sfu, now);
+                let _ = reply.send(self.streams.own(all, self.hub_only_streams));
             }
             Command::Shutdown(done) => {
                 info!("shutting down: telling peers");
@@ -607,9 +563,14 @@ impl Loop {
                             None => self.ice.for_user(&participant_id.to_string()),
                         };
                     }
+                    let joined = matches!(msg, ServerMessage::Joined { .. });
                     if let Some(tx) = self.conns.get(&conn)
-                        && let Err(mpsc::error::TrySendError::Full(_)) =
-                            tx.try_send(ToConn::Text(msg.to_json()))
+                        && let Err(mpsc::error::TrySendError::Full(_)) = (if joined {
+                            tx.try_send(ToConn::Joined)
+                        } else {
+                            Ok(())
+                        })
+                        .and_then(|()| tx.try_send(ToConn::Text(msg.to_json())))
                     {
                         // The client is not reading its socket: let it go rather than queue
                         // without end (its task closes the socket and disconnects it).
@@ -637,7 +598,7 @@ impl Loop {
 
 /// ICE-TCP (RFC 6544, passive): each accepted connection carries RFC 4571 frames, a 16-bit
 /// length before each STUN/DTLS/RTP packet.
-async fn accept_tcp(
+pub(crate) async fn accept_tcp(
     listener: TcpListener,
     tx: mpsc::UnboundedSender<Command>,
     limits: Arc<crate::limits::Limits>,

@@ -3,19 +3,13 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::oneshot;
-
-use crate::media_loop::{Command, MediaHandle};
+use crate::engine::MediaHandle;
 
 /// Prometheus text exposition.
 pub async fn metrics(State(media): State<MediaHandle>) -> Response {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
-    let (tx, rx) = oneshot::channel();
-    let status = match media.tx.send(Command::Status(tx)) {
-        Ok(()) => rx.await.ok(),
-        Err(_) => None,
-    };
+    let status = media.status().await;
     let t = &media.turn;
     // (name, type, help, value)
     let mut rows: Vec<(&str, &str, &str, u64)> = Vec::new();
@@ -121,6 +115,32 @@ pub async fn metrics(State(media): State<MediaHandle>) -> Response {
             let q = serde_json::to_value(q).ok();
             let q = q.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
             let _ = writeln!(out, "onair_participants_by_quality{{quality=\"{q}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP onair_media_shard_cpu_seconds_total CPU time of each media shard's thread.\n\
+             # TYPE onair_media_shard_cpu_seconds_total counter"
+        );
+        for sh in &s.shards {
+            if let Some(cpu) = sh.cpu_seconds {
+                let _ = writeln!(
+                    out,
+                    "onair_media_shard_cpu_seconds_total{{shard=\"{}\"}} {cpu}",
+                    sh.shard
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP onair_media_shard_peers WebRTC peer connections on each media shard.\n\
+             # TYPE onair_media_shard_peers gauge"
+        );
+        for sh in &s.shards {
+            let _ = writeln!(
+                out,
+                "onair_media_shard_peers{{shard=\"{}\"}} {}",
+                sh.shard, sh.peers
+            );
         }
         let h = &s.quality;
         histogram(

@@ -312,6 +312,21 @@ impl Streams {
     }
 }
 
+impl Streams {
+    /// Of `all` streams (from [`Streams::status`]), those this shard tells of: the WebRTC
+    /// ones published here, and (`hub_only`) those no WebRTC publisher feeds.
+    pub fn own(&self, all: Vec<StreamStatus>, hub_only: bool) -> Vec<StreamStatus> {
+        let here: std::collections::HashSet<&StreamName> =
+            self.publishers.values().map(|p| p.name()).collect();
+        all.into_iter()
+            .filter(|s| match s.source {
+                Protocol::Whip | Protocol::Room => here.contains(&s.name),
+                _ => hub_only,
+            })
+            .collect()
+    }
+}
+
 /// The hub's view of a track the SFU announced.
 fn hub_track(t: &SfuTrack) -> Option<TrackInfo> {
     let codec = match t.codec.as_deref()?.to_ascii_lowercase().as_str() {

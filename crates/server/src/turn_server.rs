@@ -27,6 +27,7 @@ use turn::{Credentials, Output, PeerPolicy, Transport, Turn, TurnConfig};
 
 use crate::config::Config;
 use crate::limits::{Door, Limits};
+use crate::engine::MediaHandle;
 use crate::media_loop::Command;
 
 /// TURN's counters, shared with `/metrics`.
@@ -47,7 +48,7 @@ pub struct TurnCounters {
 pub async fn start(
     config: &Config,
     secret: &str,
-    media: mpsc::UnboundedSender<Command>,
+    media: MediaHandle,
     counters: Arc<TurnCounters>,
     limits: Arc<Limits>,
 ) -> anyhow::Result<Option<SocketAddr>> {
@@ -65,13 +66,8 @@ pub async fn start(
             credentials.add_user(name, pass);
         }
     }
-    let media_port = config.media.port;
-    let mut media_addrs: Vec<SocketAddr> = config
-        .advertised_ips()
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, media_port))
-        .collect();
-    media_addrs.push(SocketAddr::new(config.media.bind, media_port));
+    // Every shard's port, on every address it is reached at.
+    let media_addrs: Vec<SocketAddr> = media.media_addrs().to_vec();
     let bind_v6 = config.turn_bind_v6();
     let binds: Vec<IpAddr> = std::iter::once(t.bind).chain(bind_v6).collect();
     let turn_ips = config.turn_ips();
@@ -218,7 +214,7 @@ pub struct TurnShared {
     state: Mutex<State>,
     /// The UDP listeners by address (answers to clients leave through the one they came to).
     udp: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>,
-    media: mpsc::UnboundedSender<Command>,
+    media: MediaHandle,
     media_addrs: Vec<SocketAddr>,
     /// (bind, advertised) IPs of IPv4 and IPv6 relays; None: that family is not offered.
     relay_v4: Option<(IpAddr, IpAddr)>,
@@ -279,9 +275,7 @@ impl TurnShared {
                 Send::Tcp(writer, data) => {
                     let _ = writer.try_send(data);
                 }
-                Send::Sfu(cmd) => {
-                    let _ = self.media.send(cmd);
-                }
+                Send::Sfu(cmd) => self.media.relayed_by_turn(cmd),
             }
         }
     }

@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::access::{StreamAction, bearer};
-use crate::media_loop::{Command, MediaHandle, SessionError};
+use crate::engine::MediaHandle;
+use crate::media_loop::{Command, SessionError};
 
 /// SDP offers and trickle fragments larger than this are refused (413).
 const MAX_BODY: usize = 64 * 1024;
@@ -108,19 +109,57 @@ fn error_response(e: SessionError) -> Response {
     r
 }
 
+fn unavailable() -> Response {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down",
+    )
+}
+
 async fn ask<T>(
     media: &MediaHandle,
+    shard: usize,
     cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
 ) -> Result<T, Response> {
-    let (tx, rx) = oneshot::channel();
-    let unavailable = || {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        )
+    media.ask(shard, cmd).await.ok_or_else(unavailable)
+}
+
+/// A session's shard is not in its URL: PATCH and DELETE ask every shard (a few, and rare),
+/// and the one that knows the token answers.
+async fn ask_owner(
+    media: &MediaHandle,
+    cmd: impl Fn(oneshot::Sender<Result<(), SessionError>>) -> Command,
+) -> Result<Result<(), SessionError>, Response> {
+    let all = media.ask_all(cmd).await.ok_or_else(unavailable)?;
+    let unknown = |r: &Result<(), SessionError>| {
+        matches!(r, Err(SessionError::Sfu(HttpSessionError::UnknownSession)))
     };
-    media.tx.send(cmd(tx)).map_err(|_| unavailable())?;
-    rx.await.map_err(|_| unavailable())
+    Ok(all
+        .into_iter()
+        .find(|r| !unknown(r))
+        .unwrap_or(Err(HttpSessionError::UnknownSession.into())))
+}
+
+/// Where a new session goes: a WHIP publisher to the next shard in turn; a WHEP viewer of a
+/// WHIP stream to its publisher's shard (whose SFU forwards the packets), any other viewer to
+/// the next shard in turn (each shard reads the hub for its own).
+async fn session_shard(
+    media: &MediaHandle,
+    kind: Kind,
+    stream: &StreamName,
+    via_hub: bool,
+) -> Result<usize, Response> {
+    if kind == Kind::Whep && !via_hub {
+        let name = stream.as_str().to_owned();
+        let has = media
+            .ask_all(|reply| Command::HasStream(name.clone(), reply))
+            .await
+            .ok_or_else(unavailable)?;
+        if let Some(shard) = has.iter().position(|h| *h) {
+            return Ok(shard);
+        }
+    }
+    Ok(media.next_shard())
 }
 
 async fn offer(
@@ -154,7 +193,13 @@ async fn offer(
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
     };
-    let reply = ask(&media, |reply| match kind {
+    // `?via=hub`: the hub's frames, repacketized, even for a WebRTC source.
+    let via_hub = query_value(query.as_deref(), "via") == Some("hub");
+    let shard = match session_shard(&media, kind, &stream, via_hub).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let reply = ask(&media, shard, |reply| match kind {
         Kind::Whip => Command::WhipOffer {
             stream: stream.clone(),
             offer,
@@ -163,8 +208,7 @@ async fn offer(
         Kind::Whep => Command::WhepOffer {
             stream: stream.clone(),
             offer,
-            // `?via=hub`: the hub's frames, repacketized, even for a WebRTC source.
-            via_hub: query_value(query.as_deref(), "via") == Some("hub"),
+            via_hub,
             // `?max_height=360`: the simulcast/SVC layer no taller than that.
             max_height: query_value(query.as_deref(), "max_height").and_then(|v| v.parse().ok()),
             reply,
@@ -230,9 +274,9 @@ async fn patch(
     let Ok(fragment) = String::from_utf8(body.to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8 text");
     };
-    match ask(&media, |reply| Command::SessionPatch {
-        token,
-        fragment,
+    match ask_owner(&media, |reply| Command::SessionPatch {
+        token: token.clone(),
+        fragment: fragment.clone(),
         reply,
     })
     .await
@@ -250,7 +294,12 @@ async fn delete(State(media): State<MediaHandle>, Path(path): Path<String>) -> R
             "DELETE goes to a session URL (its Location)",
         );
     };
-    match ask(&media, |reply| Command::SessionDelete { token, reply }).await {
+    match ask_owner(&media, |reply| Command::SessionDelete {
+        token: token.clone(),
+        reply,
+    })
+    .await
+    {
         // A body, because FFmpeg's WHIP muxer logs an error on an empty one.
         Ok(Ok(())) => text(StatusCode::OK, "session ended"),
         Ok(Err(e)) => error_response(e),

@@ -52,6 +52,10 @@ pub struct SfuConfig {
     /// A `join` needs a grant ([`crate::Sfu::authorize`]): the server verified an access token
     /// for it. Off (auth off): every member may do everything.
     pub require_grant: bool,
+    /// This SFU's shard among the server's media shards: the rooms it owns, the ids it gives.
+    pub shard: crate::shard::ShardPlace,
+    /// Rooms open on all shards (shared by their configs), checked against `max_rooms`.
+    pub open_rooms: crate::shard::OpenRooms,
 }
 
 impl SfuConfig {
@@ -91,6 +95,8 @@ impl Default for SfuConfig {
             dynacast: true,
             opus_dtx: true,
             require_grant: false,
+            shard: Default::default(),
+            open_rooms: Default::default(),
         }
     }
 }

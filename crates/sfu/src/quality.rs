@@ -145,6 +145,15 @@ impl Histogram {
         }
     }
 
+    /// Adds another histogram's observations (another shard's), bucket by bucket.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (c, o) in self.counts.iter_mut().zip(&other.counts) {
+            *c += o;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
     /// Counts one observation.
     pub fn observe(&mut self, v: f64) {
         for (b, c) in self.bounds.iter().zip(self.counts.iter_mut()) {
@@ -176,6 +185,15 @@ impl Default for QualityHistograms {
             loss_pct: Histogram::new(LOSS_BUCKETS_PCT),
             jitter_ms: Histogram::new(JITTER_BUCKETS_MS),
         }
+    }
+}
+
+impl QualityHistograms {
+    /// Adds another shard's figures.
+    pub fn merge(&mut self, other: &QualityHistograms) {
+        self.rtt_ms.merge(&other.rtt_ms);
+        self.loss_pct.merge(&other.loss_pct);
+        self.jitter_ms.merge(&other.jitter_ms);
     }
 }
 

@@ -238,6 +238,16 @@ impl Sfu {
             Ok(r) => r,
             Err(e) => return self.reply_error(conn, ErrorCode::BadRequest, e),
         };
+        // The server routes a socket's first join to the room's shard; a socket that was a
+        // member of a room on this shard stays here, and cannot open a room that lives on
+        // another one.
+        if !self.config.shard.owns(room.as_str()) {
+            return self.reply_error(
+                conn,
+                ErrorCode::BadRequest,
+                format!("this socket was in a room on another shard: join '{room}' on a new socket"),
+            );
+        }
         // The room's mode: config first, then the room as it is, then what the joiner asks —
         // but only where anyone may join anyway: with tokens the first joiner must not decide
         // for everyone (rooms.p2p_rooms does).
@@ -265,22 +275,23 @@ impl Sfu {
         if name.is_empty() || name.chars().count() > 64 {
             return self.reply_error(conn, ErrorCode::BadRequest, "name must be 1-64 characters");
         }
-        if !self.rooms.contains_key(&room) && self.rooms.len() >= self.config.max_rooms {
-            return self.reply_error(
-                conn,
-                ErrorCode::RoomFull,
-                format!(
-                    "{} rooms are open, the most this server allows (rooms.max_rooms)",
-                    self.rooms.len()
-                ),
-            );
-        }
         let count = self.rooms.get(&room).map_or(0, |r| r.participants.len());
         if count >= limit {
             return self.reply_error(
                 conn,
                 ErrorCode::RoomFull,
                 format!("room '{room}' has {count} participants, the limit is {limit}"),
+            );
+        }
+        // Counted on every shard together; from here on the room is opened (below).
+        if !self.rooms.contains_key(&room) && !self.config.open_rooms.open(self.config.max_rooms) {
+            return self.reply_error(
+                conn,
+                ErrorCode::RoomFull,
+                format!(
+                    "{} rooms are open, the most this server allows (rooms.max_rooms)",
+                    self.config.open_rooms.get()
+                ),
             );
         }
         let pid = ParticipantId(self.next_id());
@@ -936,6 +947,7 @@ impl Sfu {
         });
         if empty {
             self.rooms.remove(&room);
+            self.config.open_rooms.close();
             info!(%room, "room closed");
         }
         if !hidden {

@@ -387,10 +387,11 @@ impl Sfu {
         now: Instant,
     ) -> Sfu {
         Sfu {
+            // Shard i of n hands out i+1, i+1+n, …: ids unique across the server.
+            next_id: 1 + u64::from(config.shard.index),
             config,
             local_candidates,
             rng: fastrand::Rng::with_seed(seed),
-            next_id: 1,
             rooms: BTreeMap::new(),
             participants: BTreeMap::new(),
             conns: BTreeMap::new(),
@@ -458,7 +459,7 @@ impl Sfu {
 
     pub(crate) fn next_id(&mut self) -> u64 {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id += u64::from(self.config.shard.count.max(1));
         id
     }
 

@@ -136,12 +136,32 @@ async fn run(opts: LiveOptions) -> Result<Client, String> {
     }
 }
 
+/// Each number once per process: the kernel hands a port just closed out again, so two calls
+/// before the server binds either (its HTTP and RTMP ports) could get the same one (CI once
+/// failed so: "binding HTTP …: Address already in use").
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// `n` consecutive free ports (TCP and UDP) from the one returned: a test server's media
+/// shards take `media.port + i`.
+pub fn free_port_run(n: u16) -> u16 {
+    loop {
+        let first = free_port();
+        let rest: Vec<u16> = (1..n).filter_map(|i| first.checked_add(i)).collect();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        let free = |p: u16| {
+            !given.contains(&p)
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        };
+        if rest.len() + 1 == usize::from(n.max(1)) && rest.iter().all(|&p| free(p)) {
+            given.extend(rest);
+            return first;
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (and, by convention here, its UDP twin) for a test server.
 pub fn free_port() -> u16 {
-    // Each number once per process: the kernel hands a port just closed out again, so two
-    // calls before the server binds either (its HTTP and RTMP ports) could get the same one
-    // (CI once failed so: "binding HTTP …: Address already in use").
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     // Numbers passed over stay bound until one is found, so the kernel offers others.
     let mut held = Vec::new();
     // Bind both protocols to be sure the number is free for the server's UDP and ICE-TCP.

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::live::free_port;
+use crate::live::{free_port, free_port_run};
 
 /// A running onair.
 pub struct TestServer {
@@ -21,17 +21,25 @@ impl TestServer {
     /// Starts `bin` with extra `ONAIR_…` settings and waits until HTTP answers.
     pub fn start(bin: &str, env: &[(&str, &str)]) -> TestServer {
         let http_port = free_port();
-        let mut media_port = free_port();
-        while media_port == http_port {
-            media_port = free_port();
+        // Two media shards whatever the machine (`media.port` and the next): rooms, streams
+        // and sessions are spread over both, as on any multi-core server.
+        let shards = env
+            .iter()
+            .find(|(k, _)| *k == "ONAIR_MEDIA_SHARDS")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(2u16);
+        let mut media_port = free_port_run(shards);
+        while (media_port..media_port + shards).contains(&http_port) {
+            media_port = free_port_run(shards);
         }
         let mut turn_port = free_port();
-        while turn_port == http_port || turn_port == media_port {
+        while turn_port == http_port || (media_port..media_port + shards).contains(&turn_port) {
             turn_port = free_port();
         }
         let mut cmd = Command::new(bin);
         cmd.env("ONAIR_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
             .env("ONAIR_MEDIA_PORT", media_port.to_string())
+            .env("ONAIR_MEDIA_SHARDS", shards.to_string())
             .env("ONAIR_TURN_PORT", turn_port.to_string())
             // Tests run side by side: TURN over TLS on a free port too, not 5349.
             .env("ONAIR_TURN_TLS_PORTS", format!("[{}]", free_port()))
