@@ -215,6 +215,8 @@ pub async fn start(
     let limits = crate::limits::Limits::new(config.limits.settings());
     let mut shards = Vec::with_capacity(count);
     let mut media_addrs = Vec::new();
+    let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..count).map(|_| mpsc::unbounded_channel()).unzip();
+    let txs: Arc<[mpsc::UnboundedSender<Command>]> = txs.into();
     for index in 0..count {
         let bind = SocketAddr::new(config.media.bind, config.media.port + index as u16);
         let udp = std::net::UdpSocket::bind(bind)
@@ -252,7 +254,8 @@ pub async fn start(
             count: count as u32,
         };
         sfu_config.open_rooms = open_rooms.clone();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = txs[index].clone();
+        let rx = rxs.remove(0);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -264,6 +267,7 @@ pub async fn start(
             hooks: hooks.clone(),
             limits: limits.clone(),
             hub_only_streams: index == 0,
+            shards: txs.clone(),
         };
         std::thread::Builder::new()
             .name(format!("onair-media-{index}"))

@@ -69,12 +69,29 @@ pub enum Command {
     },
     /// Whether a WHIP publisher of this stream is on this shard.
     HasStream(String, oneshot::Sender<bool>),
-    /// WHEP POST: play `stream`.
+    /// Export `stream` (published here) to shard `to`: its tracks, for `to`'s mirror (None:
+    /// not published here).
+    Export {
+        stream: String,
+        to: u32,
+        reply: oneshot::Sender<Option<Vec<sfu::mirror::MirrorTrack>>>,
+    },
+    /// Packets of streams exported to this shard, from their origin.
+    Mirrored(Vec<sfu::mirror::MirrorPacket>),
+    /// A keyframe request from a shard that mirrors this track.
+    ExportedKeyframe(sfu::TrackId, usize),
+    /// Shard `.0` no longer mirrors stream `.1`.
+    Unexport(u32, String),
+    /// The origin of a stream mirrored here ended it.
+    MirrorEnd(String),
+    /// WHEP POST: play `stream`. `mirror`: it is published on another shard, which exports
+    /// it here with these tracks.
     WhepOffer {
         stream: StreamName,
         offer: String,
         via_hub: bool,
         max_height: Option<u32>,
+        mirror: Option<(u32, Vec<sfu::mirror::MirrorTrack>)>,
         reply: oneshot::Sender<Result<HttpSession, SessionError>>,
     },
     /// PATCH of an HTTP session: trickle ICE.
@@ -181,6 +198,8 @@ pub struct Context {
     pub ice: Arc<IceServers>,
     pub hooks: crate::webhooks::Webhooks,
     pub limits: Arc<crate::limits::Limits>,
+    /// Every shard's queue, this one's too (exports and their answers go between them).
+    pub shards: Arc<[mpsc::UnboundedSender<Command>]>,
     /// This shard reports the streams no WebRTC publisher feeds (RTMP, RTWebSocket, …): the
     /// first one does, so `/api/streams` lists each stream once.
     pub hub_only_streams: bool,
@@ -203,6 +222,10 @@ struct Loop {
     shutdown: Option<oneshot::Sender<()>>,
     shard: usize,
     hub_only_streams: bool,
+    shards: Arc<[mpsc::UnboundedSender<Command>]>,
+    /// Packets for other shards, gathered while draining the SFU and sent as one message
+    /// per shard (a wake of the other thread per drain, not per packet).
+    exports: Vec<Vec<sfu::mirror::MirrorPacket>>,
     /// Webhooks, and the room state their events are derived from.
     hooks: crate::webhooks::Webhooks,
     room_events: crate::webhooks::RoomEvents,
@@ -230,6 +253,8 @@ pub async fn run(
         shutdown: None,
         shard: ctx.shard,
         hub_only_streams: ctx.hub_only_streams,
+        exports: vec![Vec::new(); ctx.shards.len()],
+        shards: ctx.shards,
         hooks: ctx.hooks,
         room_events: crate::webhooks::RoomEvents::default(),
     };
@@ -351,8 +376,13 @@ impl Loop {
         offer: &str,
         via_hub: bool,
         max_height: Option<u32>,
+        mirror: Option<(u32, Vec<sfu::mirror::MirrorTrack>)>,
     ) -> Result<HttpSession, SessionError> {
-        if !via_hub && self.sfu.has_stream(stream.as_str()) {
+        let mirrored = mirror.is_some();
+        if let Some((origin, tracks)) = mirror {
+            self.sfu.mirror_open(now, stream.as_str(), origin, tracks);
+        }
+        if !via_hub && (mirrored || self.sfu.has_stream(stream.as_str())) {
             let session = self
                 .sfu
                 .whep_play(now, stream.as_str(), offer, max_height)?;
@@ -478,11 +508,21 @@ impl Loop {
                 offer,
                 via_hub,
                 max_height,
+                mirror,
                 reply,
             } => {
-                let r = self.whep_offer(now, stream, &offer, via_hub, max_height);
+                let r = self.whep_offer(now, stream, &offer, via_hub, max_height, mirror);
                 let _ = reply.send(r);
             }
+            Command::Export { stream, to, reply } => {
+                let _ = reply.send(self.sfu.export_stream(&stream, to));
+            }
+            Command::Mirrored(packets) => self.sfu.mirror_packets(now, packets),
+            Command::ExportedKeyframe(track, layer) => {
+                self.sfu.exported_keyframe(now, track, layer)
+            }
+            Command::Unexport(shard, stream) => self.sfu.unexport(shard, &stream),
+            Command::MirrorEnd(stream) => self.sfu.mirror_end(now, &stream),
             Command::SessionPatch {
                 token,
                 fragment,
@@ -590,8 +630,39 @@ impl Loop {
                     self.room_events.on_sfu(&self.hooks, &e);
                     self.streams.on_event(&mut self.sfu, e);
                 }
-                Output::Timeout(t) => return t,
+                Output::MirrorKeyframe {
+                    origin,
+                    track,
+                    layer,
+                } => self.to_shard(origin, Command::ExportedKeyframe(track, layer)),
+                Output::MirrorClosed { origin, stream } => {
+                    self.to_shard(origin, Command::Unexport(self.shard as u32, stream))
+                }
+                Output::ExportEnded { shard, stream } => {
+                    self.to_shard(shard, Command::MirrorEnd(stream))
+                }
+                Output::Timeout(t) => {
+                    for (shard, packet) in self.sfu.take_exports() {
+                        if let Some(batch) = self.exports.get_mut(shard as usize) {
+                            batch.push(packet);
+                        }
+                    }
+                    for (i, batch) in self.exports.iter_mut().enumerate() {
+                        if !batch.is_empty()
+                            && let Some(tx) = self.shards.get(i)
+                        {
+                            let _ = tx.send(Command::Mirrored(std::mem::take(batch)));
+                        }
+                    }
+                    return t;
+                }
             }
+        }
+    }
+
+    fn to_shard(&self, shard: u32, cmd: Command) {
+        if let Some(tx) = self.shards.get(shard as usize) {
+            let _ = tx.send(cmd);
         }
     }
 }

@@ -140,26 +140,48 @@ async fn ask_owner(
         .unwrap_or(Err(HttpSessionError::UnknownSession.into())))
 }
 
-/// Where a new session goes: a WHIP publisher to the next shard in turn; a WHEP viewer of a
-/// WHIP stream to its publisher's shard (whose SFU forwards the packets), any other viewer to
-/// the next shard in turn (each shard reads the hub for its own).
+/// Where a new session goes: a WHIP publisher to the next shard in turn; a WHEP viewer too,
+/// whatever the stream (so one stream's viewers use every core). A viewer of a WHIP stream
+/// away from its publisher's shard is fed by that shard's export (`sfu::mirror`): the tracks
+/// for the viewer's shard to mirror are asked for here. Viewers of hub-only streams read the
+/// hub on their own shard.
 async fn session_shard(
     media: &MediaHandle,
     kind: Kind,
     stream: &StreamName,
     via_hub: bool,
-) -> Result<usize, Response> {
-    if kind == Kind::Whep && !via_hub {
-        let name = stream.as_str().to_owned();
-        let has = media
-            .ask_all(|reply| Command::HasStream(name.clone(), reply))
-            .await
-            .ok_or_else(unavailable)?;
-        if let Some(shard) = has.iter().position(|h| *h) {
-            return Ok(shard);
-        }
+) -> Result<(usize, Option<(u32, Vec<sfu::mirror::MirrorTrack>)>), Response> {
+    let shard = media.next_shard();
+    if kind == Kind::Whip || via_hub {
+        return Ok((shard, None));
     }
-    Ok(media.next_shard())
+    let name = stream.as_str().to_owned();
+    let has = media
+        .ask_all(|reply| Command::HasStream(name.clone(), reply))
+        .await
+        .ok_or_else(unavailable)?;
+    let Some(origin) = has.iter().position(|h| *h) else {
+        return Ok((shard, None)); // the hub's, or none: the shard's answer says which
+    };
+    if origin == shard {
+        return Ok((shard, None));
+    }
+    let to = shard as u32;
+    match media
+        .ask(origin, |reply| Command::Export {
+            stream: name.clone(),
+            to,
+            reply,
+        })
+        .await
+    {
+        Some(Some(tracks)) if !tracks.is_empty() => Ok((shard, Some((origin as u32, tracks)))),
+        Some(Some(_)) => Err(error_response(
+            HttpSessionError::NoMediaYet(name).into(),
+        )),
+        Some(None) => Err(error_response(HttpSessionError::NotFound(name).into())),
+        None => Err(unavailable()),
+    }
 }
 
 async fn offer(
@@ -195,7 +217,7 @@ async fn offer(
     };
     // `?via=hub`: the hub's frames, repacketized, even for a WebRTC source.
     let via_hub = query_value(query.as_deref(), "via") == Some("hub");
-    let shard = match session_shard(&media, kind, &stream, via_hub).await {
+    let (shard, mirror) = match session_shard(&media, kind, &stream, via_hub).await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -211,6 +233,7 @@ async fn offer(
             via_hub,
             // `?max_height=360`: the simulcast/SVC layer no taller than that.
             max_height: query_value(query.as_deref(), "max_height").and_then(|v| v.parse().ok()),
+            mirror,
             reply,
         },
     })

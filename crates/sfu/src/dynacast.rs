@@ -129,7 +129,9 @@ impl Sfu {
                 .iter()
                 .map(|i| LayerInfo { active: true, ..*i })
                 .collect();
-            let need = if self.hub_watched.contains(&track.owner) {
+            // Watched through the hub or from other shards (whose viewers' layers are not
+            // known here): every layer.
+            let need = if self.hub_watched.contains(&track.owner) || !track.exports.is_empty() {
                 n - 1
             } else {
                 // Room members that subscribe (negotiated or not yet), and WHEP viewers.

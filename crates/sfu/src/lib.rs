@@ -46,6 +46,7 @@ mod grant;
 pub mod ids;
 mod keyframe;
 mod media;
+pub mod mirror;
 mod negotiate;
 pub mod quality;
 pub mod red;

@@ -31,8 +31,9 @@ const RECENT_PACKETS: usize = 256;
 const CLOCK_SLACK: Duration = Duration::from_millis(2);
 
 /// A forwarded packet as kept in a track's recent-packet cache.
+#[derive(Clone)]
 pub(crate) struct Cached {
-    layer: usize,
+    pub(crate) layer: usize,
     ssrc: Ssrc,
     seq: u64,
     time: u32,
@@ -41,7 +42,7 @@ pub(crate) struct Cached {
     pt: Pt,
     marker: bool,
     ext: ExtensionValues,
-    payload: Arc<[u8]>,
+    pub(crate) payload: Arc<[u8]>,
     /// A RED packet's primary block, for subscribers that did not negotiate RED.
     primary: Option<Arc<[u8]>>,
 }
@@ -200,7 +201,7 @@ impl Legs<'_> {
 }
 
 /// Simulcast RIDs or SVC spatial layers per track; more are ignored.
-const MAX_LAYERS: usize = 8;
+pub(crate) const MAX_LAYERS: usize = 8;
 
 /// Layer descriptions for one packet's decisions, without allocating.
 pub(crate) struct LayerInfos {
@@ -411,6 +412,7 @@ impl Sfu {
                 hub_last_pts: 0,
                 layer_assemblers: Vec::new(),
                 dynacast: Default::default(),
+                exports: Vec::new(),
             },
         );
     }
@@ -526,9 +528,6 @@ impl Sfu {
             return;
         };
         let codec = track.codec.map(|c| c.spec().codec);
-        let video = track.kind == TrackKind::Video;
-        let infos = track.layer_infos(now, self.config.layer_inactive_after);
-        let infos = infos.as_slice();
         let key = codec.is_some_and(|c| is_keyframe_start(c, &pkt.payload));
         let (payload, primary) = match red_whole {
             Some(whole) => {
@@ -554,6 +553,40 @@ impl Sfu {
             payload,
             primary,
         };
+        // Other shards with viewers of this stream get the packet as it is (mirror.rs).
+        for (shard, _) in &track.exports {
+            self.exports.push((
+                *shard,
+                crate::mirror::MirrorPacket {
+                    track: tid,
+                    packet: packet.clone(),
+                    in_params,
+                    svc,
+                },
+            ));
+        }
+        self.fan_out(tid, packet, in_params, svc);
+    }
+
+    /// Hands one packet of a track to every subscriber leg of it (its forwarder decides), and
+    /// keeps it for replay. A packet from the track's publisher, or from another shard's
+    /// (mirror.rs).
+    pub(crate) fn fan_out(
+        &mut self,
+        tid: TrackId,
+        packet: Cached,
+        in_params: Option<PayloadParams>,
+        svc: Option<Vp9Desc>,
+    ) {
+        let now = self.now;
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let (layer, ssrc) = (packet.layer, packet.ssrc);
+        let codec = track.codec.map(|c| c.spec().codec);
+        let video = track.kind == TrackKind::Video;
+        let infos = track.layer_infos(now, self.config.layer_inactive_after);
+        let infos = infos.as_slice();
         if packet.key {
             if let Some(l) = track.layers.get_mut(layer) {
                 l.keyframes.satisfied();
@@ -956,6 +989,9 @@ impl Sfu {
     }
 
     fn send_keyframe_request(&mut self, tid: TrackId, layer: usize) {
+        if self.mirror_keyframe_request(tid, layer) {
+            return;
+        }
         let Some(track) = self.tracks.get(&tid) else {
             return;
         };

@@ -212,7 +212,7 @@ impl Sfu {
     pub fn session_reports(&self) -> Vec<ParticipantReport> {
         self.participants
             .values()
-            .filter(|p| p.role != Role::Member)
+            .filter(|p| !matches!(p.role, Role::Member | Role::Mirror { .. }))
             .filter_map(|p| self.participant_report(p.id))
             .collect()
     }
@@ -224,6 +224,7 @@ impl Sfu {
             Role::Member => ("member", None),
             Role::Whip { stream, .. } => ("whip", Some(stream.clone())),
             Role::Whep { stream, .. } => ("whep", Some(stream.clone())),
+            Role::Mirror { stream, .. } => ("mirror", Some(stream.clone())),
         };
         let mut peers: Vec<_> = [p.publisher, p.subscriber]
             .into_iter()

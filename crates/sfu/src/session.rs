@@ -853,6 +853,7 @@ impl Sfu {
         let Some(t) = self.tracks.remove(&track) else {
             return;
         };
+        self.exports_ended(&t.exports);
         self.speakers.forget(track);
         debug!(%track, "unpublished");
         for d in &t.downstream {
@@ -918,8 +919,12 @@ impl Sfu {
         let (room, peers) = (p.room.clone(), [p.publisher, p.subscriber]);
         let hidden = p.grant.hidden;
         let event = match p.role {
-            Role::Member => SfuEvent::MemberLeft { participant: pid },
-            Role::Whip { .. } | Role::Whep { .. } => SfuEvent::SessionEnded { participant: pid },
+            Role::Member => Some(SfuEvent::MemberLeft { participant: pid }),
+            Role::Whip { .. } | Role::Whep { .. } => {
+                Some(SfuEvent::SessionEnded { participant: pid })
+            }
+            // Nothing outside the SFU knew of it.
+            Role::Mirror { .. } => None,
         };
         for t in own {
             self.unpublish(t);
@@ -957,6 +962,8 @@ impl Sfu {
             };
             self.broadcast(&room, pid, &msg);
         }
-        self.out.push_back(Output::Event(event));
+        if let Some(event) = event {
+            self.out.push_back(Output::Event(event));
+        }
     }
 }

@@ -44,6 +44,32 @@ pub enum Output {
     Close(ConnId),
     /// Something the driver may want to act on (hub registration, HTTP sessions ending).
     Event(SfuEvent),
+    /// A viewer here needs a keyframe of a mirrored track: for the origin's
+    /// [`Sfu::exported_keyframe`].
+    MirrorKeyframe {
+        /// The shard the track is published on.
+        origin: u32,
+        /// The track (the same id on both shards).
+        track: TrackId,
+        /// Its simulcast or spatial layer.
+        layer: usize,
+    },
+    /// Nobody here watches the mirror of a stream any more: for the origin's
+    /// [`Sfu::unexport`].
+    MirrorClosed {
+        /// The shard the stream is published on.
+        origin: u32,
+        /// The stream.
+        stream: String,
+    },
+    /// The source of an exported stream is gone: for the mirroring shard's
+    /// [`Sfu::mirror_end`].
+    ExportEnded {
+        /// The mirroring shard.
+        shard: u32,
+        /// The stream.
+        stream: String,
+    },
     /// Nothing more to do until this time, or until the next input.
     Timeout(Instant),
 }
@@ -155,6 +181,11 @@ pub struct Sfu {
     /// The loudest speaker of each room: their camera goes before other cameras when a
     /// subscriber's bandwidth is shared out.
     pub(crate) loudest: std::collections::HashSet<ParticipantId>,
+    /// When mirrors nobody here watches are next looked for (mirror.rs).
+    pub(crate) next_mirror_check: Instant,
+    /// Packets for other shards (mirror.rs), taken with [`Sfu::take_exports`]: apart from
+    /// `out` because a packet is large and there are many.
+    pub(crate) exports: Vec<(u32, crate::mirror::MirrorPacket)>,
 }
 
 pub(crate) struct Room {
@@ -182,6 +213,9 @@ pub(crate) enum Role {
         frames: bool,
         ufrag: Option<String>,
     },
+    /// Stands for `stream`, published on shard `origin`, for viewers on this one: its tracks
+    /// are fed by [`Sfu::mirror_packets`]; it has no peer (mirror.rs).
+    Mirror { stream: String, origin: u32 },
 }
 
 /// A WHEP viewer's m-line fed from hub frames (its peer runs in str0m's frame mode).
@@ -336,6 +370,8 @@ pub(crate) struct Track {
     /// With `hub_layers`: one reassembly per simulcast layer below the top, each a track of
     /// its own in the hub (an HLS variant). Made at a layer's first packet.
     pub layer_assemblers: Vec<Option<crate::depacketize::Assembler>>,
+    /// Shards this track's packets are handed to, and the stream name each mirrors it as.
+    pub exports: Vec<(u32, String)>,
     /// The layers its publisher was told to send (dynacast.rs).
     pub dynacast: crate::dynacast::PublisherLayers,
 }
@@ -409,6 +445,8 @@ impl Sfu {
             histograms: Default::default(),
             speakers: Default::default(),
             loudest: Default::default(),
+            next_mirror_check: now,
+            exports: Vec::new(),
         }
     }
 
@@ -560,6 +598,7 @@ impl Sfu {
         }
         self.dynacast_round(now);
         self.reap(now);
+        self.reap_mirrors(now);
     }
 
     /// The next thing to do: drain until it yields `Timeout`.
@@ -674,9 +713,11 @@ impl Sfu {
                 if unanswered {
                     info!(participant = %p.id, "removed: left an offer unanswered for {OFFER_ANSWER_TIMEOUT:?}");
                 }
-                let dead = [p.publisher, p.subscriber]
-                    .iter()
-                    .any(|id| self.peers.get(id).is_none_or(|peer| !peer.rtc.is_alive()));
+                // A mirror has no peer (mirror.rs closes it when nobody watches).
+                let dead = !matches!(p.role, Role::Mirror { .. })
+                    && [p.publisher, p.subscriber]
+                        .iter()
+                        .any(|id| self.peers.get(id).is_none_or(|peer| !peer.rtc.is_alive()));
                 expired || dead || unanswered
             })
             .map(|p| p.id)

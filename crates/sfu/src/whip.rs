@@ -162,7 +162,7 @@ impl Sfu {
 
     /// True when a WHIP publisher or a room participant publishes as `stream`.
     pub fn has_stream(&self, stream: &str) -> bool {
-        self.resolve_source(stream).is_some()
+        self.origin_of(stream).is_some()
     }
 
     /// WHEP: a client plays `stream`, published over WHIP or by a room participant
@@ -396,7 +396,7 @@ impl Sfu {
         };
         let known_ufrag = match &p.role {
             Role::Whip { ufrag, .. } | Role::Whep { ufrag, .. } => ufrag.as_deref(),
-            Role::Member => None,
+            Role::Member | Role::Mirror { .. } => None,
         };
         if let (Some(new), Some(old)) = (ufrag(fragment), known_ufrag)
             && new != old
@@ -544,7 +544,10 @@ impl Sfu {
         let whip = self
             .participants
             .values()
-            .find(|p| matches!(&p.role, Role::Whip { stream: s, .. } if s == stream));
+            .find(|p| {
+                matches!(&p.role, Role::Whip { stream: s, .. } | Role::Mirror { stream: s, .. }
+                    if s == stream)
+            });
         if let Some(p) = whip {
             return Some(p.id);
         }
@@ -563,7 +566,7 @@ impl Sfu {
     }
 
     /// A source's announced tracks, camera and microphone before screen share.
-    fn source_tracks(&self, source: ParticipantId) -> Vec<&crate::sfu::Track> {
+    pub(crate) fn source_tracks(&self, source: ParticipantId) -> Vec<&crate::sfu::Track> {
         let mut v: Vec<_> = self
             .tracks
             .values()

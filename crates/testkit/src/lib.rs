@@ -209,6 +209,10 @@ impl Scenario {
                         }
                     }
                     Output::Event(_) => {}
+                    // One SFU: no other shard to hand anything to (sfu/tests/shards.rs).
+                    Output::MirrorKeyframe { .. }
+                    | Output::MirrorClosed { .. }
+                    | Output::ExportEnded { .. } => {}
                     Output::Timeout(t) => {
                         self.sfu_deadline = t;
                         break;

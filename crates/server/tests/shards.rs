@@ -1,0 +1,99 @@
+//! The real binary with two media shards: one WHIP stream's WHEP viewers are spread over both
+//! (the publisher's shard exports the packets to the other, which sends them to its own
+//! viewers), and every viewer receives the stream. Rust test peers (str0m) over loopback.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use testkit::server::TestServer;
+use testkit::whep::{ReceiverReport, whep_receiver, whip_publisher};
+
+fn get_json(port: u16, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("response");
+    let json = body.split("\r\n\r\n").nth(1).unwrap_or("null");
+    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
+}
+
+/// A WHEP viewer, asking again while the stream is too young to play (503).
+async fn viewer(http: SocketAddr, stream: &str, until: Instant) -> Result<ReceiverReport, String> {
+    let mut last = String::new();
+    for _ in 0..20 {
+        match whep_receiver(http, stream, until).await {
+            Ok(r) => return Ok(r),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last)
+}
+
+#[test]
+fn one_streams_viewers_on_both_shards_all_receive_it() {
+    let server = TestServer::start(env!("CARGO_BIN_EXE_onair"), &[("ONAIR_MEDIA_SHARDS", "2")]);
+    let http = SocketAddr::from(([127, 0, 0, 1], server.http_port));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (reports, shards) = rt.block_on(async {
+        let until = Instant::now() + Duration::from_secs(9);
+        let publisher = tokio::spawn(whip_publisher(http, "live/spread", until, 1000));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Sessions go to the shards in turn: four viewers, two on each.
+        let mut viewers = Vec::new();
+        for _ in 0..4 {
+            viewers.push(tokio::spawn(viewer(http, "live/spread", until)));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let status =
+            tokio::task::spawn_blocking(move || get_json(http.port(), "/api/rooms")).await;
+        let mut reports = Vec::new();
+        for v in viewers {
+            reports.push(v.await.expect("viewer task").expect("viewer ran"));
+        }
+        publisher.await.expect("publisher task").expect("publisher ran");
+        (reports, status.expect("status"))
+    });
+
+    for (i, r) in reports.iter().enumerate() {
+        // About 5 s of 30 fps video (a packet or more a frame) and 50 packets/s of Opus.
+        assert!(r.video_packets > 100, "viewer {i}: {r:?}");
+        assert!(r.audio_packets > 150, "viewer {i}: {r:?}");
+        assert!(r.missing < 10, "viewer {i}: {} missing", r.missing);
+    }
+    let shards = shards["shards"].as_array().cloned().unwrap_or_default();
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    for s in &shards {
+        let peers = s["peers"].as_u64().unwrap_or(0);
+        let out = s["rtp_out"].as_u64().unwrap_or(0);
+        assert!(peers >= 2, "each shard holds two viewers: {shards:?}");
+        assert!(out > 300, "each shard sends to its own viewers: {shards:?}");
+    }
+    let rtp_in: u64 = shards.iter().map(|s| s["rtp_in"].as_u64().unwrap_or(0)).sum();
+    let on_one = shards
+        .iter()
+        .filter(|s| s["rtp_in"].as_u64().unwrap_or(0) == rtp_in)
+        .count();
+    assert_eq!(on_one, 1, "the publisher's packets arrive on one shard: {shards:?}");
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    };
+    for shard in 0..2 {
+        assert!(
+            metrics.contains(&format!("onair_media_shard_peers{{shard=\"{shard}\"}}")),
+            "{metrics}"
+        );
+    }
+    assert_eq!(server.stop(), Some(0), "SIGTERM exits 0");
+}

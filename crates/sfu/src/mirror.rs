@@ -1,0 +1,349 @@
+//! One stream's viewers on several shards. The server runs one `Sfu` per media shard (a
+//! thread each); a WHIP publisher lives on one of them, and its WHEP viewers are spread over
+//! all. The publisher's shard (the origin) *exports* the stream to each other shard that has
+//! viewers: every packet it receives of the stream's tracks goes out once per such shard
+//! ([`Sfu::take_exports`]), already parsed (layer, keyframe, RED rebuilt), and that shard's
+//! *mirror* (a participant without a peer, [`Role::Mirror`]) feeds it to its own viewers
+//! through the same forwarding as a publisher's packets. So the SRTP protection and sending
+//! for a viewer happen on the viewer's shard: one broadcast uses every core.
+//!
+//! What goes back: keyframe requests ([`Output::MirrorKeyframe`]), and the end of a mirror
+//! nobody watches ([`Output::MirrorClosed`]). When the source goes, the origin says so
+//! ([`Output::ExportEnded`]) and the mirror's viewers are ended (a viewer on the origin's
+//! shard would wait for a republish under the same name; one elsewhere is told at once, and
+//! its player may start again wherever the stream is published next).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use str0m::format::PayloadParams;
+use str0m::media::{Mid, Rid};
+use tracing::{debug, info};
+
+use crate::codec::Vp9Desc;
+use crate::ids::{ParticipantId, PeerId, RoomName, TrackId};
+use crate::media::Cached;
+use crate::sfu::{Layer, Output, Participant, Role, Sfu, Track};
+use crate::signal::{LeaveReason, TrackKind, TrackSource};
+
+/// How often mirrors are checked for viewers.
+const MIRROR_CHECK: Duration = Duration::from_secs(1);
+
+/// A track of an exported stream, as the mirroring shard needs it.
+#[derive(Debug, Clone)]
+pub struct MirrorTrack {
+    id: TrackId,
+    kind: TrackKind,
+    source: TrackSource,
+    codec: PayloadParams,
+    rids: Vec<Rid>,
+    layers: usize,
+    width: Option<u32>,
+    height: Option<u32>,
+    red: bool,
+}
+
+/// One packet of an exported track, on its way to another shard.
+#[derive(Clone)]
+pub struct MirrorPacket {
+    pub(crate) track: TrackId,
+    pub(crate) packet: Cached,
+    pub(crate) in_params: Option<PayloadParams>,
+    pub(crate) svc: Option<Vp9Desc>,
+}
+
+impl std::fmt::Debug for MirrorPacket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorPacket")
+            .field("track", &self.track)
+            .field("layer", &self.packet.layer)
+            .field("bytes", &self.packet.payload.len())
+            .finish()
+    }
+}
+
+impl Sfu {
+    /// Origin side: every packet of `stream`'s tracks (a WHIP publisher's or a room member's,
+    /// as [`Sfu::has_stream`] finds it) is handed out for shard `shard` from now on. The
+    /// tracks, for that shard's [`Sfu::mirror_open`]; `None` when no such stream is here, an
+    /// empty list when its media has not started.
+    pub fn export_stream(&mut self, stream: &str, shard: u32) -> Option<Vec<MirrorTrack>> {
+        let source = self.origin_of(stream)?;
+        let ids: Vec<TrackId> = self.source_tracks(source).iter().map(|t| t.id).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for tid in ids {
+            let Some(t) = self.tracks.get_mut(&tid) else {
+                continue;
+            };
+            let Some(codec) = t.codec else { continue };
+            if !t.exports.iter().any(|(s, n)| *s == shard && n == stream) {
+                t.exports.push((shard, stream.to_owned()));
+                info!(track = %tid, shard, stream, "exported to another shard");
+            }
+            out.push(MirrorTrack {
+                id: tid,
+                kind: t.kind,
+                source: t.source,
+                codec,
+                rids: t.rids.clone(),
+                layers: t.layers.len(),
+                width: t.width,
+                height: t.height,
+                red: t.red,
+            });
+        }
+        Some(out)
+    }
+
+    /// Origin side: the packets for other shards since the last call, each with its shard
+    /// (the driver sends them on, one message per shard).
+    pub fn take_exports(&mut self) -> std::vec::Drain<'_, (u32, MirrorPacket)> {
+        self.exports.drain(..)
+    }
+
+    /// Origin side: shard `shard` no longer mirrors `stream`.
+    pub fn unexport(&mut self, shard: u32, stream: &str) {
+        for t in self.tracks.values_mut() {
+            t.exports.retain(|(s, n)| !(*s == shard && n == stream));
+        }
+    }
+
+    /// Origin side: a viewer on another shard needs a keyframe.
+    pub fn exported_keyframe(&mut self, now: Instant, track: TrackId, layer: usize) {
+        self.now = now;
+        if self.tracks.get(&track).is_some_and(|t| !t.exports.is_empty()) {
+            self.request_keyframe(track, layer);
+            self.process_events();
+        }
+    }
+
+    /// Mirror side: `stream`, published on shard `origin`, is mirrored here with `tracks`
+    /// (made, or given the tracks it lacks), so that [`Sfu::whep_play`] finds it.
+    pub fn mirror_open(&mut self, now: Instant, stream: &str, origin: u32, tracks: Vec<MirrorTrack>) {
+        self.now = now;
+        let existing = self.participants.values().find(|p| {
+            matches!(&p.role, Role::Mirror { stream: s, origin: o } if s == stream && *o == origin)
+        });
+        let pid = match existing {
+            Some(p) => p.id,
+            None => {
+                let pid = ParticipantId(self.next_id());
+                self.participants
+                    .insert(pid, mirror_participant(pid, stream, origin, self.now));
+                info!(participant = %pid, stream, origin, "mirror opened");
+                pid
+            }
+        };
+        for (i, mt) in tracks.into_iter().enumerate() {
+            if self.tracks.contains_key(&mt.id) {
+                continue;
+            }
+            // A mid of its own within the mirror (it has no peer, and `unpublish` forgets
+            // the track by it).
+            let mid = Mid::from(format!("x{i}").as_str());
+            if let Some(p) = self.participants.get_mut(&pid) {
+                p.published.insert(mid, mt.id);
+            }
+            let tid = mt.id;
+            self.tracks.insert(tid, mirror_track(pid, mid, mt));
+            self.bind_viewers(tid);
+        }
+        self.process_events();
+    }
+
+    /// Mirror side: packets from the origin shard, forwarded to the viewers here.
+    pub fn mirror_packets(&mut self, now: Instant, packets: Vec<MirrorPacket>) {
+        self.now = now;
+        let allocation = self.config.bandwidth_allocation;
+        for p in packets {
+            let Some(track) = self.tracks.get_mut(&p.track) else {
+                continue;
+            };
+            let layer = p.packet.layer;
+            while track.layers.len() <= layer.min(crate::media::MAX_LAYERS - 1) {
+                track.layers.push(Layer::default());
+            }
+            if let Some(l) = track.layers.get_mut(layer) {
+                l.last_seen = Some(now);
+                if allocation {
+                    l.rate.add(now, p.packet.payload.len());
+                }
+            }
+            track.first_packet.get_or_insert(now);
+            track.bytes_in += p.packet.payload.len() as u64;
+            if track.server_muted {
+                continue;
+            }
+            self.fan_out(p.track, p.packet, p.in_params, p.svc);
+        }
+    }
+
+    /// Mirror side: the origin's source of `stream` is gone; so are the mirror and its
+    /// viewers here.
+    pub fn mirror_end(&mut self, now: Instant, stream: &str) {
+        self.now = now;
+        let mirrors: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| matches!(&p.role, Role::Mirror { stream: s, .. } if s == stream))
+            .map(|p| p.id)
+            .collect();
+        if mirrors.is_empty() {
+            return;
+        }
+        for m in mirrors {
+            info!(participant = %m, stream, "mirror ended: its source is gone");
+            self.remove_participant(m, LeaveReason::Left);
+        }
+        let viewers: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| {
+                matches!(&p.role, Role::Whep { stream: s, frames: false, .. } if s == stream)
+                    && self.resolve_source(stream).is_none()
+            })
+            .map(|p| p.id)
+            .collect();
+        for v in viewers {
+            self.kick_http_session(now, v);
+        }
+        self.process_events();
+    }
+
+    /// The participant that publishes `stream` on this shard, mirrors left out.
+    pub(crate) fn origin_of(&self, stream: &str) -> Option<ParticipantId> {
+        self.resolve_source(stream).filter(|pid| {
+            self.participants
+                .get(pid)
+                .is_some_and(|p| !matches!(p.role, Role::Mirror { .. }))
+        })
+    }
+
+    /// Told once a second: mirrors whose tracks nobody here receives are closed, and their
+    /// origin stops sending them.
+    pub(crate) fn reap_mirrors(&mut self, now: Instant) {
+        if now < self.next_mirror_check {
+            return;
+        }
+        self.next_mirror_check = now + MIRROR_CHECK;
+        let unwatched: Vec<(ParticipantId, String, u32)> = self
+            .participants
+            .values()
+            .filter_map(|p| match &p.role {
+                Role::Mirror { stream, origin } => Some((p.id, stream.clone(), *origin, p)),
+                _ => None,
+            })
+            .filter(|(_, stream, _, p)| {
+                let watched = p.published.values().any(|tid| {
+                    self.participants.values().any(|v| v.subs.contains_key(tid))
+                });
+                // A viewer waiting for the stream's next track counts too.
+                let waiting = self.participants.values().any(|v| {
+                    matches!(&v.role, Role::Whep { stream: s, frames: false, .. } if s == stream)
+                });
+                !watched && !waiting
+            })
+            .map(|(id, stream, origin, _)| (id, stream, origin))
+            .collect();
+        for (pid, stream, origin) in unwatched {
+            debug!(participant = %pid, %stream, "mirror closed: nobody here watches it");
+            self.remove_participant(pid, LeaveReason::Left);
+            self.out.push_back(Output::MirrorClosed { origin, stream });
+        }
+    }
+
+    /// A keyframe request for a mirrored track goes to its origin: true when `tid` is one.
+    pub(crate) fn mirror_keyframe_request(&mut self, tid: TrackId, layer: usize) -> bool {
+        let Some(owner) = self.tracks.get(&tid).map(|t| t.owner) else {
+            return false;
+        };
+        let Some(Role::Mirror { origin, .. }) = self.participants.get(&owner).map(|p| &p.role)
+        else {
+            return false;
+        };
+        self.out.push_back(Output::MirrorKeyframe {
+            origin: *origin,
+            track: tid,
+            layer,
+        });
+        true
+    }
+
+    /// Origin side: a track leaving tells the shards it was exported to.
+    pub(crate) fn exports_ended(&mut self, exports: &[(u32, String)]) {
+        for (shard, stream) in exports {
+            self.out.push_back(Output::ExportEnded {
+                shard: *shard,
+                stream: stream.clone(),
+            });
+        }
+    }
+}
+
+fn mirror_participant(pid: ParticipantId, stream: &str, origin: u32, now: Instant) -> Participant {
+    let _ = now;
+    Participant {
+        id: pid,
+        role: Role::Mirror {
+            stream: stream.to_owned(),
+            origin,
+        },
+        // No peer, so no ICE to lose: never ended for want of it.
+        media_lost_at: None,
+        frame_outs: Vec::new(),
+        media_base: None,
+        name: stream.to_owned(),
+        room: RoomName::internal(format!("mirror:{stream}")),
+        conn: None,
+        conn_lost_at: None,
+        resume_token: String::new(),
+        auto_subscribe: false,
+        // No peer: ids no peer has (every shard's start at 1 or more).
+        publisher: PeerId(0),
+        subscriber: PeerId(0),
+        publish_meta: HashMap::new(),
+        published: BTreeMap::new(),
+        subs: BTreeMap::new(),
+        sub_mids: HashMap::new(),
+        sub_pending: None,
+        sub_offered_at: None,
+        sub_restart_ice: false,
+        free_mids: Vec::new(),
+        channels: HashMap::new(),
+        quality: None,
+        quality_pending: None,
+        grant: crate::grant::Grant::all(),
+    }
+}
+
+fn mirror_track(owner: ParticipantId, mid: Mid, mt: MirrorTrack) -> Track {
+    Track {
+        id: mt.id,
+        owner,
+        peer: PeerId(0),
+        mid,
+        kind: mt.kind,
+        source: mt.source,
+        muted: false,
+        server_muted: false,
+        red: mt.red,
+        hub_audio_seq: None,
+        red_history: Default::default(),
+        codec: Some(mt.codec),
+        width: mt.width,
+        height: mt.height,
+        rids: mt.rids,
+        layers: (0..mt.layers.max(1)).map(|_| Layer::default()).collect(),
+        downstream: Vec::new(),
+        recent: VecDeque::new(),
+        first_packet: None,
+        bytes_in: 0,
+        // The hub is fed on the origin's shard.
+        assembler: None,
+        hub_layer: None,
+        hub_last_pts: 0,
+        layer_assemblers: Vec::new(),
+        dynacast: Default::default(),
+        exports: Vec::new(),
+    }
+}
