@@ -225,6 +225,7 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
     // the same way for every server) and, for onair, what it says it sent.
     let me = std::process::id();
     let (cpu0, _) = proc_usage(pid);
+    let threads0 = crate::thread_usage(pid);
     let (gen0, _) = proc_usage(me);
     let rx0 = RECEIVED_PACKETS.load(Ordering::Relaxed);
     let out0 = server_counter(&target, "rtp_out");
@@ -232,6 +233,7 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
     let t0 = Instant::now();
     std::thread::sleep(measure);
     let (cpu1, rss) = proc_usage(pid);
+    let threads = crate::thread_usage_between(&threads0, &crate::thread_usage(pid));
     let (gen1, _) = proc_usage(me);
     let delivered = RECEIVED_PACKETS.load(Ordering::Relaxed).saturating_sub(rx0);
     let taken = server_counter(&target, "rtp_in")
@@ -290,6 +292,9 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
         "measure_seconds": wall,
         "server_cpu_seconds": cpu,
         "server_cpu_percent_of_one_core": 100.0 * cpu / wall,
+        // By thread (onair: `onair-media-N` are its media shards, `tokio-runtime-w` the
+        // HTTP/signalling runtime's workers).
+        "server_thread_cpu_seconds": threads,
         "generator_cpu_percent_of_one_core": 100.0 * generator_cpu / wall,
         "rtp_delivered": delivered,
         "rtp_delivered_per_cpu_second": per_cpu(delivered as f64),

@@ -124,6 +124,39 @@ pub(crate) fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
+/// CPU seconds (user + system) of each thread of a process, by thread name (`comm`; several
+/// threads may share one, as tokio's workers do: their seconds are added up).
+pub(crate) fn thread_usage(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
+/// Per-thread CPU over a window: `after` less `before`, by name, rounded to 10 ms.
+pub(crate) fn thread_usage_between(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (name, a) in after {
+        let d = a - before.get(name).copied().unwrap_or(0.0);
+        m.insert(name.clone(), serde_json::json!((d * 100.0).round() / 100.0));
+    }
+    serde_json::Value::Object(m)
+}
+
 /// What the server did while the load generator only watched.
 pub(crate) struct Window {
     /// Server CPU seconds (user + system).

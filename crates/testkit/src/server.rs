@@ -23,10 +23,14 @@ impl TestServer {
         let http_port = free_port();
         // Two media shards whatever the machine (`media.port` and the next): rooms, streams
         // and sessions are spread over both, as on any multi-core server.
+        // (Or as the test's settings or the environment say: a benchmark compares counts.)
         let shards = env
             .iter()
             .find(|(k, _)| *k == "ONAIR_MEDIA_SHARDS")
-            .and_then(|(_, v)| v.parse().ok())
+            .map(|(_, v)| v.to_string())
+            .or_else(|| std::env::var("ONAIR_MEDIA_SHARDS").ok())
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
             .unwrap_or(2u16);
         let mut media_port = free_port_run(shards);
         while (media_port..media_port + shards).contains(&http_port) {
