@@ -205,6 +205,8 @@ async function main() {
       ...process.env,
       ONAIR_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
       ONAIR_MEDIA_PORT: String(mediaPort),
+      // Two media shards whatever the machine: (b)'s two viewers land on both.
+      ONAIR_MEDIA_SHARDS: '2',
       ONAIR_RTMP_LISTEN: `127.0.0.1:${RTMP_PORT}`,
     },
     stdio: ['ignore', log, log],
@@ -425,6 +427,15 @@ async function main() {
     figure(`(b) publish page: answered and connected ${Math.round(live.liveAt - live.startedAt)} ms after start`);
     const viewerB = await openPage('watch live/browser', '/watch.html?stream=live/browser&autoplay=1');
     const playsB = await checkPlays(viewerB, { audio: true });
+    // A second viewer goes to the other media shard (sessions take the shards in turn): it is
+    // fed by the publisher's shard handing each packet over, and must play like the first.
+    const viewerB2 = await openPage('watch live/browser (2)', '/watch.html?stream=live/browser&autoplay=1');
+    await checkPlays(viewerB2, { audio: true });
+    const shards = (await (await fetch(`${base}/api/rooms`)).json()).shards ?? [];
+    check('(b) both media shards send to a viewer of live/browser',
+      shards.length === 2 && shards.every((x) => x.rtp_out > 0 && x.peers >= 1),
+      JSON.stringify(shards));
+    await viewerB2.context.close();
     const pubStats = await pub.page.evaluate(() => window.onairState.stats);
     if (pubStats) {
       figure(`(b) publisher: ${pubStats.bitrate_kbps} kbit/s out, RTT ${pubStats.rtt_ms} ms, ${pubStats.local_candidate_type}→${pubStats.remote_candidate_type} ${pubStats.protocol}; `
