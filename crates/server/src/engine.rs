@@ -223,8 +223,9 @@ pub async fn start(
             .map_err(|e| anyhow::anyhow!("binding UDP {bind} (media shard {index}): {e}"))?;
         udp.set_nonblocking(true)?;
         let tcp = if config.media.ice_tcp {
-            let l = std::net::TcpListener::bind(bind)
-                .map_err(|e| anyhow::anyhow!("binding ICE-TCP {bind} (media shard {index}): {e}"))?;
+            let l = std::net::TcpListener::bind(bind).map_err(|e| {
+                anyhow::anyhow!("binding ICE-TCP {bind} (media shard {index}): {e}")
+            })?;
             l.set_nonblocking(true)?;
             Some(l)
         } else {

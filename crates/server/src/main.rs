@@ -3,6 +3,7 @@
 mod access;
 mod admin_api;
 mod config;
+mod engine;
 mod flv_publish;
 mod hls_aac;
 mod hls_http;
@@ -10,7 +11,6 @@ mod http;
 mod http_accept;
 mod ice_servers;
 mod limits;
-mod engine;
 mod media_loop;
 mod metrics;
 mod net;

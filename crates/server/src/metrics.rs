@@ -1,9 +1,9 @@
 //! `GET /metrics`: Prometheus text exposition of the SFU's and TURN's counters.
 
+use crate::engine::MediaHandle;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use crate::engine::MediaHandle;
 
 /// Prometheus text exposition.
 pub async fn metrics(State(media): State<MediaHandle>) -> Response {

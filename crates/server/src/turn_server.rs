@@ -26,8 +26,8 @@ use tracing::{debug, info, warn};
 use turn::{Credentials, Output, PeerPolicy, Transport, Turn, TurnConfig};
 
 use crate::config::Config;
-use crate::limits::{Door, Limits};
 use crate::engine::MediaHandle;
+use crate::limits::{Door, Limits};
 use crate::media_loop::Command;
 
 /// TURN's counters, shared with `/metrics`.

@@ -176,9 +176,7 @@ async fn session_shard(
         .await
     {
         Some(Some(tracks)) if !tracks.is_empty() => Ok((shard, Some((origin as u32, tracks)))),
-        Some(Some(_)) => Err(error_response(
-            HttpSessionError::NoMediaYet(name).into(),
-        )),
+        Some(Some(_)) => Err(error_response(HttpSessionError::NoMediaYet(name).into())),
         Some(None) => Err(error_response(HttpSessionError::NotFound(name).into())),
         None => Err(unavailable()),
     }

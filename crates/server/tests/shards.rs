@@ -51,13 +51,15 @@ fn one_streams_viewers_on_both_shards_all_receive_it() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let status =
-            tokio::task::spawn_blocking(move || get_json(http.port(), "/api/rooms")).await;
+        let status = tokio::task::spawn_blocking(move || get_json(http.port(), "/api/rooms")).await;
         let mut reports = Vec::new();
         for v in viewers {
             reports.push(v.await.expect("viewer task").expect("viewer ran"));
         }
-        publisher.await.expect("publisher task").expect("publisher ran");
+        publisher
+            .await
+            .expect("publisher task")
+            .expect("publisher ran");
         (reports, status.expect("status"))
     });
 
@@ -75,12 +77,18 @@ fn one_streams_viewers_on_both_shards_all_receive_it() {
         assert!(peers >= 2, "each shard holds two viewers: {shards:?}");
         assert!(out > 300, "each shard sends to its own viewers: {shards:?}");
     }
-    let rtp_in: u64 = shards.iter().map(|s| s["rtp_in"].as_u64().unwrap_or(0)).sum();
+    let rtp_in: u64 = shards
+        .iter()
+        .map(|s| s["rtp_in"].as_u64().unwrap_or(0))
+        .sum();
     let on_one = shards
         .iter()
         .filter(|s| s["rtp_in"].as_u64().unwrap_or(0) == rtp_in)
         .count();
-    assert_eq!(on_one, 1, "the publisher's packets arrive on one shard: {shards:?}");
+    assert_eq!(
+        on_one, 1,
+        "the publisher's packets arrive on one shard: {shards:?}"
+    );
     let metrics = {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");

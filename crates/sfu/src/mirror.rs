@@ -111,7 +111,11 @@ impl Sfu {
     /// Origin side: a viewer on another shard needs a keyframe.
     pub fn exported_keyframe(&mut self, now: Instant, track: TrackId, layer: usize) {
         self.now = now;
-        if self.tracks.get(&track).is_some_and(|t| !t.exports.is_empty()) {
+        if self
+            .tracks
+            .get(&track)
+            .is_some_and(|t| !t.exports.is_empty())
+        {
             self.request_keyframe(track, layer);
             self.process_events();
         }
@@ -119,7 +123,13 @@ impl Sfu {
 
     /// Mirror side: `stream`, published on shard `origin`, is mirrored here with `tracks`
     /// (made, or given the tracks it lacks), so that [`Sfu::whep_play`] finds it.
-    pub fn mirror_open(&mut self, now: Instant, stream: &str, origin: u32, tracks: Vec<MirrorTrack>) {
+    pub fn mirror_open(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        origin: u32,
+        tracks: Vec<MirrorTrack>,
+    ) {
         self.now = now;
         let existing = self.participants.values().find(|p| {
             matches!(&p.role, Role::Mirror { stream: s, origin: o } if s == stream && *o == origin)
@@ -234,9 +244,10 @@ impl Sfu {
                 _ => None,
             })
             .filter(|(_, stream, _, p)| {
-                let watched = p.published.values().any(|tid| {
-                    self.participants.values().any(|v| v.subs.contains_key(tid))
-                });
+                let watched = p
+                    .published
+                    .values()
+                    .any(|tid| self.participants.values().any(|v| v.subs.contains_key(tid)));
                 // A viewer waiting for the stream's next track counts too.
                 let waiting = self.participants.values().any(|v| {
                     matches!(&v.role, Role::Whep { stream: s, frames: false, .. } if s == stream)

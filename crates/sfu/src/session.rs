@@ -245,7 +245,9 @@ impl Sfu {
             return self.reply_error(
                 conn,
                 ErrorCode::BadRequest,
-                format!("this socket was in a room on another shard: join '{room}' on a new socket"),
+                format!(
+                    "this socket was in a room on another shard: join '{room}' on a new socket"
+                ),
             );
         }
         // The room's mode: config first, then the room as it is, then what the joiner asks —

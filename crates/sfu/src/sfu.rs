@@ -215,7 +215,10 @@ pub(crate) enum Role {
     },
     /// Stands for `stream`, published on shard `origin`, for viewers on this one: its tracks
     /// are fed by [`Sfu::mirror_packets`]; it has no peer (mirror.rs).
-    Mirror { stream: String, origin: u32 },
+    Mirror {
+        stream: String,
+        origin: u32,
+    },
 }
 
 /// A WHEP viewer's m-line fed from hub frames (its peer runs in str0m's frame mode).

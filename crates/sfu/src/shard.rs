@@ -55,7 +55,9 @@ impl OpenRooms {
     /// Counts a room opened, unless `max` are open already.
     pub(crate) fn open(&self, max: usize) -> bool {
         self.0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 

@@ -541,13 +541,10 @@ impl Sfu {
 
     /// The participant publishing as `stream`: a WHIP publisher, or `ROOM/NAME` (`ROOM/PA_n`).
     pub(crate) fn resolve_source(&self, stream: &str) -> Option<ParticipantId> {
-        let whip = self
-            .participants
-            .values()
-            .find(|p| {
-                matches!(&p.role, Role::Whip { stream: s, .. } | Role::Mirror { stream: s, .. }
+        let whip = self.participants.values().find(|p| {
+            matches!(&p.role, Role::Whip { stream: s, .. } | Role::Mirror { stream: s, .. }
                     if s == stream)
-            });
+        });
         if let Some(p) = whip {
             return Some(p.id);
         }

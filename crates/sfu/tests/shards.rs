@@ -15,7 +15,7 @@ use sfu::str0m::format::Codec;
 use sfu::str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use sfu::str0m::net::{Protocol, Receive};
 use sfu::str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
-use sfu::{ConnId, Output, ShardPlace, Sfu, SfuConfig};
+use sfu::{ConnId, Output, Sfu, SfuConfig, ShardPlace};
 
 const DELAY: Duration = Duration::from_millis(5);
 
@@ -34,10 +34,7 @@ struct Peer {
 impl Peer {
     fn new(addr: &str, now: Instant) -> Peer {
         let addr: SocketAddr = addr.parse().unwrap();
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_vp8(true)
-            .build(now);
+        let mut rtc = Rtc::builder().clear_codecs().enable_vp8(true).build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         Peer {
             addr,
@@ -206,8 +203,11 @@ impl World {
                         layer,
                     } => {
                         self.between.keyframe_requests += 1;
-                        self.mail
-                            .push((now + DELAY, origin as usize, Mail::Keyframe(track, layer)));
+                        self.mail.push((
+                            now + DELAY,
+                            origin as usize,
+                            Mail::Keyframe(track, layer),
+                        ));
                     }
                     Output::MirrorClosed { origin, stream } => {
                         self.between.closed += 1;
@@ -365,7 +365,11 @@ fn when_the_publisher_ends_the_other_shards_viewers_are_ended() {
     let (v, _) = w.view(1, 0, "10.0.0.2:4000", "live/c");
     w.run(Duration::from_secs(2), &[p]);
     assert_plays(&w.peers[v].got, "the viewer");
-    assert_eq!(w.shards[1].session_reports().len(), 1, "the viewer (not the mirror)");
+    assert_eq!(
+        w.shards[1].session_reports().len(),
+        1,
+        "the viewer (not the mirror)"
+    );
     w.shards[0].end_http_session(w.now, &token).unwrap();
     w.run(Duration::from_millis(200), &[]);
     assert!(w.between.ended >= 1, "the origin told the other shard");
@@ -420,7 +424,13 @@ fn a_shard_opens_only_its_own_rooms_and_max_rooms_counts_all_shards() {
     assert!(
         w.signals.iter().any(|(s, c, m)| *s == other
             && *c == c3
-            && matches!(m, ServerMessage::Error { code: ErrorCode::RoomFull, .. })),
+            && matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::RoomFull,
+                    ..
+                }
+            )),
         "{:?}",
         w.signals
     );
