@@ -22,9 +22,15 @@
 //!             Output::Signal(conn, msg) => { /* send msg.to_json() on conn */ }
 //!             Output::Close(conn) => { /* close conn */ }
 //!             Output::Event(e) => { /* mirror in the hub, end HTTP sessions */ }
+//!             // With several shards (`mirror`): to the shard each names.
+//!             Output::MirrorKeyframe { .. }
+//!             | Output::MirrorClosed { .. }
+//!             | Output::ExportEnded { .. } => {}
 //!             Output::Timeout(t) => break t,
 //!         }
 //!     };
+//!     // With several shards: packets of exported streams, to the shards they name.
+//!     for (shard, packet) in sfu.take_exports() { /* a batch per shard */ }
 //!     // 3. Wait for the next datagram, message or `deadline`.
 //! #   let _ = deadline; break;
 //! }
