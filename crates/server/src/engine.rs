@@ -23,7 +23,7 @@ use hub::Hub;
 use sfu::str0m::Candidate;
 use sfu::str0m::net::TcpType;
 use sfu::{ConnId, Sfu};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::error;
 
 use crate::config::Config;
@@ -34,7 +34,7 @@ use crate::turn_server::TurnCounters;
 
 /// One shard as the handle sees it.
 struct Shard {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: crate::queues::ShardTx,
     /// Its UDP (and ICE-TCP) port.
     port: u16,
 }
@@ -60,6 +60,8 @@ pub struct MediaHandle {
     pub limits: Arc<crate::limits::Limits>,
     /// The operator's webhooks (and their counters, for `/metrics`).
     pub hooks: crate::webhooks::Webhooks,
+    /// What full shard queues dropped (queues.rs), for `/metrics`.
+    pub dropped: Arc<crate::queues::Dropped>,
 }
 
 impl MediaHandle {
@@ -81,11 +83,13 @@ impl MediaHandle {
         self.next_turn.fetch_add(1, Ordering::Relaxed) % self.shards.len()
     }
 
-    /// Hands `cmd` to shard `shard`; false when it has stopped.
-    pub fn send(&self, shard: usize, cmd: Command) -> bool {
-        self.shards
-            .get(shard)
-            .is_some_and(|s| s.tx.send(cmd).is_ok())
+    /// Hands `cmd` to shard `shard`, waiting while its queue is full; false when it has
+    /// stopped.
+    pub async fn send(&self, shard: usize, cmd: Command) -> bool {
+        match self.shards.get(shard) {
+            Some(s) => s.tx.request(cmd).await,
+            None => false,
+        }
     }
 
     /// Asks shard `shard`; None when it has stopped.
@@ -95,7 +99,7 @@ impl MediaHandle {
         cmd: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
-        if !self.send(shard, cmd(tx)) {
+        if !self.send(shard, cmd(tx)).await {
             return None;
         }
         rx.await.ok()
@@ -106,7 +110,7 @@ impl MediaHandle {
         let mut waiting = Vec::with_capacity(self.shards.len());
         for i in 0..self.shards.len() {
             let (tx, rx) = oneshot::channel();
-            if !self.send(i, cmd(tx)) {
+            if !self.send(i, cmd(tx)).await {
                 return None;
             }
             waiting.push(rx);
@@ -178,18 +182,19 @@ impl MediaHandle {
     }
 
     /// A datagram a TURN client relayed to `to`, one of [`Self::media_addrs`]: to the shard
-    /// on that port. Other commands from TURN go to every shard.
+    /// on that port (dropped if its queue is full, as the network would). Other commands from
+    /// TURN go to every shard.
     pub fn relayed_by_turn(&self, cmd: Command) {
         match &cmd {
             Command::Relayed { to, .. } => {
-                if let Some(i) = self.shards.iter().position(|s| s.port == to.port()) {
-                    self.send(i, cmd);
+                if let Some(s) = self.shards.iter().find(|s| s.port == to.port()) {
+                    s.tx.media(cmd);
                 }
             }
             Command::RelayClosed(addr) => {
                 let addr = *addr;
-                for i in 0..self.shards.len() {
-                    self.send(i, Command::RelayClosed(addr));
+                for s in self.shards.iter() {
+                    s.tx.between_shards(Command::RelayClosed(addr));
                 }
             }
             _ => {}
@@ -215,8 +220,11 @@ pub async fn start(
     let limits = crate::limits::Limits::new(config.limits.settings());
     let mut shards = Vec::with_capacity(count);
     let mut media_addrs = Vec::new();
-    let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..count).map(|_| mpsc::unbounded_channel()).unzip();
-    let txs: Arc<[mpsc::UnboundedSender<Command>]> = txs.into();
+    let dropped = Arc::new(crate::queues::Dropped::default());
+    let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..count)
+        .map(|_| crate::queues::shard_queues(dropped.clone()))
+        .unzip();
+    let txs: Arc<[crate::queues::ShardTx]> = txs.into();
     for index in 0..count {
         let bind = SocketAddr::new(config.media.bind, config.media.port + index as u16);
         let udp = std::net::UdpSocket::bind(bind)
@@ -263,7 +271,7 @@ pub async fn start(
         let context = crate::media_loop::Context {
             shard: index,
             hub: hub.clone(),
-            tx: tx.clone(),
+            queues: tx.clone(),
             ice: ice.clone(),
             hooks: hooks.clone(),
             limits: limits.clone(),
@@ -283,7 +291,7 @@ pub async fn start(
                             Ok(l) => {
                                 tokio::spawn(crate::media_loop::accept_tcp(
                                     l,
-                                    context.tx.clone(),
+                                    context.queues.control.clone(),
                                     context.limits.clone(),
                                 ));
                             }
@@ -291,7 +299,7 @@ pub async fn start(
                         }
                     }
                     let sfu = Sfu::new(sfu_config, candidates, random_seed(index), Instant::now());
-                    let streams = Streams::new(context.hub.clone(), context.tx.clone());
+                    let streams = Streams::new(context.hub.clone(), context.queues.frames.clone());
                     crate::media_loop::run(sfu, streams, udp, advertised, rx, context).await;
                 });
             })?;
@@ -308,6 +316,7 @@ pub async fn start(
         turn,
         limits,
         hooks,
+        dropped,
         auth: Arc::new(crate::access::Access::new(
             config.auth.keys()?,
             config.auth.open_playback,

@@ -181,7 +181,7 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
     let weak = tx.downgrade();
     let mut shard = media.next_shard();
     let mut joined = false;
-    if !media.send(shard, Command::Connect(conn, tx)) {
+    if !media.send(shard, Command::Connect(conn, tx)).await {
         return;
     }
     debug!(conn = conn.0, "signalling connected");
@@ -267,7 +267,7 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                         sfu::signal::ErrorCode::RateLimited,
                         "too much signalling: message dropped (limits.signal_bytes_per_second)".into(),
                     );
-                    if !media.send(shard, cmd) {
+                    if !media.send(shard, cmd).await {
                         break;
                     }
                     continue;
@@ -277,9 +277,9 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                     let target = media.room_shard(room);
                     if !joined && target != shard {
                         let Some(tx) = weak.upgrade() else { break };
-                        media.send(shard, Command::Disconnect(conn));
+                        media.send(shard, Command::Disconnect(conn)).await;
                         shard = target;
-                        if !media.send(shard, Command::Connect(conn, tx)) {
+                        if !media.send(shard, Command::Connect(conn, tx)).await {
                             break;
                         }
                     }
@@ -294,7 +294,7 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                         }
                         Some(Ok(grant)) => {
                             join_by = None;
-                            if !media.send(shard, Command::Authorize(conn, grant)) {
+                            if !media.send(shard, Command::Authorize(conn, grant)).await {
                                 break;
                             }
                             Command::Message(conn, msg)
@@ -309,12 +309,12 @@ async fn signalling(mut socket: WebSocket, media: MediaHandle, query_token: Opti
                         Command::BadFrame(conn, e.code(), e.to_string())
                     }
                 };
-                if !media.send(shard, cmd) {
+                if !media.send(shard, cmd).await {
                     break;
                 }
             }
         }
     }
-    media.send(shard, Command::Disconnect(conn));
+    media.send(shard, Command::Disconnect(conn)).await;
     debug!(conn = conn.0, "signalling closed");
 }

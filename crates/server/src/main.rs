@@ -14,6 +14,7 @@ mod limits;
 mod media_loop;
 mod metrics;
 mod net;
+mod queues;
 mod recording;
 mod rtmp_server;
 mod rtws_cmaf;

@@ -193,13 +193,13 @@ pub struct Context {
     /// Its number.
     pub shard: usize,
     pub hub: Hub,
-    /// Its own command queue (ICE-TCP connections and hub bridges send into it).
-    pub tx: mpsc::UnboundedSender<Command>,
+    /// Its own queues (ICE-TCP connections and hub bridges send into them).
+    pub queues: crate::queues::ShardTx,
     pub ice: Arc<IceServers>,
     pub hooks: crate::webhooks::Webhooks,
     pub limits: Arc<crate::limits::Limits>,
-    /// Every shard's queue, this one's too (exports and their answers go between them).
-    pub shards: Arc<[mpsc::UnboundedSender<Command>]>,
+    /// Every shard's queues, this one's too (exports and their answers go between them).
+    pub shards: Arc<[crate::queues::ShardTx]>,
     /// This shard reports the streams no WebRTC publisher feeds (RTMP, RTWebSocket, …): the
     /// first one does, so `/api/streams` lists each stream once.
     pub hub_only_streams: bool,
@@ -222,7 +222,7 @@ struct Loop {
     shutdown: Option<oneshot::Sender<()>>,
     shard: usize,
     hub_only_streams: bool,
-    shards: Arc<[mpsc::UnboundedSender<Command>]>,
+    shards: Arc<[crate::queues::ShardTx]>,
     /// Packets for other shards, gathered while draining the SFU and sent as one message
     /// per shard (a wake of the other thread per drain, not per packet).
     exports: Vec<Vec<sfu::mirror::MirrorPacket>>,
@@ -236,7 +236,7 @@ pub async fn run(
     streams: Streams,
     udp: UdpSocket,
     local: SocketAddr,
-    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut rx: crate::queues::ShardRx,
     ctx: Context,
 ) {
     let mut l = Loop {
@@ -288,10 +288,13 @@ pub async fn run(
                 // ICMP port unreachable from a vanished peer shows up here on Linux; harmless.
                 Err(e) => debug!("udp recv: {e}"),
             },
-            cmd = rx.recv() => match cmd {
+            cmd = rx.control.recv() => match cmd {
                 Some(cmd) => l.command(cmd),
                 None => return,
             },
+            Some(cmd) = rx.media.recv() => l.command(cmd),
+            Some(cmd) = rx.frames.recv() => l.command(cmd),
+            Some(cmd) = rx.shards.recv() => l.command(cmd),
             _ = tokio::time::sleep_until(deadline.into()) => {
                 l.sfu.handle_timeout(Instant::now());
             }
@@ -651,7 +654,7 @@ impl Loop {
                         if !batch.is_empty()
                             && let Some(tx) = self.shards.get(i)
                         {
-                            let _ = tx.send(Command::Mirrored(std::mem::take(batch)));
+                            tx.media(Command::Mirrored(std::mem::take(batch)));
                         }
                     }
                     return t;
@@ -662,7 +665,7 @@ impl Loop {
 
     fn to_shard(&self, shard: u32, cmd: Command) {
         if let Some(tx) = self.shards.get(shard as usize) {
-            let _ = tx.send(cmd);
+            tx.between_shards(cmd);
         }
     }
 }
@@ -671,7 +674,7 @@ impl Loop {
 /// length before each STUN/DTLS/RTP packet.
 pub(crate) async fn accept_tcp(
     listener: TcpListener,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
     limits: Arc<crate::limits::Limits>,
 ) {
     loop {
@@ -715,13 +718,13 @@ enum Ended {
 async fn tcp_conn(
     stream: TcpStream,
     addr: SocketAddr,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
     (first, idle): (std::time::Duration, std::time::Duration),
 ) -> Ended {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
-    if tx.send(Command::TcpOpen(addr, out_tx)).is_err() {
+    if tx.send(Command::TcpOpen(addr, out_tx)).await.is_err() {
         return Ended::Closed;
     }
     let writer = tokio::spawn(async move {
@@ -746,7 +749,8 @@ async fn tcp_conn(
         };
         match tokio::time::timeout(wait, frame).await {
             Ok(Ok(frame)) => {
-                if tx.send(Command::TcpFrame(addr, frame)).is_err() {
+                // A shard that falls behind slows this reader, and TCP the client.
+                if tx.send(Command::TcpFrame(addr, frame)).await.is_err() {
                     break Ended::Closed;
                 }
             }
@@ -756,6 +760,6 @@ async fn tcp_conn(
         wait = idle;
     };
     writer.abort();
-    let _ = tx.send(Command::TcpClosed(addr));
+    let _ = tx.send(Command::TcpClosed(addr)).await;
     ended
 }

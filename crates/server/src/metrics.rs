@@ -200,6 +200,16 @@ pub async fn metrics(State(media): State<MediaHandle>) -> Response {
         let n = n.load(Relaxed);
         let _ = writeln!(out, "onair_limits_refused_total{{reason=\"{reason}\"}} {n}");
     }
+    let d = &media.dropped;
+    let _ = writeln!(
+        out,
+        "# HELP onair_media_dropped_total Datagrams and exported packet batches dropped at a media shard's full queue.\n\
+         # TYPE onair_media_dropped_total counter"
+    );
+    for (queue, n) in [("relayed", &d.relayed), ("mirrored", &d.mirrored)] {
+        let n = n.load(Relaxed);
+        let _ = writeln!(out, "onair_media_dropped_total{{queue=\"{queue}\"}} {n}");
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

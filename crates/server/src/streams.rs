@@ -45,7 +45,8 @@ struct Viewer {
 
 pub struct Streams {
     pub hub: Hub,
-    tx: mpsc::UnboundedSender<Command>,
+    /// The shard's `frames` queue (queues.rs): bounded, and a bridge waits when it is full.
+    tx: mpsc::Sender<Command>,
     /// WHIP publishers and room participants, by participant.
     publishers: HashMap<ParticipantId, Publisher>,
     /// Their tracks in the hub's order (a frame's track index is the position here).
@@ -56,7 +57,7 @@ pub struct Streams {
 }
 
 impl Streams {
-    pub fn new(hub: Hub, tx: mpsc::UnboundedSender<Command>) -> Streams {
+    pub fn new(hub: Hub, tx: mpsc::Sender<Command>) -> Streams {
         Streams {
             hub,
             tx,
@@ -363,7 +364,7 @@ pub fn frame_track(t: &TrackInfo) -> Option<FrameTrack> {
 /// Carries one hub stream to one WHEP viewer: H.264 to Annex B with the parameter sets in
 /// front of every keyframe, Opus as it is; other tracks (AAC, which has an Opus twin when
 /// transcoding is on) stay behind. Ends the viewer's session when the stream ends.
-async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::UnboundedSender<Command>) {
+async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::Sender<Command>) {
     let mut tracks: Arc<[TrackInfo]> = Arc::from(Vec::new());
     let mut avc: Option<media::avc::AvcConfig> = None;
     let mut base: Option<i64> = None;
@@ -410,10 +411,12 @@ async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::UnboundedSe
             pts_us: (f.pts - base).max(0) as u64,
             data,
         };
-        if tx.send(cmd).is_err() {
+        // Waits while the shard's frame queue is full: meanwhile the hub reader falls behind,
+        // and the hub skips it to the next keyframe (the drop policy of every hub reader).
+        if tx.send(cmd).await.is_err() {
             return;
         }
     }
     debug!(%viewer, "hub stream ended: ending the WHEP session");
-    let _ = tx.send(Command::KickSession(viewer));
+    let _ = tx.send(Command::KickSession(viewer)).await;
 }
