@@ -23,6 +23,16 @@ use crate::signal::{OfferTrack, ServerMessage, TrackInfo, TrackKind};
 /// (congestion.rs), not by this cap.
 const RTX_SHARE_CAP: f32 = 0.4;
 
+/// How long a subscriber leg keeps what it sent, for resends: as libwebrtc's sender does at
+/// least (its history is max(1 s, 3 × RTT)). str0m's default of 3 s made the cache most of a
+/// receiver's memory: its slots hold a packet's header inline (the payload is shared), and the
+/// slot array doubles to fit the window, so a 100-packet/s leg held 512 slots. heaptrack, 100
+/// WHEP receivers: 27.2 MB of 36 MB at peak was this cache (272 KiB a receiver).
+const RTX_HISTORY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most packets kept in that second (a 4 Mbit/s layer sends ~400 a second).
+const RTX_HISTORY_PACKETS: usize = 512;
+
 impl Sfu {
     /// Sends a subscriber offer for whatever changed, unless one is in flight or the client is
     /// away (the changes wait; `resume` calls this again).
@@ -204,7 +214,7 @@ impl Sfu {
                     // full, uncapped resends of what the queue dropped filled it again; a
                     // capped subscriber's link carried 220 kbit/s of resends and 30 kbit/s of
                     // new video, and its estimate sank to nothing. See RTX_SHARE_CAP.
-                    tx.set_rtx_cache(1024, std::time::Duration::from_secs(3), Some(RTX_SHARE_CAP));
+                    tx.set_rtx_cache(RTX_HISTORY_PACKETS, RTX_HISTORY, Some(RTX_SHARE_CAP));
                     // Forwarded media leaves at once, not at str0m's pacing rate (the estimate
                     // times 1.1): the allocator keeps what is sent under the estimate by the
                     // layers it picks, and a pacer in an SFU only turns an estimate that
