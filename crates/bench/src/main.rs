@@ -124,8 +124,9 @@ pub(crate) fn proc_usage(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
-/// CPU seconds (user + system) of each thread of a process, by thread name (`comm`; several
-/// threads may share one, as tokio's workers do: their seconds are added up).
+/// CPU seconds (user + system) of each thread of a process, by thread name (`comm`, less a
+/// trailing ` <number>`; several threads may share one, as tokio's workers do: their seconds are
+/// added up).
 pub(crate) fn thread_usage(pid: u32) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -136,7 +137,13 @@ pub(crate) fn thread_usage(pid: u32) -> std::collections::BTreeMap<String, f64> 
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let name = stat[open + 1..close].to_owned();
+        // Janus names each session's thread `hloop <id>`: one entry for all of them.
+        let comm = &stat[open + 1..close];
+        let name = match comm.rsplit_once(' ') {
+            Some((head, id)) if id.bytes().all(|b| b.is_ascii_digit()) => head,
+            _ => comm,
+        }
+        .to_owned();
         let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
         let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
