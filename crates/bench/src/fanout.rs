@@ -224,6 +224,18 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
     // The window: the server's CPU, the generator's CPU, packets that reached receivers (counted
     // the same way for every server) and, for onair, what it says it sent.
     let me = std::process::id();
+    // ONAIR_BENCH_CALLGRIND=1, with the server run under `valgrind --tool=callgrind`: its
+    // counts are zeroed here and dumped at the window's end, so the dump is the window alone
+    // (instructions per forwarded packet, repeatably; see docs/benchmarks.md).
+    let callgrind = |op: &str| {
+        if std::env::var_os("ONAIR_BENCH_CALLGRIND").is_some() {
+            let _ = std::process::Command::new("callgrind_control")
+                .args([op, &pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
+    };
+    callgrind("-z");
     let (cpu0, _) = proc_usage(pid);
     let threads0 = crate::thread_usage(pid);
     let (gen0, _) = proc_usage(me);
@@ -234,6 +246,7 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
     std::thread::sleep(measure);
     let (cpu1, rss) = proc_usage(pid);
     let threads = crate::thread_usage_between(&threads0, &crate::thread_usage(pid));
+    callgrind("-d");
     let (gen1, _) = proc_usage(me);
     let delivered = RECEIVED_PACKETS.load(Ordering::Relaxed).saturating_sub(rx0);
     let taken = server_counter(&target, "rtp_in")

@@ -182,21 +182,7 @@ impl Legs<'_> {
         tx.write_rtp(write);
         self.sent += 1;
         // str0m's invariant: a full drain after each mutation.
-        loop {
-            match sub.rtc.poll_output() {
-                Ok(str0m::Output::Timeout(t)) => {
-                    sub.timeout = t;
-                    break;
-                }
-                Ok(str0m::Output::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
-                Ok(str0m::Output::Event(e)) => self.events.push_back((down.peer, e)),
-                Err(e) => {
-                    warn!(peer = down.peer.0, "subscriber failed: {e}");
-                    sub.rtc.disconnect();
-                    break;
-                }
-            }
-        }
+        crate::sfu::drain_peer(down.peer, sub, self.now, self.out, self.events);
     }
 }
 

@@ -188,6 +188,35 @@ pub struct Sfu {
     pub(crate) exports: Vec<(u32, crate::mirror::MirrorPacket)>,
 }
 
+/// The one str0m drain loop: polls `peer` until it yields its next timeout, transmits to
+/// `out`, events to `events` (handled after the mutation that caused them). A connection that
+/// fails is disconnected and stays until `reap` removes its participant, with a deadline that
+/// does not spin the loop.
+pub(crate) fn drain_peer(
+    id: PeerId,
+    peer: &mut Peer,
+    now: Instant,
+    out: &mut VecDeque<Output>,
+    events: &mut VecDeque<(PeerId, Event)>,
+) {
+    loop {
+        match peer.rtc.poll_output() {
+            Ok(RtcOutput::Timeout(t)) => {
+                peer.timeout = t;
+                break;
+            }
+            Ok(RtcOutput::Transmit(t)) => out.push_back(Output::Transmit(t)),
+            Ok(RtcOutput::Event(e)) => events.push_back((id, e)),
+            Err(e) => {
+                warn!(peer = id.0, participant = %peer.owner, "peer failed: {e}");
+                peer.rtc.disconnect();
+                peer.timeout = now + std::time::Duration::from_secs(1);
+                break;
+            }
+        }
+    }
+}
+
 pub(crate) struct Room {
     pub participants: Vec<ParticipantId>,
     pub mode: crate::signal::RoomMode,
@@ -676,26 +705,8 @@ impl Sfu {
     /// Polls a peer until it yields its next timeout (str0m's rule: every mutation is followed
     /// by a full drain before the next).
     pub(crate) fn drain(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        loop {
-            match peer.rtc.poll_output() {
-                Ok(RtcOutput::Timeout(t)) => {
-                    peer.timeout = t;
-                    break;
-                }
-                Ok(RtcOutput::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
-                Ok(RtcOutput::Event(e)) => self.events.push_back((id, e)),
-                Err(e) => {
-                    warn!(peer = id.0, participant = %peer.owner, "peer failed: {e}");
-                    peer.rtc.disconnect();
-                    // A dead peer stays in the map until `reap` removes its participant; give it a
-                    // deadline that does not spin the loop.
-                    peer.timeout = self.now + std::time::Duration::from_secs(1);
-                    break;
-                }
-            }
+        if let Some(peer) = self.peers.get_mut(&id) {
+            drain_peer(id, peer, self.now, &mut self.out, &mut self.events);
         }
     }
 
