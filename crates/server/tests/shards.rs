@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use testkit::Publish;
+use testkit::live::{LiveOptions, spawn};
 use testkit::server::TestServer;
 use testkit::whep::{ReceiverReport, whep_receiver, whip_publisher};
 
@@ -101,6 +103,67 @@ fn one_streams_viewers_on_both_shards_all_receive_it() {
         assert!(
             metrics.contains(&format!("onair_media_shard_peers{{shard=\"{shard}\"}}")),
             "{metrics}"
+        );
+    }
+    assert_eq!(server.stop(), Some(0), "SIGTERM exits 0");
+}
+
+#[test]
+fn rooms_are_spread_over_the_shards_and_each_rooms_members_meet() {
+    let server = TestServer::start(env!("CARGO_BIN_EXE_onair"), &[("ONAIR_MEDIA_SHARDS", "2")]);
+    // Two rooms that live on each shard (the server places a room by its name).
+    let mut rooms: Vec<String> = Vec::new();
+    for shard in 0..2 {
+        rooms.extend(
+            (0..)
+                .map(|i| format!("spread-{i}"))
+                .filter(|r| sfu::shard_of(r, 2) == shard)
+                .take(2),
+        );
+    }
+    let member = |room: &str, name: &str| {
+        spawn(LiveOptions {
+            url: server.ws_url(),
+            room: room.into(),
+            name: name.into(),
+            publish: Some(Publish {
+                video: true,
+                audio: true,
+                simulcast: false,
+            }),
+            chat: None,
+            stay: Duration::from_secs(5),
+        })
+    };
+    let handles: Vec<_> = rooms
+        .iter()
+        .flat_map(|r| [(r.clone(), member(r, "a")), (r.clone(), member(r, "b"))])
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let status = get_json(server.http_port, "/api/rooms");
+    for (room, h) in handles {
+        let c = h.join().expect("member thread").expect("member ran");
+        let video = c.frames.iter().filter(|f| f.video).count();
+        let audio = c.frames.iter().filter(|f| !f.video).count();
+        assert!(
+            video > 50,
+            "{} in {room}: {video} video frames from the other",
+            c.name
+        );
+        assert!(audio > 75, "{} in {room}: {audio} audio frames", c.name);
+    }
+    let shards = status["shards"].as_array().cloned().unwrap_or_default();
+    assert_eq!(shards.len(), 2, "{status}");
+    for s in &shards {
+        assert_eq!(
+            s["rooms"].as_u64(),
+            Some(2),
+            "two rooms on each shard: {shards:?}"
+        );
+        assert_eq!(
+            s["peers"].as_u64(),
+            Some(8),
+            "two members of two rooms, two peers each: {shards:?}"
         );
     }
     assert_eq!(server.stop(), Some(0), "SIGTERM exits 0");
