@@ -15,8 +15,8 @@ use sfu::admin::{AdminError, GrantUpdate};
 use sfu::{ParticipantId, TrackId};
 use tokio::sync::oneshot;
 
-use crate::engine::MediaHandle;
-use crate::media_loop::Command;
+use crate::webrtc::engine::MediaHandle;
+use crate::webrtc::shard::Command;
 
 /// What the media loop is asked to do.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use sfu::{FrameTrack, ParticipantId, Sfu, SfuEvent};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::media_loop::Command;
+use crate::webrtc::shard::Command;
 
 /// An HLS player counts as watching for this long after its last request.
 const VIEWED_FOR: std::time::Duration = std::time::Duration::from_secs(30);

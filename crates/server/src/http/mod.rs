@@ -1,5 +1,10 @@
 //! HTTP: pages, the `/rtc` signalling WebSocket, and a small JSON API.
 
+pub mod accept;
+pub mod admin;
+pub mod metrics;
+pub mod pages;
+
 use axum::Router;
 use axum::extract::Query;
 use axum::extract::State;
@@ -11,9 +16,9 @@ use sfu::signal::{ClientMessage, decode};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::engine::MediaHandle;
-use crate::media_loop::{Command, ToConn};
-use crate::web;
+use crate::http::pages as web;
+use crate::webrtc::engine::MediaHandle;
+use crate::webrtc::shard::{Command, ToConn};
 
 /// Frames above this (or 4 × `max_signal_bytes`, if more) are refused by the WebSocket layer
 /// itself before they are buffered
@@ -42,7 +47,7 @@ pub fn router(media: MediaHandle) -> Router {
         .route("/api/sessions", get(sessions))
         .route("/api/streams", get(streams))
         .route("/api/ice-servers", get(ice_servers))
-        .route("/metrics", get(crate::metrics::metrics))
+        .route("/metrics", get(crate::http::metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }));
     for (path, ctype, body) in web::FILES {
         r = r.route(
@@ -58,8 +63,8 @@ pub fn router(media: MediaHandle) -> Router {
             }),
         );
     }
-    r.merge(crate::whip::routes())
-        .merge(crate::admin_api::routes())
+    r.merge(crate::webrtc::whip::routes())
+        .merge(crate::http::admin::routes())
         .with_state(media)
 }
 
@@ -83,7 +88,7 @@ async fn ice_servers(
     // The guard verified the token (auth on) and left its claims on the request.
     let subject = claims.map(|c| c.0.sub).filter(|s| !s.is_empty());
     let user = match (subject, connect) {
-        (Some(sub), _) => crate::ice_servers::subject_user(&sub),
+        (Some(sub), _) => crate::turn::ice_servers::subject_user(&sub),
         (None, Some(c)) => format!("ip-{}", crate::limits::key(c.0.0.ip())),
         (None, None) => "anonymous".to_owned(),
     };
@@ -141,8 +146,8 @@ async fn rtc(
     let hard = WS_HARD_LIMIT.max(media.max_signal_bytes.saturating_mul(4));
     ws.max_message_size(hard)
         .max_frame_size(hard)
-        .read_buffer_size(crate::rtws_server::WS_READ_BUFFER)
-        .write_buffer_size(crate::rtws_server::WS_WRITE_BUFFER)
+        .read_buffer_size(crate::ws::rtws::WS_READ_BUFFER)
+        .write_buffer_size(crate::ws::rtws::WS_WRITE_BUFFER)
         .on_upgrade(move |socket| signalling(socket, media, query.access_token))
 }
 

@@ -1,6 +1,8 @@
 //! RTMP ingest: a TCP listener (1935 by default) and one task per connection driving an
 //! `rtmp::Session`. `rtmp://HOST/APP/KEY` publishes hub stream `APP/KEY` (`flv_publish`).
 
+pub mod flv_publish;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +16,8 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::flv_publish::FlvPublish;
 use crate::limits::{Door, Limits};
+use crate::rtmp::flv_publish::FlvPublish;
 
 /// A connection that sends nothing for this long is closed.
 const IDLE: Duration = Duration::from_secs(30);

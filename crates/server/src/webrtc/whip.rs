@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::access::{StreamAction, bearer};
-use crate::engine::MediaHandle;
-use crate::media_loop::{Command, SessionError};
+use crate::webrtc::engine::MediaHandle;
+use crate::webrtc::shard::{Command, SessionError};
 
 /// SDP offers and trickle fragments larger than this are refused (413).
 const MAX_BODY: usize = 64 * 1024;

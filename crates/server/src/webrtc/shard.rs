@@ -18,9 +18,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::ice_servers::IceServers;
-use crate::streams::{StreamStatus, Streams, frame_track};
-use crate::turn_server::TurnShared;
+use crate::turn::TurnShared;
+use crate::turn::ice_servers::IceServers;
+use crate::webrtc::hub_bridge::{StreamStatus, Streams, frame_track};
 
 /// What a signalling connection's task receives.
 #[derive(Debug)]
@@ -121,8 +121,8 @@ pub enum Command {
     RoomReport(String, oneshot::Sender<Option<sfu::report::RoomReport>>),
     /// `GET /api/sessions`: WHIP publishers and WHEP viewers with their figures.
     Sessions(oneshot::Sender<Vec<sfu::report::ParticipantReport>>),
-    /// The operator's actions (admin_api.rs).
-    Admin(crate::admin_api::AdminOp, crate::admin_api::AdminReply),
+    /// The operator's actions (http/admin.rs).
+    Admin(crate::http::admin::AdminOp, crate::http::admin::AdminReply),
 }
 
 /// Why a WHIP/WHEP request failed.
@@ -194,12 +194,12 @@ pub struct Context {
     pub shard: usize,
     pub hub: Hub,
     /// Its own queues (ICE-TCP connections and hub bridges send into them).
-    pub queues: crate::queues::ShardTx,
+    pub queues: crate::webrtc::queues::ShardTx,
     pub ice: Arc<IceServers>,
     pub hooks: crate::webhooks::Webhooks,
     pub limits: Arc<crate::limits::Limits>,
     /// Every shard's queues, this one's too (exports and their answers go between them).
-    pub shards: Arc<[crate::queues::ShardTx]>,
+    pub shards: Arc<[crate::webrtc::queues::ShardTx]>,
     /// This shard reports the streams no WebRTC publisher feeds (RTMP, RTWebSocket, …): the
     /// first one does, so `/api/streams` lists each stream once.
     pub hub_only_streams: bool,
@@ -222,7 +222,7 @@ struct Loop {
     shutdown: Option<oneshot::Sender<()>>,
     shard: usize,
     hub_only_streams: bool,
-    shards: Arc<[crate::queues::ShardTx]>,
+    shards: Arc<[crate::webrtc::queues::ShardTx]>,
     /// Packets for other shards, gathered while draining the SFU and sent as one message
     /// per shard (a wake of the other thread per drain, not per packet).
     exports: Vec<Vec<sfu::mirror::MirrorPacket>>,
@@ -236,7 +236,7 @@ pub async fn run(
     streams: Streams,
     udp: UdpSocket,
     local: SocketAddr,
-    mut rx: crate::queues::ShardRx,
+    mut rx: crate::webrtc::queues::ShardRx,
     ctx: Context,
 ) {
     let mut l = Loop {
@@ -324,9 +324,9 @@ impl Loop {
     fn admin(
         &mut self,
         now: Instant,
-        op: crate::admin_api::AdminOp,
-    ) -> Result<serde_json::Value, crate::admin_api::AdminOpError> {
-        use crate::admin_api::AdminOp;
+        op: crate::http::admin::AdminOp,
+    ) -> Result<serde_json::Value, crate::http::admin::AdminOpError> {
+        use crate::http::admin::AdminOp;
         use serde_json::json;
         Ok(match op {
             AdminOp::Kick(room, pid) => {
@@ -602,7 +602,9 @@ impl Loop {
                         // Each member gets its own time-limited TURN credentials, named after
                         // its token's subject when it had one (as /api/ice-servers does).
                         *ice_servers = match self.identities.get(&conn) {
-                            Some(sub) => self.ice.for_user(&crate::ice_servers::subject_user(sub)),
+                            Some(sub) => self
+                                .ice
+                                .for_user(&crate::turn::ice_servers::subject_user(sub)),
                             None => self.ice.for_user(&participant_id.to_string()),
                         };
                     }

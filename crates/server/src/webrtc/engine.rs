@@ -27,14 +27,14 @@ use tokio::sync::oneshot;
 use tracing::error;
 
 use crate::config::Config;
-use crate::ice_servers::IceServers;
-use crate::media_loop::{Command, Status};
-use crate::streams::{StreamStatus, Streams};
-use crate::turn_server::TurnCounters;
+use crate::turn::TurnCounters;
+use crate::turn::ice_servers::IceServers;
+use crate::webrtc::hub_bridge::{StreamStatus, Streams};
+use crate::webrtc::shard::{Command, Status};
 
 /// One shard as the handle sees it.
 struct Shard {
-    tx: crate::queues::ShardTx,
+    tx: crate::webrtc::queues::ShardTx,
     /// Its UDP (and ICE-TCP) port.
     port: u16,
 }
@@ -61,7 +61,7 @@ pub struct MediaHandle {
     /// The operator's webhooks (and their counters, for `/metrics`).
     pub hooks: crate::webhooks::Webhooks,
     /// What full shard queues dropped (queues.rs), for `/metrics`.
-    pub dropped: Arc<crate::queues::Dropped>,
+    pub dropped: Arc<crate::webrtc::queues::Dropped>,
 }
 
 impl MediaHandle {
@@ -152,7 +152,7 @@ impl MediaHandle {
     }
 
     /// Every live stream: each shard tells of the WebRTC streams published on it, the first
-    /// also of the hub-only ones (streams.rs).
+    /// also of the hub-only ones (hub_bridge.rs).
     pub async fn streams(&self) -> Option<Vec<StreamStatus>> {
         let mut all: Vec<StreamStatus> = self
             .ask_all(Command::Streams)
@@ -220,11 +220,11 @@ pub async fn start(
     let limits = crate::limits::Limits::new(config.limits.settings());
     let mut shards = Vec::with_capacity(count);
     let mut media_addrs = Vec::new();
-    let dropped = Arc::new(crate::queues::Dropped::default());
+    let dropped = Arc::new(crate::webrtc::queues::Dropped::default());
     let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..count)
-        .map(|_| crate::queues::shard_queues(dropped.clone()))
+        .map(|_| crate::webrtc::queues::shard_queues(dropped.clone()))
         .unzip();
-    let txs: Arc<[crate::queues::ShardTx]> = txs.into();
+    let txs: Arc<[crate::webrtc::queues::ShardTx]> = txs.into();
     for index in 0..count {
         let bind = SocketAddr::new(config.media.bind, config.media.port + index as u16);
         let udp = std::net::UdpSocket::bind(bind)
@@ -268,7 +268,7 @@ pub async fn start(
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let context = crate::media_loop::Context {
+        let context = crate::webrtc::shard::Context {
             shard: index,
             hub: hub.clone(),
             queues: tx.clone(),
@@ -289,7 +289,7 @@ pub async fn start(
                     if let Some(l) = tcp {
                         match tokio::net::TcpListener::from_std(l) {
                             Ok(l) => {
-                                tokio::spawn(crate::media_loop::accept_tcp(
+                                tokio::spawn(crate::webrtc::shard::accept_tcp(
                                     l,
                                     context.queues.control.clone(),
                                     context.limits.clone(),
@@ -300,7 +300,7 @@ pub async fn start(
                     }
                     let sfu = Sfu::new(sfu_config, candidates, random_seed(index), Instant::now());
                     let streams = Streams::new(context.hub.clone(), context.queues.frames.clone());
-                    crate::media_loop::run(sfu, streams, udp, advertised, rx, context).await;
+                    crate::webrtc::shard::run(sfu, streams, udp, advertised, rx, context).await;
                 });
             })?;
         shards.push(Shard { tx, port });

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use crate::access::{Access, StreamAction};
-use crate::rtws_cmaf::fragment_message;
+use crate::ws::rtws_cmaf::fragment_message;
 
 /// Bytes queued for one client and not yet written to its socket, before video is skipped:
 /// half a second at 1 Mbit/s. The kernel holds at most 16 KiB unsent besides
@@ -55,8 +55,8 @@ async fn upgrade(
     }
     // The client sends nothing but closes and pings.
     ws.max_message_size(4096)
-        .read_buffer_size(crate::rtws_server::WS_READ_BUFFER)
-        .write_buffer_size(crate::rtws_server::WS_WRITE_BUFFER)
+        .read_buffer_size(crate::ws::rtws::WS_READ_BUFFER)
+        .write_buffer_size(crate::ws::rtws::WS_WRITE_BUFFER)
         .on_upgrade(move |socket| session(socket, name, hub))
 }
 

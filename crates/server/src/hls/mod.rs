@@ -13,6 +13,8 @@
 //! counter the task bumps whenever a part is added, so an answer leaves the moment its part
 //! exists, and never waits longer than `hls.max_block_ms`.
 
+pub mod aac;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -32,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use crate::access::{self, Access, StreamAction};
 use crate::config::Config;
-use crate::hls_aac::AacFromOpus;
+use crate::hls::aac::AacFromOpus;
 
 /// How long an ended stream's playlist (with EXT-X-ENDLIST) stays available.
 const LINGER: Duration = Duration::from_secs(60);

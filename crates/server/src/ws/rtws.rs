@@ -26,8 +26,8 @@ use rtmp::tc::{TcEvent, TcSession};
 use tracing::{debug, info, warn};
 
 use crate::access::{self, Access, StreamAction};
-use crate::flv_publish::FlvPublish;
-use crate::rtws_cmaf::{CmafEvent, CmafSession};
+use crate::rtmp::flv_publish::FlvPublish;
+use crate::ws::rtws_cmaf::{CmafEvent, CmafSession};
 
 /// The largest WebSocket message accepted: a fragment is 1400 bytes; anything much larger is
 /// not RTWebSocket.

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-use crate::media_loop::Command;
+use crate::webrtc::shard::Command;
 
 /// Requests waiting for a shard: enough for bursts of joins; a sender waits beyond.
 const CONTROL: usize = 1024;

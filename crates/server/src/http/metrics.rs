@@ -1,6 +1,6 @@
 //! `GET /metrics`: Prometheus text exposition of the SFU's and TURN's counters.
 
-use crate::engine::MediaHandle;
+use crate::webrtc::engine::MediaHandle;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};

@@ -12,6 +12,8 @@
 //! and what the SFU sends to a relayed address comes back through [`TurnShared::from_sfu`].
 //! Relay to relay (two relayed members of a P2P room) stays inside the core.
 
+pub mod ice_servers;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,9 +28,9 @@ use tracing::{debug, info, warn};
 use turn::{Credentials, Output, PeerPolicy, Transport, Turn, TurnConfig};
 
 use crate::config::Config;
-use crate::engine::MediaHandle;
 use crate::limits::{Door, Limits};
-use crate::media_loop::Command;
+use crate::webrtc::engine::MediaHandle;
+use crate::webrtc::shard::Command;
 
 /// TURN's counters, shared with `/metrics`.
 #[derive(Debug, Default)]
