@@ -367,40 +367,14 @@ impl Sfu {
                 .collect(),
             _ => order_rids(rids),
         };
-        let layers = (0..rids.len().max(1)).map(|_| Layer::default()).collect();
         p.published.insert(m.mid, tid);
         debug!(participant = %owner, track = %tid, mid = %m.mid, ?kind, "track added");
-        self.tracks.insert(
-            tid,
-            Track {
-                id: tid,
-                owner,
-                peer: peer_id,
-                mid: m.mid,
-                kind,
-                source,
-                muted: false,
-                server_muted: false,
-                red: false,
-                hub_audio_seq: None,
-                red_history: Default::default(),
-                codec: None,
-                width: meta.as_ref().and_then(|m| m.width),
-                height: meta.as_ref().and_then(|m| m.height),
-                rids,
-                layers,
-                downstream: Vec::new(),
-                recent: VecDeque::new(),
-                first_packet: None,
-                bytes_in: 0,
-                assembler: None,
-                hub_layer: None,
-                hub_last_pts: 0,
-                layer_assemblers: Vec::new(),
-                dynacast: Default::default(),
-                exports: Vec::new(),
-            },
-        );
+        let track = Track {
+            width: meta.as_ref().and_then(|m| m.width),
+            height: meta.as_ref().and_then(|m| m.height),
+            ..Track::new(tid, owner, (peer_id, m.mid), kind, source, rids)
+        };
+        self.tracks.insert(tid, track);
     }
 
     fn on_rtp(&mut self, peer_id: PeerId, mut pkt: RtpPacket) {

@@ -13,7 +13,6 @@
 //! shard would wait for a republish under the same name; one elsewhere is told at once, and
 //! its player may start again wherever the stream is published next).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use str0m::format::PayloadParams;
@@ -139,7 +138,7 @@ impl Sfu {
             None => {
                 let pid = ParticipantId(self.next_id());
                 self.participants
-                    .insert(pid, mirror_participant(pid, stream, origin, self.now));
+                    .insert(pid, mirror_participant(pid, stream, origin));
                 info!(participant = %pid, stream, origin, "mirror opened");
                 pid
             }
@@ -291,70 +290,27 @@ impl Sfu {
     }
 }
 
-fn mirror_participant(pid: ParticipantId, stream: &str, origin: u32, now: Instant) -> Participant {
-    let _ = now;
-    Participant {
-        id: pid,
-        role: Role::Mirror {
-            stream: stream.to_owned(),
-            origin,
-        },
-        // No peer, so no ICE to lose: never ended for want of it.
-        media_lost_at: None,
-        frame_outs: Vec::new(),
-        media_base: None,
-        name: stream.to_owned(),
-        room: RoomName::internal(format!("mirror:{stream}")),
-        conn: None,
-        conn_lost_at: None,
-        resume_token: String::new(),
-        auto_subscribe: false,
-        // No peer: ids no peer has (every shard's start at 1 or more).
-        publisher: PeerId(0),
-        subscriber: PeerId(0),
-        publish_meta: HashMap::new(),
-        published: BTreeMap::new(),
-        subs: BTreeMap::new(),
-        sub_mids: HashMap::new(),
-        sub_pending: None,
-        sub_offered_at: None,
-        sub_restart_ice: false,
-        free_mids: Vec::new(),
-        channels: HashMap::new(),
-        quality: None,
-        quality_pending: None,
-        grant: crate::grant::Grant::all(),
-    }
+fn mirror_participant(pid: ParticipantId, stream: &str, origin: u32) -> Participant {
+    let role = Role::Mirror {
+        stream: stream.to_owned(),
+        origin,
+    };
+    let room = RoomName::internal(format!("mirror:{stream}"));
+    // No peer: ids no peer has (every shard's start at 1 or more). No ICE to lose either, so
+    // it is never ended for want of it (`media_lost_at` stays empty).
+    let no_peer = (PeerId(0), PeerId(0));
+    Participant::new(pid, role, stream, room, no_peer, crate::grant::Grant::all())
 }
 
 fn mirror_track(owner: ParticipantId, mid: Mid, mt: MirrorTrack) -> Track {
+    let rids = mt.rids.clone();
     Track {
-        id: mt.id,
-        owner,
-        peer: PeerId(0),
-        mid,
-        kind: mt.kind,
-        source: mt.source,
-        muted: false,
-        server_muted: false,
         red: mt.red,
-        hub_audio_seq: None,
-        red_history: Default::default(),
         codec: Some(mt.codec),
         width: mt.width,
         height: mt.height,
-        rids: mt.rids,
+        // The origin's layer count (SVC layers are learnt from packets, as at the origin).
         layers: (0..mt.layers.max(1)).map(|_| Layer::default()).collect(),
-        downstream: Vec::new(),
-        recent: VecDeque::new(),
-        first_packet: None,
-        bytes_in: 0,
-        // The hub is fed on the origin's shard.
-        assembler: None,
-        hub_layer: None,
-        hub_last_pts: 0,
-        layer_assemblers: Vec::new(),
-        dynacast: Default::default(),
-        exports: Vec::new(),
+        ..Track::new(mt.id, owner, (PeerId(0), mid), mt.kind, mt.source, rids)
     }
 }

@@ -1,6 +1,6 @@
 //! Signalling: what each client message does to rooms, participants and peer connections.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -300,34 +300,21 @@ impl Sfu {
         let publisher = self.new_peer(pid, PcKind::Publisher);
         let subscriber = self.new_peer(pid, PcKind::Subscriber);
         let resume_token = format!("{:016x}{:016x}", self.rng.u64(..), self.rng.u64(..));
+        let member = Participant::new(
+            pid,
+            Role::Member,
+            name,
+            room.clone(),
+            (publisher, subscriber),
+            grant,
+        );
         self.participants.insert(
             pid,
             Participant {
-                id: pid,
-                role: Role::Member,
-                media_lost_at: None,
-                frame_outs: Vec::new(),
-                media_base: None,
-                name: name.to_owned(),
-                room: room.clone(),
                 conn: Some(conn),
-                conn_lost_at: None,
                 resume_token,
                 auto_subscribe,
-                publisher,
-                subscriber,
-                publish_meta: HashMap::new(),
-                published: BTreeMap::new(),
-                subs: BTreeMap::new(),
-                sub_mids: HashMap::new(),
-                sub_pending: None,
-                sub_offered_at: None,
-                sub_restart_ice: false,
-                free_mids: Vec::new(),
-                channels: HashMap::new(),
-                quality: None,
-                quality_pending: None,
-                grant,
+                ..member
             },
         );
         self.conns.insert(conn, Some(pid));

@@ -408,6 +408,88 @@ pub(crate) struct Track {
     pub dynacast: crate::dynacast::PublisherLayers,
 }
 
+impl Track {
+    /// A track of `owner`, arrived on `peer`'s m-line `mid`, as it is before its first packet:
+    /// one layer per simulcast RID (or one), codec unknown, nobody receiving it.
+    pub(crate) fn new(
+        id: TrackId,
+        owner: ParticipantId,
+        (peer, mid): (PeerId, Mid),
+        kind: TrackKind,
+        source: TrackSource,
+        rids: Vec<Rid>,
+    ) -> Track {
+        Track {
+            id,
+            owner,
+            peer,
+            mid,
+            kind,
+            source,
+            muted: false,
+            server_muted: false,
+            red: false,
+            hub_audio_seq: None,
+            red_history: Default::default(),
+            codec: None,
+            width: None,
+            height: None,
+            layers: (0..rids.len().max(1)).map(|_| Layer::default()).collect(),
+            rids,
+            downstream: Vec::new(),
+            recent: VecDeque::new(),
+            first_packet: None,
+            bytes_in: 0,
+            assembler: None,
+            hub_layer: None,
+            hub_last_pts: 0,
+            layer_assemblers: Vec::new(),
+            dynacast: Default::default(),
+            exports: Vec::new(),
+        }
+    }
+}
+
+impl Participant {
+    /// A participant as it starts: no socket, nothing published or received yet.
+    pub(crate) fn new(
+        id: ParticipantId,
+        role: Role,
+        name: &str,
+        room: RoomName,
+        (publisher, subscriber): (PeerId, PeerId),
+        grant: crate::grant::Grant,
+    ) -> Participant {
+        Participant {
+            id,
+            role,
+            media_lost_at: None,
+            frame_outs: Vec::new(),
+            media_base: None,
+            name: name.to_owned(),
+            room,
+            conn: None,
+            conn_lost_at: None,
+            resume_token: String::new(),
+            auto_subscribe: false,
+            publisher,
+            subscriber,
+            publish_meta: HashMap::new(),
+            published: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            sub_mids: HashMap::new(),
+            sub_pending: None,
+            sub_offered_at: None,
+            sub_restart_ice: false,
+            free_mids: Vec::new(),
+            channels: HashMap::new(),
+            quality: None,
+            quality_pending: None,
+            grant,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Layer {
     pub last_seen: Option<Instant>,

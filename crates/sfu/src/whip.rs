@@ -11,7 +11,7 @@
 //! With no socket to notice a vanished client, ICE is the liveness signal: a session whose peer
 //! has no ICE connectivity for [`HTTP_SESSION_ICE_TIMEOUT`] ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use str0m::change::SdpOffer;
@@ -499,34 +499,21 @@ impl Sfu {
             Role::Whip { .. } => format!("whip:{stream}"),
             _ => format!("whep:{pid}"),
         });
+        let session = Participant::new(
+            pid,
+            role,
+            stream,
+            room,
+            (peer, peer),
+            crate::grant::Grant::all(),
+        );
         self.participants.insert(
             pid,
             Participant {
-                id: pid,
-                role,
+                // Without ICE for HTTP_SESSION_ICE_TIMEOUT from now, it ends.
                 media_lost_at: Some(self.now),
-                frame_outs: Vec::new(),
-                media_base: None,
-                name: stream.to_owned(),
-                room,
-                conn: None,
-                conn_lost_at: None,
                 resume_token: token,
-                auto_subscribe: false,
-                publisher: peer,
-                subscriber: peer,
-                publish_meta: HashMap::new(),
-                published: BTreeMap::new(),
-                subs: BTreeMap::new(),
-                sub_mids: HashMap::new(),
-                sub_pending: None,
-                sub_offered_at: None,
-                sub_restart_ice: false,
-                free_mids: Vec::new(),
-                channels: HashMap::new(),
-                quality: None,
-                quality_pending: None,
-                grant: crate::grant::Grant::all(),
+                ..session
             },
         );
     }
