@@ -548,17 +548,17 @@ impl Turn {
             result,
             Self::t(self.epoch, now),
         );
-        self.drain(now);
+        // Only this client's library shard has work from it.
+        self.drain_one(idx, now);
     }
 
     /// Timers (allocation, permission and nonce expiry); returns when to call again.
     pub fn handle_timeout(&mut self, now: Instant) -> Instant {
-        self.drain(now);
+        // Each poll walks a shard's allocations: one pass per shard, which also says when
+        // that shard next needs one.
         let mut next = now + std::time::Duration::from_secs(1);
-        for s in &mut self.servers {
-            if let TurnServerPollRet::WaitUntil(t) = s.poll(Self::t(self.epoch, now)) {
-                next = next.min(t.to_std(self.epoch).max(now));
-            }
+        for idx in 0..self.servers.len() {
+            next = next.min(self.drain_one(idx, now));
         }
         next
     }
@@ -568,17 +568,11 @@ impl Turn {
         self.out.pop_front()
     }
 
-    /// Runs every server's state machine until each only waits.
-    fn drain(&mut self, now: Instant) {
-        for idx in 0..self.servers.len() {
-            self.drain_one(idx, now);
-        }
-    }
-
-    fn drain_one(&mut self, idx: usize, now: Instant) {
-        loop {
+    /// Runs one library shard's state machine until it only waits; returns until when.
+    fn drain_one(&mut self, idx: usize, now: Instant) -> Instant {
+        let wait = loop {
             match self.servers[idx].poll(Self::t(self.epoch, now)) {
-                TurnServerPollRet::WaitUntil(_) => break,
+                TurnServerPollRet::WaitUntil(t) => break t.to_std(self.epoch).max(now),
                 TurnServerPollRet::AllocateSocket {
                     transport,
                     listen_addr,
@@ -641,10 +635,11 @@ impl Turn {
                     self.out.push_back(Output::CloseRelay(listen_addr));
                 }
             }
-        }
+        };
         while let Some(t) = self.servers[idx].poll_transmit(Self::t(self.epoch, now)) {
             self.forward(t, now);
         }
+        wait
     }
 
     /// Queues a transmit from the library; packets a relay sends to a peer are checked against

@@ -6,12 +6,15 @@
 //! relay socket's reader, a TCP client's reader, the media loop) locks the core, feeds it, and
 //! sends what it answers, on its own thread. A channel hop and a task wake per relayed packet
 //! cost more than the whole TURN work (coturn's threads do the same: read, process, send).
+//! The UDP sockets are read on one thread of their own (`onair-turn`), many datagrams per
+//! call (`batch`); TCP and TLS clients stay on the main runtime and lock the same core.
 //!
 //! Relayed traffic addressed to the SFU's media port never touches the kernel: the datagram a
 //! client relays to the SFU is handed to the media loop as if it came from the relayed address,
 //! and what the SFU sends to a relayed address comes back through [`TurnShared::from_sfu`].
 //! Relay to relay (two relayed members of a P2P room) stays inside the core.
 
+mod batch;
 pub mod ice_servers;
 
 use std::collections::HashMap;
@@ -127,7 +130,18 @@ pub async fn start(
         }
         Some(tokio_rustls::TlsAcceptor::from(tls.config))
     };
+    // UDP relaying runs on a thread of its own with a single-threaded runtime: a wake-up
+    // there never hands the task to another worker (a futex wake and a cross-core hop per
+    // packet on the shared runtime), and the receive buffers are the thread's (`batch`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rt = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("onair-turn".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
     let shared = Arc::new(TurnShared {
+        rt,
         state: Mutex::new(State {
             core,
             relays: HashMap::new(),
@@ -157,7 +171,7 @@ pub async fn start(
             Err(e) => warn!("TURN on IPv6 is off: {e:#}"),
         }
     }
-    tokio::spawn(timers(shared));
+    shared.rt.spawn(timers(shared.clone()));
     Ok(Some(listen))
 }
 
@@ -169,8 +183,11 @@ async fn listen_on(
     tls: Option<&tokio_rustls::TlsAcceptor>,
     limits: &Arc<Limits>,
 ) -> anyhow::Result<()> {
-    let udp =
-        crate::net::bind_udp(addr).map_err(|e| anyhow::anyhow!("binding TURN udp/{addr}: {e}"))?;
+    let udp = {
+        // Registered with the TURN thread's reactor, where it is read.
+        let _rt = shared.rt.enter();
+        crate::net::bind_udp(addr).map_err(|e| anyhow::anyhow!("binding TURN udp/{addr}: {e}"))?
+    };
     // Every client's packets arrive on this one socket: a burst from many clients must not
     // overflow the default ~200 KiB while a reader is busy.
     socket_buffers(&udp, LISTENER_BUFFER);
@@ -196,7 +213,7 @@ async fn listen_on(
         }
     }
     shared.udp_lock().insert(addr, udp.clone());
-    tokio::spawn(listener_reader(shared.clone(), udp, addr));
+    shared.rt.spawn(listener_reader(shared.clone(), udp, addr));
     tokio::spawn(accept_tcp(shared.clone(), tcp, addr, None, limits.clone()));
     for (l, a, acceptor) in tls_listeners {
         info!(listen = %a, "TURN over TLS");
@@ -213,6 +230,8 @@ async fn listen_on(
 
 /// The TURN core and the sockets it answers through.
 pub struct TurnShared {
+    /// The TURN thread's runtime: UDP listeners, relay sockets and timers live there.
+    rt: tokio::runtime::Handle,
     state: Mutex<State>,
     /// The UDP listeners by address (answers to clients leave through the one they came to).
     udp: Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>,
@@ -368,7 +387,11 @@ impl TurnShared {
         let span = u32::from(hi - lo) + 1;
         for _ in 0..32 {
             let port = lo + (fastrand::u32(0..span) as u16);
-            let socket = match crate::net::bind_udp(SocketAddr::new(bind, port)) {
+            let bound = {
+                let _rt = self.rt.enter();
+                crate::net::bind_udp(SocketAddr::new(bind, port))
+            };
+            let socket = match bound {
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
                 Ok(s) => {
                     socket_buffers(&s, RELAY_BUFFER);
@@ -380,7 +403,9 @@ impl TurnShared {
                 }
             };
             let advertised = SocketAddr::new(advertised, port);
-            let reader = tokio::spawn(relay_reader(self.clone(), socket.clone(), advertised));
+            let reader = self
+                .rt
+                .spawn(relay_reader(self.clone(), socket.clone(), advertised));
             st.relays.insert(
                 advertised,
                 RelaySocket {
@@ -421,7 +446,7 @@ impl TurnShared {
 const LISTENER_BUFFER: usize = 4 << 20;
 const RELAY_BUFFER: usize = 1 << 20;
 
-fn socket_buffers(socket: &UdpSocket, bytes: usize) {
+pub(crate) fn socket_buffers(socket: &UdpSocket, bytes: usize) {
     let s = socket2::SockRef::from(socket);
     if let Err(e) = s
         .set_recv_buffer_size(bytes)
@@ -431,52 +456,47 @@ fn socket_buffers(socket: &UdpSocket, bytes: usize) {
     }
 }
 
-/// Datagrams taken per wake beyond the first, under one lock.
-const RECV_BATCH: usize = 32;
-
 async fn listener_reader(shared: Arc<TurnShared>, udp: Arc<UdpSocket>, listen: SocketAddr) {
-    let mut buf = vec![0u8; 65536];
-    let mut more = vec![0u8; 65536];
     loop {
-        match udp.recv_from(&mut buf).await {
-            Ok((n, from)) => {
+        if let Err(e) = udp.readable().await {
+            warn!("TURN listener {listen}: {e}");
+            return;
+        }
+        batch::with_batch(|b| match b.recv(&udp, listen.is_ipv6()) {
+            Ok(0) => {}
+            Ok(_) => {
                 let now = Instant::now();
+                // The whole batch under one lock.
                 shared.run(|core| {
-                    core.recv_client(Transport::Udp, listen, from, &buf[..n], now);
-                    // Whatever else is queued is taken now, under the same lock.
-                    for _ in 0..RECV_BATCH {
-                        let Ok((n, from)) = udp.try_recv_from(&mut more) else {
-                            break;
-                        };
-                        core.recv_client(Transport::Udp, listen, from, &more[..n], now);
+                    for (data, from) in b.datagrams() {
+                        core.recv_client(Transport::Udp, listen, from, data, now);
                     }
                 });
             }
             // ICMP port unreachable from a vanished client shows up here on Linux; harmless.
             Err(e) => debug!("turn udp recv: {e}"),
-        }
+        });
     }
 }
 
 async fn relay_reader(shared: Arc<TurnShared>, socket: Arc<UdpSocket>, relayed: SocketAddr) {
-    let mut buf = vec![0u8; 65536];
-    let mut more = vec![0u8; 65536];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, from)) => {
+        if let Err(e) = socket.readable().await {
+            warn!("relay {relayed}: {e}");
+            return;
+        }
+        batch::with_batch(|b| match b.recv(&socket, relayed.is_ipv6()) {
+            Ok(0) => {}
+            Ok(_) => {
                 let now = Instant::now();
                 shared.run(|core| {
-                    core.recv_peer(relayed, from, &buf[..n], now);
-                    for _ in 0..RECV_BATCH {
-                        let Ok((n, from)) = socket.try_recv_from(&mut more) else {
-                            break;
-                        };
-                        core.recv_peer(relayed, from, &more[..n], now);
+                    for (data, from) in b.datagrams() {
+                        core.recv_peer(relayed, from, data, now);
                     }
                 });
             }
             Err(e) => debug!("relay {relayed} recv: {e}"),
-        }
+        });
     }
 }
 
@@ -491,7 +511,9 @@ async fn timers(shared: Arc<TurnShared>) {
             last_stats = now;
             shared.publish_stats();
         }
-        tokio::time::sleep_until(next.max(now + Duration::from_millis(10)).into()).await;
+        // The library's timers are lifetimes and nonces, seconds long; each pass walks every
+        // allocation, so passes are at least a tenth of a second apart.
+        tokio::time::sleep_until(next.max(now + Duration::from_millis(100)).into()).await;
     }
 }
 
