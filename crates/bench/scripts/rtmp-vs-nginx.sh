@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# RTMP ingest side by side: onair (AAC → Opus transcode off, then on — the default) and
-# nginx-rtmp (Debian's libnginx-mod-rtmp, one worker, `live on`), each taking N FFmpeg
-# publishers that send a pre-encoded 720p30 H.264 + AAC file with `-c copy` (FFmpeg does no
-# encoding). Server CPU from /proc/PID/stat over a fixed window, RSS from /proc/PID/status;
-# reported per publisher and as publishers per core. Bounded: three runs of SECONDS each.
+# RTMP ingest side by side: onair and nginx-rtmp (Debian's libnginx-mod-rtmp, one worker), each
+# taking N FFmpeg publishers that send a pre-encoded 720p30 H.264 + AAC file with `-c copy`
+# (FFmpeg does no encoding), compared like with like:
+#   relay only:  onair with LL-HLS off and AAC → Opus off, against nginx-rtmp `live on`;
+#   HLS:         onair with LL-HLS on (its default; 2 s segments, a 15-segment window kept in
+#                memory), AAC → Opus off, against nginx-rtmp `hls on` with 2 s fragments and a
+#                30 s playlist (the same window, written to files);
+#   and onair's defaults (LL-HLS and AAC → Opus on).
+# Server CPU from /proc/PID/stat over a fixed window, RSS from /proc/PID/status; reported per
+# publisher and as publishers per core. Bounded: five runs of SECONDS each.
 # Run inside the loopback-only namespace:
 #   ../shared/tools/netns-run crates/bench/scripts/rtmp-vs-nginx.sh target/release/onair [N] [SECONDS]
 set -euo pipefail
@@ -37,10 +42,16 @@ events { worker_connections 1024; }
 rtmp { server { listen 127.0.0.1:11936; chunk_size 4096;
   application live { live on; record off; } } }
 EOF
+# The same, packaging HLS: 2 s fragments (cut at keyframes, 2 s apart in the source) and a
+# 30 s playlist, as onair's 15 segments of 2 s.
+mkdir -p "$TMP/hls"
+sed "s|application live { live on; record off; }|application live { live on; record off; hls on; hls_path $TMP/hls; hls_fragment 2s; hls_playlist_length 30s; }|" \
+  "$TMP/nginx.conf" >"$TMP/nginx-hls.conf"
 
-# $1 = label, $2 = port; the server's pid is in $srv.
+# $1 = label, $2 = port, $3 = a directory the server writes its HLS files to (their size is
+# memory too: the kernel's page cache holds them, outside the server's RSS); pid in $srv.
 measure() {
-  local label=$1 port=$2
+  local label=$1 port=$2 dir=${3:-}
   sleep 0.5
   local idle; idle=$(rss_kib "$srv")
   local pubs=()
@@ -55,22 +66,31 @@ measure() {
   sleep "$SECS"
   c1=$(ticks "$srv")
   rss=$(rss_kib "$srv")
+  local files=0
+  [ -n "$dir" ] && files=$(du -sk "$dir" | cut -f1)
   for p in "${pubs[@]}"; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
   kill "${pubs[@]}" 2>/dev/null || true
   kill "$srv"; wait "$srv" 2>/dev/null || true
   awk -v l="$label" -v c0="$c0" -v c1="$c1" -v hz="$hz" -v secs="$SECS" -v n="$N" \
-      -v alive="$alive" -v rss="$rss" -v idle="$idle" 'BEGIN {
+      -v alive="$alive" -v rss="$rss" -v idle="$idle" -v files="$files" 'BEGIN {
     cpu = (c1 - c0) / hz; per = cpu / secs / n;
-    printf "{\"server\": \"%s\", \"publishers\": %d, \"publishers_still_sending\": %d, \"seconds\": %d, \"server_cpu_s\": %.2f, \"core_fraction_per_publisher\": %.4f, \"publishers_per_core\": %.0f, \"rss_kib\": %d, \"rss_per_publisher_kib\": %.0f}\n",
-      l, n, alive, secs, cpu, per, (per > 0 ? 1 / per : 0), rss, (rss - idle) / n }'
+    printf "{\"server\": \"%s\", \"publishers\": %d, \"publishers_still_sending\": %d, \"seconds\": %d, \"server_cpu_s\": %.2f, \"core_fraction_per_publisher\": %.4f, \"publishers_per_core\": %.0f, \"rss_kib\": %d, \"rss_per_publisher_kib\": %.0f, \"hls_files_per_publisher_kib\": %.0f}\n",
+      l, n, alive, secs, cpu, per, (per > 0 ? 1 / per : 0), rss, (rss - idle) / n, files / n }'
 }
 
-for tc in false true; do
+onair() { # label, hls, transcode
   ONAIR_HTTP_LISTEN=127.0.0.1:18080 ONAIR_MEDIA_PORT=18500 ONAIR_RTMP_LISTEN=127.0.0.1:11935 \
-    ONAIR_RTMP_TRANSCODE_AUDIO=$tc RUST_LOG=warn "$BIN" >"$TMP/onair.log" 2>&1 &
+    ONAIR_HLS_ENABLED=$2 ONAIR_RTMP_TRANSCODE_AUDIO=$3 RUST_LOG=warn "$BIN" >"$TMP/onair.log" 2>&1 &
   srv=$!
-  measure "onair-transcode-$tc" 11935
-done
-nginx -c "$TMP/nginx.conf" -p "$TMP" >"$TMP/nginx.out" 2>&1 &
-srv=$!
-measure nginx-rtmp 11936
+  measure "$1" 11935
+}
+nginx_rtmp() { # label, config, HLS directory
+  nginx -c "$2" -p "$TMP" >"$TMP/nginx.out" 2>&1 &
+  srv=$!
+  measure "$1" 11936 "${3:-}"
+}
+onair onair-relay false false
+nginx_rtmp nginx-rtmp-relay "$TMP/nginx.conf"
+onair onair-llhls true false
+nginx_rtmp nginx-rtmp-hls "$TMP/nginx-hls.conf" "$TMP/hls"
+onair onair-defaults true true
