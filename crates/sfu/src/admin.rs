@@ -80,7 +80,7 @@ impl Sfu {
 
     /// Says goodbye to `pid` on its socket, closes it, and removes it.
     fn evict(&mut self, pid: ParticipantId, reason: LeaveReason) {
-        if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn) {
+        if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn()) {
             self.out
                 .push_back(Output::Signal(conn, ServerMessage::Bye { reason }));
             self.out.push_back(Output::Close(conn));
@@ -186,8 +186,12 @@ impl Sfu {
             for t in subs {
                 self.unsubscribe(pid, t);
             }
-            if let Some(p) = self.participants.get_mut(&pid) {
-                p.auto_subscribe = false;
+            if let Some(s) = self
+                .participants
+                .get_mut(&pid)
+                .and_then(|p| p.signalling.as_mut())
+            {
+                s.auto_subscribe = false;
             }
             self.negotiate(pid);
         }
@@ -201,7 +205,7 @@ impl Sfu {
             return;
         };
         for pid in &r.participants {
-            if let Some(conn) = self.participants.get(pid).and_then(|p| p.conn) {
+            if let Some(conn) = self.participants.get(pid).and_then(|p| p.conn()) {
                 self.out.push_back(Output::Signal(conn, msg.clone()));
             }
         }

@@ -337,7 +337,10 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&owner) else {
             return;
         };
-        let meta = p.publish_meta.remove(&m.mid.to_string());
+        let meta = p
+            .signalling
+            .as_mut()
+            .and_then(|s| s.publish_meta.remove(&m.mid.to_string()));
         let kind = match m.kind {
             MediaKind::Audio => TrackKind::Audio,
             MediaKind::Video => TrackKind::Video,
@@ -673,14 +676,19 @@ impl Sfu {
         // `mute` and `unpublish`).
         self.send(owner, msg.clone());
         self.broadcast(&room, owner, &msg);
-        let auto: Vec<_> = self
-            .rooms
-            .get(&room)
-            .map(|r| r.participants.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| *p != owner && self.participants.get(p).is_some_and(|p| p.auto_subscribe))
-            .collect();
+        let auto: Vec<_> =
+            self.rooms
+                .get(&room)
+                .map(|r| r.participants.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| {
+                    *p != owner
+                        && self.participants.get(p).is_some_and(|p| {
+                            p.signalling.as_ref().is_some_and(|s| s.auto_subscribe)
+                        })
+                })
+                .collect();
         for pid in auto {
             self.add_sub(pid, tid, None);
             self.negotiate(pid);

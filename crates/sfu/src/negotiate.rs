@@ -40,7 +40,11 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        if p.sub_pending.is_some() || p.conn.is_none() {
+        // Only a member with its socket up negotiates, one offer at a time.
+        let Some(sig) = p.signalling.as_ref() else {
+            return;
+        };
+        if sig.sub_pending.is_some() || sig.conn.is_none() {
             return;
         }
         // Subscriptions dropped before they had an m-line need no negotiation.
@@ -134,7 +138,10 @@ impl Sfu {
                 keep.insert(mid.to_string(), pts);
             }
         }
-        if std::mem::take(&mut p.sub_restart_ice) {
+        if p.signalling
+            .as_mut()
+            .is_some_and(|s| std::mem::take(&mut s.sub_restart_ice))
+        {
             api.ice_restart(true);
         }
         if !api.has_changes() {
@@ -158,8 +165,10 @@ impl Sfu {
             })
             .collect();
         let msg = ServerMessage::Offer { sdp, tracks };
-        p.sub_pending = Some((pending, msg.clone()));
-        p.sub_offered_at = Some(self.now);
+        if let Some(s) = p.signalling.as_mut() {
+            s.sub_pending = Some((pending, msg.clone()));
+            s.sub_offered_at = Some(self.now);
+        }
         let peer_id = p.subscriber;
         self.send(pid, msg);
         self.drain(peer_id);

@@ -8,7 +8,7 @@ use str0m::{Candidate, Rtc};
 use tracing::{debug, info};
 
 use crate::ids::{ConnId, ParticipantId, PeerId, RoomName, TrackId};
-use crate::sfu::{Output, Participant, Peer, Role, Room, Sfu, SfuEvent, Sub};
+use crate::sfu::{Output, Participant, Peer, Role, Room, Sfu, SfuEvent, Signalling, Sub};
 use crate::signal::{
     ClientMessage, ErrorCode, LeaveReason, Limits, ParticipantInfo, PcKind, RoomMode,
     ServerMessage, SubscribeTrack, TrackInfo,
@@ -136,8 +136,12 @@ impl Sfu {
                 }
             }
             ClientMessage::RestartIce => {
-                if let Some(p) = self.participants.get_mut(&pid) {
-                    p.sub_restart_ice = true;
+                if let Some(s) = self
+                    .participants
+                    .get_mut(&pid)
+                    .and_then(|p| p.signalling.as_mut())
+                {
+                    s.sub_restart_ice = true;
                 }
                 self.negotiate(pid);
             }
@@ -311,9 +315,12 @@ impl Sfu {
         self.participants.insert(
             pid,
             Participant {
-                conn: Some(conn),
+                signalling: Some(Signalling {
+                    conn: Some(conn),
+                    auto_subscribe,
+                    ..Signalling::default()
+                }),
                 resume_token,
-                auto_subscribe,
                 ..member
             },
         );
@@ -360,8 +367,9 @@ impl Sfu {
         let found = self
             .participants
             .values()
-            .find(|p| p.resume_token == token)
-            .map(|p| (p.id, p.conn));
+            // A member's token only: a WHIP/WHEP session's names its HTTP resource.
+            .find(|p| p.signalling.is_some() && p.resume_token == token)
+            .map(|p| (p.id, p.conn()));
         let Some((pid, old)) = found else {
             return self.reply_error(
                 conn,
@@ -374,9 +382,13 @@ impl Sfu {
             self.conns.remove(&old);
             self.out.push_back(Output::Close(old));
         }
-        if let Some(p) = self.participants.get_mut(&pid) {
-            p.conn = Some(conn);
-            p.conn_lost_at = None;
+        if let Some(s) = self
+            .participants
+            .get_mut(&pid)
+            .and_then(|p| p.signalling.as_mut())
+        {
+            s.conn = Some(conn);
+            s.conn_lost_at = None;
         }
         self.conns.insert(conn, Some(pid));
         info!(participant = %pid, "resumed");
@@ -385,11 +397,16 @@ impl Sfu {
         let pending = self
             .participants
             .get(&pid)
-            .and_then(|p| p.sub_pending.as_ref().map(|(_, m)| m.clone()));
+            .and_then(|p| p.signalling.as_ref()?.sub_pending.as_ref())
+            .map(|(_, m)| m.clone());
         match pending {
             Some(m) => {
-                if let Some(p) = self.participants.get_mut(&pid) {
-                    p.sub_offered_at = Some(self.now);
+                if let Some(s) = self
+                    .participants
+                    .get_mut(&pid)
+                    .and_then(|p| p.signalling.as_mut())
+                {
+                    s.sub_offered_at = Some(self.now);
                 }
                 self.send(pid, m);
             }
@@ -624,9 +641,13 @@ impl Sfu {
             );
         }
         let peer_id = p.publisher;
-        if let Some(p) = self.participants.get_mut(&pid) {
+        if let Some(s) = self
+            .participants
+            .get_mut(&pid)
+            .and_then(|p| p.signalling.as_mut())
+        {
             for t in tracks {
-                p.publish_meta.insert(t.mid.clone(), t);
+                s.publish_meta.insert(t.mid.clone(), t);
             }
         }
         let Some(peer) = self.peers.get_mut(&peer_id) else {
@@ -660,8 +681,10 @@ impl Sfu {
         let Some(p) = self.participants.get_mut(&pid) else {
             return;
         };
-        p.sub_offered_at = None;
-        let Some((pending, _)) = p.sub_pending.take() else {
+        let Some((pending, _)) = p.signalling.as_mut().and_then(|s| {
+            s.sub_offered_at = None;
+            s.sub_pending.take()
+        }) else {
             return self.reply_error(
                 conn,
                 ErrorCode::BadRequest,
@@ -931,7 +954,7 @@ impl Sfu {
         self.by_addr.retain(|_, id| !peers.contains(id));
         self.events.retain(|(id, _)| !peers.contains(id));
         if let Some(p) = self.participants.remove(&pid)
-            && let Some(c) = p.conn
+            && let Some(c) = p.conn()
         {
             self.conns.insert(c, None);
         }

@@ -271,27 +271,19 @@ pub(crate) struct Participant {
     pub media_base: Option<Instant>,
     pub name: String,
     pub room: RoomName,
-    pub conn: Option<ConnId>,
-    /// When the signalling socket dropped; the grace period runs from here.
-    pub conn_lost_at: Option<Instant>,
+    /// A room member's signalling; None for WHIP/WHEP sessions (HTTP drives them) and mirrors
+    /// (another shard does).
+    pub signalling: Option<Signalling>,
+    /// Members: the token that resumes after a lost socket; WHIP/WHEP sessions: the one that
+    /// names their resource (PATCH, DELETE).
     pub resume_token: String,
-    pub auto_subscribe: bool,
     pub publisher: PeerId,
     pub subscriber: PeerId,
-    /// Descriptions from the latest offer, by mid, for m-lines not yet published.
-    pub publish_meta: HashMap<String, PublishTrack>,
     /// Own tracks by their mid on the publisher connection.
     pub published: BTreeMap<Mid, TrackId>,
     /// Others' tracks this participant receives or wants.
     pub subs: BTreeMap<TrackId, Sub>,
     pub sub_mids: HashMap<Mid, TrackId>,
-    /// The subscriber offer in flight, and the message that carried it (resent on resume).
-    pub sub_pending: Option<(SdpPendingOffer, ServerMessage)>,
-    /// When that offer was last sent: a member that leaves it unanswered for
-    /// [`OFFER_ANSWER_TIMEOUT`] while its socket is up is removed (it holds a room slot and
-    /// every track's forwarding state, and nothing will ever flow).
-    pub sub_offered_at: Option<Instant>,
-    pub sub_restart_ice: bool,
     /// Inactive subscriber m-lines, kept in the BUNDLE group for reuse (see negotiate.rs).
     pub free_mids: Vec<FreeMid>,
     pub channels: HashMap<ChannelId, String>,
@@ -300,6 +292,26 @@ pub(crate) struct Participant {
     pub quality_pending: Option<(crate::signal::Quality, Instant)>,
     /// What it may do (grant.rs).
     pub grant: crate::grant::Grant,
+}
+
+/// What only a room member has: its signalling socket and the offers and answers on it.
+#[derive(Default)]
+pub(crate) struct Signalling {
+    pub conn: Option<ConnId>,
+    /// When the signalling socket dropped; the grace period runs from here.
+    pub conn_lost_at: Option<Instant>,
+    /// Subscribes to every track published in the room.
+    pub auto_subscribe: bool,
+    /// Descriptions from the latest offer, by mid, for m-lines not yet published.
+    pub publish_meta: HashMap<String, PublishTrack>,
+    /// The subscriber offer in flight, and the message that carried it (resent on resume).
+    pub sub_pending: Option<(SdpPendingOffer, ServerMessage)>,
+    /// When that offer was last sent: a member that leaves it unanswered for
+    /// [`OFFER_ANSWER_TIMEOUT`] while its socket is up is removed (it holds a room slot and
+    /// every track's forwarding state, and nothing will ever flow).
+    pub sub_offered_at: Option<Instant>,
+    /// The next subscriber offer restarts ICE.
+    pub sub_restart_ice: bool,
 }
 
 /// A subscriber m-line no longer carrying a track.
@@ -451,6 +463,11 @@ impl Track {
 }
 
 impl Participant {
+    /// A member's signalling socket, while it has one.
+    pub(crate) fn conn(&self) -> Option<ConnId> {
+        self.signalling.as_ref().and_then(|s| s.conn)
+    }
+
     /// A participant as it starts: no socket, nothing published or received yet.
     pub(crate) fn new(
         id: ParticipantId,
@@ -462,25 +479,19 @@ impl Participant {
     ) -> Participant {
         Participant {
             id,
+            signalling: (role == Role::Member).then(Signalling::default),
             role,
             media_lost_at: None,
             frame_outs: Vec::new(),
             media_base: None,
             name: name.to_owned(),
             room,
-            conn: None,
-            conn_lost_at: None,
             resume_token: String::new(),
-            auto_subscribe: false,
             publisher,
             subscriber,
-            publish_meta: HashMap::new(),
             published: BTreeMap::new(),
             subs: BTreeMap::new(),
             sub_mids: HashMap::new(),
-            sub_pending: None,
-            sub_offered_at: None,
-            sub_restart_ice: false,
             free_mids: Vec::new(),
             channels: HashMap::new(),
             quality: None,
@@ -628,12 +639,15 @@ impl Sfu {
         let Some(Some(pid)) = self.conns.remove(&conn) else {
             return;
         };
-        if let Some(p) = self.participants.get_mut(&pid)
-            && p.conn == Some(conn)
+        if let Some(s) = self
+            .participants
+            .get_mut(&pid)
+            .and_then(|p| p.signalling.as_mut())
+            && s.conn == Some(conn)
         {
             debug!(participant = %pid, "signalling lost; grace period starts");
-            p.conn = None;
-            p.conn_lost_at = Some(now);
+            s.conn = None;
+            s.conn_lost_at = Some(now);
         }
     }
 
@@ -731,7 +745,8 @@ impl Sfu {
         let grace = self
             .participants
             .values()
-            .filter_map(|p| p.conn_lost_at.map(|t| t + self.config.reconnect_grace));
+            .filter_map(|p| p.signalling.as_ref()?.conn_lost_at)
+            .map(|t| t + self.config.reconnect_grace);
         let kf = self.tracks.values().flat_map(|t| {
             t.layers
                 .iter()
@@ -755,7 +770,7 @@ impl Sfu {
         self.now = now;
         let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
         for pid in ids {
-            if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn) {
+            if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn()) {
                 self.out.push_back(Output::Signal(
                     conn,
                     ServerMessage::Bye {
@@ -799,13 +814,18 @@ impl Sfu {
             .participants
             .values()
             .filter(|p| {
-                let expired = p.conn_lost_at.is_some_and(|t| now >= t + grace)
+                let s = p.signalling.as_ref();
+                let expired = s
+                    .and_then(|s| s.conn_lost_at)
+                    .is_some_and(|t| now >= t + grace)
                     || p.media_lost_at
                         .is_some_and(|t| now >= t + HTTP_SESSION_ICE_TIMEOUT);
-                let unanswered = p.conn.is_some()
-                    && p.sub_pending.is_some()
-                    && p.sub_offered_at
-                        .is_some_and(|t| now >= t + OFFER_ANSWER_TIMEOUT);
+                let unanswered = s.is_some_and(|s| {
+                    s.conn.is_some()
+                        && s.sub_pending.is_some()
+                        && s.sub_offered_at
+                            .is_some_and(|t| now >= t + OFFER_ANSWER_TIMEOUT)
+                });
                 if unanswered {
                     info!(participant = %p.id, "removed: left an offer unanswered for {OFFER_ANSWER_TIMEOUT:?}");
                 }
@@ -820,7 +840,7 @@ impl Sfu {
             .collect();
         for pid in gone {
             debug!(participant = %pid, "removed: timeout");
-            if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn) {
+            if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn()) {
                 self.out.push_back(Output::Signal(
                     conn,
                     ServerMessage::Bye {
@@ -853,7 +873,7 @@ impl Sfu {
     }
 
     pub(crate) fn send(&mut self, pid: ParticipantId, msg: ServerMessage) {
-        if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn) {
+        if let Some(conn) = self.participants.get(&pid).and_then(|p| p.conn()) {
             self.out.push_back(Output::Signal(conn, msg));
         }
     }
@@ -871,7 +891,7 @@ impl Sfu {
             if *pid == except {
                 continue;
             }
-            if let Some(conn) = self.participants.get(pid).and_then(|p| p.conn) {
+            if let Some(conn) = self.participants.get(pid).and_then(|p| p.conn()) {
                 self.out.push_back(Output::Signal(conn, msg.clone()));
             }
         }

@@ -155,7 +155,7 @@ impl crate::sfu::Sfu {
                 .map(|r| {
                     r.participants
                         .iter()
-                        .filter_map(|p| self.participants.get(p).and_then(|p| p.conn))
+                        .filter_map(|p| self.participants.get(p).and_then(|p| p.conn()))
                         .collect()
                 })
                 .unwrap_or_default();

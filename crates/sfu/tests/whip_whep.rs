@@ -372,3 +372,39 @@ fn a_session_whose_client_never_connects_ends_by_itself() {
         |e| matches!(e, SfuEvent::SessionEnded { participant } if *participant == s.participant)
     ));
 }
+
+/// A WHIP/WHEP session's token names its HTTP resource; it is not a room member's resume
+/// token, so a signalling socket that offers one is refused (once, it found the session and
+/// tied the socket to it).
+#[test]
+fn a_whip_token_does_not_resume_a_room_member() {
+    let mut w = World::new();
+    let (_, token) = w.publish("10.0.0.1:4000", "live/x");
+    let conn = sfu::ConnId(1);
+    w.sfu.connect(conn);
+    let join: sfu::signal::ClientMessage = serde_json::from_value(serde_json::json!({
+        "type": "join", "room": "r", "name": "n", "resume": token
+    }))
+    .unwrap();
+    w.sfu.handle_signal(w.now, conn, join);
+    let mut replies = Vec::new();
+    loop {
+        match w.sfu.poll_output() {
+            Output::Signal(c, m) if c == conn => replies.push(m),
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert!(
+        matches!(
+            replies.as_slice(),
+            [sfu::signal::ServerMessage::Error {
+                code: sfu::signal::ErrorCode::ResumeFailed,
+                ..
+            }]
+        ),
+        "{replies:?}"
+    );
+    // The session is untouched: it still answers to its token.
+    assert_eq!(w.sfu.end_http_session(w.now, &token), Ok(()));
+}
