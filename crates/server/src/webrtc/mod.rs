@@ -3,6 +3,7 @@
 //! Room signalling's WebSocket is served in `http` and handed to the shards here.
 
 pub mod engine;
+mod gso;
 pub mod hub_bridge;
 pub mod queues;
 pub mod shard;

@@ -226,6 +226,8 @@ struct Loop {
     /// Packets for other shards, gathered while draining the SFU and sent as one message
     /// per shard (a wake of the other thread per drain, not per packet).
     exports: Vec<Vec<sfu::mirror::MirrorPacket>>,
+    /// UDP datagrams of this flush, sent a destination at a time (gso.rs).
+    outbox: crate::webrtc::gso::Outbox,
     /// Webhooks, and the room state their events are derived from.
     hooks: crate::webhooks::Webhooks,
     room_events: crate::webhooks::RoomEvents,
@@ -254,6 +256,7 @@ pub async fn run(
         shard: ctx.shard,
         hub_only_streams: ctx.hub_only_streams,
         exports: vec![Vec::new(); ctx.shards.len()],
+        outbox: crate::webrtc::gso::Outbox::new(),
         shards: ctx.shards,
         hooks: ctx.hooks,
         room_events: crate::webhooks::RoomEvents::default(),
@@ -576,12 +579,8 @@ impl Loop {
                         }
                     }
                     Protocol::Udp => {
-                        if let Err(e) = self.udp.try_send_to(&t.contents, t.destination) {
-                            if e.kind() == std::io::ErrorKind::WouldBlock {
-                                let _ = self.udp.send_to(&t.contents, t.destination).await;
-                            } else {
-                                debug!("udp send to {}: {e}", t.destination);
-                            }
+                        if self.outbox.push(t.destination, t.contents.into()) {
+                            self.outbox.send(&self.udp).await;
                         }
                     }
                     _ => {
@@ -658,6 +657,9 @@ impl Loop {
                         {
                             tx.media(Command::Mirrored(std::mem::take(batch)));
                         }
+                    }
+                    if !self.outbox.is_empty() {
+                        self.outbox.send(&self.udp).await;
                     }
                     return t;
                 }
