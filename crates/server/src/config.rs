@@ -161,6 +161,9 @@ pub struct Media {
     pub public_ips: Vec<IpAddr>,
     /// Offer a passive ICE-TCP candidate on `port` for clients whose UDP is blocked.
     pub ice_tcp: bool,
+    /// Send a frame's packets to one viewer in one call (UDP GSO, Linux). A shard turns it
+    /// off by itself if the kernel refuses; off here for a network device that mishandles it.
+    pub gso: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -428,6 +431,7 @@ impl Default for Media {
             shards: 0,
             public_ips: Vec::new(),
             ice_tcp: true,
+            gso: true,
         }
     }
 }

@@ -277,6 +277,7 @@ pub async fn start(
             limits: limits.clone(),
             hub_only_streams: index == 0,
             shards: txs.clone(),
+            gso: config.media.gso,
         };
         std::thread::Builder::new()
             .name(format!("onair-media-{index}"))

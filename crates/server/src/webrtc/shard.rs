@@ -203,6 +203,8 @@ pub struct Context {
     /// This shard reports the streams no WebRTC publisher feeds (RTMP, RTWebSocket, …): the
     /// first one does, so `/api/streams` lists each stream once.
     pub hub_only_streams: bool,
+    /// `media.gso`.
+    pub gso: bool,
 }
 
 struct Loop {
@@ -256,7 +258,7 @@ pub async fn run(
         shard: ctx.shard,
         hub_only_streams: ctx.hub_only_streams,
         exports: vec![Vec::new(); ctx.shards.len()],
-        outbox: crate::webrtc::gso::Outbox::new(),
+        outbox: crate::webrtc::gso::Outbox::new(ctx.gso),
         shards: ctx.shards,
         hooks: ctx.hooks,
         room_events: crate::webhooks::RoomEvents::default(),
