@@ -456,48 +456,49 @@ pub(crate) fn socket_buffers(socket: &UdpSocket, bytes: usize) {
     }
 }
 
-async fn listener_reader(shared: Arc<TurnShared>, udp: Arc<UdpSocket>, listen: SocketAddr) {
+/// Reads `socket` (bound to `local`) in batches, each fed to the core under one lock:
+/// `feed(core, datagram, sender, now)`.
+async fn reader(
+    shared: Arc<TurnShared>,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    feed: fn(&mut Turn, SocketAddr, &[u8], SocketAddr, Instant),
+) {
     loop {
-        if let Err(e) = udp.readable().await {
-            warn!("TURN listener {listen}: {e}");
+        if let Err(e) = socket.readable().await {
+            warn!("TURN socket {local}: {e}");
             return;
         }
-        batch::with_batch(|b| match b.recv(&udp, listen.is_ipv6()) {
+        batch::with_batch(|b| match b.recv(&socket, local.is_ipv6()) {
             Ok(0) => {}
             Ok(_) => {
                 let now = Instant::now();
-                // The whole batch under one lock.
                 shared.run(|core| {
                     for (data, from) in b.datagrams() {
-                        core.recv_client(Transport::Udp, listen, from, data, now);
+                        feed(core, local, data, from, now);
                     }
                 });
             }
             // ICMP port unreachable from a vanished client shows up here on Linux; harmless.
-            Err(e) => debug!("turn udp recv: {e}"),
+            Err(e) => debug!("TURN socket {local} recv: {e}"),
         });
     }
 }
 
+/// A listener's datagrams come from clients.
+async fn listener_reader(shared: Arc<TurnShared>, udp: Arc<UdpSocket>, listen: SocketAddr) {
+    reader(shared, udp, listen, |core, listen, data, from, now| {
+        core.recv_client(Transport::Udp, listen, from, data, now)
+    })
+    .await
+}
+
+/// A relay socket's datagrams come from peers.
 async fn relay_reader(shared: Arc<TurnShared>, socket: Arc<UdpSocket>, relayed: SocketAddr) {
-    loop {
-        if let Err(e) = socket.readable().await {
-            warn!("relay {relayed}: {e}");
-            return;
-        }
-        batch::with_batch(|b| match b.recv(&socket, relayed.is_ipv6()) {
-            Ok(0) => {}
-            Ok(_) => {
-                let now = Instant::now();
-                shared.run(|core| {
-                    for (data, from) in b.datagrams() {
-                        core.recv_peer(relayed, from, data, now);
-                    }
-                });
-            }
-            Err(e) => debug!("relay {relayed} recv: {e}"),
-        });
-    }
+    reader(shared, socket, relayed, |core, relayed, data, from, now| {
+        core.recv_peer(relayed, from, data, now)
+    })
+    .await
 }
 
 /// Allocation, permission and nonce expiry; counters for `/metrics` once a second.
