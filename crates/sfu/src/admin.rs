@@ -186,11 +186,7 @@ impl Sfu {
             for t in subs {
                 self.unsubscribe(pid, t);
             }
-            if let Some(s) = self
-                .participants
-                .get_mut(&pid)
-                .and_then(|p| p.signalling.as_mut())
-            {
+            if let Some(s) = self.signalling_mut(pid) {
                 s.auto_subscribe = false;
             }
             self.negotiate(pid);

@@ -136,11 +136,7 @@ impl Sfu {
                 }
             }
             ClientMessage::RestartIce => {
-                if let Some(s) = self
-                    .participants
-                    .get_mut(&pid)
-                    .and_then(|p| p.signalling.as_mut())
-                {
+                if let Some(s) = self.signalling_mut(pid) {
                     s.sub_restart_ice = true;
                 }
                 self.negotiate(pid);
@@ -382,11 +378,7 @@ impl Sfu {
             self.conns.remove(&old);
             self.out.push_back(Output::Close(old));
         }
-        if let Some(s) = self
-            .participants
-            .get_mut(&pid)
-            .and_then(|p| p.signalling.as_mut())
-        {
+        if let Some(s) = self.signalling_mut(pid) {
             s.conn = Some(conn);
             s.conn_lost_at = None;
         }
@@ -401,12 +393,9 @@ impl Sfu {
             .map(|(_, m)| m.clone());
         match pending {
             Some(m) => {
-                if let Some(s) = self
-                    .participants
-                    .get_mut(&pid)
-                    .and_then(|p| p.signalling.as_mut())
-                {
-                    s.sub_offered_at = Some(self.now);
+                let now = self.now;
+                if let Some(s) = self.signalling_mut(pid) {
+                    s.sub_offered_at = Some(now);
                 }
                 self.send(pid, m);
             }
@@ -641,11 +630,7 @@ impl Sfu {
             );
         }
         let peer_id = p.publisher;
-        if let Some(s) = self
-            .participants
-            .get_mut(&pid)
-            .and_then(|p| p.signalling.as_mut())
-        {
+        if let Some(s) = self.signalling_mut(pid) {
             for t in tracks {
                 s.publish_meta.insert(t.mid.clone(), t);
             }

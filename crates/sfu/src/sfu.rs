@@ -462,6 +462,13 @@ impl Track {
     }
 }
 
+impl Sfu {
+    /// A room member's signalling state (None for HTTP sessions, mirrors, and the gone).
+    pub(crate) fn signalling_mut(&mut self, pid: ParticipantId) -> Option<&mut Signalling> {
+        self.participants.get_mut(&pid)?.signalling.as_mut()
+    }
+}
+
 impl Participant {
     /// A member's signalling socket, while it has one.
     pub(crate) fn conn(&self) -> Option<ConnId> {
@@ -639,10 +646,7 @@ impl Sfu {
         let Some(Some(pid)) = self.conns.remove(&conn) else {
             return;
         };
-        if let Some(s) = self
-            .participants
-            .get_mut(&pid)
-            .and_then(|p| p.signalling.as_mut())
+        if let Some(s) = self.signalling_mut(pid)
             && s.conn == Some(conn)
         {
             debug!(participant = %pid, "signalling lost; grace period starts");

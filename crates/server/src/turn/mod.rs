@@ -457,7 +457,7 @@ pub(crate) fn socket_buffers(socket: &UdpSocket, bytes: usize) {
 }
 
 /// Reads `socket` (bound to `local`) in batches, each fed to the core under one lock:
-/// `feed(core, datagram, sender, now)`.
+/// `feed(core, local, datagram, sender, now)`.
 async fn reader(
     shared: Arc<TurnShared>,
     socket: Arc<UdpSocket>,
