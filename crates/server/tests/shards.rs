@@ -168,3 +168,84 @@ fn rooms_are_spread_over_the_shards_and_each_rooms_members_meet() {
     }
     assert_eq!(server.stop(), Some(0), "SIGTERM exits 0");
 }
+
+/// A WHIP publisher that sends until `until` and then ends its session (DELETE), as OBS does
+/// when it stops streaming.
+async fn publish_then_delete(http: SocketAddr, stream: &str, until: Instant) -> Result<(), String> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut p = testkit::whep::Publisher::offer(&sock)?;
+    let (answer, location) =
+        testkit::whep::post_offer(http, &format!("/whip/{stream}"), &p.offer).await?;
+    p.accept(&answer)?;
+    p.send(&sock, until, 1000).await?;
+    let status = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(http).map_err(|e| e.to_string())?;
+        write!(s, "DELETE {location} HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+        Ok::<_, String>(resp.split_whitespace().nth(1).unwrap_or("").to_owned())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        Err(format!("DELETE {status}"))
+    }
+}
+
+#[test]
+fn viewers_on_both_shards_follow_a_republish_wherever_it_lands() {
+    let server = TestServer::start(env!("CARGO_BIN_EXE_onair"), &[("ONAIR_MEDIA_SHARDS", "2")]);
+    let http = SocketAddr::from(([127, 0, 0, 1], server.http_port));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let reports = rt.block_on(async {
+        let start = Instant::now();
+        let end = start + Duration::from_secs(10);
+        // Sessions go to the shards in turn: the first publisher, then a viewer on each shard
+        // (one beside it, one mirrored), then the second publisher on the shard after.
+        let first = tokio::spawn(publish_then_delete(
+            http,
+            "live/again",
+            start + Duration::from_secs(4),
+        ));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut viewers = Vec::new();
+        for _ in 0..2 {
+            viewers.push(tokio::spawn(viewer(http, "live/again", end)));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        first
+            .await
+            .expect("first publisher")
+            .expect("first publisher ran");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = tokio::spawn(whip_publisher(http, "live/again", end, 1000));
+        let mut reports = Vec::new();
+        for v in viewers {
+            reports.push(v.await.expect("viewer task").expect("viewer ran"));
+        }
+        second
+            .await
+            .expect("second publisher")
+            .expect("second publisher ran");
+        reports
+    });
+    for (i, r) in reports.iter().enumerate() {
+        // About 2.3 s of the first publisher's audio (50 packets/s) and then about 5 s of the
+        // second's: a viewer that did not follow would stop near 120.
+        assert!(
+            r.audio_packets > 250,
+            "viewer {i} followed the republish: {r:?}"
+        );
+        assert!(r.video_packets > 150, "viewer {i}: {r:?}");
+    }
+    assert_eq!(server.stop(), Some(0), "SIGTERM exits 0");
+}

@@ -25,7 +25,8 @@
 //!             // With several shards (`mirror`): to the shard each names.
 //!             Output::MirrorKeyframe { .. }
 //!             | Output::MirrorClosed { .. }
-//!             | Output::ExportEnded { .. } => {}
+//!             | Output::ExportEnded { .. }
+//!             | Output::Announced { .. } => {}
 //!             Output::Timeout(t) => break t,
 //!         }
 //!     };

@@ -695,6 +695,7 @@ impl Sfu {
         }
         self.tracks_changed(owner);
         self.bind_viewers(tid);
+        self.announce_to_shards(owner);
     }
 
     fn on_subscriber_keyframe_request(&mut self, peer_id: PeerId, req: KeyframeRequest) {

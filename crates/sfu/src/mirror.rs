@@ -8,10 +8,12 @@
 //! for a viewer happen on the viewer's shard: one broadcast uses every core.
 //!
 //! What goes back: keyframe requests ([`Output::MirrorKeyframe`]), and the end of a mirror
-//! nobody watches ([`Output::MirrorClosed`]). When the source goes, the origin says so
-//! ([`Output::ExportEnded`]) and the mirror's viewers are ended (a viewer on the origin's
-//! shard would wait for a republish under the same name; one elsewhere is told at once, and
-//! its player may start again wherever the stream is published next).
+//! nobody watches ([`Output::MirrorClosed`]). When a source's track goes, the origin says so
+//! ([`Output::ExportEnded`]) and the mirror drops it; a mirror left with no track goes. Its
+//! viewers stay, waiting for a republish under the same name as viewers on the origin's shard
+//! do, wherever it lands: a source announcing a track tells every shard
+//! ([`Output::Announced`]), and a shard with viewers waiting for that name asks the new
+//! origin for an export ([`Sfu::mirrors_wanted`]).
 
 use std::time::{Duration, Instant};
 
@@ -130,6 +132,18 @@ impl Sfu {
         tracks: Vec<MirrorTrack>,
     ) {
         self.now = now;
+        // The stream moved (republished on another shard): its old mirror's tracks are gone
+        // or going, and viewers must resolve the name to the new one.
+        let moved: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| matches!(&p.role, Role::Mirror { stream: s, origin: o } if s == stream && *o != origin))
+            .map(|p| p.id)
+            .collect();
+        for m in moved {
+            info!(participant = %m, stream, "mirror replaced: the stream moved to shard {origin}");
+            self.remove_participant(m, LeaveReason::Left);
+        }
         let existing = self.participants.values().find(|p| {
             matches!(&p.role, Role::Mirror { stream: s, origin: o } if s == stream && *o == origin)
         });
@@ -187,36 +201,49 @@ impl Sfu {
         }
     }
 
-    /// Mirror side: the origin's source of `stream` is gone; so are the mirror and its
-    /// viewers here.
-    pub fn mirror_end(&mut self, now: Instant, stream: &str) {
+    /// Mirror side: the origin's track `track` of `stream` is gone. The mirror drops it (its
+    /// viewers' m-lines wait for the next track of their kind, as on the origin); a mirror
+    /// with no track left goes.
+    pub fn mirror_track_end(&mut self, now: Instant, stream: &str, track: TrackId) {
         self.now = now;
-        let mirrors: Vec<ParticipantId> = self
+        let Some(owner) = self.tracks.get(&track).map(|t| t.owner) else {
+            return;
+        };
+        let is_mirror = self
             .participants
-            .values()
-            .filter(|p| matches!(&p.role, Role::Mirror { stream: s, .. } if s == stream))
-            .map(|p| p.id)
-            .collect();
-        if mirrors.is_empty() {
+            .get(&owner)
+            .is_some_and(|p| matches!(&p.role, Role::Mirror { stream: s, .. } if s == stream));
+        if !is_mirror {
             return;
         }
-        for m in mirrors {
-            info!(participant = %m, stream, "mirror ended: its source is gone");
-            self.remove_participant(m, LeaveReason::Left);
-        }
-        let viewers: Vec<ParticipantId> = self
+        self.unpublish(track);
+        if self
             .participants
-            .values()
-            .filter(|p| {
-                matches!(&p.role, Role::Whep { stream: s, frames: false, .. } if s == stream)
-                    && self.resolve_source(stream).is_none()
-            })
-            .map(|p| p.id)
-            .collect();
-        for v in viewers {
-            self.kick_http_session(now, v);
+            .get(&owner)
+            .is_some_and(|p| p.published.is_empty())
+        {
+            info!(participant = %owner, stream, "mirror ended: its source is gone");
+            self.remove_participant(owner, LeaveReason::Left);
         }
         self.process_events();
+    }
+
+    /// Of the names a source on another shard just announced a track under, those this
+    /// shard should mirror from there: WHEP viewers here asked for it, and have an m-line
+    /// waiting for a track (a republish, or the stream's second track), and no source here
+    /// publishes it. The driver asks that shard to export each ([`Sfu::export_stream`]) and
+    /// opens the mirror with the answer ([`Sfu::mirror_open`]).
+    pub fn mirrors_wanted(&self, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .filter(|name| {
+                self.origin_of(name).is_none() && self.participants.values().any(|p| {
+                    matches!(&p.role, Role::Whep { stream, frames: false, .. } if stream == *name)
+                        && !p.free_mids.is_empty()
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// The participant that publishes `stream` on this shard, mirrors left out.
@@ -280,13 +307,34 @@ impl Sfu {
     }
 
     /// Origin side: a track leaving tells the shards it was exported to.
-    pub(crate) fn exports_ended(&mut self, exports: &[(u32, String)]) {
+    pub(crate) fn exports_ended(&mut self, track: TrackId, exports: &[(u32, String)]) {
         for (shard, stream) in exports {
             self.out.push_back(Output::ExportEnded {
                 shard: *shard,
                 stream: stream.clone(),
+                track,
             });
         }
+    }
+
+    /// Origin side: a source's track was announced; with other shards, they hear of it under
+    /// every name a WHEP viewer may have used for the source.
+    pub(crate) fn announce_to_shards(&mut self, owner: ParticipantId) {
+        if self.config.shard.count <= 1 {
+            return;
+        }
+        let Some(p) = self.participants.get(&owner) else {
+            return;
+        };
+        let names = match &p.role {
+            Role::Whip { stream, .. } => vec![stream.clone()],
+            Role::Member => {
+                let room = p.room.as_str();
+                vec![format!("{room}/{}", p.name), format!("{room}/{owner}")]
+            }
+            Role::Whep { .. } | Role::Mirror { .. } => return,
+        };
+        self.out.push_back(Output::Announced { names });
     }
 }
 

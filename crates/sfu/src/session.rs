@@ -850,7 +850,7 @@ impl Sfu {
         let Some(t) = self.tracks.remove(&track) else {
             return;
         };
-        self.exports_ended(&t.exports);
+        self.exports_ended(track, &t.exports);
         self.speakers.forget(track);
         debug!(%track, "unpublished");
         for d in &t.downstream {

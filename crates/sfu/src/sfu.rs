@@ -62,13 +62,23 @@ pub enum Output {
         /// The stream.
         stream: String,
     },
-    /// The source of an exported stream is gone: for the mirroring shard's
-    /// [`Sfu::mirror_end`].
+    /// A track of an exported stream is gone: for the mirroring shard's
+    /// [`Sfu::mirror_track_end`].
     ExportEnded {
         /// The mirroring shard.
         shard: u32,
         /// The stream.
         stream: String,
+        /// The track.
+        track: TrackId,
+    },
+    /// A source here has a new track, under these stream names: for every other shard's
+    /// [`Sfu::mirrors_wanted`] (its WHEP viewers waiting for a republish follow it there).
+    /// Only when there are other shards.
+    Announced {
+        /// The names a viewer may have asked for it by (a WHIP stream's, or a room member's
+        /// `ROOM/NAME` and `ROOM/PA_n`).
+        names: Vec<String>,
     },
     /// Nothing more to do until this time, or until the next input.
     Timeout(Instant),

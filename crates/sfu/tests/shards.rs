@@ -60,6 +60,8 @@ struct Between {
     keyframe_requests: usize,
     closed: usize,
     ended: usize,
+    /// Exports asked for by a shard with viewers waiting for a stream.
+    asked: usize,
 }
 
 struct World {
@@ -77,7 +79,13 @@ enum Mail {
     Packets(Vec<MirrorPacket>),
     Keyframe(sfu::TrackId, usize),
     Unexport(u32, String),
-    End(String),
+    End(String, sfu::TrackId),
+    /// A source on shard `.1` announced a track under these names.
+    Announced(Vec<String>, usize),
+    /// Export this stream to that shard.
+    ExportTo(String, usize),
+    /// Mirror this stream from that shard.
+    Open(String, usize, Vec<sfu::mirror::MirrorTrack>),
 }
 
 impl World {
@@ -172,7 +180,25 @@ impl World {
                     Mail::Packets(p) => s.mirror_packets(now, p),
                     Mail::Keyframe(t, l) => s.exported_keyframe(now, t, l),
                     Mail::Unexport(shard, stream) => s.unexport(shard, &stream),
-                    Mail::End(stream) => s.mirror_end(now, &stream),
+                    Mail::End(stream, track) => s.mirror_track_end(now, &stream, track),
+                    Mail::Announced(names, origin) => {
+                        for name in s.mirrors_wanted(&names) {
+                            self.between.asked += 1;
+                            let ask = Mail::ExportTo(name, to);
+                            self.mail.push((now + DELAY, origin, ask));
+                        }
+                    }
+                    Mail::ExportTo(stream, mirror) => {
+                        if let Some(tracks) = s.export_stream(&stream, mirror as u32)
+                            && !tracks.is_empty()
+                        {
+                            let open = Mail::Open(stream, to, tracks);
+                            self.mail.push((now + DELAY, mirror, open));
+                        }
+                    }
+                    Mail::Open(stream, origin, tracks) => {
+                        s.mirror_open(now, &stream, origin as u32, tracks)
+                    }
                 }
             }
             for s in &mut self.shards {
@@ -188,6 +214,7 @@ impl World {
 
     fn drain(&mut self) {
         let now = self.now;
+        let shards = self.shards.len();
         for (i, s) in self.shards.iter_mut().enumerate() {
             // The driver hands each shard's exports over in one batch per wake.
             let mut batches: Vec<Vec<MirrorPacket>> = vec![Vec::new(); 4];
@@ -217,10 +244,20 @@ impl World {
                             Mail::Unexport(i as u32, stream),
                         ));
                     }
-                    Output::ExportEnded { shard, stream } => {
+                    Output::ExportEnded {
+                        shard,
+                        stream,
+                        track,
+                    } => {
                         self.between.ended += 1;
                         self.mail
-                            .push((now + DELAY, shard as usize, Mail::End(stream)));
+                            .push((now + DELAY, shard as usize, Mail::End(stream, track)));
+                    }
+                    Output::Announced { names } => {
+                        for to in (0..shards).filter(|to| *to != i) {
+                            let mail = Mail::Announced(names.clone(), i);
+                            self.mail.push((now + DELAY, to, mail));
+                        }
                     }
                     Output::Signal(conn, msg) => self.signals.push((i, conn, msg)),
                     Output::Timeout(_) => break,
@@ -357,25 +394,72 @@ fn a_mirror_nobody_watches_closes_and_the_origin_stops_sending_it() {
     assert_eq!(w.between.exported, exported, "nothing more crosses");
 }
 
+/// The frames a viewer got since `from`, which must be a new publisher's from one of its
+/// first two keyframes on (the test's publishers send one every 30 frames and ignore
+/// keyframe requests; a mirror opened after the first has passed starts at the second), in
+/// order.
+fn assert_follows(got: &[u32], from: usize, who: &str) {
+    let after = &got[from..];
+    assert!(
+        after.len() > 30,
+        "{who}: {} frames after the republish",
+        after.len()
+    );
+    assert!(
+        after[0] == 0 || after[0] == 30,
+        "{who} starts at the new publisher's first or second keyframe: {after:?}"
+    );
+    assert!(
+        after.windows(2).all(|x| x[1] == x[0] + 1),
+        "{who}: in order, no gaps: {after:?}"
+    );
+}
+
 #[test]
-fn when_the_publisher_ends_the_other_shards_viewers_are_ended() {
+fn a_far_viewer_waits_when_its_publisher_ends_and_follows_a_republish_on_either_shard() {
     let mut w = World::new(2);
-    let (p, token) = w.publish(0, "10.0.0.1:4000", "live/c");
-    w.run(Duration::from_secs(1), &[p]);
+    let (p1, token1) = w.publish(0, "10.0.0.1:4000", "live/c");
+    w.run(Duration::from_secs(1), &[p1]);
     let (v, _) = w.view(1, 0, "10.0.0.2:4000", "live/c");
-    w.run(Duration::from_secs(2), &[p]);
+    w.run(Duration::from_secs(2), &[p1]);
     assert_plays(&w.peers[v].got, "the viewer");
+
+    // The publisher goes: the mirror over there goes with its track, the viewer stays.
+    w.shards[0].end_http_session(w.now, &token1).unwrap();
+    w.run(Duration::from_millis(200), &[]);
+    assert!(w.between.ended >= 1, "the origin told the other shard");
     assert_eq!(
         w.shards[1].session_reports().len(),
         1,
-        "the viewer (not the mirror)"
+        "the viewer over there waits for a republish"
     );
-    w.shards[0].end_http_session(w.now, &token).unwrap();
-    w.run(Duration::from_millis(200), &[]);
-    assert!(w.between.ended >= 1, "the origin told the other shard");
-    assert!(
-        w.shards[1].session_reports().is_empty(),
-        "the viewer over there was ended"
+    assert!(!w.shards[1].has_stream("live/c"));
+
+    // Republished on the viewer's own shard: it follows there.
+    let before = w.peers[v].got.len();
+    let (p2, token2) = w.publish(1, "10.0.0.3:4000", "live/c");
+    w.run(Duration::from_secs(3), &[p2]);
+    assert_follows(
+        &w.peers[v].got,
+        before,
+        "the viewer (republished on its shard)",
+    );
+    assert_eq!(w.between.asked, 0, "nothing to ask another shard for");
+
+    // And again on the other shard: the viewer's shard asks it for an export.
+    w.shards[1].end_http_session(w.now, &token2).unwrap();
+    w.run(Duration::from_millis(500), &[]);
+    let before = w.peers[v].got.len();
+    let (p3, _) = w.publish(0, "10.0.0.4:4000", "live/c");
+    w.run(Duration::from_secs(3), &[p3]);
+    assert_eq!(
+        w.between.asked, 1,
+        "the waiting viewer's shard asked the new origin once"
+    );
+    assert_follows(
+        &w.peers[v].got,
+        before,
+        "the viewer (republished on the other shard)",
     );
 }
 

@@ -212,7 +212,8 @@ impl Scenario {
                     // One SFU: no other shard to hand anything to (sfu/tests/shards.rs).
                     Output::MirrorKeyframe { .. }
                     | Output::MirrorClosed { .. }
-                    | Output::ExportEnded { .. } => {}
+                    | Output::ExportEnded { .. }
+                    | Output::Announced { .. } => {}
                     Output::Timeout(t) => {
                         self.sfu_deadline = t;
                         break;

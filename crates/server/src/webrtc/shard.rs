@@ -82,8 +82,25 @@ pub enum Command {
     ExportedKeyframe(sfu::TrackId, usize),
     /// Shard `.0` no longer mirrors stream `.1`.
     Unexport(u32, String),
-    /// The origin of a stream mirrored here ended it.
-    MirrorEnd(String),
+    /// The origin of a stream mirrored here ended one of its tracks.
+    MirrorTrackEnd(String, sfu::TrackId),
+    /// A source on shard `origin` announced a track under these names: viewers here waiting
+    /// for one of them follow it (`Sfu::mirrors_wanted`).
+    Announced {
+        names: Vec<String>,
+        origin: u32,
+    },
+    /// Shard `to` has viewers waiting for `stream`, published here: export it there.
+    ExportTo {
+        stream: String,
+        to: u32,
+    },
+    /// The answer to an `ExportTo`: mirror `stream` from shard `origin`, with these tracks.
+    MirrorOpen {
+        stream: String,
+        origin: u32,
+        tracks: Vec<sfu::mirror::MirrorTrack>,
+    },
     /// WHEP POST: play `stream`. `mirror`: it is published on another shard, which exports
     /// it here with these tracks.
     WhepOffer {
@@ -530,7 +547,33 @@ impl Loop {
                 self.sfu.exported_keyframe(now, track, layer)
             }
             Command::Unexport(shard, stream) => self.sfu.unexport(shard, &stream),
-            Command::MirrorEnd(stream) => self.sfu.mirror_end(now, &stream),
+            Command::MirrorTrackEnd(stream, track) => {
+                self.sfu.mirror_track_end(now, &stream, track)
+            }
+            Command::Announced { names, origin } => {
+                for stream in self.sfu.mirrors_wanted(&names) {
+                    let to = self.shard as u32;
+                    self.to_shard(origin, Command::ExportTo { stream, to });
+                }
+            }
+            Command::ExportTo { stream, to } => {
+                if let Some(tracks) = self.sfu.export_stream(&stream, to)
+                    && !tracks.is_empty()
+                {
+                    let origin = self.shard as u32;
+                    let open = Command::MirrorOpen {
+                        stream,
+                        origin,
+                        tracks,
+                    };
+                    self.to_shard(to, open);
+                }
+            }
+            Command::MirrorOpen {
+                stream,
+                origin,
+                tracks,
+            } => self.sfu.mirror_open(now, &stream, origin, tracks),
             Command::SessionPatch {
                 token,
                 fragment,
@@ -644,8 +687,17 @@ impl Loop {
                 Output::MirrorClosed { origin, stream } => {
                     self.to_shard(origin, Command::Unexport(self.shard as u32, stream))
                 }
-                Output::ExportEnded { shard, stream } => {
-                    self.to_shard(shard, Command::MirrorEnd(stream))
+                Output::ExportEnded {
+                    shard,
+                    stream,
+                    track,
+                } => self.to_shard(shard, Command::MirrorTrackEnd(stream, track)),
+                Output::Announced { names } => {
+                    let origin = self.shard as u32;
+                    for i in (0..self.shards.len() as u32).filter(|i| *i != origin) {
+                        let names = names.clone();
+                        self.to_shard(i, Command::Announced { names, origin });
+                    }
                 }
                 Output::Timeout(t) => {
                     for (shard, packet) in self.sfu.take_exports() {
