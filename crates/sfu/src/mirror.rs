@@ -345,7 +345,7 @@ fn mirror_participant(pid: ParticipantId, stream: &str, origin: u32) -> Particip
     };
     let room = RoomName::internal(format!("mirror:{stream}"));
     // No peer: ids no peer has (every shard's start at 1 or more). No ICE to lose either, so
-    // it is never ended for want of it (`media_lost_at` stays empty).
+    // it is never ended for want of it (it has no `http` side).
     let no_peer = (PeerId(0), PeerId(0));
     Participant::new(pid, role, stream, room, no_peer, crate::grant::Grant::all())
 }

@@ -240,7 +240,7 @@ impl Sfu {
         tracks.sort_by_key(|t| t.id);
         let mut subscriptions = self.subscription_reports(pid);
         if let Some(peer) = self.peers.get(&p.subscriber) {
-            for f in &p.frame_outs {
+            for f in p.http.iter().flat_map(|h| &h.frame_outs) {
                 let m = media(&peer.quality, f.mid);
                 subscriptions.push(SubscriptionReport {
                     track_id: None,

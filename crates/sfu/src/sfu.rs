@@ -273,10 +273,8 @@ pub(crate) struct FrameOut {
 pub(crate) struct Participant {
     pub id: ParticipantId,
     pub role: Role,
-    /// HTTP sessions: since when the peer has been without ICE connectivity (from creation
-    /// until it first connects). They have no socket to time out, so this is how they end.
-    pub media_lost_at: Option<Instant>,
-    pub frame_outs: Vec<FrameOut>,
+    /// A WHIP or WHEP session's own state; None for members and mirrors.
+    pub http: Option<HttpSide>,
     /// When the first packet of any of its tracks arrived: zero of its hub timeline.
     pub media_base: Option<Instant>,
     pub name: String,
@@ -302,6 +300,17 @@ pub(crate) struct Participant {
     pub quality_pending: Option<(crate::signal::Quality, Instant)>,
     /// What it may do (grant.rs).
     pub grant: crate::grant::Grant,
+}
+
+/// What only a WHIP or WHEP session has.
+#[derive(Default)]
+pub(crate) struct HttpSide {
+    /// Since when the peer has been without ICE connectivity (from creation until it first
+    /// connects). A session has no socket to time out, so this is how it ends.
+    pub media_lost_at: Option<Instant>,
+    /// A WHEP viewer of a hub stream (`Role::Whep { frames: true }`): its m-lines, fed from
+    /// frames.
+    pub frame_outs: Vec<FrameOut>,
 }
 
 /// What only a room member has: its signalling socket and the offers and answers on it.
@@ -497,9 +506,8 @@ impl Participant {
         Participant {
             id,
             signalling: (role == Role::Member).then(Signalling::default),
+            http: matches!(role, Role::Whip { .. } | Role::Whep { .. }).then(HttpSide::default),
             role,
-            media_lost_at: None,
-            frame_outs: Vec::new(),
             media_base: None,
             name: name.to_owned(),
             room,
@@ -769,7 +777,8 @@ impl Sfu {
         let ice = self
             .participants
             .values()
-            .filter_map(|p| p.media_lost_at.map(|t| t + HTTP_SESSION_ICE_TIMEOUT));
+            .filter_map(|p| p.http.as_ref()?.media_lost_at)
+            .map(|t| t + HTTP_SESSION_ICE_TIMEOUT);
         let dynacast = self.config.dynacast.then_some(self.next_dynacast);
         peers
             .chain(grace)
@@ -832,7 +841,9 @@ impl Sfu {
                 let expired = s
                     .and_then(|s| s.conn_lost_at)
                     .is_some_and(|t| now >= t + grace)
-                    || p.media_lost_at
+                    || p.http
+                        .as_ref()
+                        .and_then(|h| h.media_lost_at)
                         .is_some_and(|t| now >= t + HTTP_SESSION_ICE_TIMEOUT);
                 let unanswered = s.is_some_and(|s| {
                     s.conn.is_some()

@@ -329,8 +329,12 @@ impl Sfu {
                 "the offer takes neither H264 (packetization-mode 1) video nor Opus audio".into(),
             ));
         }
-        if let Some(p) = self.participants.get_mut(&pid) {
-            p.frame_outs = outs;
+        if let Some(h) = self
+            .participants
+            .get_mut(&pid)
+            .and_then(|p| p.http.as_mut())
+        {
+            h.frame_outs = outs;
         }
         info!(participant = %pid, stream, "WHEP session started (from the hub)");
         Ok(self.http_session(pid, restrict_payload_types(&answer, &keep)))
@@ -352,7 +356,8 @@ impl Sfu {
             return;
         };
         let peer_id = p.subscriber;
-        let Some(out) = p.frame_outs.iter_mut().find(|o| o.kind == track.kind()) else {
+        let outs = p.http.as_mut().map(|h| h.frame_outs.iter_mut());
+        let Some(out) = outs.and_then(|mut o| o.find(|o| o.kind == track.kind())) else {
             return;
         };
         if out.waiting_keyframe && out.kind == TrackKind::Video && !keyframe {
@@ -511,7 +516,10 @@ impl Sfu {
             pid,
             Participant {
                 // Without ICE for HTTP_SESSION_ICE_TIMEOUT from now, it ends.
-                media_lost_at: Some(self.now),
+                http: Some(crate::sfu::HttpSide {
+                    media_lost_at: Some(self.now),
+                    frame_outs: Vec::new(),
+                }),
                 resume_token: token,
                 ..session
             },
@@ -650,16 +658,17 @@ impl Sfu {
 
     pub(crate) fn http_session_ice(&mut self, pid: ParticipantId, state: IceConnectionState) {
         let now = self.now;
-        let Some(p) = self.participants.get_mut(&pid) else {
+        let Some(h) = self
+            .participants
+            .get_mut(&pid)
+            .and_then(|p| p.http.as_mut())
+        else {
             return;
         };
-        if p.role == Role::Member {
-            return;
-        }
         match state {
-            IceConnectionState::Connected | IceConnectionState::Completed => p.media_lost_at = None,
+            IceConnectionState::Connected | IceConnectionState::Completed => h.media_lost_at = None,
             IceConnectionState::Disconnected => {
-                p.media_lost_at.get_or_insert(now);
+                h.media_lost_at.get_or_insert(now);
             }
             _ => {}
         }
@@ -670,7 +679,7 @@ impl Sfu {
             return;
         };
         if let Role::Whep { frames: true, .. } = p.role {
-            for o in &mut p.frame_outs {
+            for o in p.http.iter_mut().flat_map(|h| &mut h.frame_outs) {
                 o.waiting_keyframe = true;
             }
             self.out.push_back(Output::Event(SfuEvent::ViewerConnected {
