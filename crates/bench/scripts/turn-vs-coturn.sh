@@ -31,7 +31,7 @@ start() { # onair|coturn
       ONAIR_TURN_USERS='["alice:wonderland"]' ONAIR_TURN_ALLOW_LOOPBACK_PEERS=true \
       ONAIR_TURN_MAX_ALLOCATIONS_PER_USER=100000 ONAIR_TURN_MAX_ALLOCATIONS=100000 \
       ONAIR_TURN_ALLOCATION_KBPS=0 ONAIR_HTTP_LISTEN=127.0.0.1:18080 ONAIR_RTMP_ENABLED=false \
-      RUST_LOG=warn "$BIN" >"$WORK/onair.log" 2>&1 &
+      RUST_LOG=warn,stun_proto=off "$BIN" >"$WORK/onair.log" 2>&1 &
       SERVER=$! ;;
     coturn)
       turnserver -n --listening-ip=127.0.0.1 --listening-port=3478 --relay-ip=127.0.0.1 \

@@ -14,7 +14,6 @@
 //! and what the SFU sends to a relayed address comes back through [`TurnShared::from_sfu`].
 //! Relay to relay (two relayed members of a P2P room) stays inside the core.
 
-mod batch;
 pub mod ice_servers;
 
 use std::collections::HashMap;
@@ -469,7 +468,7 @@ async fn reader(
             warn!("TURN socket {local}: {e}");
             return;
         }
-        batch::with_batch(|b| match b.recv(&socket, local.is_ipv6()) {
+        crate::net::batch::with_batch(|b| match b.recv(&socket, local.is_ipv6()) {
             Ok(0) => {}
             Ok(_) => {
                 let now = Instant::now();

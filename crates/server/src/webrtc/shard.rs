@@ -280,7 +280,10 @@ pub async fn run(
         hooks: ctx.hooks,
         room_events: crate::webhooks::RoomEvents::default(),
     };
-    let mut buf = vec![0u8; 2048];
+    // One `recvmmsg` takes up to 32 datagrams per wake (net/batch.rs); WebRTC sends at most
+    // an MTU's worth, and a longer datagram is dropped rather than handed on cut.
+    let mut batch = crate::net::batch::Batch::new(MEDIA_DATAGRAM);
+    let ipv6 = l.local.is_ipv6();
     loop {
         let deadline = l.flush().await;
         if let Some(done) = l.shutdown.take() {
@@ -296,15 +299,14 @@ pub async fn run(
             continue;
         }
         tokio::select! {
-            r = l.udp.recv_from(&mut buf) => match r {
-                Ok((n, source)) => {
+            r = l.udp.readable() => match r.and_then(|()| batch.recv(&l.udp, ipv6)) {
+                Ok(_) => {
+                    // Everything queued (up to a batch, so that queued sends and timers are
+                    // not starved by a flood), without another trip through select! and the
+                    // timer: under load the socket rarely holds just one.
                     let now = Instant::now();
-                    l.sfu.handle_receive(now, Protocol::Udp, source, l.local, &buf[..n]);
-                    // Whatever else is already queued is taken now, without another trip through
-                    // select! and the timer: under load the socket rarely holds just one.
-                    for _ in 0..RECV_BATCH {
-                        let Ok((n, source)) = l.udp.try_recv_from(&mut buf) else { break };
-                        l.sfu.handle_receive(now, Protocol::Udp, source, l.local, &buf[..n]);
+                    for (data, source) in batch.datagrams() {
+                        l.sfu.handle_receive(now, Protocol::Udp, source, l.local, data);
                     }
                 }
                 // ICMP port unreachable from a vanished peer shows up here on Linux; harmless.
@@ -324,9 +326,9 @@ pub async fn run(
     }
 }
 
-/// Datagrams taken per wake beyond the first. Bounded so that queued sends and timers are not
-/// starved by a flood.
-const RECV_BATCH: usize = 32;
+/// The longest datagram a shard takes: more than an MTU (WebRTC stacks keep RTP, DTLS and
+/// STUN within about 1,200–1,500 bytes).
+const MEDIA_DATAGRAM: usize = 2048;
 
 impl Loop {
     /// Once a second: publishers whose name was taken over are ended, bitrates sampled.

@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub mod batch;
+
 fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     if addr.is_ipv6() {

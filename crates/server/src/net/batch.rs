@@ -1,14 +1,16 @@
-//! Many datagrams per system call on the TURN thread's sockets (`recvmmsg`).
+//! Many datagrams per system call (`recvmmsg`): the TURN thread's sockets and each media
+//! shard's.
 //!
-//! A relay socket usually holds one datagram when it wakes, the listener often dozens. Read
-//! one at a time, every wake costs a `recvfrom` per datagram plus one more that fails with
-//! EAGAIN (so that tokio learns the socket is drained). One `recvmmsg` takes everything queued,
-//! and when it returns fewer than it asked for the queue was empty at that moment: that tells
-//! tokio the same thing without the failing call.
+//! A socket that wakes holds one datagram or dozens. Read one at a time, every wake costs a
+//! `recvfrom` per datagram plus one more that fails with EAGAIN (so that tokio learns the
+//! socket is drained). One `recvmmsg` takes everything queued, and when it returns fewer than
+//! it asked for the queue was empty at that moment: that tells tokio the same thing without
+//! the failing call.
 //!
 //! Every TURN socket is read on the one TURN thread, and no reader holds the buffers across an
 //! await, so the thread has one set of buffers for all of them (`with_batch`) instead of one
 //! per relay socket (a thousand allocations would otherwise keep a thousand 64 KiB buffers).
+//! A media shard owns its batch, with slots the size of what WebRTC sends.
 
 use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
@@ -21,12 +23,14 @@ use tokio::net::UdpSocket;
 
 /// Datagrams per call.
 pub const BATCH: usize = 32;
-/// Room for the largest UDP payload: a relay forwards whatever a peer sends, so a slot smaller
-/// than that would truncate a legitimate datagram.
-const SLOT: usize = 65536;
+/// Room for the largest UDP payload: a TURN relay forwards whatever a peer sends, so a slot
+/// smaller than that would truncate a legitimate datagram.
+pub const LARGEST: usize = 65536;
 
 /// Buffers and headers for one `recvmmsg`, and what it returned.
 pub struct Batch {
+    /// Bytes per datagram: a longer one is dropped.
+    slot: usize,
     bufs: Vec<u8>,
     /// One set of headers per address family. The kernel shortens each header's address
     /// length to the address it wrote, and nix sets it only once, when the headers are made:
@@ -40,9 +44,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn new() -> Self {
+    /// A batch of [`BATCH`] slots of `slot` bytes.
+    pub fn new(slot: usize) -> Self {
         Batch {
-            bufs: vec![0; BATCH * SLOT],
+            slot,
+            bufs: vec![0; BATCH * slot],
             headers_v4: MultiHeaders::preallocate(BATCH, None),
             headers_v6: MultiHeaders::preallocate(BATCH, None),
             got: Vec::with_capacity(BATCH),
@@ -61,10 +67,10 @@ impl Batch {
         } else {
             &mut self.headers_v4
         };
-        let (bufs, got) = (&mut self.bufs, &mut self.got);
+        let (bufs, got, slot) = (&mut self.bufs, &mut self.got, self.slot);
         let r = socket.try_io(Interest::READABLE, || {
             let mut slices: Vec<[IoSliceMut<'_>; 1]> = bufs
-                .chunks_exact_mut(SLOT)
+                .chunks_exact_mut(slot)
                 .map(|s| [IoSliceMut::new(s)])
                 .collect();
             let results = recvmmsg(fd, headers, &mut slices, MsgFlags::MSG_DONTWAIT, None)
@@ -76,7 +82,7 @@ impl Batch {
                 };
                 // A datagram longer than the slot was cut (MSG_TRUNC); relaying a part of it
                 // would corrupt it, so it is dropped, as a too-small buffer drops it anywhere.
-                if m.flags.contains(MsgFlags::MSG_TRUNC) || m.bytes > SLOT {
+                if m.flags.contains(MsgFlags::MSG_TRUNC) || m.bytes > slot {
                     continue;
                 }
                 got.push((m.bytes, from));
@@ -101,7 +107,7 @@ impl Batch {
     pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
         self.got
             .iter()
-            .zip(self.bufs.chunks_exact(SLOT))
+            .zip(self.bufs.chunks_exact(self.slot))
             .map(|(&(n, from), slot)| (&slot[..n], from))
     }
 }
@@ -129,7 +135,7 @@ thread_local! {
 pub fn with_batch<R>(f: impl FnOnce(&mut Batch) -> R) -> R {
     BATCH_BUFFERS.with(|b| {
         let mut b = b.borrow_mut();
-        f(b.get_or_insert_with(Batch::new))
+        f(b.get_or_insert_with(|| Batch::new(LARGEST)))
     })
 }
 
@@ -163,6 +169,26 @@ mod tests {
         }
         // Drained: nothing more, and no error.
         assert_eq!(with_batch(|b| b.recv(&rx, false)).expect("recv"), 0);
+    }
+
+    /// A media shard's slots are an MTU and a bit: a longer datagram is dropped, not handed
+    /// on cut, and those around it arrive whole.
+    #[tokio::test]
+    async fn a_datagram_longer_than_the_slot_is_dropped_alone() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let to = rx.local_addr().expect("addr");
+        for len in [100, 3000, 2048, 200] {
+            tx.send_to(&vec![1u8; len], to).await.expect("send");
+        }
+        let mut batch = Batch::new(2048);
+        let mut lens = Vec::new();
+        while lens.len() < 3 {
+            rx.readable().await.expect("readable");
+            batch.recv(&rx, false).expect("recv");
+            lens.extend(batch.datagrams().map(|(d, _)| d.len()));
+        }
+        assert_eq!(lens, vec![100, 2048, 200]);
     }
 
     #[tokio::test]
