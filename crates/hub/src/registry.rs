@@ -292,17 +292,26 @@ impl Hub {
         let mut pending = VecDeque::with_capacity(st.gop.len() + 1);
         pending.push_back(Item::Tracks(st.tracks.clone()));
         pending.extend(st.gop.iter().cloned());
+        // No GOP kept (none yet, one too long, or `max_gop_bytes` 0): the reader's video starts
+        // at the next keyframe, never at a picture its decoder cannot use, and a WebRTC
+        // publisher is asked for one; audio flows at once.
+        let from_next_keyframe = st.gop.is_empty();
+        let video = st.tracks.iter().any(|t| t.kind() == MediaKind::Video);
         *st.readers.entry(proto).or_default() += 1;
         drop(st);
-        Some(Reader {
+        let reader = Reader {
             stream,
             proto,
             rx,
             pending,
-            waiting_keyframe: false,
+            waiting_keyframe: from_next_keyframe,
             resumed: Vec::new(),
             ended: false,
-        })
+        };
+        if from_next_keyframe && video {
+            reader.request_keyframe();
+        }
+        Some(reader)
     }
 
     /// One stream, if it is live.
@@ -926,5 +935,22 @@ mod tests {
         assert!(ready(&mut r).is_empty());
         p.push(frame(0, 3, true));
         assert_eq!(ready(&mut r), vec![(0, 3)]);
+    }
+
+    #[test]
+    fn with_no_gop_cache_a_reader_starts_at_the_next_keyframe() {
+        let hub = Hub::new(HubConfig {
+            max_gop_bytes: 0,
+            ..HubConfig::default()
+        });
+        let p = av_publisher(&hub, "live/lean");
+        p.push(frame(0, 0, true));
+        p.push(frame(0, 1, false));
+        let mut r = hub.subscribe(&name("live/lean"), Protocol::Whep).unwrap();
+        assert!(ready(&mut r).is_empty(), "nothing kept to replay");
+        p.push(frame(0, 2, false));
+        p.push(frame(0, 3, true));
+        p.push(frame(0, 4, false));
+        assert_eq!(ready(&mut r), vec![(0, 3), (0, 4)]);
     }
 }

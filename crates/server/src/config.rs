@@ -208,6 +208,10 @@ pub struct Streams {
     pub whip_prefer_h264: bool,
     /// Streams published at once (WHIP, RTMP, RTWebSocket, room members' tracks).
     pub max_streams: usize,
+    /// Bytes of each stream's frames since its last keyframe kept so that a new reader starts
+    /// at once; 0 keeps none (readers wait for the next keyframe, memory per publisher falls
+    /// by about a GOP).
+    pub gop_cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -408,6 +412,7 @@ impl Default for Streams {
             reader_queue: d.reader_queue,
             whip_prefer_h264: true,
             max_streams: d.max_streams,
+            gop_cache_bytes: d.max_gop_bytes,
         }
     }
 }
@@ -765,6 +770,7 @@ impl Config {
             on_conflict: self.streams.on_conflict,
             reader_queue: self.streams.reader_queue,
             max_streams: self.streams.max_streams,
+            max_gop_bytes: self.streams.gop_cache_bytes,
             ..hub::HubConfig::default()
         }
     }
