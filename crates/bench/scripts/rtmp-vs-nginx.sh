@@ -2,13 +2,15 @@
 # RTMP ingest side by side: onair and nginx-rtmp (Debian's libnginx-mod-rtmp, one worker), each
 # taking N FFmpeg publishers that send a pre-encoded 720p30 H.264 + AAC file with `-c copy`
 # (FFmpeg does no encoding), compared like with like:
-#   relay only:  onair with LL-HLS off and AAC → Opus off, against nginx-rtmp `live on`;
+#   relay only:  onair with LL-HLS off and AAC → Opus off, against nginx-rtmp `live on`; and
+#                onair so with no GOP kept for late readers (`streams.gop_cache_bytes = 0`),
+#                as nginx-rtmp keeps none;
 #   HLS:         onair with LL-HLS on (its default; 2 s segments, a 15-segment window kept in
 #                memory), AAC → Opus off, against nginx-rtmp `hls on` with 2 s fragments and a
 #                30 s playlist (the same window, written to files);
 #   and onair's defaults (LL-HLS and AAC → Opus on).
 # Server CPU from /proc/PID/stat over a fixed window, RSS from /proc/PID/status; reported per
-# publisher and as publishers per core. Bounded: five runs of SECONDS each.
+# publisher and as publishers per core. Bounded: six runs of SECONDS each.
 # Run inside the loopback-only namespace:
 #   ../shared/tools/netns-run crates/bench/scripts/rtmp-vs-nginx.sh target/release/onair [N] [SECONDS]
 set -euo pipefail
@@ -78,9 +80,10 @@ measure() {
       l, n, alive, secs, cpu, per, (per > 0 ? 1 / per : 0), rss, (rss - idle) / n, files / n }'
 }
 
-onair() { # label, hls, transcode
+onair() { # label, hls, transcode, [GOP cache bytes]
   ONAIR_HTTP_LISTEN=127.0.0.1:18080 ONAIR_MEDIA_PORT=18500 ONAIR_RTMP_LISTEN=127.0.0.1:11935 \
-    ONAIR_HLS_ENABLED=$2 ONAIR_RTMP_TRANSCODE_AUDIO=$3 RUST_LOG=warn "$BIN" >"$TMP/onair.log" 2>&1 &
+    ONAIR_HLS_ENABLED=$2 ONAIR_RTMP_TRANSCODE_AUDIO=$3 ONAIR_STREAMS_GOP_CACHE_BYTES=${4:-16777216} \
+    RUST_LOG=warn "$BIN" >"$TMP/onair.log" 2>&1 &
   srv=$!
   measure "$1" 11935
 }
@@ -90,6 +93,7 @@ nginx_rtmp() { # label, config, HLS directory
   measure "$1" 11936 "${3:-}"
 }
 onair onair-relay false false
+onair onair-relay-nogop false false 0
 nginx_rtmp nginx-rtmp-relay "$TMP/nginx.conf"
 onair onair-llhls true false
 nginx_rtmp nginx-rtmp-hls "$TMP/nginx-hls.conf" "$TMP/hls"

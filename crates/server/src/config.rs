@@ -771,7 +771,6 @@ impl Config {
             reader_queue: self.streams.reader_queue,
             max_streams: self.streams.max_streams,
             max_gop_bytes: self.streams.gop_cache_bytes,
-            ..hub::HubConfig::default()
         }
     }
 
