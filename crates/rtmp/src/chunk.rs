@@ -48,9 +48,13 @@ struct ChunkStream {
 pub(crate) struct ChunkReader {
     limits: Limits,
     chunk_size: u32,
+    /// Bytes received and not yet parsed: `input[input_pos..]`. Parsing advances the position
+    /// and the parsed prefix goes once, at the next push (moving what follows each message
+    /// to the front, message by message, copied a read's bytes several times over).
     input: Vec<u8>,
+    input_pos: usize,
     streams: HashMap<u32, ChunkStream>,
-    /// Sum of `partial.len()` over all chunk streams.
+    /// Sum of `partial.capacity()` over all chunk streams: what the partial messages hold.
     partial_bytes: usize,
 }
 
@@ -64,6 +68,7 @@ impl ChunkReader {
             limits,
             chunk_size: INITIAL_CHUNK_SIZE,
             input: Vec::new(),
+            input_pos: 0,
             streams: HashMap::new(),
             partial_bytes: 0,
         }
@@ -76,13 +81,17 @@ impl ChunkReader {
                 limit: self.limits.max_buffered_bytes,
             });
         }
+        // Usually everything was parsed (a read ends on a chunk boundary more often than
+        // not): then nothing moves.
+        self.input.drain(..self.input_pos);
+        self.input_pos = 0;
         self.input.extend_from_slice(data);
         Ok(())
     }
 
     /// Bytes held: unparsed input plus partial messages.
     pub fn buffered(&self) -> usize {
-        self.input.len() + self.partial_bytes
+        self.input.len() - self.input_pos + self.partial_bytes
     }
 
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), RtmpError> {
@@ -100,7 +109,7 @@ impl ChunkReader {
     /// Abort message (type 2): drop the partial message on `csid`.
     pub fn abort(&mut self, csid: u32) {
         if let Some(stream) = self.streams.get_mut(&csid) {
-            self.partial_bytes -= stream.partial.len();
+            self.partial_bytes -= stream.partial.capacity();
             stream.partial = Vec::new();
         }
     }
@@ -109,7 +118,7 @@ impl ChunkReader {
     pub fn next_message(&mut self) -> Result<Option<Message>, RtmpError> {
         // Taken out so chunks can be parsed from it while `self` changes; put back below.
         let input = std::mem::take(&mut self.input);
-        let mut consumed = 0;
+        let mut consumed = self.input_pos;
         let result = loop {
             match self.read_chunk(&input[consumed..]) {
                 Ok(None) => break Ok(None),
@@ -123,7 +132,7 @@ impl ChunkReader {
             }
         };
         self.input = input;
-        self.input.drain(..consumed);
+        self.input_pos = consumed;
         result
     }
 
@@ -230,7 +239,17 @@ impl ChunkReader {
             .remove(&csid)
             .map(|p| p.partial)
             .unwrap_or_default();
-        self.partial_bytes -= partial.len();
+        self.partial_bytes -= partial.capacity();
+        let whole = s.length as usize;
+        if partial.capacity() == 0
+            && body.len() < whole
+            && self.partial_bytes + whole + (buf.len() - r.pos) <= self.limits.max_buffered_bytes
+        {
+            // A message of several chunks: room for all of it at once, rather than doubling
+            // (and copying) its way there. Only within the buffer limit (what is reserved
+            // counts against it), so an announced length alone cannot take more.
+            partial.reserve_exact(whole);
+        }
         partial.extend_from_slice(body);
         let complete = partial.len() == s.length as usize;
         let message = if complete {
@@ -241,7 +260,7 @@ impl ChunkReader {
                 payload: std::mem::take(&mut partial),
             })
         } else {
-            self.partial_bytes += partial.len();
+            self.partial_bytes += partial.capacity();
             let unparsed = buf.len() - r.pos;
             if self.partial_bytes + unparsed > self.limits.max_buffered_bytes {
                 return Err(RtmpError::BufferLimit {
@@ -337,6 +356,44 @@ mod tests {
         assert_eq!(r.buffered(), 0);
     }
 
+    /// Many messages in one read, and reads that end anywhere: the same messages, whole, and
+    /// nothing left held once all is parsed.
+    #[test]
+    fn messages_are_the_same_however_the_reads_fall() {
+        let mut bytes = Vec::new();
+        for i in 0..20u8 {
+            // Type 0 on csid 4, length 300 (three chunks at 128), then a one-chunk message
+            // on csid 5.
+            bytes.extend([0x04, 0, 0, i, 0x00, 0x01, 0x2c, 9, 1, 0, 0, 0]);
+            bytes.extend([i; 128]);
+            bytes.extend([0xc4]);
+            bytes.extend([i; 128]);
+            bytes.extend([0xc4]);
+            bytes.extend([i; 44]);
+            bytes.extend([0x05, 0, 0, i, 0, 0, 3, 8, 1, 0, 0, 0, i, i, i]);
+        }
+        let whole = read_all(&mut ChunkReader::new(limits()), &bytes).unwrap();
+        assert_eq!(whole.len(), 40);
+        for step in [1, 7, 128, 141, 1000, 4096] {
+            let mut r = ChunkReader::new(limits());
+            let mut got = Vec::new();
+            for piece in bytes.chunks(step) {
+                got.extend(read_all(&mut r, piece).unwrap());
+            }
+            assert_eq!(got, whole, "reads of {step} bytes");
+            assert_eq!(
+                r.buffered(),
+                0,
+                "reads of {step} bytes: nothing held at the end"
+            );
+        }
+        assert!(
+            whole
+                .iter()
+                .all(|m| m.payload.len() == if m.type_id == 9 { 300 } else { 3 })
+        );
+    }
+
     #[test]
     fn extended_timestamps_and_long_csids() {
         let mut r = ChunkReader::new(limits());
@@ -407,7 +464,8 @@ mod tests {
         let mut bytes = vec![0x04, 0, 0, 0, 0, 0, 0x82, 9, 1, 0, 0, 0];
         bytes.extend([1; 128]);
         assert!(read_all(&mut r, &bytes).unwrap().is_empty());
-        assert_eq!(r.buffered(), 128);
+        // Held: room for the whole 130-byte message, reserved at its first chunk.
+        assert_eq!(r.buffered(), 130);
         r.abort(4);
         assert_eq!(r.buffered(), 0);
         // After the abort a fresh message on csid 4 is fine.
