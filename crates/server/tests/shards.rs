@@ -249,3 +249,62 @@ fn viewers_on_both_shards_follow_a_republish_wherever_it_lands() {
     }
     assert_eq!(server.stop(), Some(0), "SIGTERM exits 0");
 }
+
+/// A room lives on one shard, but its members' cameras can be watched over WHEP from every
+/// shard: the audience of a room larger than one core is spread (docs/deployment.md, Sizing).
+#[test]
+fn a_room_members_camera_plays_over_whep_on_both_shards() {
+    let server = TestServer::start(env!("CARGO_BIN_EXE_onair"), &[("ONAIR_MEDIA_SHARDS", "2")]);
+    let http = SocketAddr::from(([127, 0, 0, 1], server.http_port));
+    let member = spawn(LiveOptions {
+        url: server.ws_url(),
+        room: "stage".into(),
+        name: "host".into(),
+        publish: Some(Publish {
+            video: true,
+            audio: true,
+            simulcast: false,
+        }),
+        chat: None,
+        stay: Duration::from_secs(10),
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (reports, shards) = rt.block_on(async {
+        let until = Instant::now() + Duration::from_secs(6);
+        // Sessions take the shards in turn: two viewers, one on each.
+        let mut viewers = Vec::new();
+        for _ in 0..2 {
+            viewers.push(tokio::spawn(viewer(http, "stage/host", until)));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let status = tokio::task::spawn_blocking(move || get_json(http.port(), "/api/rooms")).await;
+        let mut reports = Vec::new();
+        for v in viewers {
+            reports.push(v.await.expect("viewer task").expect("viewer ran"));
+        }
+        (reports, status.expect("status"))
+    });
+    member.join().expect("member thread").expect("member ran");
+    for (i, r) in reports.iter().enumerate() {
+        // The report tells audio by the WHIP test publisher's payload, which a room member's
+        // is not: every packet counts as video here. About 4 s of 30 fps video and 50 Opus
+        // packets a second.
+        assert!(r.video_packets > 300, "viewer {i}: {r:?}");
+        assert!(r.missing < 10, "viewer {i}: {} missing", r.missing);
+    }
+    let shards = shards["shards"].as_array().cloned().unwrap_or_default();
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    assert!(
+        shards
+            .iter()
+            .all(|s| s["rtp_out"].as_u64().unwrap_or(0) > 100),
+        "both shards send to a viewer: {shards:?}"
+    );
+    assert_eq!(server.stop(), Some(0), "SIGTERM exits 0");
+}
