@@ -269,16 +269,14 @@ impl Sfu {
                 Role::Mirror { stream, origin } => Some((p.id, stream.clone(), *origin, p)),
                 _ => None,
             })
-            .filter(|(_, stream, _, p)| {
-                let watched = p
-                    .published
+            // Only a viewer receiving one of its tracks keeps a mirror. Viewers are bound when
+            // it opens or gains a track (`mirror_open`), so one still waiting here wants a
+            // track this mirror does not have (another codec): the stream's packets need not
+            // cross for it. A later track of the stream is announced again.
+            .filter(|(_, _, _, p)| {
+                !p.published
                     .values()
-                    .any(|tid| self.participants.values().any(|v| v.subs.contains_key(tid)));
-                // A viewer waiting for the stream's next track counts too.
-                let waiting = self.participants.values().any(|v| {
-                    matches!(&v.role, Role::Whep { stream: s, frames: false, .. } if s == stream)
-                });
-                !watched && !waiting
+                    .any(|tid| self.participants.values().any(|v| v.subs.contains_key(tid)))
             })
             .map(|(id, stream, origin, _)| (id, stream, origin))
             .collect();

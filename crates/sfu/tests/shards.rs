@@ -33,8 +33,18 @@ struct Peer {
 
 impl Peer {
     fn new(addr: &str, now: Instant) -> Peer {
+        Peer::with_codec(addr, now, Codec::Vp8)
+    }
+
+    /// A peer that offers `codec` alone (VP8 or H.264).
+    fn with_codec(addr: &str, now: Instant, codec: Codec) -> Peer {
         let addr: SocketAddr = addr.parse().unwrap();
-        let mut rtc = Rtc::builder().clear_codecs().enable_vp8(true).build(now);
+        let builder = Rtc::builder().clear_codecs();
+        let builder = match codec {
+            Codec::H264 => builder.enable_h264(true),
+            _ => builder.enable_vp8(true),
+        };
+        let mut rtc = builder.build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
         Peer {
             addr,
@@ -141,15 +151,22 @@ impl World {
                     };
                     let n = p.sent;
                     p.sent += 1;
-                    let mut frame = vec![if n.is_multiple_of(30) { 0x10 } else { 0x11 }];
-                    frame.extend_from_slice(&n.to_be_bytes());
-                    frame.resize(1200, 0xab);
-                    let pt = p
+                    let Some((pt, codec)) = p
                         .rtc
                         .codec_config()
-                        .find(|c| c.spec().codec == Codec::Vp8)
-                        .unwrap()
-                        .pt();
+                        .find(|c| matches!(c.spec().codec, Codec::Vp8 | Codec::H264))
+                        .map(|c| (c.pt(), c.spec().codec))
+                    else {
+                        continue;
+                    };
+                    let key = n.is_multiple_of(30);
+                    let mut frame = match codec {
+                        // One Annex B NAL unit: an IDR slice or a non-IDR one.
+                        Codec::H264 => vec![0, 0, 0, 1, if key { 0x65 } else { 0x41 }],
+                        _ => vec![if key { 0x10 } else { 0x11 }],
+                    };
+                    frame.extend_from_slice(&n.to_be_bytes());
+                    frame.resize(1000, 0xab);
                     if let Some(w) = p.rtc.writer(mid) {
                         w.write(pt, now, MediaTime::from_90khz(n as u64 * 3000), frame)
                             .unwrap();
@@ -294,7 +311,17 @@ impl World {
     }
 
     fn publish(&mut self, shard: usize, addr: &str, stream: &str) -> (usize, String) {
-        let mut p = Peer::new(addr, self.now);
+        self.publish_with(shard, addr, stream, Codec::Vp8)
+    }
+
+    fn publish_with(
+        &mut self,
+        shard: usize,
+        addr: &str,
+        stream: &str,
+        codec: Codec,
+    ) -> (usize, String) {
+        let mut p = Peer::with_codec(addr, self.now, codec);
         let (offer, pending) = p.offer(Direction::SendOnly);
         self.peers.push(p);
         let i = self.peers.len() - 1;
@@ -461,6 +488,42 @@ fn a_far_viewer_waits_when_its_publisher_ends_and_follows_a_republish_on_either_
         before,
         "the viewer (republished on the other shard)",
     );
+}
+
+/// A republish in a codec the waiting viewer's m-line cannot take: the viewer's shard asks for
+/// it, finds nothing to bind, and closes the mirror; the stream's packets stop crossing.
+#[test]
+fn a_mirror_no_waiting_viewer_can_take_is_closed_again() {
+    let mut w = World::new(2);
+    let (p1, token1) = w.publish(0, "10.0.0.1:4000", "live/d");
+    w.run(Duration::from_secs(1), &[p1]);
+    let (v, _) = w.view(1, 0, "10.0.0.2:4000", "live/d");
+    w.run(Duration::from_secs(2), &[p1]);
+    assert_plays(&w.peers[v].got, "the viewer");
+    w.shards[0].end_http_session(w.now, &token1).unwrap();
+    w.run(Duration::from_millis(500), &[]);
+    let closed = w.between.closed;
+
+    let before = w.peers[v].got.len();
+    let (p2, _) = w.publish_with(0, "10.0.0.3:4000", "live/d", Codec::H264);
+    w.run(Duration::from_secs(3), &[p2]);
+    assert_eq!(
+        w.between.asked, 1,
+        "the viewer's shard asked once, at the track's announcement"
+    );
+    assert_eq!(
+        w.between.closed,
+        closed + 1,
+        "and closed the mirror it could not use"
+    );
+    let exported = w.between.exported;
+    w.run(Duration::from_secs(1), &[p2]);
+    assert_eq!(
+        w.between.exported, exported,
+        "nothing crosses for it any more"
+    );
+    assert_eq!(w.peers[v].got.len(), before, "the VP8 viewer got no H.264");
+    assert_eq!(w.shards[1].session_reports().len(), 1, "and still waits");
 }
 
 #[test]
