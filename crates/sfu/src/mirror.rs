@@ -133,16 +133,26 @@ impl Sfu {
     ) {
         self.now = now;
         // The stream moved (republished on another shard): its old mirror's tracks are gone
-        // or going, and viewers must resolve the name to the new one.
-        let moved: Vec<ParticipantId> = self
+        // or going, and viewers must resolve the name to the new one. The old origin stops
+        // exporting to it, if it still does.
+        let moved: Vec<(ParticipantId, u32)> = self
             .participants
             .values()
-            .filter(|p| matches!(&p.role, Role::Mirror { stream: s, origin: o } if s == stream && *o != origin))
-            .map(|p| p.id)
+            .filter_map(|p| match &p.role {
+                Role::Mirror {
+                    stream: s,
+                    origin: o,
+                } if s == stream && *o != origin => Some((p.id, *o)),
+                _ => None,
+            })
             .collect();
-        for m in moved {
+        for (m, old) in moved {
             info!(participant = %m, stream, "mirror replaced: the stream moved to shard {origin}");
             self.remove_participant(m, LeaveReason::Left);
+            self.out.push_back(Output::MirrorClosed {
+                origin: old,
+                stream: stream.to_owned(),
+            });
         }
         let existing = self.participants.values().find(|p| {
             matches!(&p.role, Role::Mirror { stream: s, origin: o } if s == stream && *o == origin)
