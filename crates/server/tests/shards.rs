@@ -21,10 +21,14 @@ fn get_json(port: u16, path: &str) -> serde_json::Value {
 }
 
 /// A WHEP viewer, asking again while the stream is too young to play (503).
-async fn viewer(http: SocketAddr, stream: &str, until: Instant) -> Result<ReceiverReport, String> {
+async fn viewer(
+    http: SocketAddr,
+    stream: String,
+    until: Instant,
+) -> Result<ReceiverReport, String> {
     let mut last = String::new();
     for _ in 0..20 {
-        match whep_receiver(http, stream, until).await {
+        match whep_receiver(http, &stream, until).await {
             Ok(r) => return Ok(r),
             Err(e) => last = e,
         }
@@ -33,36 +37,52 @@ async fn viewer(http: SocketAddr, stream: &str, until: Instant) -> Result<Receiv
     Err(last)
 }
 
+/// `n` WHEP viewers of `stream` until `until`, started 100 ms apart (sessions take the shards
+/// in turn), and `/api/rooms` as it stands `settle` after the last one started.
+async fn viewers_and_status(
+    http: SocketAddr,
+    stream: &str,
+    n: usize,
+    until: Instant,
+    settle: Duration,
+) -> (Vec<ReceiverReport>, serde_json::Value) {
+    let mut viewers = Vec::new();
+    for _ in 0..n {
+        viewers.push(tokio::spawn(viewer(http, stream.to_owned(), until)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(settle).await;
+    let status = tokio::task::spawn_blocking(move || get_json(http.port(), "/api/rooms")).await;
+    let mut reports = Vec::new();
+    for v in viewers {
+        reports.push(v.await.expect("viewer task").expect("viewer ran"));
+    }
+    (reports, status.expect("status"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[test]
 fn one_streams_viewers_on_both_shards_all_receive_it() {
     let server = TestServer::start(env!("CARGO_BIN_EXE_onair"), &[("ONAIR_MEDIA_SHARDS", "2")]);
     let http = SocketAddr::from(([127, 0, 0, 1], server.http_port));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (reports, shards) = rt.block_on(async {
+    let (reports, shards) = runtime().block_on(async {
         let until = Instant::now() + Duration::from_secs(9);
         let publisher = tokio::spawn(whip_publisher(http, "live/spread", until, 1000));
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        // Sessions go to the shards in turn: four viewers, two on each.
-        let mut viewers = Vec::new();
-        for _ in 0..4 {
-            viewers.push(tokio::spawn(viewer(http, "live/spread", until)));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let status = tokio::task::spawn_blocking(move || get_json(http.port(), "/api/rooms")).await;
-        let mut reports = Vec::new();
-        for v in viewers {
-            reports.push(v.await.expect("viewer task").expect("viewer ran"));
-        }
+        // Four viewers, two on each shard.
+        let seen = viewers_and_status(http, "live/spread", 4, until, Duration::from_secs(5)).await;
         publisher
             .await
             .expect("publisher task")
             .expect("publisher ran");
-        (reports, status.expect("status"))
+        seen
     });
 
     for (i, r) in reports.iter().enumerate() {
@@ -201,12 +221,7 @@ async fn publish_then_delete(http: SocketAddr, stream: &str, until: Instant) -> 
 fn viewers_on_both_shards_follow_a_republish_wherever_it_lands() {
     let server = TestServer::start(env!("CARGO_BIN_EXE_onair"), &[("ONAIR_MEDIA_SHARDS", "2")]);
     let http = SocketAddr::from(([127, 0, 0, 1], server.http_port));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let reports = rt.block_on(async {
+    let reports = runtime().block_on(async {
         let start = Instant::now();
         let end = start + Duration::from_secs(10);
         // Sessions go to the shards in turn: the first publisher, then a viewer on each shard
@@ -219,7 +234,7 @@ fn viewers_on_both_shards_follow_a_republish_wherever_it_lands() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let mut viewers = Vec::new();
         for _ in 0..2 {
-            viewers.push(tokio::spawn(viewer(http, "live/again", end)));
+            viewers.push(tokio::spawn(viewer(http, "live/again".into(), end)));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         first
@@ -269,27 +284,15 @@ fn a_room_members_camera_plays_over_whep_on_both_shards() {
         stay: Duration::from_secs(10),
     });
     std::thread::sleep(Duration::from_secs(2));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (reports, shards) = rt.block_on(async {
-        let until = Instant::now() + Duration::from_secs(6);
-        // Sessions take the shards in turn: two viewers, one on each.
-        let mut viewers = Vec::new();
-        for _ in 0..2 {
-            viewers.push(tokio::spawn(viewer(http, "stage/host", until)));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let status = tokio::task::spawn_blocking(move || get_json(http.port(), "/api/rooms")).await;
-        let mut reports = Vec::new();
-        for v in viewers {
-            reports.push(v.await.expect("viewer task").expect("viewer ran"));
-        }
-        (reports, status.expect("status"))
-    });
+    let until = Instant::now() + Duration::from_secs(6);
+    // Two viewers, one on each shard.
+    let (reports, shards) = runtime().block_on(viewers_and_status(
+        http,
+        "stage/host",
+        2,
+        until,
+        Duration::from_secs(4),
+    ));
     member.join().expect("member thread").expect("member ran");
     for (i, r) in reports.iter().enumerate() {
         // The report tells audio by the WHIP test publisher's payload, which a room member's
