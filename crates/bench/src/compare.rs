@@ -109,6 +109,26 @@ fn print_table(runs: &[Value]) {
             f("generator_cpu_percent_of_one_core"),
         );
     }
+    // Where each server's CPU went, by thread (onair: each media shard, TURN, the tokio
+    // workers), from /proc/PID/task over the window.
+    for r in runs {
+        let Some(threads) = r["server_thread_cpu_seconds"].as_object() else {
+            continue;
+        };
+        let mut busy: Vec<(&String, f64)> = threads
+            .iter()
+            .filter_map(|(name, s)| Some((name, s.as_f64()?)))
+            .filter(|(_, s)| *s >= 0.005)
+            .collect();
+        busy.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let list: Vec<String> = busy.iter().map(|(n, s)| format!("{n} {s:.2} s")).collect();
+        println!(
+            "  {} {}: CPU by thread: {}",
+            r["server"].as_str().unwrap_or("?"),
+            r["receivers"],
+            list.join(", ")
+        );
+    }
     // The ratio the issue asks for, at each receiver count both servers ran.
     for r in runs.iter().filter(|r| r["server"] == "onair") {
         let n = &r["receivers"];
