@@ -54,7 +54,7 @@ pub(crate) struct ChunkReader {
     input: Vec<u8>,
     input_pos: usize,
     streams: HashMap<u32, ChunkStream>,
-    /// Sum of `partial.capacity()` over all chunk streams: what the partial messages hold.
+    /// Sum of `partial.len()` over all chunk streams.
     partial_bytes: usize,
 }
 
@@ -109,7 +109,7 @@ impl ChunkReader {
     /// Abort message (type 2): drop the partial message on `csid`.
     pub fn abort(&mut self, csid: u32) {
         if let Some(stream) = self.streams.get_mut(&csid) {
-            self.partial_bytes -= stream.partial.capacity();
+            self.partial_bytes -= stream.partial.len();
             stream.partial = Vec::new();
         }
     }
@@ -239,17 +239,9 @@ impl ChunkReader {
             .remove(&csid)
             .map(|p| p.partial)
             .unwrap_or_default();
-        self.partial_bytes -= partial.capacity();
-        let whole = s.length as usize;
-        if partial.capacity() == 0
-            && body.len() < whole
-            && self.partial_bytes + whole + (buf.len() - r.pos) <= self.limits.max_buffered_bytes
-        {
-            // A message of several chunks: room for all of it at once, rather than doubling
-            // (and copying) its way there. Only within the buffer limit (what is reserved
-            // counts against it), so an announced length alone cannot take more.
-            partial.reserve_exact(whole);
-        }
+        self.partial_bytes -= partial.len();
+        // Grown as chunks arrive, never reserved from the announced length: a client that
+        // announces 4 MiB and sends one chunk must not make the server hold 4 MiB.
         partial.extend_from_slice(body);
         let complete = partial.len() == s.length as usize;
         let message = if complete {
@@ -260,7 +252,7 @@ impl ChunkReader {
                 payload: std::mem::take(&mut partial),
             })
         } else {
-            self.partial_bytes += partial.capacity();
+            self.partial_bytes += partial.len();
             let unparsed = buf.len() - r.pos;
             if self.partial_bytes + unparsed > self.limits.max_buffered_bytes {
                 return Err(RtmpError::BufferLimit {
@@ -394,6 +386,21 @@ mod tests {
         );
     }
 
+    /// A message announced long and sent one chunk at a time holds what has arrived, not what
+    /// was announced (a client could otherwise make the server hold 64 KiB, or with real limits
+    /// 4 MiB, for every 140 bytes it sends).
+    #[test]
+    fn an_announced_length_alone_reserves_nothing() {
+        let mut r = ChunkReader::new(limits());
+        // Type 0, csid 4, length 0xfff0 (the limit allows 64 KiB), one 128-byte chunk of it.
+        let mut bytes = vec![0x04, 0, 0, 0, 0x00, 0xff, 0xf0, 9, 1, 0, 0, 0];
+        bytes.extend([1; 128]);
+        assert!(read_all(&mut r, &bytes).unwrap().is_empty());
+        assert_eq!(r.buffered(), 128);
+        let held = r.streams.get(&4).map_or(0, |s| s.partial.capacity());
+        assert!(held < 1024, "{held} bytes held for 128 received");
+    }
+
     #[test]
     fn extended_timestamps_and_long_csids() {
         let mut r = ChunkReader::new(limits());
@@ -464,8 +471,7 @@ mod tests {
         let mut bytes = vec![0x04, 0, 0, 0, 0, 0, 0x82, 9, 1, 0, 0, 0];
         bytes.extend([1; 128]);
         assert!(read_all(&mut r, &bytes).unwrap().is_empty());
-        // Held: room for the whole 130-byte message, reserved at its first chunk.
-        assert_eq!(r.buffered(), 130);
+        assert_eq!(r.buffered(), 128);
         r.abort(4);
         assert_eq!(r.buffered(), 0);
         // After the abort a fresh message on csid 4 is fine.
