@@ -177,10 +177,31 @@ struct StreamState {
     /// Since the last video keyframe; empty while not caching.
     gop: VecDeque<Item>,
     gop_bytes: usize,
-    tx: Option<broadcast::Sender<Item>>,
+    queue: Queue,
     readers: BTreeMap<Protocol, usize>,
     bytes_in: u64,
     frames_in: u64,
+}
+
+/// The queue a stream's readers share. It is made when the first reader comes and let go when
+/// a frame finds no reader left: its slots are allocated whole (`reader_queue` of them, 24 KiB
+/// at the default), and a stream nobody reads (an ingest no one watches yet) needs none.
+enum Queue {
+    Unread,
+    Open(broadcast::Sender<Item>),
+    /// Ended or taken over: readers drain what is queued, then see the end.
+    Ended,
+}
+
+impl StreamState {
+    fn send(&mut self, item: Item) {
+        if let Queue::Open(tx) = &self.queue
+            && tx.send(item).is_err()
+        {
+            // Every reader has gone: free the slots until one comes again.
+            self.queue = Queue::Unread;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,7 +257,6 @@ impl Hub {
         if !streams.contains_key(&name) && streams.len() >= self.shared.config.max_streams {
             return Err(PublishError::TooMany(streams.len()));
         }
-        let (tx, _) = broadcast::channel(self.shared.config.reader_queue.max(16));
         let stream = Arc::new(Stream {
             name: name.clone(),
             source,
@@ -246,7 +266,7 @@ impl Hub {
                 tracks: Arc::from(Vec::new()),
                 gop: VecDeque::new(),
                 gop_bytes: 0,
-                tx: Some(tx),
+                queue: Queue::Unread,
                 readers: BTreeMap::new(),
                 bytes_in: 0,
                 frames_in: 0,
@@ -288,7 +308,15 @@ impl Hub {
     pub fn subscribe(&self, name: &StreamName, proto: Protocol) -> Option<Reader> {
         let stream = lock(&self.shared.streams).get(name)?.clone();
         let mut st = lock(&stream.state);
-        let rx = st.tx.as_ref()?.subscribe();
+        let rx = match &st.queue {
+            Queue::Open(tx) => tx.subscribe(),
+            Queue::Unread => {
+                let (tx, rx) = broadcast::channel(self.shared.config.reader_queue.max(16));
+                st.queue = Queue::Open(tx);
+                rx
+            }
+            Queue::Ended => return None,
+        };
         let mut pending = VecDeque::with_capacity(st.gop.len() + 1);
         pending.push_back(Item::Tracks(st.tracks.clone()));
         pending.extend(st.gop.iter().cloned());
@@ -364,7 +392,7 @@ fn info(s: &Stream) -> StreamInfo {
 /// Closes a stream's queue: readers drain what is queued, then see the end.
 fn end(stream: &Stream) {
     let mut st = lock(&stream.state);
-    st.tx = None;
+    st.queue = Queue::Ended;
     st.gop.clear();
     st.gop_bytes = 0;
 }
@@ -397,9 +425,7 @@ impl Publisher {
         // A reader joining later gets the tracks first anyway; the GOP must not replay an old
         // list after the new one.
         st.gop.retain(|i| matches!(i, Item::Frame(_)));
-        if let Some(tx) = &st.tx {
-            let _ = tx.send(item);
-        }
+        st.send(item);
     }
 
     /// The current track list.
@@ -411,9 +437,9 @@ impl Publisher {
     pub fn push(&self, frame: Frame) {
         let max_gop = self.hub.shared.config.max_gop_bytes;
         let mut st = lock(&self.stream.state);
-        let Some(tx) = st.tx.clone() else {
+        if matches!(st.queue, Queue::Ended) {
             return; // taken over: nobody reads this publisher any more
-        };
+        }
         // The main video's keyframes start a GOP; a lower simulcast layer carried on its own
         // (an HLS variant) has keyframes of its own, which say nothing about the main picture.
         let video = st
@@ -440,7 +466,7 @@ impl Publisher {
                 st.gop_bytes = 0;
             }
         }
-        let _ = tx.send(item);
+        st.send(item);
     }
 
     /// True once another publisher took the name over.
@@ -700,6 +726,35 @@ mod tests {
         assert_eq!(ready(&mut r), vec![(0, 2), (1, 3), (0, 4)]);
         p.push(frame(0, 5, false));
         assert_eq!(ready(&mut r), vec![(0, 5)]);
+    }
+
+    #[test]
+    fn the_readers_queue_exists_only_while_someone_reads() {
+        let hub = Hub::new(HubConfig::default());
+        let p = av_publisher(&hub, "live/q");
+        let queued = |p: &Publisher| matches!(lock(&p.stream.state).queue, Queue::Open(_));
+        p.push(frame(0, 0, true));
+        assert!(!queued(&p), "no reader, no queue");
+        let mut r = hub.subscribe(&name("live/q"), Protocol::Whep).unwrap();
+        assert!(queued(&p));
+        p.push(frame(0, 1, false));
+        assert!(matches!(r.try_recv(), Ok(Some(Item::Tracks(_)))));
+        assert_eq!(ready(&mut r), vec![(0, 0), (0, 1)]);
+        drop(r);
+        p.push(frame(0, 2, false));
+        assert!(
+            !queued(&p),
+            "the last reader left: the queue goes at the next frame"
+        );
+        // A reader coming back gets a new queue, the GOP and what follows.
+        let mut r = hub.subscribe(&name("live/q"), Protocol::Whep).unwrap();
+        p.push(frame(1, 3, true));
+        assert!(matches!(r.try_recv(), Ok(Some(Item::Tracks(_)))));
+        assert_eq!(ready(&mut r), vec![(0, 0), (0, 1), (0, 2), (1, 3)]);
+        // The end still reaches readers, and no reader comes after it.
+        drop(p);
+        assert!(matches!(r.try_recv(), Err(())));
+        assert!(hub.subscribe(&name("live/q"), Protocol::Whep).is_none());
     }
 
     #[test]

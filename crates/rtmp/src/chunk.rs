@@ -42,56 +42,64 @@ struct ChunkStream {
     partial: Vec<u8>,
 }
 
-/// Incoming chunk stream parser. Feed bytes with [`ChunkReader::push`], then call
-/// [`ChunkReader::next_message`] until `None`; apply SetChunkSize before the next call.
+/// Incoming chunk stream parser. Hand it each read with [`ChunkReader::next_message`], called
+/// until `None`; apply SetChunkSize before the next call.
 #[derive(Debug)]
 pub(crate) struct ChunkReader {
     limits: Limits,
     chunk_size: u32,
-    /// Bytes received and not yet parsed: `input[input_pos..]`. Parsing advances the position
-    /// and the parsed prefix goes once, at the next push (moving what follows each message
-    /// to the front, message by message, copied a read's bytes several times over).
-    input: Vec<u8>,
-    input_pos: usize,
+    /// The start of a chunk whose rest has not arrived yet. Chunks are parsed straight from
+    /// each read and their bodies copied once, into their message; only a chunk a read ends
+    /// inside is copied here, and it is topped up from the next read with just the bytes it
+    /// lacks, so this holds one chunk at most, whatever the read size.
+    held: Vec<u8>,
     streams: HashMap<u32, ChunkStream>,
     /// Sum of `partial.len()` over all chunk streams.
     partial_bytes: usize,
 }
 
+/// What [`ChunkReader::read_chunk`] found at the front of its input.
+enum Parsed {
+    /// Less than a chunk. `chunk_len` is its whole length once its header is there.
+    Short { chunk_len: Option<usize> },
+    /// One chunk, `used` bytes, and the message it completed, if any.
+    Chunk {
+        used: usize,
+        message: Option<Message>,
+    },
+}
+
 /// Until the client says otherwise (RTMP spec 5.4.1).
 const INITIAL_CHUNK_SIZE: u32 = 128;
 const EXTENDED_TIMESTAMP: u32 = 0xff_ffff;
+/// The longest chunk header: a 3-byte basic header, 11 bytes of type 0, an extended timestamp.
+const MAX_HEADER: usize = 3 + 11 + 4;
 
 impl ChunkReader {
     pub fn new(limits: Limits) -> ChunkReader {
         ChunkReader {
             limits,
             chunk_size: INITIAL_CHUNK_SIZE,
-            input: Vec::new(),
-            input_pos: 0,
+            held: Vec::new(),
             streams: HashMap::new(),
             partial_bytes: 0,
         }
     }
 
-    /// Appends bytes; fails when what is held would pass the buffer limit.
-    pub fn push(&mut self, data: &[u8]) -> Result<(), RtmpError> {
-        if self.buffered() + data.len() > self.limits.max_buffered_bytes {
+    /// Bytes held: the start of a chunk plus partial messages.
+    pub fn buffered(&self) -> usize {
+        self.held.len() + self.partial_bytes
+    }
+
+    /// Keeps bytes of a chunk until its rest arrives; fails past the buffer limit.
+    fn hold(&mut self, bytes: &[u8]) -> Result<(), RtmpError> {
+        if self.buffered() + bytes.len() > self.limits.max_buffered_bytes {
             return Err(RtmpError::BufferLimit {
                 limit: self.limits.max_buffered_bytes,
             });
         }
-        // Usually everything was parsed (a read ends on a chunk boundary more often than
-        // not): then nothing moves.
-        self.input.drain(..self.input_pos);
-        self.input_pos = 0;
-        self.input.extend_from_slice(data);
+        self.held.extend_from_slice(bytes);
         Ok(())
-    }
-
-    /// Bytes held: unparsed input plus partial messages.
-    pub fn buffered(&self) -> usize {
-        self.input.len() - self.input_pos + self.partial_bytes
     }
 
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), RtmpError> {
@@ -114,44 +122,70 @@ impl ChunkReader {
         }
     }
 
-    /// The next complete message, if the buffered input holds one.
-    pub fn next_message(&mut self) -> Result<Option<Message>, RtmpError> {
-        // Taken out so chunks can be parsed from it while `self` changes; put back below.
-        let input = std::mem::take(&mut self.input);
-        let mut consumed = self.input_pos;
-        let result = loop {
-            match self.read_chunk(&input[consumed..]) {
-                Ok(None) => break Ok(None),
-                Ok(Some((used, message))) => {
-                    consumed += used;
-                    if message.is_some() {
-                        break Ok(message);
+    /// The next complete message from what is held and `data`, bytes just read. Parsed bytes
+    /// are taken off the front of `data`; `None` once all of it is parsed or held.
+    pub fn next_message(&mut self, data: &mut &[u8]) -> Result<Option<Message>, RtmpError> {
+        loop {
+            if self.held.is_empty() {
+                match self.read_chunk(data)? {
+                    Parsed::Chunk { used, message } => {
+                        *data = &data[used..];
+                        if message.is_some() {
+                            return Ok(message);
+                        }
+                    }
+                    Parsed::Short { .. } => {
+                        self.hold(data)?;
+                        *data = &[];
+                        return Ok(None);
                     }
                 }
-                Err(e) => break Err(e),
+                continue;
             }
-        };
-        self.input = input;
-        self.input_pos = consumed;
-        result
+            // A chunk began in an earlier read. Taken out so it can be parsed while `self`
+            // changes; put back below.
+            let held = std::mem::take(&mut self.held);
+            let parsed = self.read_chunk(&held);
+            self.held = held;
+            match parsed? {
+                Parsed::Chunk { used, message } => {
+                    self.held.drain(..used);
+                    if message.is_some() {
+                        return Ok(message);
+                    }
+                }
+                Parsed::Short { .. } if data.is_empty() => return Ok(None),
+                Parsed::Short { chunk_len } => {
+                    // Just what it lacks: the rest of the header (perhaps a few body bytes
+                    // past a short one: they are parsed from here too), or of the chunk.
+                    let lacks = match chunk_len {
+                        Some(len) => len - self.held.len(),
+                        None => MAX_HEADER.saturating_sub(self.held.len()).max(1),
+                    };
+                    let (top_up, rest) = data.split_at(lacks.min(data.len()));
+                    self.hold(top_up)?;
+                    *data = rest;
+                }
+            }
+        }
     }
 
-    /// Parses one whole chunk from the front of `buf`. `None` when `buf` holds less than a
-    /// chunk; otherwise the bytes used and the message the chunk completed, if any.
-    fn read_chunk(&mut self, buf: &[u8]) -> Result<Option<(usize, Option<Message>)>, RtmpError> {
+    /// Parses one whole chunk from the front of `buf`. Nothing changes until the whole chunk
+    /// is there.
+    fn read_chunk(&mut self, buf: &[u8]) -> Result<Parsed, RtmpError> {
         let mut r = Reader { buf, pos: 0 };
         let Some(first) = r.u8() else {
-            return Ok(None);
+            return Ok(Parsed::Short { chunk_len: None });
         };
         let fmt = first >> 6;
         let csid = match first & 0x3f {
             0 => match r.u8() {
                 Some(b) => 64 + u32::from(b),
-                None => return Ok(None),
+                None => return Ok(Parsed::Short { chunk_len: None }),
             },
             1 => match r.u16_le() {
                 Some(v) => 64 + u32::from(v),
-                None => return Ok(None),
+                None => return Ok(Parsed::Short { chunk_len: None }),
             },
             id => u32::from(id),
         };
@@ -162,7 +196,7 @@ impl ChunkReader {
             _ => 0,
         };
         let Some(header) = r.take(header_len) else {
-            return Ok(None);
+            return Ok(Parsed::Short { chunk_len: None });
         };
 
         if !self.streams.contains_key(&csid) {
@@ -208,7 +242,7 @@ impl ChunkReader {
             match r.u32_be() {
                 Some(ext) if fmt < 3 => s.timestamp_field = ext,
                 Some(_) => {}
-                None => return Ok(None),
+                None => return Ok(Parsed::Short { chunk_len: None }),
             }
         }
         let starts_message = prev_partial == 0;
@@ -228,9 +262,9 @@ impl ChunkReader {
         let remaining = (s.length as usize).saturating_sub(prev_partial);
         let body_len = remaining.min(self.chunk_size as usize);
         let Some(body) = r.take(body_len) else {
-            // Wait for the rest of the chunk, but not past the buffer limit: a chunk is held
-            // whole before it is parsed, so the limit also bounds the chunk size in practice.
-            return Ok(None);
+            return Ok(Parsed::Short {
+                chunk_len: Some(r.pos + body_len),
+            });
         };
 
         // The whole chunk is here: commit.
@@ -253,8 +287,7 @@ impl ChunkReader {
             })
         } else {
             self.partial_bytes += partial.len();
-            let unparsed = buf.len() - r.pos;
-            if self.partial_bytes + unparsed > self.limits.max_buffered_bytes {
+            if self.buffered() > self.limits.max_buffered_bytes {
                 return Err(RtmpError::BufferLimit {
                     limit: self.limits.max_buffered_bytes,
                 });
@@ -263,7 +296,10 @@ impl ChunkReader {
         };
         s.partial = partial;
         self.streams.insert(csid, s);
-        Ok(Some((r.pos, message)))
+        Ok(Parsed::Chunk {
+            used: r.pos,
+            message,
+        })
     }
 }
 
@@ -309,12 +345,12 @@ mod tests {
         }
     }
 
-    fn read_all(reader: &mut ChunkReader, bytes: &[u8]) -> Result<Vec<Message>, RtmpError> {
-        reader.push(bytes)?;
+    fn read_all(reader: &mut ChunkReader, mut bytes: &[u8]) -> Result<Vec<Message>, RtmpError> {
         let mut out = Vec::new();
-        while let Some(m) = reader.next_message()? {
+        while let Some(m) = reader.next_message(&mut bytes)? {
             out.push(m);
         }
+        assert!(bytes.is_empty(), "every byte parsed or held");
         Ok(out)
     }
 
@@ -458,10 +494,55 @@ mod tests {
             RtmpError::TooManyChunkStreams { limit: 4 }
         );
 
+        // Partial messages on every chunk stream together: 3 × 40,000 bytes fit in 128 KiB,
+        // a fourth does not.
         let mut r = ChunkReader::new(limits());
+        r.set_chunk_size(40_000).unwrap();
+        let mut bytes = Vec::new();
+        for csid in 2..6u8 {
+            bytes.extend([csid, 0, 0, 0, 0x00, 0xff, 0xff, 9, 1, 0, 0, 0]);
+            bytes.extend([0; 40_000]);
+        }
         assert_eq!(
-            r.push(&vec![0; (1 << 17) + 1]),
-            Err(RtmpError::BufferLimit { limit: 1 << 17 })
+            read_all(&mut r, &bytes).unwrap_err(),
+            RtmpError::BufferLimit { limit: 1 << 17 }
+        );
+    }
+
+    /// A read that ends inside a chunk leaves just that chunk's start held, and the next read
+    /// adds only what the chunk lacks: what is held never grows with the read size.
+    #[test]
+    fn what_is_held_is_one_chunk_at_most() {
+        let mut r = ChunkReader::new(limits());
+        r.set_chunk_size(4096).unwrap();
+        let mut bytes = Vec::new();
+        for i in 0..8u8 {
+            // Type 0 on csid 6, a 10,000-byte message: chunks of 4096, 4096 and 1808.
+            bytes.extend([0x06, 0, 0, i, 0x00, 0x27, 0x10, 9, 1, 0, 0, 0]);
+            bytes.extend([i; 4096]);
+            bytes.extend([0xc6]);
+            bytes.extend([i; 4096]);
+            bytes.extend([0xc6]);
+            bytes.extend([i; 1808]);
+        }
+        let mut got = Vec::new();
+        let mut most_held = 0;
+        // Reads of 16 KiB ending anywhere, as a socket gives them.
+        for piece in bytes.chunks(16_000) {
+            got.extend(read_all(&mut r, piece).unwrap());
+            most_held = most_held.max(r.held.capacity());
+        }
+        assert_eq!(got.len(), 8);
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, m)| m.payload == vec![i as u8; 10_000])
+        );
+        // A Vec grows by doubling: one chunk's bytes may take twice their room, no more (the
+        // reader held each whole 16 KiB read before).
+        assert!(
+            most_held <= 2 * (4096 + MAX_HEADER),
+            "{most_held} bytes held for 4 KiB chunks"
         );
     }
 

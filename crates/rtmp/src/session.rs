@@ -56,8 +56,6 @@ impl std::fmt::Display for RequestId {
 
 /// C0 + C1 + C2: what a client sends before the chunk stream starts.
 const HANDSHAKE_LEN: usize = 1 + 1536 + 1536;
-/// Input is parsed in pieces this size so one huge read cannot pass the buffer limit first.
-const INPUT_PIECE: usize = 64 * 1024;
 
 enum Phase {
     Handshake {
@@ -210,14 +208,11 @@ impl Session {
             }
         }
         if matches!(self.phase, Phase::Chunks) {
-            for piece in data.chunks(INPUT_PIECE) {
-                self.bytes_received += piece.len() as u64;
-                self.reader.push(piece)?;
-                while let Some(message) = self.reader.next_message()? {
-                    self.message(message)?;
-                }
-                self.acknowledge()?;
+            self.bytes_received += data.len() as u64;
+            while let Some(message) = self.reader.next_message(&mut data)? {
+                self.message(message)?;
             }
+            self.acknowledge()?;
         }
         Ok(())
     }

@@ -154,8 +154,9 @@ impl Connection {
                 }
             };
             // A publisher's reads: 16 KiB is a dozen frames of 720p30 audio and video per
-            // call; more only sits in memory (this buffer and the chunk reader's input grow to
-            // the largest read), 64 KiB cost ~100 KiB per publisher for no fewer calls.
+            // call; more only sits in memory (64 KiB: 48 KiB more per publisher) for no fewer
+            // calls. (The session parses straight from it and keeps only a chunk a read
+            // ends inside.)
             if self.publisher.is_some() && buf.len() < READ_BUFFER {
                 buf.resize(READ_BUFFER, 0);
             }
