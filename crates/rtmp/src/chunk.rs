@@ -422,6 +422,76 @@ mod tests {
         );
     }
 
+    /// Random messages on interleaved chunk streams, some with extended timestamps, cut into
+    /// random reads: the messages come out whole and in order, whatever the cuts (the held
+    /// chunk is topped up across every kind of boundary: inside a basic header, an extended
+    /// timestamp, a body, and past the end of a chunk shorter than the longest header).
+    #[test]
+    fn random_reads_of_random_messages() {
+        // xorshift: repeatable without a dependency.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..50 {
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            // One message at a time per chunk stream, as a client sends them; other streams'
+            // whole messages go between a message's chunks.
+            for _ in 0..30 {
+                let csid = 2 + rand(3) as u8;
+                let len = rand(400) as usize;
+                let ts = if rand(4) == 0 {
+                    0x0100_0000 + rand(1000) as u32
+                } else {
+                    rand(0xff_0000) as u32
+                };
+                let body: Vec<u8> = (0..len).map(|_| rand(256) as u8).collect();
+                let extended = ts >= EXTENDED_TIMESTAMP;
+                let mut header = vec![csid];
+                header.extend(&ts.min(EXTENDED_TIMESTAMP).to_be_bytes()[1..]);
+                header.extend(&(len as u32).to_be_bytes()[1..]);
+                header.extend([9, 1, 0, 0, 0]);
+                if extended {
+                    header.extend(ts.to_be_bytes());
+                }
+                bytes.extend(&header);
+                let mut chunks = body.chunks(128);
+                bytes.extend(chunks.next().unwrap_or_default());
+                for c in chunks {
+                    if rand(3) == 0 {
+                        // A one-byte audio message on csid 7 between two chunks.
+                        bytes.extend([0x07, 0, 0, 1, 0, 0, 1, 8, 1, 0, 0, 0, 0x55]);
+                        expected.push((8, 1, vec![0x55]));
+                    }
+                    bytes.push(0xc0 | csid);
+                    if extended {
+                        bytes.extend(ts.to_be_bytes());
+                    }
+                    bytes.extend(c);
+                }
+                expected.push((9, ts, body));
+            }
+            let mut r = ChunkReader::new(limits());
+            let mut got = Vec::new();
+            let mut rest = bytes.as_slice();
+            while !rest.is_empty() {
+                let (read, after) = rest.split_at((1 + rand(300) as usize).min(rest.len()));
+                got.extend(read_all(&mut r, read).unwrap());
+                rest = after;
+            }
+            let got: Vec<_> = got
+                .into_iter()
+                .map(|m| (m.type_id, m.timestamp, m.payload))
+                .collect();
+            assert_eq!(got, expected, "round {round}");
+            assert_eq!(r.buffered(), 0, "round {round}");
+        }
+    }
+
     /// A message announced long and sent one chunk at a time holds what has arrived, not what
     /// was announced (a client could otherwise make the server hold 64 KiB, or with real limits
     /// 4 MiB, for every 140 bytes it sends).
