@@ -167,17 +167,14 @@ async fn live_streams(server: &TestServer) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn a_second_publisher_takes_the_name_over_and_the_first_is_disconnected() {
+/// The binary with RTMP on a port of its own and `env`, and a first publisher of `live/cam`
+/// whose keyframe made the stream live.
+async fn server_with_a_publisher(env: &[(&str, &str)]) -> (TestServer, u16, Publisher) {
     let port = testkit::live::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let server = TestServer::start(
-        env!("CARGO_BIN_EXE_onair"),
-        &[
-            ("ONAIR_RTMP_LISTEN", &listen),
-            ("ONAIR_STREAMS_ON_CONFLICT", "takeover"),
-        ],
-    );
+    let mut env = env.to_vec();
+    env.push(("ONAIR_RTMP_LISTEN", &listen));
+    let server = TestServer::start(env!("CARGO_BIN_EXE_onair"), &env);
     let mut first = Publisher::start(port, "live", "cam")
         .await
         .expect("the first publish is accepted");
@@ -190,7 +187,13 @@ async fn a_second_publisher_takes_the_name_over_and_the_first_is_disconnected() 
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (server, port, first)
+}
 
+#[tokio::test]
+async fn a_second_publisher_takes_the_name_over_and_the_first_is_disconnected() {
+    let (server, port, mut first) =
+        server_with_a_publisher(&[("ONAIR_STREAMS_ON_CONFLICT", "takeover")]).await;
     let mut second = Publisher::start(port, "live", "cam")
         .await
         .expect("the second publish of the name is accepted (takeover)");
@@ -210,24 +213,7 @@ async fn a_second_publisher_takes_the_name_over_and_the_first_is_disconnected() 
 
 #[tokio::test]
 async fn by_default_a_second_publisher_is_refused_and_the_first_goes_on() {
-    let port = testkit::live::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let server = TestServer::start(
-        env!("CARGO_BIN_EXE_onair"),
-        &[("ONAIR_RTMP_LISTEN", &listen)],
-    );
-    let mut first = Publisher::start(port, "live", "cam")
-        .await
-        .expect("the first publish is accepted");
-    first.send_keyframe(0).await.unwrap();
-    let t0 = Instant::now();
-    while !live_streams(&server).await.contains(&"live/cam".to_owned()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "live/cam never listed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (server, port, mut first) = server_with_a_publisher(&[]).await;
     assert!(
         Publisher::start(port, "live", "cam").await.is_none(),
         "a second publish of a live name is refused"
