@@ -54,7 +54,8 @@ pub(crate) struct ChunkReader {
     /// lacks, so this holds one chunk at most, whatever the read size.
     held: Vec<u8>,
     streams: HashMap<u32, ChunkStream>,
-    /// Sum of `partial.len()` over all chunk streams.
+    /// Sum of `partial.capacity()` over all chunk streams: what the partial messages hold,
+    /// counted as allocated, so the buffer limit bounds memory and not just bytes received.
     partial_bytes: usize,
 }
 
@@ -117,7 +118,7 @@ impl ChunkReader {
     /// Abort message (type 2): drop the partial message on `csid`.
     pub fn abort(&mut self, csid: u32) {
         if let Some(stream) = self.streams.get_mut(&csid) {
-            self.partial_bytes -= stream.partial.len();
+            self.partial_bytes -= stream.partial.capacity();
             stream.partial = Vec::new();
         }
     }
@@ -273,9 +274,8 @@ impl ChunkReader {
             .remove(&csid)
             .map(|p| p.partial)
             .unwrap_or_default();
-        self.partial_bytes -= partial.len();
-        // Grown as chunks arrive, never reserved from the announced length: a client that
-        // announces 4 MiB and sends one chunk must not make the server hold 4 MiB.
+        self.partial_bytes -= partial.capacity();
+        grow_within(&mut partial, body.len(), s.length as usize);
         partial.extend_from_slice(body);
         let complete = partial.len() == s.length as usize;
         let message = if complete {
@@ -286,7 +286,7 @@ impl ChunkReader {
                 payload: std::mem::take(&mut partial),
             })
         } else {
-            self.partial_bytes += partial.len();
+            self.partial_bytes += partial.capacity();
             if self.buffered() > self.limits.max_buffered_bytes {
                 return Err(RtmpError::BufferLimit {
                     limit: self.limits.max_buffered_bytes,
@@ -301,6 +301,22 @@ impl ChunkReader {
             message,
         })
     }
+}
+
+/// Makes room for `more` bytes in a message being assembled. Grown as chunks arrive, never
+/// reserved from the announced length (a client that announces 4 MiB and sends one chunk must
+/// not make the server hold 4 MiB), but geometrically, as `Vec` grows, for few reallocations;
+/// unlike `Vec`'s own growth, never past the announced length, so a finished message carries
+/// no slack and a partial one holds at most twice what has arrived.
+fn grow_within(partial: &mut Vec<u8>, more: usize, announced: usize) {
+    let needed = partial.len() + more;
+    if needed <= partial.capacity() {
+        return;
+    }
+    let target = (partial.capacity() * 2)
+        .max(needed)
+        .min(announced.max(needed));
+    partial.reserve_exact(target - partial.len());
 }
 
 fn be24(b: &[u8]) -> u32 {
@@ -505,6 +521,66 @@ mod tests {
         assert_eq!(r.buffered(), 128);
         let held = r.streams.get(&4).map_or(0, |s| s.partial.capacity());
         assert!(held < 1024, "{held} bytes held for 128 received");
+    }
+
+    /// A message grows geometrically as its chunks come, but never past its announced length:
+    /// finished, its payload is exactly its length; unfinished, what it holds is at most twice
+    /// what has arrived, and the buffer limit counts what is allocated, not only what arrived.
+    #[test]
+    fn messages_grow_within_their_length_and_the_limit_counts_their_room() {
+        let mut r = ChunkReader::new(limits());
+        // 1,000 bytes announced, in chunks of 128: 7 chunks of 128 and one of 104.
+        let mut bytes = vec![0x04, 0, 0, 0, 0x00, 0x03, 0xe8, 9, 1, 0, 0, 0];
+        let mut left = 1000usize;
+        loop {
+            let n = left.min(128);
+            bytes.extend(std::iter::repeat_n(5u8, n));
+            left -= n;
+            if left == 0 {
+                break;
+            }
+            bytes.push(0xc4);
+        }
+        // Fed a chunk at a time, the room held is never more than twice what arrived.
+        let mut got = Vec::new();
+        for piece in bytes.chunks(129) {
+            got.extend(read_all(&mut r, piece).unwrap());
+            let partial = r.streams.get(&4).map_or(0, |s| s.partial.len());
+            assert!(
+                r.partial_bytes <= 2 * partial.max(1),
+                "{} for {partial}",
+                r.partial_bytes
+            );
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload.len(), 1000);
+        assert_eq!(
+            got[0].payload.capacity(),
+            1000,
+            "no slack past the announced length"
+        );
+        assert_eq!(r.buffered(), 0);
+
+        // 75,000 bytes arrived of a 100,000-byte message in chunks of 25,000 take 100,000 bytes
+        // of room (25,000, 50,000, then doubled up to the length): over a limit of 96 KiB that
+        // the 75,000 alone would pass.
+        let mut r = ChunkReader::new(Limits {
+            max_message_size: 1 << 20,
+            max_chunk_size: 1 << 20,
+            max_buffered_bytes: 96 * 1024,
+            ..limits()
+        });
+        r.set_chunk_size(25_000).unwrap();
+        let mut bytes = vec![0x04, 0, 0, 0, 0x01, 0x86, 0xa0, 9, 1, 0, 0, 0];
+        bytes.extend([0; 25_000]);
+        for _ in 0..2 {
+            bytes.push(0xc4);
+            bytes.extend([0; 25_000]);
+        }
+        assert_eq!(
+            read_all(&mut r, &bytes).unwrap_err(),
+            RtmpError::BufferLimit { limit: 96 * 1024 }
+        );
     }
 
     #[test]
