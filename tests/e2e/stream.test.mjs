@@ -553,6 +553,23 @@ async function main() {
     const viewerH = await openPage('watch live/ffmpeg (end)', '/watch.html?stream=live/ffmpeg&autoplay=1');
     const playingH = await waitFor(async () => (await stateOf(viewerH)).status === 'playing', 20_000, 200);
     if (check('(h) a viewer plays live/ffmpeg', !!playingH, JSON.stringify(await stateOf(viewerH)))) {
+      // A viewer of a one-layer stream runs no bandwidth estimate and is answered without
+      // transport-cc: the server's round trip and loss for it come from Chromium's RTCP
+      // receiver reports.
+      const whepConn = async () => {
+        const all = await fetch(`${base}/api/sessions`).then((r) => r.json()).catch(() => []);
+        const s = all.find?.((x) => x.role === 'whep' && x.stream === 'live/ffmpeg');
+        return s?.connections?.[0] ?? null;
+      };
+      const reported = await waitFor(async () => {
+        const c = await whepConn();
+        return c && c.rtt_ms != null && c.loss_out_pct != null ? c : null;
+      }, 10_000, 250);
+      const c = reported ?? await whepConn();
+      figure(`(h) the viewer's connection as the server reports it: round trip ${c?.rtt_ms} ms, `
+        + `${c?.loss_out_pct} % lost, estimate ${c?.estimate_bps ?? 'none'}`);
+      check('(h) the viewer (no estimate, no transport-cc) has a round trip and loss from its receiver reports',
+        !!reported, JSON.stringify(c));
       const killedAt = Date.now();
       rtmp.kill('SIGKILL'); // no deleteStream, no FIN in order: the connection just dies mid-stream
       const unlisted = await waitFor(async () => !(await apiStreams(base))?.some((x) => x.name === 'live/ffmpeg'), 10_000, 200);

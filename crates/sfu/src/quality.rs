@@ -99,6 +99,8 @@ pub(crate) struct PeerQuality {
 pub(crate) struct MediaQuality {
     pub bitrate: f64,
     pub loss: Option<f32>,
+    /// The round trip from the receiver reports (subscriber connections).
+    pub rtt: Option<Duration>,
     pub jitter: Option<Duration>,
     pub nacks: u64,
     pub plis: u64,
@@ -249,6 +251,7 @@ impl Sfu {
         let m = p.quality.media.entry((s.mid, s.rid)).or_default();
         m.update(s.timestamp, s.bytes);
         m.loss = s.loss.or(m.loss);
+        m.rtt = s.rtt.or(m.rtt);
         m.jitter = jitter.or(m.jitter);
         m.nacks = s.nacks;
         m.plis = s.plis;
@@ -280,12 +283,17 @@ impl Sfu {
             .selected_candidate_pair
             .as_ref()
             .map(|c| (c.protocol, c.local.addr, c.remote.addr));
-        // TWCC's round trip where the client sends feedback; else the ICE checks' (full ICE).
-        q.rtt = s.rtt.or_else(|| {
-            s.selected_candidate_pair
-                .as_ref()
-                .and_then(|c| c.current_round_trip_time)
-        });
+        // TWCC's round trip where the client sends feedback; else the ICE checks' (full ICE);
+        // else the receiver reports' (a subscriber connection without TWCC, ICE-lite: a WHEP
+        // viewer of a stream with one layer, session.rs).
+        q.rtt = s
+            .rtt
+            .or_else(|| {
+                s.selected_candidate_pair
+                    .as_ref()
+                    .and_then(|c| c.current_round_trip_time)
+            })
+            .or_else(|| q.media.values().filter_map(|m| m.rtt).min());
         // Subscriber connections: receiver reports' round trip when TWCC gives none.
         let rr = |f: fn(&MediaQuality) -> Option<f32>| {
             q.media

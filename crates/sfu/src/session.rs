@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Rtc};
 use tracing::{debug, info};
 
@@ -513,7 +514,16 @@ impl Sfu {
         estimate: bool,
     ) -> PeerId {
         let paced = kind == PcKind::Subscriber && estimate && self.config.bandwidth_allocation;
-        let rtc = Rtc::builder()
+        let mut builder = Rtc::builder();
+        if kind == PcKind::Subscriber && !paced {
+            // Transport-wide sequence numbers (transport-cc) and send times (abs-send-time)
+            // are there for bandwidth estimates. For transport-cc str0m keeps the last 1,000
+            // packets sent per connection (~90 KiB), each packet carries one, and the client
+            // sends feedback on them; a connection with no estimate gets none of that. Its
+            // loss and round trip come from the receiver reports instead (quality.rs).
+            builder = builder.set_extension_map(extensions_without_estimates());
+        }
+        let rtc = builder
             .set_ice_lite(ice_lite)
             .set_rtp_mode(true)
             .clear_codecs()
@@ -963,4 +973,18 @@ impl Sfu {
             self.out.push_back(Output::Event(event));
         }
     }
+}
+
+/// str0m's standard header extensions but those for bandwidth estimates.
+fn extensions_without_estimates() -> ExtensionMap {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in ExtensionMap::standard().iter() {
+        if !matches!(
+            ext,
+            Extension::TransportSequenceNumber | Extension::AbsoluteSendTime
+        ) {
+            exts.set(id, ext.clone());
+        }
+    }
+    exts
 }

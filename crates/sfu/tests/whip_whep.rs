@@ -236,6 +236,63 @@ fn a_whep_viewer_plays_a_whip_publish_from_a_keyframe_in_order() {
     );
 }
 
+/// A viewer of a stream with one layer runs no bandwidth estimate (nothing to choose), so it
+/// is answered without the header extensions that exist for one: no transport-wide sequence
+/// number in every packet, no history of sent packets kept for its feedback. It plays as
+/// before, and its round trip and loss come from its receiver reports. The publisher keeps
+/// transport-cc: the browser's own estimate of its uplink needs the server's feedback.
+#[test]
+fn a_viewer_without_an_estimate_goes_without_transport_cc() {
+    const TWCC: &str = "transport-wide-cc";
+    const ABS_SEND_TIME: &str = "abs-send-time";
+    let mut w = World::new();
+    let mut p = Peer::new("10.0.0.1:4000", w.now);
+    let (offer, pending) = p.offer(Direction::SendOnly);
+    assert!(offer.contains(TWCC), "the test peer offers transport-cc");
+    w.peers.push(p);
+    let published = w.sfu.whip_publish(w.now, "live/t", &offer).unwrap();
+    assert!(published.answer.contains(TWCC), "{}", published.answer);
+    w.answer(0, pending, &published.answer);
+    w.drain();
+    w.run(Duration::from_secs(1), &[0]);
+
+    let mut v = Peer::new("10.0.0.2:4000", w.now);
+    let (offer, pending) = v.offer(Direction::RecvOnly);
+    assert!(offer.contains(TWCC) && offer.contains(ABS_SEND_TIME));
+    w.peers.push(v);
+    let viewing = w.sfu.whep_play(w.now, "live/t", &offer, None).unwrap();
+    assert!(
+        !viewing.answer.contains(TWCC) && !viewing.answer.contains(ABS_SEND_TIME),
+        "{}",
+        viewing.answer
+    );
+    w.answer(1, pending, &viewing.answer);
+    w.drain();
+    w.run(Duration::from_secs(6), &[0]);
+    let got = &w.peers[1].got;
+    assert!(got.len() > 120, "viewer got {} frames", got.len());
+    assert!(
+        got.windows(2).all(|x| x[1] == x[0] + 1),
+        "in order: {got:?}"
+    );
+
+    let viewer = w
+        .sfu
+        .session_reports()
+        .into_iter()
+        .find(|r| r.role == "whep")
+        .unwrap();
+    let conn = &viewer.connections[0];
+    let rtt = conn.rtt_ms.expect("a round trip from the receiver reports");
+    // The virtual wire delays each way by 5 ms.
+    assert!((5.0..100.0).contains(&rtt), "round trip {rtt} ms");
+    assert_eq!(
+        conn.loss_out_pct,
+        Some(0.0),
+        "loss from the receiver reports"
+    );
+}
+
 #[test]
 fn a_viewer_follows_its_stream_name_across_a_republish() {
     let mut w = World::new();
