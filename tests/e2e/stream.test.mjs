@@ -566,6 +566,11 @@ async function main() {
         return c && c.rtt_ms != null && c.loss_out_pct != null ? c : null;
       }, 10_000, 250);
       const c = reported ?? await whepConn();
+      const answer = await viewerH.page.evaluate(() => window.onairSession?.pc?.remoteDescription?.sdp ?? null)
+        .catch(() => null);
+      check('(h) the viewer\'s answer has no transport-cc or abs-send-time (no estimate for one layer)',
+        answer != null && !/transport-wide-cc|abs-send-time/.test(answer),
+        answer == null ? 'no answer in the page' : (answer.match(/a=extmap:.*/g) ?? []).join(' | '));
       figure(`(h) the viewer's connection as the server reports it: round trip ${c?.rtt_ms} ms, `
         + `${c?.loss_out_pct} % lost, estimate ${c?.estimate_bps ?? 'none'}`);
       check('(h) the viewer (no estimate, no transport-cc) has a round trip and loss from its receiver reports',

@@ -976,7 +976,7 @@ impl Sfu {
 }
 
 /// str0m's standard header extensions but those for bandwidth estimates.
-fn extensions_without_estimates() -> ExtensionMap {
+pub(crate) fn extensions_without_estimates() -> ExtensionMap {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {
         if !matches!(

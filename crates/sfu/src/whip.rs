@@ -282,9 +282,11 @@ impl Sfu {
             ufrag: ufrag(offer),
         };
         let (pid, peer_id, answer) = self.open_http_session(role, stream, offer, |sfu, pid| {
-            // Frame mode: str0m packetizes what `viewer_frame` writes.
+            // Frame mode: str0m packetizes what `viewer_frame` writes. No estimate (one layer),
+            // so none of the header extensions that exist for one (session.rs).
             let rtc = Rtc::builder()
                 .set_ice_lite(true)
+                .set_extension_map(crate::session::extensions_without_estimates())
                 .clear_codecs()
                 .enable_opus(true, false)
                 .enable_h264(true)

@@ -293,6 +293,33 @@ fn a_viewer_without_an_estimate_goes_without_transport_cc() {
     );
 }
 
+/// The same for a viewer of a stream that lives in the hub (RTMP), whose connection str0m
+/// packetizes frames for.
+#[test]
+fn a_viewer_of_hub_frames_goes_without_transport_cc() {
+    let mut w = World::new();
+    let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).build(w.now);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().unwrap();
+    let offer = offer.to_sdp_string();
+    assert!(
+        offer.contains("transport-wide-cc"),
+        "the test peer offers transport-cc"
+    );
+    let mut w = w;
+    let viewing = w
+        .sfu
+        .whep_play_frames(w.now, "live/rtmp", &[sfu::FrameTrack::H264], &offer)
+        .unwrap();
+    assert!(viewing.answer.contains("H264"), "{}", viewing.answer);
+    assert!(
+        !viewing.answer.contains("transport-wide-cc") && !viewing.answer.contains("abs-send-time"),
+        "{}",
+        viewing.answer
+    );
+}
+
 #[test]
 fn a_viewer_follows_its_stream_name_across_a_republish() {
     let mut w = World::new();
