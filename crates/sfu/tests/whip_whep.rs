@@ -297,7 +297,7 @@ fn a_viewer_without_an_estimate_goes_without_transport_cc() {
 /// packetizes frames for.
 #[test]
 fn a_viewer_of_hub_frames_goes_without_transport_cc() {
-    let mut w = World::new();
+    let w = World::new();
     let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).build(w.now);
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
