@@ -294,7 +294,7 @@ impl Sfu {
                     .and_then(|c| c.current_round_trip_time)
             })
             .or_else(|| q.media.values().filter_map(|m| m.rtt).min());
-        // Subscriber connections: receiver reports' round trip when TWCC gives none.
+        // Else loss from the m-lines' own figures (the worst; receiver reports for subscribers).
         let rr = |f: fn(&MediaQuality) -> Option<f32>| {
             q.media
                 .values()
