@@ -53,12 +53,16 @@ pub enum Shape {
     Fanout(usize),
     /// M publishers, each received by the M − 1 others (M × (M − 1) receivers).
     Meeting(usize),
+    /// One RTMP publisher (our own, H.264 at 30 fps: `hls_latency::publish`) to the server's
+    /// RTMP port, N WHEP receivers: the hub-to-WebRTC path, where the server packetizes the
+    /// stream's frames for each viewer.
+    Rtmp { receivers: usize, port: u16 },
 }
 
 impl Shape {
     fn receivers(self) -> usize {
         match self {
-            Shape::Fanout(n) => n,
+            Shape::Fanout(n) | Shape::Rtmp { receivers: n, .. } => n,
             Shape::Meeting(m) => m * m.saturating_sub(1),
         }
     }
@@ -68,6 +72,23 @@ impl Shape {
 /// scenario with `n` receivers.
 pub fn fanout_on(kind: &str, n: usize, bin: &str, measure: Duration) -> Value {
     run_on(kind, Shape::Fanout(n), bin, measure)
+}
+
+/// Starts onair with its RTMP port open and runs `n` WHEP viewers of an RTMP stream.
+pub fn rtmp_fanout(n: usize, bin: &str, measure: Duration) -> Value {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(19350);
+    let listen = format!("127.0.0.1:{port}");
+    let mut env = crate::LOAD_ENV.to_vec();
+    env.push(("ONAIR_RTMP_LISTEN", &listen));
+    let server = TestServer::start(bin, &env);
+    run(
+        Target::Onair(server),
+        Shape::Rtmp { receivers: n, port },
+        measure,
+    )
 }
 
 /// Starts the server of `kind` and puts `shape` on it.
@@ -127,6 +148,11 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
             move || whip_publisher(http, "bench/fanout", publishers_until, VIDEO_FRAME_BYTES),
             Err,
         ),
+        (_, Shape::Rtmp { port, .. }) => std::thread::spawn(move || {
+            let rtmp: SocketAddr = ([127, 0, 0, 1], port).into();
+            let secs = publishers_until.saturating_duration_since(Instant::now());
+            crate::hls_latency::publish(rtmp, "bench", "rtmp", secs)
+        }),
         (_, Shape::Meeting(m)) => on_thread(
             move || async move {
                 let mut tasks = Vec::new();
@@ -163,7 +189,13 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
             Err,
         ),
     };
-    std::thread::sleep(Duration::from_millis(800));
+    // An RTMP stream has media once our publisher's handshake, connect, publish and first
+    // keyframe are through; a WHEP offer before that is told to come back (503).
+    let warm_up = match shape {
+        Shape::Rtmp { .. } => 2_500,
+        _ => 800,
+    };
+    std::thread::sleep(Duration::from_millis(warm_up));
     let receivers = on_thread(
         move || async move {
             let mut tasks = Vec::new();
@@ -174,6 +206,10 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
                 Shape::Fanout(n) => {
                     jobs.resize(n, None);
                     names.resize(n, "bench/fanout".into());
+                }
+                Shape::Rtmp { receivers: n, .. } => {
+                    jobs.resize(n, None);
+                    names.resize(n, "bench/rtmp".into());
                 }
                 Shape::Meeting(m) if janus => {
                     let mut feeds = Vec::new();
@@ -295,7 +331,11 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
     };
     let per_cpu = |x: f64| if cpu > 0.0 { x / cpu } else { f64::NAN };
     json!({
-        "scenario": match shape { Shape::Fanout(_) => "fanout", Shape::Meeting(_) => "meeting" },
+        "scenario": match shape {
+            Shape::Fanout(_) => "fanout",
+            Shape::Meeting(_) => "meeting",
+            Shape::Rtmp { .. } => "rtmp-fanout",
+        },
         "shape": format!("{shape:?}"),
         "server": server,
         "receivers": n,

@@ -41,6 +41,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: onair-bench fanout N PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench whep-fanout N[,N...] PATH_TO_ONAIR [SECONDS]\n       \
+                 onair-bench rtmp-fanout N[,N...] PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench janus-fanout N[,N...] [SECONDS]\n       \
                  onair-bench compare N[,N...] PATH_TO_ONAIR [SECONDS] [OUT_DIR]\n       \
                  onair-bench meeting M PATH_TO_ONAIR [SECONDS]\n       \
@@ -66,6 +67,13 @@ fn main() {
     if args.len() >= 4 && args[1] == "whep-fanout" {
         for n in steps(&args[2]) {
             let r = fanout::fanout_on("onair", n, &args[3], secs_at(4));
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        }
+        return;
+    }
+    if args.len() >= 4 && args[1] == "rtmp-fanout" {
+        for n in steps(&args[2]) {
+            let r = fanout::rtmp_fanout(n, &args[3], secs_at(4));
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
         }
         return;

@@ -21,17 +21,17 @@ use crate::signal::{OfferTrack, ServerMessage, TrackInfo, TrackKind};
 /// frames per subscriber never arrived, against 1-6 at 40 % (`tests/nack_recovery.rs`). A full
 /// link is kept from filling itself with resends by the allocator moving the leg down
 /// (congestion.rs), not by this cap.
-const RTX_SHARE_CAP: f32 = 0.4;
+pub(crate) const RTX_SHARE_CAP: f32 = 0.4;
 
 /// How long a subscriber leg keeps what it sent, for resends: as libwebrtc's sender does at
 /// least (its history is max(1 s, 3 × RTT)). str0m's default of 3 s made the cache most of a
 /// receiver's memory: its slots hold a packet's header inline (the payload is shared), and the
 /// slot array doubles to fit the window, so a 100-packet/s leg held 512 slots. heaptrack, 100
 /// WHEP receivers: 27.2 MB of 36 MB at peak was this cache (272 KiB a receiver).
-const RTX_HISTORY: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const RTX_HISTORY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The most packets kept in that second (a 4 Mbit/s layer sends ~400 a second).
-const RTX_HISTORY_PACKETS: usize = 512;
+pub(crate) const RTX_HISTORY_PACKETS: usize = 512;
 
 impl Sfu {
     /// Sends a subscriber offer for whatever changed, unless one is in flight or the client is

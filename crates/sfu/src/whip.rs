@@ -331,6 +331,22 @@ impl Sfu {
                 "the offer takes neither H264 (packetization-mode 1) video nor Opus audio".into(),
             ));
         }
+        // The resend history of a forwarded leg (negotiate.rs): str0m's default is 3 s and up
+        // to 1,000 packets, and here each viewer holds its own packetized copy of the stream
+        // (nothing shared between viewers as in forwarding), so the default made ~700 KiB a
+        // viewer of a 1 Mbit/s stream.
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            let mut direct = peer.rtc.direct_api();
+            for out in &outs {
+                if let Some(tx) = direct.stream_tx_by_mid(out.mid, None) {
+                    tx.set_rtx_cache(
+                        crate::negotiate::RTX_HISTORY_PACKETS,
+                        crate::negotiate::RTX_HISTORY,
+                        Some(crate::negotiate::RTX_SHARE_CAP),
+                    );
+                }
+            }
+        }
         if let Some(h) = self
             .participants
             .get_mut(&pid)

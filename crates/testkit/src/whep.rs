@@ -247,14 +247,15 @@ pub async fn whep_receiver(
     Ok(receive(rtc, &sock, start, until).await)
 }
 
-/// A receiving peer for any server: RTP mode, VP8 and Opus, receive-only, with a host candidate
-/// on `sock`. Whoever builds it does the offer/answer.
+/// A receiving peer for any server: RTP mode, VP8, H.264 (an RTMP stream's) and Opus,
+/// receive-only, with a host candidate on `sock`. Whoever builds it does the offer/answer.
 pub fn receiver_rtc(sock: &UdpSocket, start: Instant) -> Result<Rtc, String> {
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let mut rtc = Rtc::builder()
         .set_rtp_mode(true)
         .clear_codecs()
         .enable_vp8(true)
+        .enable_h264(true)
         .enable_opus(true, false)
         .build(start);
     rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
