@@ -76,10 +76,7 @@ pub fn fanout_on(kind: &str, n: usize, bin: &str, measure: Duration) -> Value {
 
 /// Starts onair with its RTMP port open and runs `n` WHEP viewers of an RTMP stream.
 pub fn rtmp_fanout(n: usize, bin: &str, measure: Duration) -> Value {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(19350);
+    let port = testkit::live::free_port();
     let listen = format!("127.0.0.1:{port}");
     let mut env = crate::LOAD_ENV.to_vec();
     env.push(("ONAIR_RTMP_LISTEN", &listen));
