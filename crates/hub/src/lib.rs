@@ -29,5 +29,5 @@ pub use media::{Codec, Frame, MediaKind, TrackInfo};
 pub use name::{MAX_NAME_LEN, MAX_SEGMENTS, NameError, StreamName};
 pub use registry::{
     ConflictPolicy, Hub, HubConfig, HubEvent, Item, Protocol, PublishError, Publisher, Reader,
-    StreamInfo,
+    StreamInfo, Watch,
 };

@@ -306,6 +306,34 @@ impl Hub {
     /// Starts reading `name`: the tracks first, then the frames from the last keyframe on.
     /// `None` when nobody publishes it.
     pub fn subscribe(&self, name: &StreamName, proto: Protocol) -> Option<Reader> {
+        self.open_reader(name, Some(proto))
+    }
+
+    /// A reader that is not counted among the stream's readers: one that feeds viewers who
+    /// are counted with [`Hub::watch`] (the WebRTC side reads a stream once per shard for all
+    /// its WHEP viewers there).
+    pub fn subscribe_uncounted(&self, name: &StreamName) -> Option<Reader> {
+        self.open_reader(name, None)
+    }
+
+    /// Counts a viewer of `name` as a reader of protocol `proto` for as long as the guard
+    /// lives, without reading anything (it is served from another reader's frames, or by the
+    /// SFU). `None` when nobody publishes it.
+    pub fn watch(&self, name: &StreamName, proto: Protocol) -> Option<Watch> {
+        let stream = lock(&self.shared.streams).get(name)?.clone();
+        let mut st = lock(&stream.state);
+        if matches!(st.queue, Queue::Ended) {
+            return None;
+        }
+        *st.readers.entry(proto).or_default() += 1;
+        drop(st);
+        Some(Watch {
+            stream,
+            proto: Some(proto),
+        })
+    }
+
+    fn open_reader(&self, name: &StreamName, proto: Option<Protocol>) -> Option<Reader> {
         let stream = lock(&self.shared.streams).get(name)?.clone();
         let mut st = lock(&stream.state);
         let rx = match &st.queue {
@@ -325,11 +353,16 @@ impl Hub {
         // publisher is asked for one; audio flows at once.
         let from_next_keyframe = st.gop.is_empty();
         let video = st.tracks.iter().any(|t| t.kind() == MediaKind::Video);
-        *st.readers.entry(proto).or_default() += 1;
+        if let Some(proto) = proto {
+            *st.readers.entry(proto).or_default() += 1;
+        }
         drop(st);
         let reader = Reader {
+            _count: Watch {
+                stream: stream.clone(),
+                proto,
+            },
             stream,
-            proto,
             rx,
             pending,
             waiting_keyframe: from_next_keyframe,
@@ -518,7 +551,8 @@ impl Drop for Publisher {
 /// One reader of one stream.
 pub struct Reader {
     stream: Arc<Stream>,
-    proto: Protocol,
+    /// Its place among the stream's readers (none for an uncounted one), given back on drop.
+    _count: Watch,
     rx: broadcast::Receiver<Item>,
     pending: VecDeque<Item>,
     /// After a skip (or `start_from_now`), video waits for a keyframe, track by track: each
@@ -659,13 +693,22 @@ impl Reader {
     }
 }
 
-impl Drop for Reader {
+/// One viewer counted among a stream's readers while it lives ([`Hub::watch`]).
+pub struct Watch {
+    stream: Arc<Stream>,
+    proto: Option<Protocol>,
+}
+
+impl Drop for Watch {
     fn drop(&mut self) {
+        let Some(proto) = self.proto else {
+            return;
+        };
         let mut st = lock(&self.stream.state);
-        if let Some(n) = st.readers.get_mut(&self.proto) {
+        if let Some(n) = st.readers.get_mut(&proto) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                st.readers.remove(&self.proto);
+                st.readers.remove(&proto);
             }
         }
     }
@@ -974,6 +1017,27 @@ mod tests {
         assert_eq!((info.frames_in, info.bytes_in), (1, 10));
         drop((a, b, c));
         assert!(hub.stream(&name("live/c")).unwrap().readers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn watchers_count_and_an_uncounted_reader_reads_without_counting() {
+        let hub = Hub::new(HubConfig::default());
+        let p = av_publisher(&hub, "live/w");
+        let mut feed = hub.subscribe_uncounted(&name("live/w")).unwrap();
+        let w1 = hub.watch(&name("live/w"), Protocol::Whep).unwrap();
+        let w2 = hub.watch(&name("live/w"), Protocol::Whep).unwrap();
+        p.push(frame(0, 0, true));
+        let readers = |hub: &Hub| hub.stream(&name("live/w")).unwrap().readers;
+        assert_eq!(readers(&hub).get(&Protocol::Whep), Some(&2));
+        assert_eq!(readers(&hub).len(), 1, "the feeding reader is not counted");
+        assert!(matches!(feed.recv().await, Some(Item::Tracks(_))));
+        assert!(matches!(feed.recv().await, Some(Item::Frame(_))));
+        drop(w1);
+        assert_eq!(readers(&hub).get(&Protocol::Whep), Some(&1));
+        drop((w2, feed));
+        assert!(readers(&hub).is_empty());
+        drop(p);
+        assert!(hub.watch(&name("live/w"), Protocol::Whep).is_none());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::codec::{Vp9Desc, is_keyframe_start, picture_heights};
 use crate::forward::{LayerInfo, SvcVerdict, Verdict, choose_layer};
-use crate::ids::{PeerId, TrackId};
+use crate::ids::{ParticipantId, PeerId, TrackId};
 use crate::sfu::{Down, Layer, Output, Peer, Sfu, Track};
 use crate::signal::{ErrorCode, PcKind, ServerMessage, TrackKind, TrackSource};
 
@@ -45,6 +45,35 @@ pub(crate) struct Cached {
     pub(crate) payload: Arc<[u8]>,
     /// A RED packet's primary block, for subscribers that did not negotiate RED.
     primary: Option<Arc<[u8]>>,
+}
+
+impl Cached {
+    /// A packet made here rather than received (hub_source.rs): one layer, no extensions.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn made(
+        ssrc: Ssrc,
+        seq: u64,
+        time: u32,
+        arrival: Instant,
+        key: bool,
+        pt: Pt,
+        marker: bool,
+        payload: Arc<[u8]>,
+    ) -> Cached {
+        Cached {
+            layer: 0,
+            ssrc,
+            seq,
+            time,
+            arrival,
+            key,
+            pt,
+            marker,
+            ext: ExtensionValues::default(),
+            payload,
+            primary: None,
+        }
+    }
 }
 
 /// One packet for the hub's reassembly (a received one, or one recovered from RED).
@@ -398,7 +427,7 @@ impl Sfu {
                 .copied()
         });
         // RED audio (RFC 2198): forwarded whole where the subscriber negotiated RED too; the
-        // hub (recording, HLS, WHEP frame mode) and other subscribers get the primary block.
+        // hub (recording, HLS, WHEP viewers of hub streams) and other subscribers get the primary block.
         let mut red_whole = None;
         if in_params.is_some_and(|p| p.red() == Some(pt_in)) {
             match crate::red::primary(&pkt.payload) {
@@ -585,8 +614,18 @@ impl Sfu {
             now: self.now,
         };
         let Track {
-            downstream, recent, ..
+            downstream,
+            recent,
+            from_hub,
+            ..
         } = track;
+        // A hub track's viewer starts once connected, with the frames since the last keyframe
+        // (`replay_hub_gop`): a packet before that would be lost, and no keyframe would follow
+        // on request.
+        let from_hub = *from_hub;
+        let waiting = |peers: &BTreeMap<PeerId, Peer>, down: &Down| {
+            from_hub && !peers.get(&down.peer).is_some_and(|p| p.rtc.is_connected())
+        };
         if let Some(desc) = svc {
             for down in downstream.iter_mut() {
                 let sid = down.choose_layer(infos) as u8;
@@ -599,6 +638,9 @@ impl Sfu {
             }
         }
         for down in downstream.iter_mut().filter(|_| svc.is_none()) {
+            if waiting(legs.peers, down) {
+                continue;
+            }
             if infos.len() > 1 && down.fwd.set_target(down.choose_layer(infos)) {
                 keyframe_wanted.push(down.fwd.target());
             }
@@ -634,6 +676,32 @@ impl Sfu {
         for l in keyframe_wanted {
             self.request_keyframe(tid, l);
         }
+    }
+
+    /// Forwards `packets` of track `tid` to `viewer`'s leg of it alone, in order (a hub
+    /// track's new viewer catching up: hub_source.rs).
+    pub(crate) fn forward_to(&mut self, tid: TrackId, viewer: ParticipantId, packets: &[Cached]) {
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let video = track.kind == TrackKind::Video;
+        let Some(down) = track.downstream.iter_mut().find(|d| d.subscriber == viewer) else {
+            return;
+        };
+        let mut legs = Legs {
+            peers: &mut self.peers,
+            out: &mut self.out,
+            events: &mut self.events,
+            in_params: track.codec,
+            video,
+            vp8: false,
+            sent: 0,
+            now: self.now,
+        };
+        for c in packets {
+            legs.forward(down, c);
+        }
+        self.stats.rtp_out += legs.sent;
     }
 
     /// Which track and layer an SSRC of a publisher belongs to; learnt once per SSRC.

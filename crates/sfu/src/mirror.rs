@@ -247,10 +247,11 @@ impl Sfu {
         names
             .iter()
             .filter(|name| {
-                self.origin_of(name).is_none() && self.participants.values().any(|p| {
-                    matches!(&p.role, Role::Whep { stream, frames: false, .. } if stream == *name)
-                        && !p.free_mids.is_empty()
-                })
+                self.origin_of(name).is_none()
+                    && self.participants.values().any(|p| {
+                        matches!(&p.role, Role::Whep { stream, hub: false, .. } if stream == *name)
+                            && !p.free_mids.is_empty()
+                    })
             })
             .cloned()
             .collect()
@@ -340,7 +341,7 @@ impl Sfu {
                 let room = p.room.as_str();
                 vec![format!("{room}/{}", p.name), format!("{room}/{owner}")]
             }
-            Role::Whep { .. } | Role::Mirror { .. } => return,
+            Role::Whep { .. } | Role::Mirror { .. } | Role::Hub { .. } => return,
         };
         self.out.push_back(Output::Announced { names });
     }

@@ -212,7 +212,12 @@ impl Sfu {
     pub fn session_reports(&self) -> Vec<ParticipantReport> {
         self.participants
             .values()
-            .filter(|p| !matches!(p.role, Role::Member | Role::Mirror { .. }))
+            .filter(|p| {
+                !matches!(
+                    p.role,
+                    Role::Member | Role::Mirror { .. } | Role::Hub { .. }
+                )
+            })
             .filter_map(|p| self.participant_report(p.id))
             .collect()
     }
@@ -225,6 +230,7 @@ impl Sfu {
             Role::Whip { stream, .. } => ("whip", Some(stream.clone())),
             Role::Whep { stream, .. } => ("whep", Some(stream.clone())),
             Role::Mirror { stream, .. } => ("mirror", Some(stream.clone())),
+            Role::Hub { stream } => ("hub", Some(stream.clone())),
         };
         let mut peers: Vec<_> = [p.publisher, p.subscriber]
             .into_iter()
@@ -238,27 +244,7 @@ impl Sfu {
             .filter_map(|t| self.track_report(*t))
             .collect();
         tracks.sort_by_key(|t| t.id);
-        let mut subscriptions = self.subscription_reports(pid);
-        if let Some(peer) = self.peers.get(&p.subscriber) {
-            for f in p.http.iter().flat_map(|h| &h.frame_outs) {
-                let m = media(&peer.quality, f.mid);
-                subscriptions.push(SubscriptionReport {
-                    track_id: None,
-                    publisher: None,
-                    kind: f.kind,
-                    layer: None,
-                    target_layer: None,
-                    max_height: None,
-                    paused: false,
-                    red: false,
-                    bitrate_bps: m.bitrate as u64,
-                    loss_pct: pct(m.loss),
-                    jitter_ms: ms(m.jitter),
-                    nacks: m.nacks,
-                    plis: m.plis,
-                });
-            }
-        }
+        let subscriptions = self.subscription_reports(pid);
         Some(ParticipantReport {
             id: pid,
             name: p.name.clone(),

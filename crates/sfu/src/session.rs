@@ -931,8 +931,14 @@ impl Sfu {
                 Some(SfuEvent::SessionEnded { participant: pid })
             }
             // Nothing outside the SFU knew of it.
-            Role::Mirror { .. } => None,
+            Role::Mirror { .. } | Role::Hub { .. } => None,
         };
+        if let Role::Hub { stream } = &p.role
+            && self.hub_sources.get(stream).is_some_and(|s| s.pid == pid)
+        {
+            let stream = stream.clone();
+            self.hub_sources.remove(&stream);
+        }
         for t in own {
             self.unpublish(t);
         }

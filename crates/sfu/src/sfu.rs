@@ -109,11 +109,6 @@ pub enum SfuEvent {
         /// All its announced tracks now.
         tracks: Vec<crate::signal::TrackInfo>,
     },
-    /// A WHEP viewer of a frame source finished its handshake: frames may flow.
-    ViewerConnected {
-        /// The viewer.
-        participant: ParticipantId,
-    },
     /// A frame of a track of a room participant or WHIP publisher, reassembled for the hub
     /// (H.264, VP8, VP9, AV1 and Opus; the highest simulcast layer being sent, or with
     /// `hub_layers` a lower one).
@@ -153,7 +148,7 @@ pub struct SfuStats {
     /// Peer connections whose ICE connected and later lost its path.
     pub ice_disconnects: u64,
     /// Audio frames lost on the way in that the hub took from the next packet's RED
-    /// redundancy (recordings, LL-HLS and WHEP frame mode hear them).
+    /// redundancy (recordings, LL-HLS and WHEP viewers of hub streams hear them).
     pub red_recovered: u64,
 }
 
@@ -196,6 +191,8 @@ pub struct Sfu {
     /// Packets for other shards (mirror.rs), taken with [`Sfu::take_exports`]: apart from
     /// `out` because a packet is large and there are many.
     pub(crate) exports: Vec<(u32, crate::mirror::MirrorPacket)>,
+    /// Streams of the hub played by WHEP viewers here, by name (hub_source.rs).
+    pub(crate) hub_sources: HashMap<String, crate::hub_source::HubSource>,
 }
 
 /// The one str0m drain loop: polls `peer` until it yields its next timeout, transmits to
@@ -245,11 +242,11 @@ pub(crate) enum Role {
         stream: String,
         ufrag: Option<String>,
     },
-    /// Plays `stream` over WHEP; its one peer is its subscriber connection. `frames`: the
-    /// source is the hub (RTMP …), so media is packetized from frames, not forwarded.
+    /// Plays `stream` over WHEP; its one peer is its subscriber connection. `hub`: the
+    /// source is the stream's [`Role::Hub`] (RTMP …), not a WebRTC publisher of that name.
     Whep {
         stream: String,
-        frames: bool,
+        hub: bool,
         ufrag: Option<String>,
     },
     /// Stands for `stream`, published on shard `origin`, for viewers on this one: its tracks
@@ -258,16 +255,11 @@ pub(crate) enum Role {
         stream: String,
         origin: u32,
     },
-}
-
-/// A WHEP viewer's m-line fed from hub frames (its peer runs in str0m's frame mode).
-pub(crate) struct FrameOut {
-    pub kind: TrackKind,
-    pub mid: Mid,
-    pub pt: str0m::media::Pt,
-    pub clock: u32,
-    /// Video waits for a keyframe before its first frame.
-    pub waiting_keyframe: bool,
+    /// Stands for `stream`, which lives in the hub (RTMP …), for this shard's WHEP viewers of
+    /// it: its tracks are packetized from the hub's frames (hub_source.rs); it has no peer.
+    Hub {
+        stream: String,
+    },
 }
 
 pub(crate) struct Participant {
@@ -308,9 +300,6 @@ pub(crate) struct HttpSide {
     /// Since when the peer has been without ICE connectivity (from creation until it first
     /// connects). A session has no socket to time out, so this is how it ends.
     pub media_lost_at: Option<Instant>,
-    /// A WHEP viewer of a hub stream (`Role::Whep { frames: true }`): its m-lines, fed from
-    /// frames.
-    pub frame_outs: Vec<FrameOut>,
 }
 
 /// What only a room member has: its signalling socket and the offers and answers on it.
@@ -435,6 +424,10 @@ pub(crate) struct Track {
     pub layer_assemblers: Vec<Option<crate::depacketize::Assembler>>,
     /// Shards this track's packets are handed to, and the stream name each mirrors it as.
     pub exports: Vec<(u32, String)>,
+    /// Packetized from hub frames (hub_source.rs): its viewers get packets only once
+    /// connected, beginning with the frames since the last keyframe (nobody can be asked for
+    /// one).
+    pub from_hub: bool,
     /// The layers its publisher was told to send (dynacast.rs).
     pub dynacast: crate::dynacast::PublisherLayers,
 }
@@ -477,6 +470,7 @@ impl Track {
             layer_assemblers: Vec::new(),
             dynacast: Default::default(),
             exports: Vec::new(),
+            from_hub: false,
         }
     }
 }
@@ -597,6 +591,7 @@ impl Sfu {
             loudest: Default::default(),
             next_mirror_check: now,
             exports: Vec::new(),
+            hub_sources: HashMap::new(),
         }
     }
 
@@ -854,8 +849,9 @@ impl Sfu {
                 if unanswered {
                     info!(participant = %p.id, "removed: left an offer unanswered for {OFFER_ANSWER_TIMEOUT:?}");
                 }
-                // A mirror has no peer (mirror.rs closes it when nobody watches).
-                let dead = !matches!(p.role, Role::Mirror { .. })
+                // A mirror or hub source has no peer (closed when nobody watches, by mirror.rs
+                // and by the driver).
+                let dead = !matches!(p.role, Role::Mirror { .. } | Role::Hub { .. })
                     && [p.publisher, p.subscriber]
                         .iter()
                         .any(|id| self.peers.get(id).is_none_or(|peer| !peer.rtc.is_alive()));

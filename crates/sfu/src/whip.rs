@@ -16,18 +16,15 @@ use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::format::{Codec, PayloadParams};
-use str0m::media::{MediaTime, Mid};
-use str0m::{Candidate, IceConnectionState, Rtc};
+use str0m::media::Mid;
+use str0m::{Candidate, IceConnectionState};
 use tracing::{debug, info};
 
 use crate::ids::{ParticipantId, RoomName, TrackId};
 use crate::sdp::{media_sections, restrict_payload_types};
 #[cfg(doc)]
 use crate::sfu::HTTP_SESSION_ICE_TIMEOUT;
-use crate::sfu::{
-    FrameOut, FreeMid, MAX_HTTP_MLINES, MAX_REMOTE_CANDIDATES, Output, Participant, Role, Sfu,
-    SfuEvent, Sub,
-};
+use crate::sfu::{FreeMid, MAX_HTTP_MLINES, MAX_REMOTE_CANDIDATES, Participant, Role, Sfu, Sub};
 use crate::signal::{PcKind, TrackKind, TrackSource};
 
 /// Why an HTTP session could not be created or changed. Each maps onto one HTTP status.
@@ -81,7 +78,7 @@ pub enum FrameTrack {
 }
 
 impl FrameTrack {
-    fn kind(self) -> TrackKind {
+    pub(crate) fn kind(self) -> TrackKind {
         match self {
             FrameTrack::H264 => TrackKind::Video,
             FrameTrack::Opus => TrackKind::Audio,
@@ -175,16 +172,38 @@ impl Sfu {
         offer: &str,
         max_height: Option<u32>,
     ) -> Result<HttpSession, HttpSessionError> {
+        self.whep_play_from(now, stream, offer, max_height, false)
+    }
+
+    /// WHEP for a stream that lives in the hub (RTMP …): the viewer receives its hub source
+    /// here ([`Sfu::hub_source_open`]), forwarded as any other source's packets are.
+    pub fn whep_play_hub(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer: &str,
+    ) -> Result<HttpSession, HttpSessionError> {
+        self.whep_play_from(now, stream, offer, None, true)
+    }
+
+    fn whep_play_from(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer: &str,
+        max_height: Option<u32>,
+        hub: bool,
+    ) -> Result<HttpSession, HttpSessionError> {
         self.now = now;
         let source = self
-            .resolve_source(stream)
+            .viewer_source(stream, hub)
             .ok_or_else(|| HttpSessionError::NotFound(stream.to_owned()))?;
         if self.source_tracks(source).is_empty() {
             return Err(HttpSessionError::NoMediaYet(stream.to_owned()));
         }
         let role = Role::Whep {
             stream: stream.to_owned(),
-            frames: false,
+            hub,
             ufrag: ufrag(offer),
         };
         // Layers to choose between: simulcast, or a codec that may carry SVC layers.
@@ -266,143 +285,6 @@ impl Sfu {
         Ok(self.http_session(pid, answer))
     }
 
-    /// WHEP for a stream that lives in the hub: the viewer's peer packetizes frames handed in
-    /// with [`Self::viewer_frame`] once [`SfuEvent::ViewerConnected`] says it can take them.
-    pub fn whep_play_frames(
-        &mut self,
-        now: Instant,
-        stream: &str,
-        tracks: &[FrameTrack],
-        offer: &str,
-    ) -> Result<HttpSession, HttpSessionError> {
-        self.now = now;
-        let role = Role::Whep {
-            stream: stream.to_owned(),
-            frames: true,
-            ufrag: ufrag(offer),
-        };
-        let (pid, peer_id, answer) = self.open_http_session(role, stream, offer, |sfu, pid| {
-            // Frame mode: str0m packetizes what `viewer_frame` writes. No estimate (one layer),
-            // so none of the header extensions that exist for one (session.rs).
-            let rtc = Rtc::builder()
-                .set_ice_lite(true)
-                .set_extension_map(crate::session::extensions_without_estimates())
-                .clear_codecs()
-                .enable_opus(true, false)
-                .enable_h264(true)
-                .set_stats_interval(Some(crate::quality::STATS_INTERVAL))
-                .build(now);
-            sfu.add_peer(rtc, pid, PcKind::Subscriber, false)
-        })?;
-        let params: Vec<PayloadParams> = self
-            .peers
-            .get(&peer_id)
-            .map(|p| p.rtc.codec_config().params().to_vec())
-            .unwrap_or_default();
-        let mut pending = tracks.to_vec();
-        let mut keep: HashMap<String, Vec<u8>> = HashMap::new();
-        let mut outs = Vec::new();
-        for section in media_sections(offer).into_iter().filter(|s| s.receives) {
-            let Some(i) = pending.iter().position(|t| t.kind() == section.kind) else {
-                continue;
-            };
-            let track = pending.remove(i);
-            let Some(chosen) = pick_params(&params, track, &section.pts) else {
-                continue;
-            };
-            let mid = Mid::from(section.mid.as_str());
-            keep.insert(
-                section.mid.clone(),
-                std::iter::once(*chosen.pt())
-                    .chain(chosen.resend().map(|r| *r))
-                    .collect(),
-            );
-            outs.push(FrameOut {
-                kind: track.kind(),
-                mid,
-                pt: chosen.pt(),
-                clock: chosen.spec().clock_rate.get(),
-                waiting_keyframe: true,
-            });
-        }
-        if outs.is_empty() {
-            self.drop_http_participant(pid);
-            return Err(HttpSessionError::NoCommonCodec(
-                "the offer takes neither H264 (packetization-mode 1) video nor Opus audio".into(),
-            ));
-        }
-        // The resend history of a forwarded leg (negotiate.rs): str0m's default is 3 s and up
-        // to 1,000 packets, and here each viewer holds its own packetized copy of the stream
-        // (nothing shared between viewers as in forwarding), so the default made ~700 KiB a
-        // viewer of a 1 Mbit/s stream.
-        if let Some(peer) = self.peers.get_mut(&peer_id) {
-            let mut direct = peer.rtc.direct_api();
-            for out in &outs {
-                if let Some(tx) = direct.stream_tx_by_mid(out.mid, None) {
-                    tx.set_rtx_cache(
-                        crate::negotiate::RTX_HISTORY_PACKETS,
-                        crate::negotiate::RTX_HISTORY,
-                        Some(crate::negotiate::RTX_SHARE_CAP),
-                    );
-                }
-            }
-        }
-        if let Some(h) = self
-            .participants
-            .get_mut(&pid)
-            .and_then(|p| p.http.as_mut())
-        {
-            h.frame_outs = outs;
-        }
-        info!(participant = %pid, stream, "WHEP session started (from the hub)");
-        Ok(self.http_session(pid, restrict_payload_types(&answer, &keep)))
-    }
-
-    /// One frame for a WHEP viewer of a hub stream. `data` is Annex B H.264 or an Opus packet;
-    /// `pts_us` on the source's clock (only differences matter).
-    pub fn viewer_frame(
-        &mut self,
-        now: Instant,
-        viewer: ParticipantId,
-        track: FrameTrack,
-        keyframe: bool,
-        pts_us: u64,
-        data: Vec<u8>,
-    ) {
-        self.now = now;
-        let Some(p) = self.participants.get_mut(&viewer) else {
-            return;
-        };
-        let peer_id = p.subscriber;
-        let outs = p.http.as_mut().map(|h| h.frame_outs.iter_mut());
-        let Some(out) = outs.and_then(|mut o| o.find(|o| o.kind == track.kind())) else {
-            return;
-        };
-        if out.waiting_keyframe && out.kind == TrackKind::Video && !keyframe {
-            return;
-        }
-        out.waiting_keyframe = false;
-        let (mid, pt, clock) = (out.mid, out.pt, out.clock);
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
-            return;
-        };
-        if !peer.rtc.is_connected() {
-            return;
-        }
-        let ticks = (pts_us as u128 * clock as u128 / 1_000_000) as u64;
-        let Some(freq) = str0m::media::Frequency::new(clock) else {
-            return;
-        };
-        if let Some(w) = peer.rtc.writer(mid) {
-            match w.write(pt, now, MediaTime::new(ticks, freq), data) {
-                Ok(()) => self.stats.rtp_out += 1,
-                Err(e) => debug!(participant = %viewer, "frame not written: {e}"),
-            }
-        }
-        self.drain(peer_id);
-        self.process_events();
-    }
-
     /// PATCH with a trickle ICE fragment (RFC 8840) for session `token`.
     pub fn http_session_patch(
         &mut self,
@@ -419,7 +301,7 @@ impl Sfu {
         };
         let known_ufrag = match &p.role {
             Role::Whip { ufrag, .. } | Role::Whep { ufrag, .. } => ufrag.as_deref(),
-            Role::Member | Role::Mirror { .. } => None,
+            Role::Member | Role::Mirror { .. } | Role::Hub { .. } => None,
         };
         if let (Some(new), Some(old)) = (ufrag(fragment), known_ufrag)
             && new != old
@@ -536,7 +418,6 @@ impl Sfu {
                 // Without ICE for HTTP_SESSION_ICE_TIMEOUT from now, it ends.
                 http: Some(crate::sfu::HttpSide {
                     media_lost_at: Some(self.now),
-                    frame_outs: Vec::new(),
                 }),
                 resume_token: token,
                 ..session
@@ -573,6 +454,16 @@ impl Sfu {
                     .get(pid)
                     .is_some_and(|p| p.name == who || pid.to_string() == who)
             })
+    }
+
+    /// The source a WHEP viewer of `stream` receives: the stream's hub source here (`hub`), or
+    /// its WebRTC publisher.
+    pub(crate) fn viewer_source(&self, stream: &str, hub: bool) -> Option<ParticipantId> {
+        if hub {
+            self.hub_source_of(stream)
+        } else {
+            self.resolve_source(stream)
+        }
     }
 
     /// A source's announced tracks, camera and microphone before screen share.
@@ -625,11 +516,7 @@ impl Sfu {
             .participants
             .values()
             .filter(|p| match &p.role {
-                Role::Whep {
-                    stream,
-                    frames: false,
-                    ..
-                } => self.resolve_source(stream) == Some(owner),
+                Role::Whep { stream, hub, .. } => self.viewer_source(stream, *hub) == Some(owner),
                 _ => false,
             })
             .map(|p| p.id)
@@ -693,16 +580,15 @@ impl Sfu {
     }
 
     pub(crate) fn http_session_connected(&mut self, pid: ParticipantId) {
-        let Some(p) = self.participants.get_mut(&pid) else {
+        let Some(p) = self.participants.get(&pid) else {
             return;
         };
-        if let Role::Whep { frames: true, .. } = p.role {
-            for o in p.http.iter_mut().flat_map(|h| &mut h.frame_outs) {
-                o.waiting_keyframe = true;
-            }
-            self.out.push_back(Output::Event(SfuEvent::ViewerConnected {
-                participant: pid,
-            }));
+        if let Role::Whep {
+            stream, hub: true, ..
+        } = &p.role
+        {
+            let stream = stream.clone();
+            self.replay_hub_gop(pid, &stream);
         }
     }
 }
@@ -712,47 +598,4 @@ fn ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
         .map(|u| u.trim().to_owned())
-}
-
-/// The payload type to send a frame track with: for H.264, packetization mode 1 and the
-/// baseline-compatible profile the viewer ranks first; for Opus, Opus.
-fn pick_params(
-    params: &[PayloadParams],
-    track: FrameTrack,
-    offered_order: &[u8],
-) -> Option<PayloadParams> {
-    let mut usable: Vec<PayloadParams> = params
-        .iter()
-        .filter(|p| match track {
-            FrameTrack::Opus => p.spec().codec == Codec::Opus,
-            FrameTrack::H264 => {
-                let f = p.spec().format;
-                p.spec().codec == Codec::H264
-                    && f.packetization_mode == Some(1)
-                    && f.profile_level_id.is_none_or(|id| {
-                        // Constrained baseline (42e0xx / 42c0xx) decodes what RTMP encoders
-                        // send with `-profile:v baseline`; other profiles are a fallback.
-                        (id >> 16) == 0x42
-                    })
-            }
-        })
-        .copied()
-        .collect();
-    usable.sort_by_key(|p| {
-        offered_order
-            .iter()
-            .position(|pt| *pt == *p.pt())
-            .unwrap_or(usize::MAX)
-    });
-    usable.first().copied().or_else(|| {
-        params
-            .iter()
-            .find(|p| match track {
-                FrameTrack::Opus => p.spec().codec == Codec::Opus,
-                FrameTrack::H264 => {
-                    p.spec().codec == Codec::H264 && p.spec().format.packetization_mode == Some(1)
-                }
-            })
-            .copied()
-    })
 }

@@ -34,6 +34,7 @@ impl Peer {
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_vp8(true)
+            .enable_h264(true)
             .enable_opus(true, false)
             .build(now);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
@@ -62,6 +63,10 @@ struct World {
     peers: Vec<Peer>,
     wire: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     events: Vec<SfuEvent>,
+    /// A hub stream fed to the SFU's hub source with each frame tick (H.264 frames of the
+    /// same numbering as the publishers'), and the frames fed so far.
+    hub: Option<String>,
+    hub_sent: u32,
 }
 
 impl World {
@@ -74,6 +79,8 @@ impl World {
             peers: Vec::new(),
             wire: Vec::new(),
             events: Vec::new(),
+            hub: None,
+            hub_sent: 0,
         }
     }
 
@@ -115,6 +122,15 @@ impl World {
                             .unwrap();
                     }
                 }
+                if let Some(stream) = &self.hub {
+                    let n = self.hub_sent;
+                    self.hub_sent += 1;
+                    let au = hub_access_unit(n);
+                    let pts = u64::from(n) * 33_333;
+                    let key = n.is_multiple_of(30);
+                    self.sfu
+                        .hub_frame(now, stream, sfu::FrameTrack::H264, key, pts, &au);
+                }
                 next_frame = now + Duration::from_millis(33);
             }
             // Deliver what has arrived.
@@ -131,6 +147,10 @@ impl World {
                         contents: data.as_slice().try_into().unwrap(),
                     };
                     let _ = p.rtc.handle_input(Input::Receive(now, r));
+                    // Polled after each datagram, as a client's event loop does: str0m takes
+                    // up the SRTP keys of a finished handshake when polled, and a packet
+                    // right behind the handshake's last flight needs them.
+                    poll_peer(p, now, &mut self.wire);
                 }
             }
             self.sfu.handle_timeout(now);
@@ -156,21 +176,7 @@ impl World {
             }
         }
         for p in &mut self.peers {
-            loop {
-                match p.rtc.poll_output() {
-                    Ok(RtcOutput::Transmit(t)) => {
-                        self.wire
-                            .push((now + DELAY, t.source, t.destination, t.contents.to_vec()))
-                    }
-                    Ok(RtcOutput::Event(Event::MediaData(m))) => {
-                        if let Some(b) = m.data.get(1..5) {
-                            p.got.push(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                        }
-                    }
-                    Ok(RtcOutput::Event(_)) => {}
-                    Ok(RtcOutput::Timeout(_)) | Err(_) => break,
-                }
-            }
+            poll_peer(p, now, &mut self.wire);
         }
     }
 
@@ -195,6 +201,54 @@ impl World {
         self.drain();
         Ok((i, s.token))
     }
+}
+
+/// Takes what a test peer has to send and the frames it received.
+fn poll_peer(
+    p: &mut Peer,
+    now: Instant,
+    wire: &mut Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+) {
+    loop {
+        match p.rtc.poll_output() {
+            Ok(RtcOutput::Transmit(t)) => {
+                wire.push((now + DELAY, t.source, t.destination, t.contents.to_vec()))
+            }
+            Ok(RtcOutput::Event(Event::MediaData(m))) => {
+                if let Some(n) = frame_number(&m.data) {
+                    p.got.push(n);
+                }
+            }
+            Ok(RtcOutput::Event(_)) => {}
+            Ok(RtcOutput::Timeout(_)) | Err(_) => break,
+        }
+    }
+}
+
+/// An H.264 access unit as the hub keeps one (4-byte NAL unit lengths): an IDR slice every 30
+/// frames, else a non-IDR one, its frame number after the NAL header, 2,500 bytes (so cut
+/// into FU-A fragments).
+fn hub_access_unit(n: u32) -> Vec<u8> {
+    let mut nal = vec![if n.is_multiple_of(30) { 0x65 } else { 0x41 }];
+    nal.extend_from_slice(&n.to_be_bytes());
+    nal.resize(2_500, 0xab);
+    let mut au = (nal.len() as u32).to_be_bytes().to_vec();
+    au.extend_from_slice(&nal);
+    au
+}
+
+/// The number a test frame carries: after a VP8 frame's first byte, or after the header of
+/// the slice NAL unit of an Annex B access unit.
+fn frame_number(data: &[u8]) -> Option<u32> {
+    let b = if data.starts_with(&[0, 0, 0, 1]) || data.starts_with(&[0, 0, 1]) {
+        let at = data
+            .windows(4)
+            .position(|w| w[..3] == [0, 0, 1] && matches!(w[3] & 0x1f, 1 | 5))?;
+        data.get(at + 4..at + 8)?
+    } else {
+        data.get(1..5)?
+    };
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 #[test]
@@ -293,31 +347,88 @@ fn a_viewer_without_an_estimate_goes_without_transport_cc() {
     );
 }
 
-/// The same for a viewer of a stream that lives in the hub (RTMP), whose connection str0m
-/// packetizes frames for.
+/// A stream that lives in the hub (RTMP): packetized once by its hub source, forwarded to
+/// each viewer. A viewer starts once connected, at the last keyframe (nobody could be asked
+/// for one), and goes on in order; it negotiates no transport-cc (one layer, no estimate).
 #[test]
-fn a_viewer_of_hub_frames_goes_without_transport_cc() {
-    let w = World::new();
-    let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).build(w.now);
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    let (offer, _pending) = api.apply().unwrap();
-    let offer = offer.to_sdp_string();
-    assert!(
-        offer.contains("transport-wide-cc"),
-        "the test peer offers transport-cc"
+fn hub_viewers_start_at_the_last_keyframe_and_play_in_order() {
+    let mut w = World::new();
+    let stream = "live/rtmp";
+    w.sfu
+        .hub_source_open(w.now, stream, &[sfu::FrameTrack::H264]);
+    w.sfu
+        .hub_parameter_sets(stream, vec![vec![0x67, 0x42, 0xe0, 0x1f], vec![0x68, 0xce]]);
+    w.hub = Some(stream.to_owned());
+    w.run(Duration::from_millis(400), &[]);
+
+    let view = |w: &mut World, addr: &str| {
+        let mut v = Peer::new(addr, w.now);
+        let (offer, pending) = v.offer(Direction::RecvOnly);
+        assert!(
+            offer.contains("transport-wide-cc"),
+            "the test peer offers it"
+        );
+        let s = w.sfu.whep_play_hub(w.now, stream, &offer).unwrap();
+        assert!(s.answer.contains("H264"), "{}", s.answer);
+        assert!(
+            !s.answer.contains("transport-wide-cc") && !s.answer.contains("abs-send-time"),
+            "{}",
+            s.answer
+        );
+        w.peers.push(v);
+        let i = w.peers.len() - 1;
+        w.answer(i, pending, &s.answer);
+        w.drain();
+        i
+    };
+    let a = view(&mut w, "10.0.0.2:4000");
+    w.run(Duration::from_millis(1_200), &[]);
+    let b = view(&mut w, "10.0.0.3:4000");
+    w.run(Duration::from_secs(2), &[]);
+
+    let (got_a, got_b) = (&w.peers[a].got, &w.peers[b].got);
+    assert_eq!(
+        got_a.first(),
+        Some(&0),
+        "joined 400 ms in: starts at frame 0, the last keyframe, from the kept GOP: {got_a:?}"
     );
-    let mut w = w;
-    let viewing = w
-        .sfu
-        .whep_play_frames(w.now, "live/rtmp", &[sfu::FrameTrack::H264], &offer)
-        .unwrap();
-    assert!(viewing.answer.contains("H264"), "{}", viewing.answer);
-    assert!(
-        !viewing.answer.contains("transport-wide-cc") && !viewing.answer.contains("abs-send-time"),
-        "{}",
-        viewing.answer
+    assert_eq!(
+        got_b.first(),
+        Some(&30),
+        "joined 1.6 s in: starts at frame 30: {got_b:?}"
     );
+    for got in [got_a, got_b] {
+        assert!(
+            got.windows(2).all(|x| x[1] == x[0] + 1),
+            "in order: {got:?}"
+        );
+        assert!(
+            got.last().is_some_and(|n| *n + 3 >= w.hub_sent),
+            "and up to the live frame ({} fed): {got:?}",
+            w.hub_sent
+        );
+    }
+    assert!(
+        w.sfu.stats().rtp_out > 2 * 3 * (got_b.len() as u64),
+        "forwarded packets are counted: {}",
+        w.sfu.stats().rtp_out
+    );
+
+    // The stream ends: its viewers' sessions end with it.
+    w.events.clear();
+    w.sfu.hub_source_close(w.now, stream);
+    w.drain();
+    let ended = w
+        .events
+        .iter()
+        .filter(|e| matches!(e, SfuEvent::SessionEnded { .. }))
+        .count();
+    assert_eq!(ended, 2, "{:?}", w.events);
+    assert!(!w.sfu.has_hub_source(stream));
+    assert!(matches!(
+        w.sfu.whep_play_hub(w.now, stream, "v=0"),
+        Err(HttpSessionError::NotFound(_))
+    ));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The media loop's side of the stream hub: WHIP publishers and room participants registered
-//! as hub streams, WHEP viewers counted as hub readers, and the bridges that carry frames of
-//! hub-only streams (RTMP) to their WHEP viewers.
+//! as hub streams, WHEP viewers counted as hub readers, and the feeds that carry frames of
+//! hub-only streams (RTMP) to their hub source on this shard (the SFU's `hub_source.rs`),
+//! whence they are forwarded to the WHEP viewers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use hub::{Codec, Hub, Item, Protocol, Publisher, Reader, StreamName, TrackInfo};
 use sfu::signal::{TrackInfo as SfuTrack, TrackKind};
 use sfu::{FrameTrack, ParticipantId, Sfu, SfuEvent};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::webrtc::shard::Command;
 
@@ -34,24 +35,32 @@ pub struct StreamStatus {
     pub reader_skips: u64,
 }
 
-/// A WHEP viewer's ties to the hub: its reader registration and, for hub-only sources, the
-/// bridge task feeding it frames.
+/// A WHEP viewer's ties to the hub: it counts as a reader of its stream while it lives.
 struct Viewer {
     stream: StreamName,
-    /// Held so the stream counts this viewer (SFU-forwarded viewers read nothing from it).
-    _reader: Option<Reader>,
-    bridge: Option<tokio::task::JoinHandle<()>>,
+    /// Reads from the hub's source on this shard (`hub_sources`), rather than a WebRTC one.
+    hub: bool,
+    _counted: Option<hub::Watch>,
 }
 
+/// The task reading a stream from the hub for this shard's hub source of it (one per stream
+/// and shard, whatever the number of viewers), and which one it is (a stream that ended and
+/// was published again gets a new one).
+struct HubFeed {
+    id: u64,
+    task: tokio::task::JoinHandle<()>,
+}
 pub struct Streams {
     pub hub: Hub,
-    /// The shard's `frames` queue (queues.rs): bounded, and a bridge waits when it is full.
+    /// The shard's `frames` queue (queues.rs): bounded, and a feed waits when it is full.
     tx: mpsc::Sender<Command>,
     /// WHIP publishers and room participants, by participant.
     publishers: HashMap<ParticipantId, Publisher>,
     /// Their tracks in the hub's order (a frame's track index is the position here).
     tracks: HashMap<ParticipantId, Vec<(sfu::TrackId, TrackInfo)>>,
     viewers: HashMap<ParticipantId, Viewer>,
+    hub_feeds: HashMap<StreamName, HubFeed>,
+    next_feed: u64,
     /// Last bitrate sample per stream: (bytes, when, kbit/s).
     rates: HashMap<StreamName, (u64, Instant, u64)>,
 }
@@ -64,6 +73,8 @@ impl Streams {
             publishers: HashMap::new(),
             tracks: HashMap::new(),
             viewers: HashMap::new(),
+            hub_feeds: HashMap::new(),
+            next_feed: 0,
             rates: HashMap::new(),
         }
     }
@@ -94,29 +105,53 @@ impl Streams {
         self.publishers.insert(pid, publisher);
     }
 
-    /// Registers a WHEP viewer (SFU-forwarded) as a reader of its stream.
-    pub fn add_viewer(&mut self, pid: ParticipantId, stream: StreamName) {
-        let reader = self.hub.subscribe(&stream, Protocol::Whep);
+    /// Registers a WHEP viewer as a reader of its stream; `hub`: it plays the stream's hub
+    /// source here.
+    pub fn add_viewer(&mut self, pid: ParticipantId, stream: StreamName, hub: bool) {
+        let counted = self.hub.watch(&stream, Protocol::Whep);
         self.viewers.insert(
             pid,
             Viewer {
                 stream,
-                _reader: reader,
-                bridge: None,
+                hub,
+                _counted: counted,
             },
         );
     }
 
-    /// Registers a WHEP viewer of a hub-only stream; its bridge starts when its peer connects.
-    pub fn add_frame_viewer(&mut self, pid: ParticipantId, stream: StreamName) {
-        self.viewers.insert(
-            pid,
-            Viewer {
-                stream,
-                _reader: None,
-                bridge: None,
-            },
-        );
+    /// True while a viewer here plays `stream`'s hub source.
+    pub fn has_hub_viewer(&self, stream: &StreamName) -> bool {
+        self.viewers.values().any(|v| v.hub && v.stream == *stream)
+    }
+
+    /// Starts reading `stream` from the hub for its hub source here. False when the hub has
+    /// no such stream.
+    pub fn open_hub_feed(&mut self, stream: &StreamName) -> bool {
+        let Some(reader) = self.hub.subscribe_uncounted(stream) else {
+            return false;
+        };
+        self.next_feed += 1;
+        let id = self.next_feed;
+        let task = tokio::spawn(feed(reader, id, self.tx.clone()));
+        self.hub_feeds.insert(stream.clone(), HubFeed { id, task });
+        true
+    }
+
+    /// The feed `id` of `stream` ended with the stream: true when it is still the current one
+    /// (the hub source goes); false for a feed already replaced.
+    pub fn hub_feed_ended(&mut self, stream: &StreamName, id: u64) -> bool {
+        if self.hub_feeds.get(stream).is_some_and(|f| f.id == id) {
+            self.hub_feeds.remove(stream);
+            return true;
+        }
+        false
+    }
+
+    /// Stops `stream`'s feed here, if it has one.
+    pub fn close_hub_feed(&mut self, stream: &StreamName) {
+        if let Some(f) = self.hub_feeds.remove(stream) {
+            f.task.abort();
+        }
     }
 
     /// Mirrors what happened in the SFU.
@@ -234,27 +269,18 @@ impl Streams {
                     data: frame.data.into(),
                 });
             }
-            SfuEvent::ViewerConnected { participant } => {
-                let Some(v) = self.viewers.get_mut(&participant) else {
-                    return;
-                };
-                match self.hub.subscribe(&v.stream, Protocol::Whep) {
-                    Some(reader) => {
-                        let tx = self.tx.clone();
-                        v.bridge = Some(tokio::spawn(bridge(reader, participant, tx)));
-                    }
-                    None => sfu.kick_http_session(Instant::now(), participant),
-                }
-            }
             SfuEvent::SessionEnded { participant } => {
                 self.tracks.remove(&participant);
                 if self.publishers.remove(&participant).is_some() {
                     info!(%participant, "WHIP stream ended");
                 }
+                // The last viewer here of a hub stream gone: its feed and hub source go too.
                 if let Some(v) = self.viewers.remove(&participant)
-                    && let Some(b) = v.bridge
+                    && v.hub
+                    && !self.viewers.values().any(|o| o.hub && o.stream == v.stream)
                 {
-                    b.abort();
+                    self.close_hub_feed(&v.stream);
+                    sfu.hub_source_close(Instant::now(), v.stream.as_str());
                 }
             }
         }
@@ -361,22 +387,32 @@ pub fn frame_track(t: &TrackInfo) -> Option<FrameTrack> {
     }
 }
 
-/// Carries one hub stream to one WHEP viewer: H.264 to Annex B with the parameter sets in
-/// front of every keyframe, Opus as it is; other tracks (AAC, which has an Opus twin when
-/// transcoding is on) stay behind. Ends the viewer's session when the stream ends.
-async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::Sender<Command>) {
+/// Carries one hub stream to its hub source on one shard: the H.264 parameter sets when its
+/// tracks change, then H.264 (4-byte NAL unit lengths, the hub's layout) and Opus frames as
+/// they are; other tracks (AAC, which has an Opus twin when transcoding is on) stay behind.
+/// Tells the shard when the stream ends.
+async fn feed(mut reader: Reader, id: u64, tx: mpsc::Sender<Command>) {
+    let stream = reader.name().clone();
     let mut tracks: Arc<[TrackInfo]> = Arc::from(Vec::new());
-    let mut avc: Option<media::avc::AvcConfig> = None;
     let mut base: Option<i64> = None;
-    let mut warned = false;
     while let Some(item) = reader.recv().await {
         let f = match item {
             Item::Tracks(t) => {
-                avc = t
+                let sets = t
                     .iter()
-                    .find(|t| t.codec == Codec::H264)
-                    .and_then(|t| media::avc::AvcConfig::parse(&t.config).ok());
+                    .find(|t| t.codec == Codec::H264 && t.layer.is_none())
+                    .and_then(|t| media::avc::AvcConfig::parse(&t.config).ok())
+                    .map(|c| c.sps.into_iter().chain(c.pps).collect());
                 tracks = t;
+                if let Some(sets) = sets {
+                    let cmd = Command::HubParameterSets {
+                        stream: stream.clone(),
+                        sets,
+                    };
+                    if tx.send(cmd).await.is_err() {
+                        return;
+                    }
+                }
                 continue;
             }
             Item::Frame(f) => f,
@@ -384,32 +420,13 @@ async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::Sender<Comm
         let Some(track) = tracks.get(f.track).and_then(frame_track) else {
             continue;
         };
-        let data = match track {
-            FrameTrack::Opus => f.data.to_vec(),
-            FrameTrack::H264 => {
-                let Some(config) = &avc else {
-                    continue; // no parameter sets yet: nothing decodable
-                };
-                let sets = f.keyframe.then_some(config);
-                match media::avc::to_annex_b(&f.data, 4, sets) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        if !warned {
-                            warn!(%viewer, "dropping a malformed H.264 frame: {e}");
-                            warned = true;
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
         let base = *base.get_or_insert(f.pts);
-        let cmd = Command::ViewerFrame {
-            viewer,
+        let cmd = Command::HubFrame {
+            stream: stream.clone(),
             track,
             keyframe: f.keyframe,
             pts_us: (f.pts - base).max(0) as u64,
-            data,
+            data: f.data.clone(),
         };
         // Waits while the shard's frame queue is full: meanwhile the hub reader falls behind,
         // and the hub skips it to the next keyframe (the drop policy of every hub reader).
@@ -417,6 +434,6 @@ async fn bridge(mut reader: Reader, viewer: ParticipantId, tx: mpsc::Sender<Comm
             return;
         }
     }
-    debug!(%viewer, "hub stream ended: ending the WHEP session");
-    let _ = tx.send(Command::KickSession(viewer)).await;
+    debug!(%stream, "hub stream ended: ending its WHEP viewers here");
+    let _ = tx.send(Command::HubFeedEnded { stream, id }).await;
 }

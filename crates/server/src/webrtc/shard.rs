@@ -12,7 +12,7 @@ use hub::{Hub, StreamName};
 use sfu::signal::{ClientMessage, ErrorCode, ServerMessage};
 use sfu::str0m::net::Protocol;
 use sfu::{ConnId, Output, Sfu};
-use sfu::{FrameTrack, HttpSession, HttpSessionError, ParticipantId};
+use sfu::{FrameTrack, HttpSession, HttpSessionError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -122,16 +122,24 @@ pub enum Command {
         token: String,
         reply: oneshot::Sender<Result<(), SessionError>>,
     },
-    /// A frame from a hub stream for a WHEP viewer.
-    ViewerFrame {
-        viewer: ParticipantId,
+    /// A frame of a hub stream for its hub source here (hub_bridge.rs).
+    HubFrame {
+        stream: StreamName,
         track: FrameTrack,
         keyframe: bool,
         pts_us: u64,
-        data: Vec<u8>,
+        data: Arc<[u8]>,
     },
-    /// End an HTTP session from the server's side.
-    KickSession(ParticipantId),
+    /// The H.264 parameter sets of a hub stream, for its hub source here.
+    HubParameterSets {
+        stream: StreamName,
+        sets: Vec<Vec<u8>>,
+    },
+    /// Feed `id` of a hub stream ended with the stream.
+    HubFeedEnded {
+        stream: StreamName,
+        id: u64,
+    },
     /// `GET /api/streams`.
     Streams(oneshot::Sender<Vec<StreamStatus>>),
     /// `GET /api/rooms/NAME`: the room with every participant's figures.
@@ -413,14 +421,34 @@ impl Loop {
             let session = self
                 .sfu
                 .whep_play(now, stream.as_str(), offer, max_height)?;
-            self.streams.add_viewer(session.participant, stream);
+            self.streams.add_viewer(session.participant, stream, false);
             return Ok(session);
         }
-        let Some(info) = self.streams.hub.stream(&stream) else {
+        if !self.sfu.has_hub_source(stream.as_str()) {
+            self.open_hub_source(now, &stream)?;
+        }
+        match self.sfu.whep_play_hub(now, stream.as_str(), offer) {
+            Ok(session) => {
+                self.streams.add_viewer(session.participant, stream, true);
+                Ok(session)
+            }
+            Err(e) => {
+                if !self.streams.has_hub_viewer(&stream) {
+                    self.streams.close_hub_feed(&stream);
+                    self.sfu.hub_source_close(now, stream.as_str());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The hub source of `stream` here, and the feed that reads it from the hub.
+    fn open_hub_source(&mut self, now: Instant, stream: &StreamName) -> Result<(), SessionError> {
+        let Some(info) = self.streams.hub.stream(stream) else {
             return Err(HttpSessionError::NotFound(stream.to_string()).into());
         };
         // Published a moment ago: its first sequence headers are still on their way, and the
-        // answer can only offer the tracks known now (FFmpeg's video header comes before its
+        // source can only have the tracks known now (FFmpeg's video header comes before its
         // audio one: a viewer answered in between went without sound for good, as a CI run
         // showed). For its first seconds a stream with only one kind is asked for again later
         // (503, Retry-After); after that it is taken as it is (audio-only, video-only).
@@ -434,11 +462,11 @@ impl Loop {
         if tracks.is_empty() {
             return Err(SessionError::NothingPlayable(stream.to_string()));
         }
-        let session = self
-            .sfu
-            .whep_play_frames(now, stream.as_str(), &tracks, offer)?;
-        self.streams.add_frame_viewer(session.participant, stream);
-        Ok(session)
+        if !self.streams.open_hub_feed(stream) {
+            return Err(HttpSessionError::NotFound(stream.to_string()).into());
+        }
+        self.sfu.hub_source_open(now, stream.as_str(), &tracks);
+        Ok(())
     }
 
     fn command(&mut self, cmd: Command) {
@@ -588,19 +616,26 @@ impl Loop {
                 let r = self.sfu.end_http_session(now, &token);
                 let _ = reply.send(r.map_err(Into::into));
             }
-            Command::ViewerFrame {
-                viewer,
+            Command::HubFrame {
+                stream,
                 track,
                 keyframe,
                 pts_us,
                 data,
             } => self
                 .sfu
-                .viewer_frame(now, viewer, track, keyframe, pts_us, data),
+                .hub_frame(now, stream.as_str(), track, keyframe, pts_us, &data),
+            Command::HubParameterSets { stream, sets } => {
+                self.sfu.hub_parameter_sets(stream.as_str(), sets)
+            }
+            Command::HubFeedEnded { stream, id } => {
+                if self.streams.hub_feed_ended(&stream, id) {
+                    self.sfu.hub_source_close(now, stream.as_str());
+                }
+            }
             Command::HasStream(name, reply) => {
                 let _ = reply.send(self.sfu.has_stream(&name));
             }
-            Command::KickSession(pid) => self.sfu.kick_http_session(now, pid),
             Command::Streams(reply) => {
                 let all = self.streams.status(&self.sfu, now);
                 let _ = reply.send(self.streams.own(all, self.hub_only_streams));
