@@ -7,9 +7,12 @@ use std::sync::Arc;
 
 use media::avc::AvcError;
 
-/// The largest RTP payload made: room under str0m's datagram size (1,150) for the RTP header,
-/// its extensions, the SRTP tag and an RTX resend's two extra bytes.
-pub(crate) const MAX_PAYLOAD: usize = 1_000;
+/// The largest RTP payload made. With the RTP header and its extensions (~30 bytes), the SRTP
+/// tag (10) and an RTX resend's two extra bytes, a packet stays under ~1,150 bytes, as str0m's
+/// own packetizer keeps them (`DATAGRAM_MTU_TARGET`) and below what browsers send (~1,200).
+/// Larger payloads mean fewer packets for the same stream: at 1,000 the RTMP fan-out sent 23 %
+/// more packets than str0m's frame mode had for the same stream.
+pub(crate) const MAX_PAYLOAD: usize = 1_100;
 
 /// NAL unit types (H.264 table 7-1) a WebRTC receiver does without: access unit delimiters
 /// and filler data.

@@ -5,7 +5,7 @@
 //! | queue | carries | when full |
 //! |---|---|---|
 //! | `control` | signalling, HTTP API requests, ICE-TCP frames | the sender waits (its socket or request is slowed; nothing is lost) |
-//! | `frames` | hub frames for WHEP viewers of hub-only streams (RTMP, …) | the bridge waits, so its hub reader falls behind and the hub skips it to the next keyframe, as for every hub reader |
+//! | `frames` | hub frames of hub-only streams (RTMP, …) for their hub source on the shard, which its WHEP viewers there receive | the stream's feed waits, so its hub reader falls behind and the hub skips it to the next keyframe, as for every hub reader |
 //! | `media` | datagrams relayed in-process by TURN, packets exported by other shards | dropped and counted (`onair_media_dropped_total`), as the network would drop them; NACKs and keyframe requests recover |
 //! | `shards` | between shards: exports' keyframe requests and ends; TURN relays closing | unbounded, but each message stands for a stream or a relay, never for a packet |
 
@@ -18,7 +18,7 @@ use crate::webrtc::shard::Command;
 
 /// Requests waiting for a shard: enough for bursts of joins; a sender waits beyond.
 const CONTROL: usize = 1024;
-/// Hub frames waiting (all of a shard's bridged viewers together): a few frames each.
+/// Hub frames waiting (all of a shard's hub feeds together, one per stream with viewers here).
 const FRAMES: usize = 512;
 /// Relayed datagrams and exported batches waiting.
 const MEDIA: usize = 1024;
