@@ -306,6 +306,7 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
         .iter()
         .filter(|r| r.video_packets > 0 && r.audio_packets > 0)
         .count();
+    let with_video = ok.iter().filter(|r| r.video_packets > 0).count();
     let received: u64 = ok.iter().map(|r| r.audio_packets + r.video_packets).sum();
     let missing: u64 = ok.iter().map(|r| r.missing).sum();
     let bytes: u64 = ok.iter().map(|r| r.bytes).sum();
@@ -337,6 +338,7 @@ pub fn run(target: Target, shape: Shape, measure: Duration) -> Value {
         "server": server,
         "receivers": n,
         "receivers_with_audio_and_video": with_media,
+        "receivers_with_video": with_video,
         "receiver_errors": errors.iter().take(3).collect::<Vec<_>>(),
         "publisher": published.map(|r| r.err()).unwrap_or(Some("panicked".into())),
         "measure_seconds": wall,
@@ -374,6 +376,17 @@ pub fn smoke(bin: &str) -> i32 {
     let all = r["receivers_with_audio_and_video"].as_u64() == Some(10);
     let publisher_ok = r["publisher"].is_null();
     if all && publisher_ok { 0 } else { 1 }
+}
+
+/// The same for an RTMP stream (video only): 10 WHEP receivers for 5 s, spread over the
+/// server's media shards, each of which packetizes the stream once for its own; non-zero exit
+/// if any receiver got no video or failed.
+pub fn rtmp_smoke(bin: &str) -> i32 {
+    let r = rtmp_fanout(10, bin, Duration::from_secs(5));
+    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    let all = r["receivers_with_video"].as_u64() == Some(10);
+    let clean = r["receiver_errors"].as_array().is_some_and(Vec::is_empty);
+    if all && clean { 0 } else { 1 }
 }
 
 /// A counter from onair's /api/rooms (`rtp_in`, `rtp_out`); Janus has none on its public API.

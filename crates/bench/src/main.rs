@@ -47,6 +47,7 @@ fn main() {
                  onair-bench meeting M PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench compare-meeting M[,M...] PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench smoke PATH_TO_ONAIR\n       \
+                 onair-bench rtmp-smoke PATH_TO_ONAIR\n       \
                  onair-bench hls-latency PATH_TO_ONAIR [SECONDS]\n       \
                  onair-bench ws-latency N PATH_TO_ONAIR [SECONDS]";
     if args.len() >= 3 && args[1] == "hls-latency" {
@@ -60,6 +61,9 @@ fn main() {
     }
     if args.len() >= 3 && args[1] == "smoke" {
         std::process::exit(fanout::smoke(&args[2]));
+    }
+    if args.len() >= 3 && args[1] == "rtmp-smoke" {
+        std::process::exit(fanout::rtmp_smoke(&args[2]));
     }
     let steps = |a: &str| -> Vec<usize> { a.split(',').filter_map(|n| n.parse().ok()).collect() };
     let secs_at =
