@@ -50,6 +50,7 @@ struct HubFeed {
     id: u64,
     task: tokio::task::JoinHandle<()>,
 }
+
 pub struct Streams {
     pub hub: Hub,
     /// The shard's `frames` queue (queues.rs): bounded, and a feed waits when it is full.
@@ -59,7 +60,9 @@ pub struct Streams {
     /// Their tracks in the hub's order (a frame's track index is the position here).
     tracks: HashMap<ParticipantId, Vec<(sfu::TrackId, TrackInfo)>>,
     viewers: HashMap<ParticipantId, Viewer>,
+    /// Hub streams read for their hub source here, while it has viewers.
     hub_feeds: HashMap<StreamName, HubFeed>,
+    /// The id the next feed gets.
     next_feed: u64,
     /// Last bitrate sample per stream: (bytes, when, kbit/s).
     rates: HashMap<StreamName, (u64, Instant, u64)>,
