@@ -270,7 +270,8 @@ impl Sfu {
                 .collect();
             self.forward_to(tid, viewer, &packets);
         }
-        debug!(participant = %viewer, stream, packets = gop.len(), "hub viewer starts at the last keyframe");
+        let packets = gop.len();
+        debug!(participant = %viewer, stream, packets, "hub viewer starts at the last keyframe");
     }
 }
 

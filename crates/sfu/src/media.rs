@@ -427,7 +427,8 @@ impl Sfu {
                 .copied()
         });
         // RED audio (RFC 2198): forwarded whole where the subscriber negotiated RED too; the
-        // hub (recording, HLS, WHEP viewers of hub streams) and other subscribers get the primary block.
+        // hub (recording, HLS, WHEP viewers of hub streams) and other subscribers get the
+        // primary block.
         let mut red_whole = None;
         if in_params.is_some_and(|p| p.red() == Some(pt_in)) {
             match crate::red::primary(&pkt.payload) {

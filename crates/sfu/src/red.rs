@@ -3,7 +3,8 @@
 //! back with the next one and nothing waits for a retransmission.
 //!
 //! The SFU forwards RED packets as they are to subscribers that negotiated RED too; for one that
-//! did not (and for the hub: recording, HLS, WHEP viewers of hub streams) it takes out the primary block.
+//! did not (and for the hub: recording, HLS, WHEP viewers of hub streams) it takes out the
+//! primary block.
 //! Written here rather than taken from a crate: it is one header walk, and str0m (which
 //! negotiates RED) has no depacketizer for it in RTP mode.
 //!

@@ -93,8 +93,8 @@ fn red_goes_whole_to_subscribers_with_red_and_as_plain_opus_to_the_rest() {
     );
 }
 
-/// The hub (recording, LL-HLS, WHEP viewers of hub streams) fills an audio frame lost on the way in from
-/// the next packet's redundancy: a RED publisher's recording loses far less than a plain one's
+/// The hub (recording, LL-HLS, WHEP viewers of hub streams) fills an audio frame lost on the way
+/// in from the next packet's redundancy: a RED publisher's recording loses far less than a plain one's
 /// on the same lossy uplink, and its frames stay in order on the right timeline.
 #[test]
 fn the_hub_takes_lost_frames_back_from_red() {
