@@ -19,6 +19,8 @@ const params = new URLSearchParams(location.search);
 const server = (params.get('server') || '').replace(/\/+$/, '');
 const NAME_RE = /^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/;
 const RETRY_NOT_LIVE_MS = 2000;
+// A 503 to a WHEP request: the stream is live and its media about to start.
+const RETRY_STARTING_MS = 1000;
 const RETRY_ERROR_MS = 5000;
 const HLS_JS = params.get('hlsjs') || 'https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js';
 
@@ -196,6 +198,13 @@ async function connect() {
       showError(null);
       setStatus('waiting', 'not live yet, trying again every 2 s');
       retry(RETRY_NOT_LIVE_MS);
+    } else if (e.status === 503) {
+      // Live, but its first media (or its second track) is still on the way: the server
+      // says when to ask again (Retry-After: 1).
+      state.notLive += 1;
+      showError(null);
+      setStatus('waiting', 'starting, trying again in 1 s');
+      retry(RETRY_STARTING_MS);
     } else if (e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) {
       showError(e.message); // the request itself is wrong: asking again will not help
       setStatus('error', `refused (${e.status})`);

@@ -347,7 +347,7 @@ async function main() {
     const firstAt = await firstFrameEpoch(viewerA.page);
     const st = await stateOf(viewerA);
     figure(`(a) FFmpeg start → first decoded frame in the watch page: ${firstAt ? Math.round(firstAt - rtmp.startedAt) : '?'} ms `
-      + `(${st.notLive} POSTs answered 404 first; the page asks every 2 s)`);
+      + `(${st.notLive} POSTs answered 404 or 503 first; the page asks again after 2 s or 1 s)`);
   } else if (!running(rtmp)) {
     figure(`(a) FFmpeg exited ${rtmp.exitCode}: ${short(tail(rtmp.logFile, 5), 400)}`);
   }
